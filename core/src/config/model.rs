@@ -1,0 +1,199 @@
+//! The typed sections of routes.yaml that core owns: `server`, `queue`, `google`, and the
+//! `delivery:` key every sink may carry.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::units;
+use crate::sink::DeliveryPolicy;
+
+/// `server:` — the HTTP listener the sources are mounted on.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to listen on; `127.0.0.1:0` picks a free port (tests).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Serve HTTPS with these PEM files (the Directory API only calls HTTPS endpoints).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Larger request bodies are refused with 413.
+    #[serde(default = "default_body_limit", deserialize_with = "units::bytes")]
+    pub body_limit: u64,
+    /// A request that takes longer is answered 408 and nothing is stored.
+    #[serde(
+        default = "default_request_timeout",
+        deserialize_with = "units::duration"
+    )]
+    pub request_timeout: Duration,
+    /// On SIGTERM, how long in-flight deliveries may take before the gateway exits anyway.
+    #[serde(
+        default = "default_shutdown_timeout",
+        deserialize_with = "units::duration"
+    )]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            tls: None,
+            body_limit: default_body_limit(),
+            request_timeout: default_request_timeout(),
+            shutdown_timeout: default_shutdown_timeout(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_body_limit() -> u64 {
+    1 << 20
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `queue:` — the durable journal.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Directory of the journal; relative to the config file's directory.
+    #[serde(default = "default_queue_path")]
+    pub path: PathBuf,
+    /// When the journal holds this many bytes of undelivered events, sources answer 503.
+    #[serde(default, deserialize_with = "units::opt_bytes")]
+    pub max_bytes: Option<u64>,
+    /// When the journal holds this many undelivered events, sources answer 503.
+    #[serde(default)]
+    pub max_events: Option<u64>,
+    /// How long delivered events are kept; also the duplicate-suppression window.
+    #[serde(default = "default_retention", deserialize_with = "units::duration")]
+    pub retention: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            path: default_queue_path(),
+            max_bytes: None,
+            max_events: None,
+            retention: default_retention(),
+        }
+    }
+}
+
+fn default_queue_path() -> PathBuf {
+    PathBuf::from("./herald-data")
+}
+fn default_retention() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+/// `google:` — credentials for managing Classroom registrations and Directory channels.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GoogleConfig {
+    /// A service-account key file; `$GOOGLE_APPLICATION_CREDENTIALS` when absent.
+    #[serde(default)]
+    pub credentials: Option<PathBuf>,
+    /// The user to act as for Directory calls (domain-wide delegation).
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub token_url: Option<String>,
+    #[serde(default)]
+    pub classroom_api: Option<String>,
+    #[serde(default)]
+    pub directory_api: Option<String>,
+}
+
+/// A sink's `delivery:` key; each field replaces the sink type's default.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryOverrides {
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// `10/s`, `1/s`, `30/m`, or `none`.
+    #[serde(default)]
+    pub rate_limit: Option<String>,
+    #[serde(default)]
+    pub burst: Option<u32>,
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    #[serde(default, deserialize_with = "units::opt_duration")]
+    pub max_age: Option<Duration>,
+    #[serde(default, deserialize_with = "units::opt_duration")]
+    pub timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "units::opt_duration")]
+    pub initial_backoff: Option<Duration>,
+    #[serde(default, deserialize_with = "units::opt_duration")]
+    pub max_backoff: Option<Duration>,
+}
+
+impl DeliveryOverrides {
+    /// Applies the overrides to a sink type's defaults; the error names the bad field.
+    pub fn apply(&self, mut policy: DeliveryPolicy) -> Result<DeliveryPolicy, String> {
+        if let Some(c) = self.concurrency {
+            if c == 0 {
+                return Err("`concurrency` must be at least 1".into());
+            }
+            policy.concurrency = c;
+        }
+        if let Some(rate) = &self.rate_limit {
+            policy.rate_per_second = parse_rate(rate)?;
+        }
+        if let Some(b) = self.burst {
+            policy.burst = b.max(1);
+        }
+        if let Some(a) = self.max_attempts {
+            if a == 0 {
+                return Err("`max_attempts` must be at least 1".into());
+            }
+            policy.max_attempts = a;
+        }
+        policy.max_age = self.max_age.unwrap_or(policy.max_age);
+        policy.timeout = self.timeout.unwrap_or(policy.timeout);
+        policy.initial_backoff = self.initial_backoff.unwrap_or(policy.initial_backoff);
+        policy.max_backoff = self.max_backoff.unwrap_or(policy.max_backoff);
+        if policy.initial_backoff > policy.max_backoff {
+            return Err("`initial_backoff` is longer than `max_backoff`".into());
+        }
+        Ok(policy)
+    }
+}
+
+/// `10/s`, `30/m`, `100/h`, or `none`, as deliveries per second.
+pub fn parse_rate(text: &str) -> Result<Option<f64>, String> {
+    if text.trim() == "none" {
+        return Ok(None);
+    }
+    let bad = || format!("`{text}` is not a rate; write e.g. `1/s`, `30/m`, `100/h` or `none`");
+    let (count, per) = text.split_once('/').ok_or_else(bad)?;
+    let count: f64 = count.trim().parse().map_err(|_| bad())?;
+    let seconds = match per.trim() {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    if count <= 0.0 || !count.is_finite() {
+        return Err(bad());
+    }
+    Ok(Some(count / seconds))
+}

@@ -1,0 +1,138 @@
+//! The sink and source types the gateway knows, registered by the crates that implement them
+//! (`herald_sinks::register`, `herald_sources::register`). Core validates the parts of the
+//! config it owns (`type`, `delivery`, routes, templates) and hands each sink's and source's
+//! own keys to the validator of its type.
+
+use std::any::Any;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::error::ConfigError;
+use super::node::{Loc, Node};
+use crate::sink::{DeliveryPolicy, Sink};
+
+/// What a sink type's validator is given.
+pub struct SinkInput<'a> {
+    pub name: &'a str,
+    /// The sink's mapping without `type` and `delivery`.
+    pub node: &'a Node,
+    /// The directory of the config file; relative paths are resolved against it.
+    pub base_dir: &'a Path,
+}
+
+/// A template field a validated sink declares, with where its text stands in the file.
+#[derive(Clone, Debug)]
+pub struct TemplateField {
+    pub field: &'static str,
+    pub source: String,
+    pub loc: Loc,
+}
+
+impl TemplateField {
+    /// The template written under `field` in `node`, if any.
+    pub fn from_node(node: &Node, field: &'static str) -> Option<TemplateField> {
+        let value = node.get(field)?;
+        Some(TemplateField {
+            field,
+            source: value.scalar_text()?,
+            loc: value.loc,
+        })
+    }
+}
+
+/// A sink config that passed validation: everything needed to build the running sink.
+pub struct ValidSink {
+    pub templates: Vec<TemplateField>,
+    pub spec: Arc<dyn SinkSpec>,
+}
+
+/// Builds the running sink. Validation already happened, so a failure here is an
+/// environment problem (a file that cannot be opened), never a config mistake.
+pub trait SinkSpec: Send + Sync + fmt::Debug {
+    fn build(&self, context: &BuildContext) -> Result<Arc<dyn Sink>, String>;
+
+    /// One line for `herald check`, with any secret masked.
+    fn describe(&self) -> String;
+}
+
+/// What building a sink may need from the running gateway.
+#[derive(Clone, Debug, Default)]
+pub struct BuildContext {}
+
+/// A sink type: its `type:` name, its template fields, defaults and validator.
+#[derive(Clone, Copy)]
+pub struct SinkType {
+    pub name: &'static str,
+    /// Every template field this type has; a route may override any of them.
+    pub template_fields: &'static [&'static str],
+    /// The delivery policy when routes.yaml does not set one.
+    pub default_policy: fn() -> DeliveryPolicy,
+    /// Pure: no I/O, no network.
+    pub validate: fn(&SinkInput<'_>) -> Result<ValidSink, Vec<ConfigError>>,
+}
+
+/// What a source type's validator is given.
+pub struct SourceInput<'a> {
+    pub name: &'a str,
+    /// The source's mapping without `type`.
+    pub node: &'a Node,
+    pub base_dir: &'a Path,
+}
+
+/// A validated source config; the sources crate downcasts it to its own type.
+pub trait SourceSpec: Send + Sync + fmt::Debug + Any {
+    /// The HTTP path the source is mounted at, if it receives over HTTP.
+    fn http_path(&self) -> Option<&str>;
+
+    /// One line for `herald check`, with any secret masked.
+    fn describe(&self) -> String;
+
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// What a source type's validator returns.
+pub type SourceResult = Result<Arc<dyn SourceSpec>, Vec<ConfigError>>;
+
+/// A source type: its `type:` name and validator.
+#[derive(Clone, Copy)]
+pub struct SourceType {
+    pub name: &'static str,
+    /// Pure: no I/O, no network.
+    pub validate: fn(&SourceInput<'_>) -> SourceResult,
+}
+
+/// The known sink and source types.
+#[derive(Clone, Default)]
+pub struct Registry {
+    sinks: Vec<SinkType>,
+    sources: Vec<SourceType>,
+}
+
+impl Registry {
+    pub fn add_sink(&mut self, sink: SinkType) -> &mut Self {
+        self.sinks.push(sink);
+        self
+    }
+
+    pub fn add_source(&mut self, source: SourceType) -> &mut Self {
+        self.sources.push(source);
+        self
+    }
+
+    pub fn sink(&self, name: &str) -> Option<&SinkType> {
+        self.sinks.iter().find(|s| s.name == name)
+    }
+
+    pub fn source(&self, name: &str) -> Option<&SourceType> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    pub fn sink_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.sinks.iter().map(|s| s.name)
+    }
+
+    pub fn source_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.sources.iter().map(|s| s.name)
+    }
+}

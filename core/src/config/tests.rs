@@ -1,0 +1,267 @@
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::*;
+use crate::event::Event;
+use crate::rules::Target;
+
+/// A sink type for these tests: a required `url` and a `text` template.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct ChatConfig {
+    url: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Debug)]
+struct ChatSpec;
+
+impl SinkSpec for ChatSpec {
+    fn build(&self, _: &BuildContext) -> Result<Arc<dyn crate::Sink>, String> {
+        Err("not built in these tests".into())
+    }
+    fn describe(&self) -> String {
+        "chat".into()
+    }
+}
+
+fn registry() -> Registry {
+    let mut r = Registry::default();
+    r.add_sink(SinkType {
+        name: "chat",
+        template_fields: &["text", "title"],
+        default_policy: || DeliveryPolicy {
+            rate_per_second: Some(1.0),
+            ..DeliveryPolicy::default()
+        },
+        validate: |input| {
+            input.node.deserialize::<ChatConfig>().map_err(|e| {
+                vec![ConfigError::from_de(
+                    &format!("sink `{}`", input.name),
+                    e,
+                    input.node.loc,
+                )]
+            })?;
+            Ok(ValidSink {
+                templates: TemplateField::from_node(input.node, "text")
+                    .into_iter()
+                    .collect(),
+                spec: Arc::new(ChatSpec),
+            })
+        },
+    });
+    r
+}
+
+fn env(name: &str) -> Option<String> {
+    (name == "CHAT_URL").then(|| "https://chat.example/hook".to_owned())
+}
+
+fn parse_ok(yaml: &str) -> Config {
+    parse(
+        yaml,
+        Path::new("/etc/herald/routes.yaml"),
+        &registry(),
+        &env,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn parse_err(yaml: &str) -> Vec<String> {
+    let errors =
+        parse(yaml, Path::new("routes.yaml"), &registry(), &env).expect_err("config has mistakes");
+    errors.to_string().lines().map(str::to_owned).collect()
+}
+
+const VALID: &str = r#"
+server:
+  listen: 0.0.0.0:9000
+  body_limit: 2MiB
+queue:
+  path: data
+  retention: 12h
+sinks:
+  chat:
+    type: chat
+    url: "${CHAT_URL}"
+    text: "{{ type }}"
+    delivery: { rate_limit: 30/m, max_attempts: 3 }
+  other: { type: chat, url: "${OTHER:-https://other.example}" }
+routes:
+  - name: admins
+    match: { type: { in: [directory.users.makeAdmin] } }
+    to: [{ sink: chat, text: "ADMIN {{ data.primaryEmail }}" }]
+    continue: true
+  - name: everything
+    to: [chat, other]
+unmatched: [other]
+"#;
+
+#[test]
+fn a_valid_config_is_fully_read() {
+    let config = parse_ok(VALID);
+    assert_eq!(config.server.listen.port(), 9000);
+    assert_eq!(config.server.body_limit, 2 << 20);
+    assert_eq!(
+        config.queue.path,
+        Path::new("/etc/herald/data"),
+        "relative to the config file"
+    );
+    assert_eq!(config.queue.retention, Duration::from_secs(12 * 3600));
+
+    let chat = config.sink("chat").unwrap();
+    assert_eq!(chat.policy.rate_per_second, Some(0.5));
+    assert_eq!(chat.policy.max_attempts, 3);
+    let other = config.sink("other").unwrap();
+    assert_eq!(
+        other.policy.rate_per_second,
+        Some(1.0),
+        "the type's default"
+    );
+
+    let event = Event::new(
+        "1",
+        "directory",
+        "directory.users.makeAdmin",
+        Utc::now(),
+        json!({"primaryEmail": "a@b"}),
+    );
+    assert_eq!(
+        config.routes.targets(&event),
+        vec![
+            Target {
+                route: "admins",
+                sink: "chat"
+            },
+            Target {
+                route: "everything",
+                sink: "chat"
+            },
+            Target {
+                route: "everything",
+                sink: "other"
+            },
+        ]
+    );
+    let ctx = Templates::context(&event);
+    assert_eq!(
+        config
+            .templates
+            .render("admins", "chat", &ctx)
+            .unwrap()
+            .get("text"),
+        Some("ADMIN a@b")
+    );
+    assert_eq!(
+        config
+            .templates
+            .render("everything", "chat", &ctx)
+            .unwrap()
+            .get("text"),
+        Some("directory.users.makeAdmin")
+    );
+}
+
+#[test]
+fn an_empty_file_is_a_config_that_drops_everything() {
+    let config = parse_ok("");
+    assert!(config.sinks.is_empty());
+    assert!(config.routes.routes().is_empty());
+    assert_eq!(config.server, ServerConfig::default());
+}
+
+/// Golden test: every mistake of a file, each with line:column and what was expected.
+#[test]
+fn every_mistake_is_reported_with_line_and_column() {
+    let errors = parse_err(
+        r#"
+server:
+  listen: nowhere
+queu: {}
+sources:
+  classroom: { type: classroom_pubsub, path: /push }
+sinks:
+  chat: { type: chat, url: "${MISSING}" }
+  chat2: { type: chat }
+  chat3: { type: chat, url: x, txt: y }
+  "bad name": { type: chat, url: x }
+  mail: { type: emial }
+  tpl: { type: chat, url: x, text: "{% if %}" }
+  slow: { type: chat, url: x, delivery: { rate_limit: fast } }
+routes:
+  - name: r1
+    match: { type: { in: x } }
+    to: [chat, caht]
+  - name: r1
+    to: [{ sink: chat, body: "x" }]
+  - name: unmatched
+    to: []
+  - to: [chat]
+    continue: yes please
+unmatched: maybe
+"#,
+    );
+    let expected = [
+        "routes.yaml:3:11: `server`: invalid socket address syntax",
+        "routes.yaml:4:1: unknown key `queu`; did you mean `queue`?",
+        "routes.yaml:6:22: source `classroom`: unknown source type `classroom_pubsub`; this build has none yet",
+        "routes.yaml:8:28: environment variable `MISSING` is not set; set it or write `${MISSING:-default}`",
+        "routes.yaml:9:10: sink `chat2`: missing required field `url`",
+        "routes.yaml:10:32: sink `chat3`: unknown key `txt`; did you mean `text`?",
+        "routes.yaml:11:3: sink name `bad name` may only use letters, digits, `-` and `_`",
+        "routes.yaml:12:17: sink `mail`: unknown sink type `emial`; known types: chat",
+        "routes.yaml:13:36: sink `tpl`: template `text`: syntax error: unexpected end of block (template line 1)",
+        "routes.yaml:14:41: sink `slow`: `delivery`: `fast` is not a rate; write e.g. `1/s`, `30/m`, `100/h` or `none`",
+        "routes.yaml:17:26: route `r1`: `in` takes a list of values (`[a, b]`), found a string",
+        "routes.yaml:18:16: route `r1`: unknown sink `caht`; did you mean `chat`?",
+        "routes.yaml:19:11: duplicate route name `r1` (first at 16:11)",
+        "routes.yaml:20:24: route `r1`: sink `chat` (chat) has no template `body`; its templates are: text, title",
+        "routes.yaml:21:11: route name `unmatched` is reserved for events no route matched; choose another",
+        "routes.yaml:22:9: route `unmatched`: `to` must be a non-empty list of sink names",
+        "routes.yaml:23:5: route #4: missing required field `name`",
+        "routes.yaml:24:15: route `#4`: `continue` takes true or false, found a string",
+        "routes.yaml:25:12: `unmatched` is `drop` or a list of sink names",
+    ];
+    for (i, line) in expected.iter().enumerate() {
+        assert_eq!(
+            errors.get(i).map(String::as_str),
+            Some(*line),
+            "error #{i}; all errors:\n{}",
+            errors.join("\n")
+        );
+    }
+    assert_eq!(errors.len(), expected.len(), "{}", errors.join("\n"));
+}
+
+#[test]
+fn duplicate_keys_are_mistakes() {
+    let errors = parse_err("sinks:\n  a: { type: chat, url: x }\n  a: { type: chat, url: y }\n");
+    assert_eq!(
+        errors,
+        ["routes.yaml:3:3: duplicate key `a` (first at 2:3)"]
+    );
+}
+
+#[test]
+fn yaml_syntax_errors_have_a_place() {
+    let errors = parse_err("routes:\n  - name: [unclosed\n");
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].starts_with("routes.yaml:"), "{}", errors[0]);
+    assert!(errors[0].contains("invalid YAML"), "{}", errors[0]);
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let err = load(Path::new("/nonexistent/routes.yaml"), &registry()).unwrap_err();
+    assert!(
+        err.to_string().contains("cannot read the config file"),
+        "{err}"
+    );
+}

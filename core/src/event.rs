@@ -1,0 +1,170 @@
+//! The common event every source produces and every route and sink sees (DESIGN.md §3).
+//!
+//! It is a CloudEvents 1.0 event in the JSON format (`specversion`, `id`, `source`, `type`,
+//! `subject`, `time`, `datacontenttype`, `data`) plus `meta`: the transport metadata of the
+//! notification (Pub/Sub attributes, `X-Goog-*` headers). `meta` is written as one JSON object
+//! member rather than as flat CloudEvents extension attributes, because extension names must be
+//! lower-case alphanumerics and Google's names (`registrationId`, `channelExpiration`) would not
+//! read back unchanged.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The CloudEvents version Herald writes.
+pub const SPEC_VERSION: &str = "1.0";
+/// The content type of `data`: always JSON for Google's notifications.
+pub const DATA_CONTENT_TYPE: &str = "application/json";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    #[serde(default = "spec_version")]
+    pub specversion: String,
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(with = "rfc3339")]
+    pub time: DateTime<Utc>,
+    #[serde(default = "data_content_type")]
+    pub datacontenttype: String,
+    #[serde(default)]
+    pub data: Value,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
+}
+
+fn spec_version() -> String {
+    SPEC_VERSION.to_owned()
+}
+
+fn data_content_type() -> String {
+    DATA_CONTENT_TYPE.to_owned()
+}
+
+impl Event {
+    /// A new event with the fixed CloudEvents attributes filled in.
+    pub fn new(
+        id: impl Into<String>,
+        source: impl Into<String>,
+        ty: impl Into<String>,
+        time: DateTime<Utc>,
+        data: Value,
+    ) -> Self {
+        Event {
+            specversion: spec_version(),
+            id: id.into(),
+            source: source.into(),
+            ty: ty.into(),
+            subject: None,
+            time,
+            datacontenttype: data_content_type(),
+            data,
+            meta: BTreeMap::new(),
+        }
+    }
+
+    pub fn with_subject(mut self, subject: impl Into<String>) -> Self {
+        self.subject = Some(subject.into());
+        self
+    }
+
+    /// `time` as written in the JSON form (RFC 3339, UTC, with the precision it came with).
+    pub fn time_text(&self) -> String {
+        rfc3339::format(&self.time)
+    }
+
+    /// The event in the CloudEvents JSON format.
+    pub fn to_json(&self) -> String {
+        // Serializing a struct of strings, a timestamp and a `Value` cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// RFC 3339 timestamps in UTC with `Z`, keeping the fraction of a second only when present.
+mod rfc3339 {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn format(t: &DateTime<Utc>) -> String {
+        t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    }
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| serde::de::Error::custom(format!("`time` is not RFC 3339 ({e}): {text}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn roster_event() -> Event {
+        let time = DateTime::parse_from_rfc3339("2026-11-20T09:15:02.512Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut event = Event::new(
+            "2070443601311540",
+            "classroom",
+            "classroom.courses.students.created",
+            time,
+            json!({"collection": "courses.students", "eventType": "CREATED",
+                   "resourceId": {"courseId": "12345", "userId": "45678"}}),
+        )
+        .with_subject("courses/12345/students/45678");
+        event
+            .meta
+            .insert("registrationId".into(), "Cg0I2fQDEgYIABCA6gcaAA".into());
+        event
+    }
+
+    #[test]
+    fn serializes_to_cloudevents_json() {
+        let value: Value = serde_json::from_str(&roster_event().to_json()).unwrap();
+        assert_eq!(value["specversion"], "1.0");
+        assert_eq!(value["type"], "classroom.courses.students.created");
+        assert_eq!(value["time"], "2026-11-20T09:15:02.512Z");
+        assert_eq!(value["datacontenttype"], "application/json");
+        assert_eq!(value["data"]["resourceId"]["userId"], "45678");
+        assert_eq!(value["meta"]["registrationId"], "Cg0I2fQDEgYIABCA6gcaAA");
+    }
+
+    #[test]
+    fn round_trips_unchanged() {
+        let event = roster_event();
+        let back: Event = serde_json::from_str(&event.to_json()).unwrap();
+        assert_eq!(back, event);
+        assert_eq!(back.to_json(), event.to_json());
+    }
+
+    #[test]
+    fn whole_seconds_have_no_fraction() {
+        let mut event = roster_event();
+        event.time = DateTime::parse_from_rfc3339("2030-10-29T20:32:02Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(event.time_text(), "2030-10-29T20:32:02Z");
+    }
+
+    #[test]
+    fn rejects_a_bad_time_with_a_clear_message() {
+        let err = serde_json::from_str::<Event>(
+            r#"{"id":"1","source":"s","type":"t","time":"yesterday"}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("`time` is not RFC 3339"), "{err}");
+    }
+}

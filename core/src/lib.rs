@@ -1,0 +1,18 @@
+//! herald-core: everything between a decoded notification and a sink's `deliver` call.
+//!
+//! * [`event`] — the common [`Event`] (CloudEvents 1.0 + transport `meta`);
+//! * [`config`] — routes.yaml: parse, validate (every error with line:column), the typed model
+//!   and the registry of sink and source types;
+//! * [`rules`] — conditions and the ordered, indexed route table;
+//! * [`template`] — MiniJinja templates compiled at load, rendered per delivery;
+//! * [`sink`] — the [`Sink`] trait, its retryable/permanent error and the delivery policy.
+
+pub mod config;
+pub mod event;
+pub mod rules;
+pub mod sink;
+pub mod template;
+
+pub use config::Config;
+pub use event::Event;
+pub use sink::{Delivery, DeliveryPolicy, Sink, SinkError};

@@ -1,0 +1,12 @@
+//! herald-sinks: one folder per sink type, each `config.rs` (the validated config),
+//! `sink.rs` (the running sink) and `tests.rs`; [`register`] has one line per type.
+
+pub mod file;
+
+use herald_core::config::Registry;
+
+/// Registers every sink type this crate provides.
+pub fn register(registry: &mut Registry) {
+    registry.add_sink(file::FILE);
+    registry.add_sink(file::STDOUT);
+}
