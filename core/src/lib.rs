@@ -5,10 +5,12 @@
 //!   and the registry of sink and source types;
 //! * [`rules`] — conditions and the ordered, indexed route table;
 //! * [`template`] — MiniJinja templates compiled at load, rendered per delivery;
+//! * [`ingest`] — how sources hand events to the journal and when they may answer 2xx;
 //! * [`sink`] — the [`Sink`] trait, its retryable/permanent error and the delivery policy.
 
 pub mod config;
 pub mod event;
+pub mod ingest;
 pub mod rules;
 pub mod sink;
 pub mod template;

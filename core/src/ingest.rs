@@ -1,0 +1,61 @@
+//! The boundary between sources and the journal: a source hands a decoded event over and
+//! answers its sender only when [`Ingest::commit`] returned, i.e. when the event is durable.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
+
+/// What became of a committed event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Committed {
+    /// Stored for the first time; it will be routed and delivered.
+    New,
+    /// An event with the same `(source, id)` was stored within the retention window (a
+    /// Pub/Sub redelivery, a Directory retry); nothing new was stored.
+    Duplicate,
+}
+
+/// Why an event could not be taken. Sources answer 503 to both, which Google's senders retry.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    /// The journal reached `queue.max_events` or `queue.max_bytes`.
+    #[error("the queue is full: {0}")]
+    Full(String),
+    /// The journal cannot write (disk error, shutting down).
+    #[error("the journal is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// An authenticated input that could not be decoded. It is acknowledged (so Pub/Sub does
+/// not redeliver it forever) and kept with the dead letters, so nothing is lost.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RejectedInput {
+    /// The source's name in routes.yaml.
+    pub source: String,
+    /// What was wrong, for the operator.
+    pub reason: String,
+    pub received: DateTime<Utc>,
+    /// Request metadata worth keeping (never a token or a secret).
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+    /// The body as received, lossily as UTF-8.
+    pub body: String,
+}
+
+/// Where sources put what they received.
+#[async_trait]
+pub trait Ingest: Send + Sync + 'static {
+    /// Stores `event` durably. Returns once it is committed (fsync'd); only then may the
+    /// source answer 2xx.
+    async fn commit(&self, event: Event) -> Result<Committed, IngestError>;
+
+    /// Stores an undecodable input with the dead letters.
+    async fn reject(&self, input: RejectedInput) -> Result<(), IngestError>;
+
+    /// `Err(reason)` when new events cannot be taken now (`/readyz` says why).
+    fn ready(&self) -> Result<(), String>;
+}
