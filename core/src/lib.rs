@@ -6,11 +6,17 @@
 //! * [`rules`] — conditions and the ordered, indexed route table;
 //! * [`template`] — MiniJinja templates compiled at load, rendered per delivery;
 //! * [`ingest`] — how sources hand events to the journal and when they may answer 2xx;
+//! * [`journal`] — the durable journal (redb): group commit, routing, pending deliveries,
+//!   dead letters, retention;
+//! * [`delivery`] — per-sink workers: concurrency, rate limit, retry with backoff, circuit
+//!   breaker, dead letters;
 //! * [`sink`] — the [`Sink`] trait, its retryable/permanent error and the delivery policy.
 
 pub mod config;
+pub mod delivery;
 pub mod event;
 pub mod ingest;
+pub mod journal;
 pub mod rules;
 pub mod sink;
 pub mod template;

@@ -1,0 +1,283 @@
+//! One sink's delivery worker: reads the sink's pending deliveries from the journal in order,
+//! and runs attempts within the sink's concurrency, rate limit and circuit breaker. It holds
+//! only the deliveries in flight and one page of the journal in memory: a long outage leaves
+//! its backlog on disk.
+
+use std::collections::HashSet;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use futures_util::FutureExt;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::breaker::{Breaker, Gate};
+use super::policy::decide;
+use crate::journal::{DeliveryKey, Journal, Outcome, PendingItem, now_millis};
+use crate::sink::{Delivery, DeliveryPolicy, Sink, SinkError};
+use crate::template::Templates;
+
+/// Pending deliveries read from the journal at a time.
+const PAGE: usize = 256;
+/// Even without a wake-up, the worker looks at its backlog this often (deliveries replayed by
+/// `herald dlq replay` in another process arrive this way).
+const RESCAN: Duration = Duration::from_secs(5);
+
+pub(super) struct Worker {
+    pub name: String,
+    pub sink: Arc<dyn Sink>,
+    pub policy: DeliveryPolicy,
+    pub journal: Arc<Journal>,
+    pub templates: Arc<ArcSwap<Templates>>,
+    pub notify: Arc<Notify>,
+    pub shutdown: watch::Receiver<bool>,
+    pub deadline: Duration,
+}
+
+/// What the attempts of one worker share.
+struct Shared {
+    name: String,
+    sink: Arc<dyn Sink>,
+    policy: DeliveryPolicy,
+    journal: Arc<Journal>,
+    templates: Arc<ArcSwap<Templates>>,
+    breaker: Mutex<Breaker>,
+    inflight: Mutex<HashSet<DeliveryKey>>,
+    /// Woken when an attempt ends, so a half-open circuit or a full worker goes on.
+    ended: Notify,
+}
+
+impl Worker {
+    pub async fn run(self) {
+        let shared = Arc::new(Shared {
+            name: self.name.clone(),
+            sink: self.sink.clone(),
+            policy: self.policy.clone(),
+            journal: self.journal.clone(),
+            templates: self.templates.clone(),
+            breaker: Mutex::new(Breaker::default()),
+            inflight: Mutex::new(HashSet::new()),
+            ended: Notify::new(),
+        });
+        let limiter = rate_limiter(&self.policy);
+        let semaphore = Arc::new(Semaphore::new(self.policy.concurrency));
+        let mut shutdown = self.shutdown.clone();
+        let mut attempts = JoinSet::new();
+        let mut cursor: Option<DeliveryKey> = None;
+        let mut earliest: Option<i64> = None;
+
+        'outer: while !*shutdown.borrow() {
+            while attempts.try_join_next().is_some() {}
+
+            let gate = lock(&shared.breaker).gate(Instant::now());
+            if let Gate::Wait(delay) = gate {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shared.ended.notified() => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+
+            let items = match self
+                .journal
+                .scan_pending(&self.name, cursor.clone(), PAGE)
+                .await
+            {
+                Ok(items) => items,
+                Err(e) => {
+                    tracing::error!(sink = %self.name, error = %e, "cannot read pending deliveries");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if items.is_empty() {
+                // The end of a pass: sleep until the earliest retry, new work, or a rescan.
+                cursor = None;
+                let wait = earliest
+                    .take()
+                    .map(|at| Duration::from_millis(u64::try_from(at - now_millis()).unwrap_or(0)))
+                    .unwrap_or(RESCAN)
+                    .min(RESCAN);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.notify.notified() => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+
+            let mut probed = false;
+            for item in items {
+                cursor = Some(item.key.clone());
+                if lock(&shared.inflight).contains(&item.key) {
+                    continue;
+                }
+                let now = now_millis();
+                if item.state.next_at > now {
+                    earliest =
+                        Some(earliest.map_or(item.state.next_at, |e| e.min(item.state.next_at)));
+                    continue;
+                }
+                let gate = if probed {
+                    Gate::Wait(Duration::ZERO)
+                } else {
+                    lock(&shared.breaker).gate(Instant::now())
+                };
+                match gate {
+                    Gate::Go => {}
+                    Gate::Probe => probed = true,
+                    Gate::Wait(_) => {
+                        // The circuit opened (or a probe is out): start the pass again later.
+                        cursor = None;
+                        continue 'outer;
+                    }
+                }
+                let permit = tokio::select! {
+                    permit = semaphore.clone().acquire_owned() => match permit {
+                        Ok(p) => p,
+                        Err(_) => break 'outer,
+                    },
+                    _ = shutdown.changed() => break 'outer,
+                };
+                if let Some(limiter) = &limiter {
+                    tokio::select! {
+                        _ = limiter.until_ready() => {}
+                        _ = shutdown.changed() => break 'outer,
+                    }
+                }
+                lock(&shared.inflight).insert(item.key.clone());
+                let shared = shared.clone();
+                attempts.spawn(async move {
+                    attempt(&shared, item).await;
+                    drop(permit);
+                    shared.ended.notify_one();
+                });
+            }
+        }
+
+        // Shutdown: let attempts in flight finish up to the deadline; what is left stays
+        // pending in the journal for the next start.
+        let finished = tokio::time::timeout(self.deadline, async {
+            while attempts.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!(sink = %self.name, left = attempts.len(), "deliveries still in flight at the shutdown deadline; they stay queued");
+            attempts.abort_all();
+        }
+        if let Err(e) = self.sink.flush().await {
+            tracing::warn!(sink = %self.name, error = %e, "flush at shutdown failed");
+        }
+    }
+}
+
+/// One attempt of one delivery, recorded in the journal before it ends.
+async fn attempt(shared: &Shared, item: PendingItem) {
+    let PendingItem {
+        key,
+        state,
+        committed_at,
+        event,
+    } = item;
+    let result = {
+        let templates = shared.templates.load();
+        match templates.render(&key.route, &key.sink, &Templates::context(&event)) {
+            Err(e) => Err(SinkError::permanent(e.to_string())),
+            Ok(rendered) => {
+                let delivery = Delivery {
+                    event: &event,
+                    route: &key.route,
+                    sink: &key.sink,
+                    rendered: &rendered,
+                };
+                let send =
+                    std::panic::AssertUnwindSafe(shared.sink.deliver(delivery)).catch_unwind();
+                match tokio::time::timeout(shared.policy.timeout, send).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(panic)) => Err(SinkError::retryable(format!(
+                        "the sink panicked: {}",
+                        panic_message(&panic)
+                    ))),
+                    Err(_) => Err(SinkError::retryable(format!(
+                        "timed out after {:?}",
+                        shared.policy.timeout
+                    ))),
+                }
+            }
+        }
+    };
+
+    let now = Instant::now();
+    {
+        let mut breaker = lock(&shared.breaker);
+        match &result {
+            Ok(()) => breaker.on_success(),
+            Err(SinkError::Retryable {
+                retry_after: Some(delay),
+                ..
+            }) => breaker.pause(now, *delay),
+            Err(SinkError::Retryable { .. }) => breaker.on_failure(now),
+            // A permanent error is about this message, not the sink's health.
+            Err(SinkError::Permanent { .. }) => breaker.on_success(),
+        }
+        metrics::gauge!("herald_circuit_state", "sink" => shared.name.clone())
+            .set(breaker.metric());
+    }
+
+    let outcome = decide(
+        &result,
+        &state,
+        committed_at,
+        now_millis(),
+        &shared.policy,
+        &mut rand::rng(),
+    );
+    let label = match &outcome {
+        Outcome::Delivered => "delivered",
+        Outcome::Retry { .. } => "retry",
+        Outcome::Dead { .. } => "dead",
+    };
+    metrics::counter!("herald_deliveries_total", "sink" => shared.name.clone(), "outcome" => label)
+        .increment(1);
+    match &outcome {
+        Outcome::Retry { attempt, .. } => {
+            metrics::counter!("herald_delivery_retries_total", "sink" => shared.name.clone())
+                .increment(1);
+            tracing::debug!(sink = %key.sink, route = %key.route, event = %event.id, error = %attempt.error, "delivery failed; will retry");
+        }
+        Outcome::Dead { reason, attempt } => {
+            let error = attempt.as_ref().map_or("", |a| a.error.as_str());
+            tracing::warn!(sink = %key.sink, route = %key.route, event = %event.id, %reason, %error, "delivery dead-lettered");
+        }
+        Outcome::Delivered => {}
+    }
+    if let Err(e) = shared.journal.record(key.clone(), outcome).await {
+        tracing::error!(sink = %key.sink, error = %e, "cannot record a delivery outcome; it will be attempted again");
+    }
+    lock(&shared.inflight).remove(&key);
+}
+
+fn rate_limiter(policy: &DeliveryPolicy) -> Option<DefaultDirectRateLimiter> {
+    let per_second = policy.rate_per_second?;
+    let burst = NonZeroU32::new(policy.burst.max(1))?;
+    let period = Duration::from_secs_f64(1.0 / per_second);
+    let quota = Quota::with_period(period)?.allow_burst(burst);
+    Some(RateLimiter::direct(quota))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}

@@ -1,0 +1,177 @@
+//! What the journal stores, and how it is encoded. Values are compact: an event is its commit
+//! time and its CloudEvents JSON; a fresh delivery is an empty value.
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
+use crate::ingest::RejectedInput;
+
+/// Milliseconds since the Unix epoch, the journal's clock.
+pub type Millis = i64;
+
+pub fn now_millis() -> Millis {
+    Utc::now().timestamp_millis()
+}
+
+pub fn to_time(ms: Millis) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// An event as stored: when it was committed, and the event.
+pub fn encode_event(committed_at: Millis, event_json: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(8 + event_json.len());
+    bytes.extend_from_slice(&committed_at.to_be_bytes());
+    bytes.extend_from_slice(event_json);
+    bytes
+}
+
+/// The commit time and the JSON of a stored event.
+pub fn decode_event(bytes: &[u8]) -> Option<(Millis, &[u8])> {
+    let (time, json) = bytes.split_at_checked(8)?;
+    Some((Millis::from_be_bytes(time.try_into().ok()?), json))
+}
+
+/// One failed attempt of a delivery.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub at: Millis,
+    pub error: String,
+}
+
+/// The retry state of a pending delivery.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingState {
+    /// Attempts made so far.
+    #[serde(rename = "a")]
+    pub attempts: u32,
+    /// Not before this time (0: now).
+    #[serde(rename = "n")]
+    pub next_at: Millis,
+    /// The errors of the attempts so far (the last [`MAX_KEPT_ERRORS`]).
+    #[serde(rename = "e", default)]
+    pub errors: Vec<Attempt>,
+}
+
+/// A dead letter keeps at most this many attempt errors (the first and the latest ones).
+pub const MAX_KEPT_ERRORS: usize = 20;
+
+impl PendingState {
+    pub fn encode(&self) -> Vec<u8> {
+        if *self == PendingState::default() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(self).unwrap_or_default()
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> PendingState {
+        if bytes.is_empty() {
+            PendingState::default()
+        } else {
+            serde_json::from_slice(bytes).unwrap_or_default()
+        }
+    }
+
+    pub fn push_error(&mut self, attempt: Attempt) {
+        if self.errors.len() >= MAX_KEPT_ERRORS {
+            // Keep the first error (how it started) and the most recent ones.
+            self.errors.remove(1);
+        }
+        self.errors.push(attempt);
+    }
+}
+
+/// A dead letter: a delivery that failed for good, or an input that could not be decoded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub id: u64,
+    pub created: DateTime<Utc>,
+    #[serde(flatten)]
+    pub kind: DeadKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DeadKind {
+    /// `(event, route, sink)` that ran out of attempts or failed permanently.
+    Delivery {
+        route: String,
+        sink: String,
+        /// Why it stopped: "permanent error", "10 attempts", "older than 24h".
+        reason: String,
+        attempts: Vec<Attempt>,
+        event: Event,
+    },
+    /// An authenticated input the source could not decode.
+    Rejected { input: RejectedInput },
+}
+
+impl DeadLetter {
+    pub fn sink(&self) -> Option<&str> {
+        match &self.kind {
+            DeadKind::Delivery { sink, .. } => Some(sink),
+            DeadKind::Rejected { .. } => None,
+        }
+    }
+
+    pub fn route(&self) -> Option<&str> {
+        match &self.kind {
+            DeadKind::Delivery { route, .. } => Some(route),
+            DeadKind::Rejected { .. } => None,
+        }
+    }
+
+    /// The last error, or the rejection reason: one line for `dlq list`.
+    pub fn summary(&self) -> &str {
+        match &self.kind {
+            DeadKind::Delivery {
+                attempts, reason, ..
+            } => attempts
+                .last()
+                .map_or(reason.as_str(), |a| a.error.as_str()),
+            DeadKind::Rejected { input } => &input.reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_pending_state_is_empty_bytes() {
+        assert!(PendingState::default().encode().is_empty());
+        let mut s = PendingState {
+            attempts: 2,
+            next_at: 5,
+            errors: vec![],
+        };
+        s.push_error(Attempt {
+            at: 1,
+            error: "503".into(),
+        });
+        assert_eq!(PendingState::decode(&s.encode()), s);
+    }
+
+    #[test]
+    fn errors_keep_the_first_and_the_latest() {
+        let mut s = PendingState::default();
+        for i in 0..50 {
+            s.push_error(Attempt {
+                at: i,
+                error: format!("e{i}"),
+            });
+        }
+        assert_eq!(s.errors.len(), MAX_KEPT_ERRORS);
+        assert_eq!(s.errors[0].error, "e0");
+        assert_eq!(s.errors.last().unwrap().error, "e49");
+    }
+
+    #[test]
+    fn events_encode_with_their_commit_time() {
+        let bytes = encode_event(1234, b"{}");
+        assert_eq!(decode_event(&bytes), Some((1234, &b"{}"[..])));
+        assert_eq!(decode_event(b"short"), None);
+    }
+}

@@ -1,0 +1,554 @@
+//! The journal's tables in redb and the operations on them. Everything here is synchronous;
+//! the writer thread and the CLI call it, never the async runtime directly.
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `events` | seq | commit time + CloudEvents JSON |
+//! | `dedup` | `source \0 id` | seq (duplicate suppression within the retention window) |
+//! | `pending` | `(sink, seq, route)` | retry state (empty when fresh) |
+//! | `refs` | seq | (deliveries left, event size) — an event is undelivered while it has any |
+//! | `dead` | dead-letter id | dead letter JSON |
+//! | `meta` | name | counters: next seq, undelivered events/bytes, pending per sink |
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
+
+use super::JournalError;
+use super::records::{
+    Attempt, DeadKind, DeadLetter, Millis, PendingState, decode_event, encode_event,
+};
+use crate::event::Event;
+use crate::ingest::{Committed, RejectedInput};
+use crate::rules::RouteTable;
+
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const DEDUP: TableDefinition<&str, u64> = TableDefinition::new("dedup");
+const PENDING: TableDefinition<(&str, u64, &str), &[u8]> = TableDefinition::new("pending");
+const REFS: TableDefinition<u64, (u32, u32)> = TableDefinition::new("refs");
+const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const NEXT_SEQ: &str = "next_seq";
+const NEXT_DEAD: &str = "next_dead";
+const UNDELIVERED_EVENTS: &str = "undelivered_events";
+const UNDELIVERED_BYTES: &str = "undelivered_bytes";
+const PENDING_PREFIX: &str = "pending/";
+
+/// The file inside `queue.path`.
+pub const FILE_NAME: &str = "journal.redb";
+
+/// A delivery waiting to be sent.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeliveryKey {
+    pub sink: String,
+    pub seq: u64,
+    pub route: String,
+}
+
+/// A pending delivery with its event, as the sink workers read it.
+#[derive(Clone, Debug)]
+pub struct PendingItem {
+    pub key: DeliveryKey,
+    pub state: PendingState,
+    pub committed_at: Millis,
+    pub event: Event,
+}
+
+/// How one attempt ended, as recorded.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Delivered,
+    /// Try again at `next_at`.
+    Retry {
+        attempt: Attempt,
+        next_at: Millis,
+    },
+    /// Give up: move to the dead letters.
+    Dead {
+        attempt: Option<Attempt>,
+        reason: String,
+    },
+}
+
+/// Counters the gateway reports and limits ingest by.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub undelivered_events: u64,
+    pub undelivered_bytes: u64,
+    pub pending: BTreeMap<String, u64>,
+    pub dead_letters: u64,
+}
+
+/// Which dead letters a `dlq` command works on.
+#[derive(Clone, Debug, Default)]
+pub struct DeadFilter {
+    pub ids: Vec<u64>,
+    pub sink: Option<String>,
+    pub route: Option<String>,
+    /// Only those created before this time.
+    pub before: Option<Millis>,
+}
+
+impl DeadFilter {
+    fn matches(&self, d: &DeadLetter) -> bool {
+        (self.ids.is_empty() || self.ids.contains(&d.id))
+            && self.sink.as_deref().is_none_or(|s| d.sink() == Some(s))
+            && self.route.as_deref().is_none_or(|r| d.route() == Some(r))
+            && self.before.is_none_or(|b| d.created.timestamp_millis() < b)
+    }
+}
+
+pub fn open(dir: &Path) -> Result<Database, JournalError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| JournalError::Io(format!("cannot create {}: {e}", dir.display())))?;
+    let path = dir.join(FILE_NAME);
+    let db = Database::create(&path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => {
+            JournalError::Locked(path.display().to_string())
+        }
+        other => JournalError::Io(format!("cannot open {}: {other}", path.display())),
+    })?;
+    let txn = db.begin_write().map_err(err)?;
+    {
+        // Create every table so readers never meet a missing one.
+        txn.open_table(EVENTS).map_err(err)?;
+        txn.open_table(DEDUP).map_err(err)?;
+        txn.open_table(PENDING).map_err(err)?;
+        txn.open_table(REFS).map_err(err)?;
+        txn.open_table(DEAD).map_err(err)?;
+        txn.open_table(META).map_err(err)?;
+    }
+    txn.commit().map_err(err)?;
+    Ok(db)
+}
+
+pub(super) fn err(e: impl std::fmt::Display) -> JournalError {
+    JournalError::Io(e.to_string())
+}
+
+fn dedup_key(source: &str, id: &str) -> String {
+    format!("{source}\0{id}")
+}
+
+fn meta_get(table: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, JournalError> {
+    Ok(table.get(key).map_err(err)?.map(|v| v.value()).unwrap_or(0))
+}
+
+/// Adds `delta` to a counter in `meta`.
+fn meta_add(
+    table: &mut redb::Table<&'static str, u64>,
+    key: &str,
+    delta: i64,
+) -> Result<(), JournalError> {
+    let current = meta_get(table, key)?;
+    let next = current.saturating_add_signed(delta);
+    table.insert(key, next).map_err(err)?;
+    Ok(())
+}
+
+/// The writes of one group commit, all in one transaction.
+pub struct Batch<'t> {
+    txn: &'t WriteTransaction,
+    /// Pending deliveries added per sink, to wake the sink workers after the commit.
+    pub touched_sinks: BTreeMap<String, u64>,
+    pending_delta: BTreeMap<String, i64>,
+    events_delta: i64,
+    bytes_delta: i64,
+}
+
+impl<'t> Batch<'t> {
+    pub fn new(txn: &'t WriteTransaction) -> Self {
+        Batch {
+            txn,
+            touched_sinks: BTreeMap::new(),
+            pending_delta: BTreeMap::new(),
+            events_delta: 0,
+            bytes_delta: 0,
+        }
+    }
+
+    /// Appends an event unless `(source, id)` was seen within the retention window, and
+    /// records the deliveries its routes decide on.
+    pub fn append(
+        &mut self,
+        event: &Event,
+        routes: &RouteTable,
+        now: Millis,
+    ) -> Result<Committed, JournalError> {
+        let mut dedup = self.txn.open_table(DEDUP).map_err(err)?;
+        let key = dedup_key(&event.source, &event.id);
+        if dedup.get(key.as_str()).map_err(err)?.is_some() {
+            return Ok(Committed::Duplicate);
+        }
+        let seq = self.store_event(event, now)?;
+        dedup.insert(key.as_str(), seq).map_err(err)?;
+        let targets = routes.targets(event);
+        let pairs: Vec<(&str, &str)> = targets.iter().map(|t| (t.sink, t.route)).collect();
+        self.add_deliveries(seq, event, &pairs)?;
+        Ok(Committed::New)
+    }
+
+    fn store_event(&mut self, event: &Event, now: Millis) -> Result<u64, JournalError> {
+        let mut meta = self.txn.open_table(META).map_err(err)?;
+        let seq = meta_get(&meta, NEXT_SEQ)?.max(1);
+        meta.insert(NEXT_SEQ, seq + 1).map_err(err)?;
+        let json = serde_json::to_vec(event).map_err(err)?;
+        let mut events = self.txn.open_table(EVENTS).map_err(err)?;
+        events
+            .insert(seq, encode_event(now, &json).as_slice())
+            .map_err(err)?;
+        Ok(seq)
+    }
+
+    /// Records `(sink, route)` deliveries of the stored event `seq`.
+    fn add_deliveries(
+        &mut self,
+        seq: u64,
+        event: &Event,
+        pairs: &[(&str, &str)],
+    ) -> Result<(), JournalError> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let mut pending = self.txn.open_table(PENDING).map_err(err)?;
+        let mut refs = self.txn.open_table(REFS).map_err(err)?;
+        let mut count = 0u32;
+        for (sink, route) in pairs {
+            // The same (route, sink) twice in one route list is one delivery.
+            if pending
+                .insert((*sink, seq, *route), &[][..])
+                .map_err(err)?
+                .is_none()
+            {
+                count += 1;
+                *self.touched_sinks.entry((*sink).to_owned()).or_default() += 1;
+                *self.pending_delta.entry((*sink).to_owned()).or_default() += 1;
+            }
+        }
+        let size = event_size(event);
+        refs.insert(seq, (count, size)).map_err(err)?;
+        self.events_delta += 1;
+        self.bytes_delta += i64::from(size);
+        Ok(())
+    }
+
+    /// Records the outcome of one attempt.
+    pub fn outcome(&mut self, key: &DeliveryKey, outcome: &Outcome) -> Result<(), JournalError> {
+        let mut pending = self.txn.open_table(PENDING).map_err(err)?;
+        let pkey = (key.sink.as_str(), key.seq, key.route.as_str());
+        let Some(state) = pending
+            .get(pkey)
+            .map_err(err)?
+            .map(|v| PendingState::decode(v.value()))
+        else {
+            // Already settled (e.g. purged or replayed by an operator meanwhile).
+            return Ok(());
+        };
+        match outcome {
+            Outcome::Retry { attempt, next_at } => {
+                let mut state = state;
+                state.attempts += 1;
+                state.next_at = *next_at;
+                state.push_error(attempt.clone());
+                pending
+                    .insert(pkey, state.encode().as_slice())
+                    .map_err(err)?;
+            }
+            Outcome::Delivered => {
+                pending.remove(pkey).map_err(err)?;
+                drop(pending);
+                self.settle(key)?;
+            }
+            Outcome::Dead { attempt, reason } => {
+                pending.remove(pkey).map_err(err)?;
+                drop(pending);
+                let mut attempts = state.errors;
+                attempts.extend(attempt.clone());
+                let events = self.txn.open_table(EVENTS).map_err(err)?;
+                let event = events.get(key.seq).map_err(err)?.and_then(|v| {
+                    decode_event(v.value())
+                        .and_then(|(_, json)| serde_json::from_slice::<Event>(json).ok())
+                });
+                drop(events);
+                if let Some(event) = event {
+                    self.dead_letter(DeadKind::Delivery {
+                        route: key.route.clone(),
+                        sink: key.sink.clone(),
+                        reason: reason.clone(),
+                        attempts,
+                        event,
+                    })?;
+                }
+                self.settle(key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One delivery of `key.seq` is finished (delivered or dead).
+    fn settle(&mut self, key: &DeliveryKey) -> Result<(), JournalError> {
+        *self.pending_delta.entry(key.sink.clone()).or_default() -= 1;
+        let mut refs = self.txn.open_table(REFS).map_err(err)?;
+        let Some((left, size)) = refs.get(key.seq).map_err(err)?.map(|v| v.value()) else {
+            return Ok(());
+        };
+        if left <= 1 {
+            refs.remove(key.seq).map_err(err)?;
+            self.events_delta -= 1;
+            self.bytes_delta -= i64::from(size);
+        } else {
+            refs.insert(key.seq, (left - 1, size)).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    pub fn reject(&mut self, input: RejectedInput) -> Result<(), JournalError> {
+        self.dead_letter(DeadKind::Rejected { input })
+    }
+
+    fn dead_letter(&mut self, kind: DeadKind) -> Result<(), JournalError> {
+        let mut meta = self.txn.open_table(META).map_err(err)?;
+        let id = meta_get(&meta, NEXT_DEAD)?.max(1);
+        meta.insert(NEXT_DEAD, id + 1).map_err(err)?;
+        let letter = DeadLetter {
+            id,
+            created: chrono::Utc::now(),
+            kind,
+        };
+        let mut dead = self.txn.open_table(DEAD).map_err(err)?;
+        dead.insert(id, serde_json::to_vec(&letter).map_err(err)?.as_slice())
+            .map_err(err)?;
+        if let Some(sink) = letter.sink() {
+            metrics::counter!("herald_dead_letters_total", "sink" => sink.to_owned()).increment(1);
+        } else {
+            metrics::counter!("herald_rejected_inputs_total").increment(1);
+        }
+        Ok(())
+    }
+
+    /// Removes events older than `retention` whose deliveries are all finished, with their
+    /// duplicate-suppression keys. Returns how many were removed; at most `limit` per call.
+    pub fn sweep(
+        &mut self,
+        now: Millis,
+        retention_ms: Millis,
+        limit: usize,
+    ) -> Result<usize, JournalError> {
+        let mut events = self.txn.open_table(EVENTS).map_err(err)?;
+        let refs = self.txn.open_table(REFS).map_err(err)?;
+        let mut dedup = self.txn.open_table(DEDUP).map_err(err)?;
+        let mut expired = Vec::new();
+        for entry in events.range(0u64..).map_err(err)? {
+            let (seq, value) = entry.map_err(err)?;
+            let Some((committed_at, json)) = decode_event(value.value()) else {
+                continue;
+            };
+            if committed_at > now - retention_ms || expired.len() >= limit {
+                break;
+            }
+            if refs.get(seq.value()).map_err(err)?.is_some() {
+                continue; // still being delivered: kept however old
+            }
+            let event: Option<Event> = serde_json::from_slice(json).ok();
+            expired.push((seq.value(), event.map(|e| dedup_key(&e.source, &e.id))));
+        }
+        for (seq, key) in &expired {
+            events.remove(*seq).map_err(err)?;
+            if let Some(key) = key {
+                dedup.remove(key.as_str()).map_err(err)?;
+            }
+        }
+        Ok(expired.len())
+    }
+
+    /// Writes the counters changed by this batch.
+    pub fn finish(self) -> Result<BTreeMap<String, u64>, JournalError> {
+        let mut meta = self.txn.open_table(META).map_err(err)?;
+        if self.events_delta != 0 {
+            meta_add(&mut meta, UNDELIVERED_EVENTS, self.events_delta)?;
+        }
+        if self.bytes_delta != 0 {
+            meta_add(&mut meta, UNDELIVERED_BYTES, self.bytes_delta)?;
+        }
+        for (sink, delta) in &self.pending_delta {
+            if *delta != 0 {
+                meta_add(&mut meta, &format!("{PENDING_PREFIX}{sink}"), *delta)?;
+            }
+        }
+        Ok(self.touched_sinks)
+    }
+}
+
+/// What an event counts for against `queue.max_bytes`.
+fn event_size(event: &Event) -> u32 {
+    // The JSON size without serializing twice: data dominates, the rest is small.
+    let data = event.data.to_string().len();
+    let meta: usize = event.meta.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+    u32::try_from(data + meta + event.id.len() + event.ty.len() + 200).unwrap_or(u32::MAX)
+}
+
+// ---- reads -----------------------------------------------------------------------------
+
+/// Up to `limit` pending deliveries of `sink` after `after` (exclusive), in journal order.
+pub fn scan_pending(
+    db: &Database,
+    sink: &str,
+    after: Option<&DeliveryKey>,
+    limit: usize,
+) -> Result<Vec<PendingItem>, JournalError> {
+    let txn = db.begin_read().map_err(err)?;
+    let pending = txn.open_table(PENDING).map_err(err)?;
+    let events = txn.open_table(EVENTS).map_err(err)?;
+    let start = match after {
+        Some(k) => (sink, k.seq, k.route.as_str()),
+        None => (sink, 0, ""),
+    };
+    let mut items = Vec::new();
+    for entry in pending.range(start..).map_err(err)? {
+        let (key, value) = entry.map_err(err)?;
+        let (s, seq, route) = key.value();
+        if s != sink || items.len() >= limit {
+            break;
+        }
+        if after.is_some_and(|a| a.seq == seq && a.route == route) {
+            continue;
+        }
+        let Some(stored) = events.get(seq).map_err(err)? else {
+            continue;
+        };
+        let Some((committed_at, json)) = decode_event(stored.value()) else {
+            continue;
+        };
+        let Ok(event) = serde_json::from_slice::<Event>(json) else {
+            continue;
+        };
+        items.push(PendingItem {
+            key: DeliveryKey {
+                sink: s.to_owned(),
+                seq,
+                route: route.to_owned(),
+            },
+            state: PendingState::decode(value.value()),
+            committed_at,
+            event,
+        });
+    }
+    Ok(items)
+}
+
+pub fn stats(db: &Database) -> Result<Stats, JournalError> {
+    let txn = db.begin_read().map_err(err)?;
+    let meta = txn.open_table(META).map_err(err)?;
+    let dead = txn.open_table(DEAD).map_err(err)?;
+    let mut stats = Stats {
+        undelivered_events: meta_get(&meta, UNDELIVERED_EVENTS)?,
+        undelivered_bytes: meta_get(&meta, UNDELIVERED_BYTES)?,
+        dead_letters: dead.len().map_err(err)?,
+        ..Stats::default()
+    };
+    for entry in meta.range(PENDING_PREFIX..).map_err(err)? {
+        let (key, value) = entry.map_err(err)?;
+        let Some(sink) = key.value().strip_prefix(PENDING_PREFIX) else {
+            break;
+        };
+        stats.pending.insert(sink.to_owned(), value.value());
+    }
+    Ok(stats)
+}
+
+// ---- dead letters ----------------------------------------------------------------------
+
+pub fn dead_letters(db: &Database, filter: &DeadFilter) -> Result<Vec<DeadLetter>, JournalError> {
+    let txn = db.begin_read().map_err(err)?;
+    let dead = txn.open_table(DEAD).map_err(err)?;
+    let mut out = Vec::new();
+    for entry in dead.iter().map_err(err)? {
+        let (_, value) = entry.map_err(err)?;
+        if let Ok(letter) = serde_json::from_slice::<DeadLetter>(value.value())
+            && filter.matches(&letter)
+        {
+            out.push(letter);
+        }
+    }
+    Ok(out)
+}
+
+/// What `dlq replay` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplayReport {
+    /// Dead letters queued for delivery again.
+    pub replayed: Vec<u64>,
+    /// Dead letters left where they are, with why (a rejected input, a sink no longer in the
+    /// config).
+    pub skipped: Vec<(u64, String)>,
+    /// Sinks that got new deliveries.
+    #[serde(skip)]
+    pub sinks: Vec<String>,
+}
+
+/// Queues the matching dead deliveries again, as fresh deliveries to the same `(route,
+/// sink)`, and removes them from the dead letters. `known_sinks` are the sinks of the config
+/// in force; a dead letter for another sink is left alone.
+pub fn replay(
+    db: &Database,
+    filter: &DeadFilter,
+    known_sinks: &[String],
+) -> Result<ReplayReport, JournalError> {
+    let letters = dead_letters(db, filter)?;
+    let txn = db.begin_write().map_err(err)?;
+    let mut report = ReplayReport::default();
+    {
+        let mut batch = Batch::new(&txn);
+        let now = super::records::now_millis();
+        for letter in letters {
+            match &letter.kind {
+                DeadKind::Rejected { .. } => {
+                    report
+                        .skipped
+                        .push((letter.id, "a rejected input has no event to deliver".into()));
+                }
+                DeadKind::Delivery { sink, .. } if !known_sinks.contains(sink) => {
+                    report
+                        .skipped
+                        .push((letter.id, format!("sink `{sink}` is not in the config")));
+                }
+                DeadKind::Delivery {
+                    route, sink, event, ..
+                } => {
+                    let seq = batch.store_event(event, now)?;
+                    batch.add_deliveries(seq, event, &[(sink.as_str(), route.as_str())])?;
+                    txn.open_table(DEAD)
+                        .map_err(err)?
+                        .remove(letter.id)
+                        .map_err(err)?;
+                    report.replayed.push(letter.id);
+                }
+            }
+        }
+        report.sinks = batch.finish()?.into_keys().collect();
+    }
+    txn.commit().map_err(err)?;
+    Ok(report)
+}
+
+/// Removes the matching dead letters; returns how many.
+pub fn purge(db: &Database, filter: &DeadFilter) -> Result<usize, JournalError> {
+    let ids: Vec<u64> = dead_letters(db, filter)?
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    let txn = db.begin_write().map_err(err)?;
+    {
+        let mut dead = txn.open_table(DEAD).map_err(err)?;
+        for id in &ids {
+            dead.remove(*id).map_err(err)?;
+        }
+    }
+    txn.commit().map_err(err)?;
+    Ok(ids.len())
+}

@@ -1,0 +1,297 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use chrono::Utc;
+use serde_json::json;
+
+use super::*;
+use crate::rules::{Condition, FieldPath, Op, Route, RouteTable};
+
+fn routes() -> Arc<ArcSwap<RouteTable>> {
+    let adds = Route {
+        name: "adds".into(),
+        condition: Condition::Field(FieldPath::Type, Op::Eq(Some("add".into()))),
+        sinks: vec!["chat".into(), "audit".into()],
+        continue_matching: false,
+    };
+    let rest = Route {
+        name: "rest".into(),
+        condition: Condition::always(),
+        sinks: vec!["audit".into()],
+        continue_matching: false,
+    };
+    Arc::new(ArcSwap::from_pointee(RouteTable::new(
+        vec![adds, rest],
+        vec![],
+    )))
+}
+
+fn queue(dir: &std::path::Path) -> QueueConfig {
+    QueueConfig {
+        path: dir.to_path_buf(),
+        ..QueueConfig::default()
+    }
+}
+
+fn sinks() -> Vec<String> {
+    vec!["chat".into(), "audit".into()]
+}
+
+fn event(id: &str, ty: &str) -> Event {
+    Event::new(id, "directory", ty, Utc::now(), json!({"n": id}))
+}
+
+#[tokio::test]
+async fn events_are_committed_once_and_routed_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+    assert_eq!(journal.commit(event("1", "add")).await, Ok(Committed::New));
+    assert_eq!(
+        journal.commit(event("2", "delete")).await,
+        Ok(Committed::New)
+    );
+    assert_eq!(
+        journal.commit(event("1", "add")).await,
+        Ok(Committed::Duplicate),
+        "same (source, id)"
+    );
+
+    let chat = journal.scan_pending("chat", None, 10).await.unwrap();
+    assert_eq!(chat.len(), 1);
+    assert_eq!(
+        (chat[0].key.route.as_str(), chat[0].event.id.as_str()),
+        ("adds", "1")
+    );
+    let audit = journal.scan_pending("audit", None, 10).await.unwrap();
+    let got: Vec<_> = audit
+        .iter()
+        .map(|i| (i.key.route.as_str(), i.event.id.as_str()))
+        .collect();
+    assert_eq!(got, [("adds", "1"), ("rest", "2")]);
+    let stats = journal.stats().unwrap();
+    assert_eq!(stats.undelivered_events, 2);
+    assert_eq!(stats.pending.get("audit"), Some(&2));
+    journal.close().await;
+    drop(journal);
+
+    // Reopened: the same pending deliveries, and duplicates are still recognised.
+    let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+    assert_eq!(
+        journal.scan_pending("audit", None, 10).await.unwrap().len(),
+        2
+    );
+    assert_eq!(
+        journal.commit(event("2", "delete")).await,
+        Ok(Committed::Duplicate)
+    );
+    journal.close().await;
+}
+
+#[tokio::test]
+async fn paging_resumes_after_the_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+    for i in 0..5 {
+        journal.commit(event(&i.to_string(), "x")).await.unwrap();
+    }
+    let first = journal.scan_pending("audit", None, 2).await.unwrap();
+    let next = journal
+        .scan_pending("audit", first.last().map(|i| i.key.clone()), 10)
+        .await
+        .unwrap();
+    let ids: Vec<_> = first
+        .iter()
+        .chain(&next)
+        .map(|i| i.event.id.clone())
+        .collect();
+    assert_eq!(ids, ["0", "1", "2", "3", "4"]);
+    journal.close().await;
+}
+
+#[tokio::test]
+async fn delivered_events_leave_after_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = QueueConfig {
+        retention: Duration::ZERO,
+        ..queue(dir.path())
+    };
+    let journal = Journal::open(&q, routes(), &sinks()).unwrap();
+    journal.commit(event("1", "delete")).await.unwrap();
+    journal.commit(event("2", "delete")).await.unwrap();
+    let item = journal
+        .scan_pending("audit", None, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    journal.record(item.key, Outcome::Delivered).await.unwrap();
+    assert_eq!(journal.stats().unwrap().undelivered_events, 1);
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        journal.sweep().await.unwrap(),
+        1,
+        "only the delivered event goes"
+    );
+    assert_eq!(
+        journal.commit(event("1", "delete")).await,
+        Ok(Committed::New),
+        "its duplicate window ended"
+    );
+    assert_eq!(
+        journal.commit(event("2", "delete")).await,
+        Ok(Committed::Duplicate),
+        "still undelivered"
+    );
+    journal.close().await;
+}
+
+#[tokio::test]
+async fn dead_letters_keep_every_attempt_and_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+    journal.commit(event("1", "add")).await.unwrap();
+    let item = journal
+        .scan_pending("chat", None, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let retry = Outcome::Retry {
+        attempt: Attempt {
+            at: 1,
+            error: "503 busy".into(),
+        },
+        next_at: 0,
+    };
+    journal.record(item.key.clone(), retry).await.unwrap();
+    let dead = Outcome::Dead {
+        attempt: Some(Attempt {
+            at: 2,
+            error: "400 bad".into(),
+        }),
+        reason: "permanent error".into(),
+    };
+    journal.record(item.key.clone(), dead).await.unwrap();
+
+    let letters = journal.dead_letters(&DeadFilter::default()).unwrap();
+    assert_eq!(letters.len(), 1);
+    match &letters[0].kind {
+        DeadKind::Delivery {
+            route,
+            sink,
+            reason,
+            attempts,
+            event,
+        } => {
+            assert_eq!(
+                (route.as_str(), sink.as_str(), reason.as_str()),
+                ("adds", "chat", "permanent error")
+            );
+            let errors: Vec<_> = attempts.iter().map(|a| a.error.as_str()).collect();
+            assert_eq!(errors, ["503 busy", "400 bad"]);
+            assert_eq!(event.id, "1");
+        }
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+    assert!(
+        journal
+            .scan_pending("chat", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        journal
+            .dead_letters(&DeadFilter {
+                sink: Some("audit".into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .len(),
+        0
+    );
+
+    let report = journal.replay(&DeadFilter::default(), &sinks()).unwrap();
+    assert_eq!(report.replayed, [letters[0].id]);
+    assert!(
+        journal
+            .dead_letters(&DeadFilter::default())
+            .unwrap()
+            .is_empty()
+    );
+    let again = journal.scan_pending("chat", None, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        again[0].state,
+        PendingState::default(),
+        "a replay starts with a fresh budget"
+    );
+    journal.close().await;
+}
+
+#[tokio::test]
+async fn rejected_inputs_are_kept_and_not_replayable() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+    let input = RejectedInput {
+        source: "classroom".into(),
+        reason: "`message.data` is not base64".into(),
+        received: Utc::now(),
+        meta: Default::default(),
+        body: "{...}".into(),
+    };
+    journal.reject(input.clone()).await.unwrap();
+    let letters = journal.dead_letters(&DeadFilter::default()).unwrap();
+    assert_eq!(letters[0].kind, DeadKind::Rejected { input });
+    let report = journal.replay(&DeadFilter::default(), &sinks()).unwrap();
+    assert!(report.replayed.is_empty());
+    assert_eq!(report.skipped.len(), 1);
+    assert_eq!(journal.purge(&DeadFilter::default()).unwrap(), 1);
+    journal.close().await;
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_new_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = QueueConfig {
+        max_events: Some(2),
+        ..queue(dir.path())
+    };
+    let journal = Journal::open(&q, routes(), &sinks()).unwrap();
+    journal.commit(event("1", "x")).await.unwrap();
+    journal.commit(event("2", "x")).await.unwrap();
+    match journal.commit(event("3", "x")).await {
+        Err(IngestError::Full(why)) => assert!(why.contains("max_events is 2"), "{why}"),
+        other => panic!("expected Full, got {other:?}"),
+    }
+    assert!(journal.ready().unwrap_err().contains("queue full"));
+    journal.close().await;
+}
+
+#[tokio::test]
+async fn a_second_process_cannot_open_a_journal_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+    match open_for_admin(dir.path()) {
+        Err(JournalError::Locked(path)) => assert!(path.ends_with(FILE_NAME)),
+        Err(other) => panic!("expected Locked, got {other:?}"),
+        Ok(_) => panic!("expected Locked, got an open journal"),
+    }
+    journal.close().await;
+}
+
+#[tokio::test]
+async fn concurrent_commits_are_grouped() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Arc::new(Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap());
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..500 {
+        let j = journal.clone();
+        tasks.spawn(async move { j.commit(event(&i.to_string(), "x")).await });
+    }
+    while let Some(r) = tasks.join_next().await {
+        assert_eq!(r.unwrap(), Ok(Committed::New));
+    }
+    assert_eq!(journal.stats().unwrap().undelivered_events, 500);
+    journal.close().await;
+}

@@ -1,0 +1,215 @@
+//! The journal's single writer: group commit of everything that changes the journal.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use redb::Database;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::records::now_millis;
+use super::store::{self, Batch, DeliveryKey, Outcome};
+use super::{JournalError, Live, MAX_BATCH};
+use crate::event::Event;
+use crate::ingest::{Committed, RejectedInput};
+use crate::rules::RouteTable;
+
+pub(super) enum Command {
+    Append {
+        event: Event,
+        reply: oneshot::Sender<Result<Committed, JournalError>>,
+    },
+    Reject {
+        input: RejectedInput,
+        reply: oneshot::Sender<Result<(), JournalError>>,
+    },
+    Outcome {
+        key: DeliveryKey,
+        outcome: Outcome,
+        reply: oneshot::Sender<Result<(), JournalError>>,
+    },
+    Sweep {
+        reply: oneshot::Sender<Result<usize, JournalError>>,
+    },
+    Stop {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+pub(super) struct Writer {
+    pub db: Arc<Database>,
+    pub commands: mpsc::Receiver<Command>,
+    pub routes: Arc<ArcSwap<RouteTable>>,
+    pub live: Arc<Live>,
+    pub notifies: Arc<HashMap<String, Arc<Notify>>>,
+    pub retention_ms: i64,
+}
+
+/// How often delivered events past the retention are removed.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// At most this many events are removed per sweep transaction, so a sweep never stalls ingest.
+const SWEEP_LIMIT: usize = 10_000;
+
+pub(super) fn spawn(writer: Writer) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("herald-journal".into())
+        .spawn(move || writer.run())
+}
+
+/// A reply to send once the batch is committed.
+enum Reply {
+    Append(
+        oneshot::Sender<Result<Committed, JournalError>>,
+        Result<Committed, JournalError>,
+    ),
+    Unit(
+        oneshot::Sender<Result<(), JournalError>>,
+        Result<(), JournalError>,
+    ),
+    Sweep(
+        oneshot::Sender<Result<usize, JournalError>>,
+        Result<usize, JournalError>,
+    ),
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut last_sweep = Instant::now();
+        let mut commands = Vec::with_capacity(MAX_BATCH);
+        let mut stop = None;
+        while stop.is_none() {
+            let Some(first) = self.commands.blocking_recv() else {
+                break;
+            };
+            commands.push(first);
+            while commands.len() < MAX_BATCH {
+                match self.commands.try_recv() {
+                    Ok(c) => commands.push(c),
+                    Err(_) => break,
+                }
+            }
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                last_sweep = Instant::now();
+                let (reply, _ignored) = oneshot::channel();
+                commands.push(Command::Sweep { reply });
+            }
+            stop = self.apply(&mut commands);
+        }
+        // Commit what was sent before the stop, then confirm.
+        self.commands.close();
+        while let Ok(c) = self.commands.try_recv() {
+            commands.push(c);
+            if commands.len() >= MAX_BATCH {
+                self.apply(&mut commands);
+            }
+        }
+        self.apply(&mut commands);
+        if let Some(reply) = stop {
+            let _ = reply.send(());
+        }
+    }
+
+    /// Applies `commands` in one transaction and answers them; returns a stop request.
+    fn apply(&self, commands: &mut Vec<Command>) -> Option<oneshot::Sender<()>> {
+        if commands.is_empty() {
+            return None;
+        }
+        let started = Instant::now();
+        let size = commands.len();
+        let routes = self.routes.load();
+        let now = now_millis();
+        let mut replies = Vec::with_capacity(commands.len());
+        let mut stop = None;
+        let result = (|| -> Result<_, JournalError> {
+            let txn = self.db.begin_write().map_err(store::err)?;
+            let touched = {
+                let mut batch = Batch::new(&txn);
+                for command in commands.drain(..) {
+                    match command {
+                        Command::Append { event, reply } => {
+                            let r = batch.append(&event, &routes, now);
+                            replies.push(Reply::Append(reply, r));
+                        }
+                        Command::Reject { input, reply } => {
+                            let r = batch.reject(input);
+                            replies.push(Reply::Unit(reply, r));
+                        }
+                        Command::Outcome {
+                            key,
+                            outcome,
+                            reply,
+                        } => {
+                            let r = batch.outcome(&key, &outcome);
+                            replies.push(Reply::Unit(reply, r));
+                        }
+                        Command::Sweep { reply } => {
+                            let r = batch.sweep(now, self.retention_ms, SWEEP_LIMIT);
+                            replies.push(Reply::Sweep(reply, r));
+                        }
+                        Command::Stop { reply } => stop = Some(reply),
+                    }
+                }
+                batch.finish()?
+            };
+            txn.commit().map_err(store::err)?;
+            Ok(touched)
+        })();
+
+        metrics::histogram!("herald_journal_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("herald_journal_batch_size").record(size as f64);
+        match result {
+            Ok(touched) => {
+                if let Ok(stats) = store::stats(&self.db) {
+                    self.live
+                        .undelivered_events
+                        .store(stats.undelivered_events, Ordering::Relaxed);
+                    self.live
+                        .undelivered_bytes
+                        .store(stats.undelivered_bytes, Ordering::Relaxed);
+                    for (sink, depth) in &stats.pending {
+                        metrics::gauge!("herald_queue_depth", "sink" => sink.clone())
+                            .set(*depth as f64);
+                    }
+                }
+                for sink in touched.keys() {
+                    if let Some(n) = self.notifies.get(sink) {
+                        n.notify_one();
+                    }
+                }
+                for reply in replies {
+                    match reply {
+                        Reply::Append(tx, r) => {
+                            let _ = tx.send(r);
+                        }
+                        Reply::Unit(tx, r) => {
+                            let _ = tx.send(r);
+                        }
+                        Reply::Sweep(tx, r) => {
+                            let _ = tx.send(r);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "journal commit failed; {size} commands refused");
+                for reply in replies {
+                    match reply {
+                        Reply::Append(tx, _) => {
+                            let _ = tx.send(Err(e.clone()));
+                        }
+                        Reply::Unit(tx, _) => {
+                            let _ = tx.send(Err(e.clone()));
+                        }
+                        Reply::Sweep(tx, _) => {
+                            let _ = tx.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        stop
+    }
+}
