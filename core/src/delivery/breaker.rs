@@ -58,7 +58,19 @@ impl Breaker {
         self.state
     }
 
-    /// May an attempt start at `now`?
+    /// How long no attempt may start, without taking the half-open probe (`None`: one may).
+    pub fn blocked_for(&self, now: Instant) -> Option<Duration> {
+        if let Some(until) = self.paused_until.filter(|u| now < *u) {
+            return Some(until - now);
+        }
+        match self.state {
+            State::Open { until } if now < until => Some(until - now),
+            State::HalfOpen { probing: true } => Some(Duration::from_millis(100)),
+            _ => None,
+        }
+    }
+
+    /// May an attempt start at `now`? Takes the probe of a half-open circuit.
     pub fn gate(&mut self, now: Instant) -> Gate {
         if let Some(until) = self.paused_until {
             if now < until {
@@ -138,7 +150,14 @@ mod tests {
 
         tokio::time::advance(FIRST_COOLDOWN).await;
         let later = Instant::now();
+        assert_eq!(b.blocked_for(later), None, "a probe may go");
+        assert_eq!(
+            b.blocked_for(later),
+            None,
+            "looking does not take the probe"
+        );
         assert_eq!(b.gate(later), Gate::Probe);
+        assert!(b.blocked_for(later).is_some(), "the probe is out");
         assert!(
             matches!(b.gate(later), Gate::Wait(_)),
             "one probe at a time"

@@ -1,1 +1,408 @@
+//! The engine against sinks written for these tests (the real sinks are tested against real
+//! servers in their own crates), on a real journal.
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use serde_json::json;
+
+use super::*;
+use crate::config::QueueConfig;
+use crate::event::Event;
+use crate::ingest::Ingest;
+use crate::journal::{DeadFilter, DeadKind, Journal};
+use crate::rules::{Condition, Route, RouteTable};
+use crate::sink::{Delivery, SinkError};
+use crate::template::TemplatesBuilder;
+
+/// Records what it receives; fails the first `fail_first` attempts with `error`.
+struct Recorder {
+    received: Mutex<Vec<(String, Instant)>>,
+    attempts: AtomicU32,
+    fail_first: u32,
+    error: Option<SinkError>,
+    panics: bool,
+    hangs: bool,
+}
+
+impl Recorder {
+    fn ok() -> Arc<Self> {
+        Self::failing(0, None)
+    }
+    fn failing(fail_first: u32, error: Option<SinkError>) -> Arc<Self> {
+        Arc::new(Recorder {
+            received: Mutex::new(Vec::new()),
+            attempts: AtomicU32::new(0),
+            fail_first,
+            error,
+            panics: false,
+            hangs: false,
+        })
+    }
+    fn ids(&self) -> Vec<String> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Sink for Recorder {
+    async fn deliver(&self, d: Delivery<'_>) -> Result<(), SinkError> {
+        let n = self.attempts.fetch_add(1, Ordering::SeqCst);
+        if self.panics {
+            panic!("plugin exploded");
+        }
+        if self.hangs && n == 0 {
+            std::future::pending::<()>().await;
+        }
+        if n < self.fail_first {
+            return Err(self
+                .error
+                .clone()
+                .unwrap_or_else(|| SinkError::retryable("503 Service Unavailable")));
+        }
+        self.received
+            .lock()
+            .unwrap()
+            .push((d.event.id.clone(), Instant::now()));
+        Ok(())
+    }
+}
+
+fn fast_policy() -> DeliveryPolicy {
+    DeliveryPolicy {
+        concurrency: 4,
+        max_attempts: 4,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(40),
+        timeout: Duration::from_millis(300),
+        ..DeliveryPolicy::default()
+    }
+}
+
+struct Setup {
+    journal: Arc<Journal>,
+    engine: Option<Engine>,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(sinks: Vec<(&str, Arc<dyn Sink>, DeliveryPolicy)>) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = sinks.iter().map(|(n, _, _)| n.to_string()).collect();
+        let route = Route {
+            name: "all".into(),
+            condition: Condition::always(),
+            sinks: names.clone(),
+            continue_matching: false,
+        };
+        let routes = Arc::new(ArcSwap::from_pointee(RouteTable::new(vec![route], vec![])));
+        let queue = QueueConfig {
+            path: dir.path().to_path_buf(),
+            ..QueueConfig::default()
+        };
+        let journal = Arc::new(Journal::open(&queue, routes, &names).unwrap());
+        let templates = Arc::new(ArcSwap::from_pointee(TemplatesBuilder::default().build()));
+        let running = sinks
+            .into_iter()
+            .map(|(name, sink, policy)| RunningSink {
+                name: name.into(),
+                sink,
+                policy,
+            })
+            .collect();
+        let engine = Engine::start(journal.clone(), running, templates, Duration::from_secs(2));
+        Setup {
+            journal,
+            engine: Some(engine),
+            _dir: dir,
+        }
+    }
+
+    async fn send(&self, n: usize) {
+        for i in 0..n {
+            let e = Event::new(format!("e{i}"), "test", "t", Utc::now(), json!({}));
+            self.journal.commit(e).await.unwrap();
+        }
+    }
+
+    async fn stop(mut self) -> Arc<Journal> {
+        if let Some(engine) = self.engine.take() {
+            engine.stop().await;
+        }
+        self.journal.clone()
+    }
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_event_is_delivered_to_every_sink() {
+    let a = Recorder::ok();
+    let b = Recorder::ok();
+    let setup = Setup::new(vec![
+        ("a", a.clone(), fast_policy()),
+        ("b", b.clone(), fast_policy()),
+    ]);
+    setup.send(50).await;
+    wait_for("50 deliveries each", || {
+        a.ids().len() == 50 && b.ids().len() == 50
+    })
+    .await;
+    let journal = setup.stop().await;
+    let mut ids = a.ids();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 50, "no duplicates, none missing");
+    wait_for("the journal to settle", || {
+        journal.stats().unwrap().undelivered_events == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failing_sink_does_not_hold_back_another() {
+    let down = Recorder::failing(u32::MAX, None);
+    let up = Recorder::ok();
+    let policy = DeliveryPolicy {
+        max_attempts: 1000,
+        ..fast_policy()
+    };
+    let setup = Setup::new(vec![
+        ("down", down.clone(), policy),
+        ("up", up.clone(), fast_policy()),
+    ]);
+    setup.send(30).await;
+    wait_for("the healthy sink to get everything", || {
+        up.ids().len() == 30
+    })
+    .await;
+    assert!(down.ids().is_empty());
+    let journal = setup.stop().await;
+    let stats = journal.stats().unwrap();
+    assert_eq!(
+        stats.pending.get("down"),
+        Some(&30),
+        "the backlog waits in the journal"
+    );
+    assert_eq!(stats.pending.get("up"), Some(&0));
+    assert!(
+        journal
+            .dead_letters(&DeadFilter::default())
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn retryable_failures_are_retried_until_delivered() {
+    let flaky = Recorder::failing(3, None);
+    let setup = Setup::new(vec![("flaky", flaky.clone(), fast_policy())]);
+    setup.send(1).await;
+    wait_for("delivery after retries", || flaky.ids().len() == 1).await;
+    assert_eq!(flaky.attempts.load(Ordering::SeqCst), 4);
+    let journal = setup.stop().await;
+    assert!(
+        journal
+            .dead_letters(&DeadFilter::default())
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn permanent_failures_are_dead_lettered_at_once() {
+    let broken = Recorder::failing(u32::MAX, Some(SinkError::permanent("400 invalid_payload")));
+    let setup = Setup::new(vec![("broken", broken.clone(), fast_policy())]);
+    setup.send(1).await;
+    let journal = setup.journal.clone();
+    wait_for("a dead letter", || {
+        !journal
+            .dead_letters(&DeadFilter::default())
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    assert_eq!(
+        broken.attempts.load(Ordering::SeqCst),
+        1,
+        "no retry of a permanent error"
+    );
+    let letters = journal.dead_letters(&DeadFilter::default()).unwrap();
+    match &letters[0].kind {
+        DeadKind::Delivery {
+            reason, attempts, ..
+        } => {
+            assert_eq!(reason, "permanent error");
+            assert_eq!(attempts[0].error, "400 invalid_payload");
+        }
+        other => panic!("{other:?}"),
+    }
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn a_panicking_sink_is_retried_then_dead_lettered_and_the_gateway_lives() {
+    let panicky = Arc::new(Recorder {
+        panics: true,
+        ..Arc::into_inner(Recorder::ok()).unwrap()
+    });
+    let ok = Recorder::ok();
+    // Three attempts each: six failures in a row, so the circuit opens once and probes once.
+    let policy = DeliveryPolicy {
+        max_attempts: 3,
+        ..fast_policy()
+    };
+    let setup = Setup::new(vec![
+        ("panicky", panicky.clone(), policy),
+        ("ok", ok.clone(), fast_policy()),
+    ]);
+    setup.send(2).await;
+    let journal = setup.journal.clone();
+    wait_for("two dead letters", || {
+        journal.dead_letters(&DeadFilter::default()).unwrap().len() == 2
+    })
+    .await;
+    assert_eq!(ok.ids().len(), 2);
+    let letters = journal.dead_letters(&DeadFilter::default()).unwrap();
+    match &letters[0].kind {
+        DeadKind::Delivery {
+            reason, attempts, ..
+        } => {
+            assert_eq!(reason, "gave up after 3 attempts");
+            assert!(
+                attempts
+                    .iter()
+                    .all(|a| a.error == "the sink panicked: plugin exploded"),
+                "{attempts:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn an_attempt_that_never_ends_times_out_and_is_retried() {
+    let hangs = Arc::new(Recorder {
+        hangs: true,
+        ..Arc::into_inner(Recorder::ok()).unwrap()
+    });
+    let setup = Setup::new(vec![("hangs", hangs.clone(), fast_policy())]);
+    setup.send(1).await;
+    wait_for("delivery on the second attempt", || hangs.ids().len() == 1).await;
+    assert_eq!(hangs.attempts.load(Ordering::SeqCst), 2);
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn the_rate_limit_spaces_deliveries() {
+    let slow = Recorder::ok();
+    let policy = DeliveryPolicy {
+        rate_per_second: Some(10.0),
+        burst: 1,
+        ..fast_policy()
+    };
+    let setup = Setup::new(vec![("slow", slow.clone(), policy)]);
+    setup.send(6).await;
+    wait_for("six deliveries", || slow.ids().len() == 6).await;
+    let times: Vec<Instant> = slow
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, t)| *t)
+        .collect();
+    let span = *times.iter().max().unwrap() - *times.iter().min().unwrap();
+    assert!(
+        span >= Duration::from_millis(450),
+        "6 deliveries at 10/s span at least 0.5s, took {span:?}"
+    );
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn retry_after_pauses_the_sink() {
+    let limited = Recorder::failing(
+        1,
+        Some(SinkError::Retryable {
+            message: "429".into(),
+            retry_after: Some(Duration::from_millis(600)),
+        }),
+    );
+    let setup = Setup::new(vec![("limited", limited.clone(), fast_policy())]);
+    let start = Instant::now();
+    setup.send(1).await;
+    wait_for("delivery after Retry-After", || limited.ids().len() == 1).await;
+    let at = limited.received.lock().unwrap()[0].1;
+    assert!(
+        at - start >= Duration::from_millis(600),
+        "retried after {:?}",
+        at - start
+    );
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn deliveries_pending_at_shutdown_are_sent_after_a_restart() {
+    let down = Recorder::failing(u32::MAX, None);
+    let dir_setup = Setup::new(vec![(
+        "s",
+        down.clone(),
+        DeliveryPolicy {
+            max_attempts: 1000,
+            ..fast_policy()
+        },
+    )]);
+    dir_setup.send(5).await;
+    let queue_dir = dir_setup.journal.dir().to_path_buf();
+    let Setup {
+        journal,
+        engine,
+        _dir,
+    } = dir_setup;
+    engine.unwrap().stop().await;
+    journal.close().await;
+    drop(journal);
+
+    let up = Recorder::ok();
+    let route = Route {
+        name: "all".into(),
+        condition: Condition::always(),
+        sinks: vec!["s".into()],
+        continue_matching: false,
+    };
+    let routes = Arc::new(ArcSwap::from_pointee(RouteTable::new(vec![route], vec![])));
+    let queue = QueueConfig {
+        path: queue_dir,
+        ..QueueConfig::default()
+    };
+    let journal = Arc::new(Journal::open(&queue, routes, &["s".to_string()]).unwrap());
+    let templates = Arc::new(ArcSwap::from_pointee(TemplatesBuilder::default().build()));
+    let engine = Engine::start(
+        journal.clone(),
+        vec![RunningSink {
+            name: "s".into(),
+            sink: up.clone(),
+            policy: fast_policy(),
+        }],
+        templates,
+        Duration::from_secs(1),
+    );
+    wait_for("the backlog after restart", || up.ids().len() == 5).await;
+    engine.stop().await;
+    drop(_dir);
+}

@@ -73,8 +73,8 @@ impl Worker {
         'outer: while !*shutdown.borrow() {
             while attempts.try_join_next().is_some() {}
 
-            let gate = lock(&shared.breaker).gate(Instant::now());
-            if let Gate::Wait(delay) = gate {
+            let blocked = lock(&shared.breaker).blocked_for(Instant::now());
+            if let Some(delay) = blocked {
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shared.ended.notified() => {}
@@ -106,6 +106,8 @@ impl Worker {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = self.notify.notified() => {}
+                    // An attempt ended: a retry it scheduled may be due before `wait`.
+                    _ = shared.ended.notified() => {}
                     _ = shutdown.changed() => {}
                 }
                 continue;
