@@ -2,6 +2,10 @@
 //! `sink.rs` (the running sink) and `tests.rs`; [`register`] has one line per type.
 
 pub mod file;
+mod http;
+#[cfg(test)]
+mod testing;
+pub mod webhook;
 
 use herald_core::config::Registry;
 
@@ -9,4 +13,5 @@ use herald_core::config::Registry;
 pub fn register(registry: &mut Registry) {
     registry.add_sink(file::FILE);
     registry.add_sink(file::STDOUT);
+    registry.add_sink(webhook::WEBHOOK);
 }

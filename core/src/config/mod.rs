@@ -408,7 +408,7 @@ impl Validator<'_> {
                 Ok(valid) => {
                     for t in &valid.templates {
                         if let Err(message) =
-                            self.templates.add_sink_field(name, t.field, &t.source)
+                            self.templates.add_sink_field(name, &t.field, &t.source)
                         {
                             self.diags.error(
                                 t.loc,

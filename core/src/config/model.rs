@@ -17,6 +17,9 @@ pub struct ServerConfig {
     /// Address and port to listen on; `127.0.0.1:0` picks a free port (tests).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// The admin listener (metrics, health, dead-letter API), kept off the public port.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: SocketAddr,
     /// Serve HTTPS with these PEM files (the Directory API only calls HTTPS endpoints).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -48,6 +51,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: default_listen(),
+            admin_listen: default_admin_listen(),
             tls: None,
             body_limit: default_body_limit(),
             request_timeout: default_request_timeout(),
@@ -58,6 +62,9 @@ impl Default for ServerConfig {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
 }
 fn default_body_limit() -> u64 {
     1 << 20

@@ -24,20 +24,38 @@ pub struct SinkInput<'a> {
 /// A template field a validated sink declares, with where its text stands in the file.
 #[derive(Clone, Debug)]
 pub struct TemplateField {
-    pub field: &'static str,
+    /// The field's name (`text`, `subject`), or a name the sink makes up for a map of
+    /// templates (`headers.X-Course`).
+    pub field: String,
     pub source: String,
     pub loc: Loc,
 }
 
 impl TemplateField {
     /// The template written under `field` in `node`, if any.
-    pub fn from_node(node: &Node, field: &'static str) -> Option<TemplateField> {
+    pub fn from_node(node: &Node, field: &str) -> Option<TemplateField> {
         let value = node.get(field)?;
         Some(TemplateField {
-            field,
+            field: field.to_owned(),
             source: value.scalar_text()?,
             loc: value.loc,
         })
+    }
+
+    /// Every entry of the mapping `key` (e.g. `headers:`) as a template named `key.<entry>`.
+    pub fn from_map(node: &Node, key: &str) -> Vec<TemplateField> {
+        node.get(key)
+            .and_then(Node::entries)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|(k, v)| {
+                Some(TemplateField {
+                    field: format!("{key}.{}", k.name),
+                    source: v.scalar_text()?,
+                    loc: v.loc,
+                })
+            })
+            .collect()
     }
 }
 

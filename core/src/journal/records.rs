@@ -101,7 +101,7 @@ pub enum DeadKind {
         /// Why it stopped: "permanent error", "10 attempts", "older than 24h".
         reason: String,
         attempts: Vec<Attempt>,
-        event: Event,
+        event: Box<Event>,
     },
     /// An authenticated input the source could not decode.
     Rejected { input: RejectedInput },

@@ -281,7 +281,7 @@ impl<'t> Batch<'t> {
                         sink: key.sink.clone(),
                         reason: reason.clone(),
                         attempts,
-                        event,
+                        event: Box::new(event),
                     })?;
                 }
                 self.settle(key)?;
