@@ -1,0 +1,66 @@
+//! The push endpoint: Pub/Sub POSTs each message here. 204 once the event is committed;
+//! an undecodable message from an authenticated sender is kept as a rejected input and
+//! acknowledged (202), so Pub/Sub does not redeliver it forever (DESIGN.md §6).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::decode::decode_push;
+use super::oidc::{AuthError, Verifier};
+use crate::answer::{Problem, read_body};
+use crate::intake::Intake;
+use crate::telemetry;
+
+pub struct PushState {
+    pub intake: Intake,
+    /// `None`: the source has no `auth` (warned at start).
+    pub verifier: Option<Verifier>,
+    pub body_limit: u64,
+}
+
+pub async fn handle(
+    State(state): State<Arc<PushState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    answer(&state, &headers, body).await.into_response()
+}
+
+async fn answer(state: &PushState, headers: &HeaderMap, body: Body) -> Result<StatusCode, Problem> {
+    let source = &state.intake.source;
+    if let Some(verifier) = &state.verifier
+        && let Err(e) = verifier.verify(headers.get(header::AUTHORIZATION)).await
+    {
+        if !matches!(e, AuthError::Unavailable(_)) {
+            telemetry::auth_failure(source);
+        }
+        return Err(e.into());
+    }
+    let body = read_body(headers, body, state.body_limit).await?;
+    let started = Instant::now();
+    let decoded = decode_push(source, &body, None);
+    telemetry::decode_time(source, started.elapsed());
+    match decoded {
+        Ok(event) => {
+            state.intake.commit(event).await?;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(e) => {
+            let mut meta = BTreeMap::new();
+            if let Some(content_type) = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+            {
+                meta.insert("contentType".to_owned(), content_type.to_owned());
+            }
+            state.intake.reject(&e.reason, meta, &body).await?;
+            Err(Problem::rejected(e.reason))
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! OAuth2 access tokens for the pull loop, from a service-account key file: a JWT signed
+//! with the account's key is exchanged at its `token_uri` (the JWT-bearer grant). The token
+//! is cached until a minute before it expires, and dropped when Pub/Sub refuses it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+const SCOPE: &str = "https://www.googleapis.com/auth/pubsub";
+const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+const GRANT_TYPE: &str = "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer";
+/// A token is renewed this long before it expires.
+const MARGIN: Duration = Duration::from_secs(60);
+
+#[derive(Deserialize)]
+struct KeyFile {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    client_email: String,
+    private_key: String,
+    #[serde(default)]
+    private_key_id: Option<String>,
+    #[serde(default)]
+    token_uri: Option<String>,
+}
+
+#[derive(Serialize)]
+struct GrantClaims<'a> {
+    iss: &'a str,
+    scope: &'a str,
+    aud: &'a str,
+    iat: i64,
+    exp: i64,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+pub struct TokenSource {
+    email: String,
+    key: EncodingKey,
+    key_id: Option<String>,
+    token_uri: String,
+    cached: tokio::sync::Mutex<Option<(String, Instant)>>,
+}
+
+impl TokenSource {
+    /// Reads a service-account key file; the error names the file and what is wrong.
+    pub async fn from_file(path: &Path) -> Result<Self, String> {
+        let text = tokio::fs::read(path)
+            .await
+            .map_err(|e| format!("cannot read the credentials file {}: {e}", path.display()))?;
+        let file: KeyFile = serde_json::from_slice(&text).map_err(|e| {
+            format!(
+                "the credentials file {} is not a service-account key (JSON): {e}",
+                path.display()
+            )
+        })?;
+        if let Some(kind) = &file.kind
+            && kind != "service_account"
+        {
+            return Err(format!(
+                "the credentials file {} is a `{kind}` credential; a service-account key is needed",
+                path.display()
+            ));
+        }
+        let key = EncodingKey::from_rsa_pem(file.private_key.as_bytes()).map_err(|e| {
+            format!(
+                "the credentials file {} has no usable `private_key`: {e}",
+                path.display()
+            )
+        })?;
+        Ok(TokenSource {
+            email: file.client_email,
+            key,
+            key_id: file.private_key_id,
+            token_uri: file
+                .token_uri
+                .unwrap_or_else(|| GOOGLE_TOKEN_URI.to_owned()),
+            cached: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// A current access token, fetched when none is cached or it is about to expire.
+    pub async fn token(&self, client: &reqwest::Client) -> Result<String, String> {
+        let mut cached = self.cached.lock().await;
+        if let Some((token, until)) = cached.as_ref()
+            && *until > Instant::now()
+        {
+            return Ok(token.clone());
+        }
+        let (token, lifetime) = self.fetch(client).await?;
+        let until = Instant::now() + lifetime.saturating_sub(MARGIN);
+        *cached = Some((token.clone(), until));
+        Ok(token)
+    }
+
+    /// Forgets the cached token (Pub/Sub answered 401).
+    pub async fn invalidate(&self) {
+        *self.cached.lock().await = None;
+    }
+
+    async fn fetch(&self, client: &reqwest::Client) -> Result<(String, Duration), String> {
+        let now = chrono::Utc::now().timestamp();
+        let claims = GrantClaims {
+            iss: &self.email,
+            scope: SCOPE,
+            aud: &self.token_uri,
+            iat: now,
+            exp: now + 3600,
+        };
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = self.key_id.clone();
+        let assertion = jsonwebtoken::encode(&header, &claims, &self.key)
+            .map_err(|e| format!("cannot sign the token request: {e}"))?;
+        let response = client
+            .post(&self.token_uri)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            // The assertion is base64url and dots: nothing in it needs escaping.
+            .body(format!("grant_type={GRANT_TYPE}&assertion={assertion}"))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| format!("the token request to {} failed: {e}", self.token_uri))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(format!(
+                "{} refused the token request ({status}): {}",
+                self.token_uri,
+                crate::classroom_pubsub::decode::clip(&text)
+            ));
+        }
+        let answer: TokenAnswer = response
+            .json()
+            .await
+            .map_err(|e| format!("{} answered no access token: {e}", self.token_uri))?;
+        Ok((
+            answer.access_token,
+            Duration::from_secs(answer.expires_in.unwrap_or(3600)),
+        ))
+    }
+}

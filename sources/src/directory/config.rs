@@ -1,0 +1,204 @@
+//! `type: directory_webhook` — its routes.yaml keys and their (pure) validation.
+//!
+//! `channel_tokens` is required: the Directory API sends the token chosen when the channel
+//! was created (`users.watch`'s `token`) with every notification, and it is the only thing
+//! that tells Google's requests from anyone else's. Setting one costs nothing, so there is
+//! no unauthenticated mode. Several tokens may be listed, so channels can be moved to a new
+//! token one by one.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use herald_core::config::registry::SourceResult;
+use herald_core::config::{SourceInput, SourceSpec};
+use serde::Deserialize;
+
+use crate::config::{Checks, check_path, parse};
+
+/// Google accepts channel tokens of up to 256 characters.
+const MAX_TOKEN: usize = 256;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DirectoryConfig {
+    /// The HTTP path the channels' `address` points at; default `/webhook/<name>`.
+    #[serde(default)]
+    path: Option<String>,
+    /// The tokens the channels were created with; a request must carry one of them in
+    /// `X-Goog-Channel-Token`. Required. Secret: never logged or stored.
+    #[serde(default)]
+    channel_tokens: Option<Vec<String>>,
+    /// Only these channel ids are accepted, when set.
+    #[serde(default)]
+    channel_ids: Option<Vec<String>>,
+    /// Route the `sync` message each new channel sends first (as `directory.users.sync`);
+    /// by default it is acknowledged and counted only.
+    #[serde(default)]
+    route_sync: bool,
+}
+
+/// A validated `directory_webhook` source. Its `Debug` masks the tokens.
+#[derive(Clone, PartialEq)]
+pub struct DirectorySpec {
+    pub path: String,
+    pub channel_tokens: Vec<String>,
+    pub channel_ids: Option<Vec<String>>,
+    pub route_sync: bool,
+}
+
+impl fmt::Debug for DirectorySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirectorySpec")
+            .field("path", &self.path)
+            .field(
+                "channel_tokens",
+                &format_args!("[{} masked]", self.channel_tokens.len()),
+            )
+            .field("channel_ids", &self.channel_ids)
+            .field("route_sync", &self.route_sync)
+            .finish()
+    }
+}
+
+impl SourceSpec for DirectorySpec {
+    fn http_path(&self) -> Option<&str> {
+        Some(&self.path)
+    }
+
+    fn describe(&self) -> String {
+        let tokens = match self.channel_tokens.len() {
+            1 => "1 channel token".to_owned(),
+            n => format!("{n} channel tokens"),
+        };
+        let ids = match &self.channel_ids {
+            None => "any channel".to_owned(),
+            Some(ids) => format!("channels {}", ids.join(", ")),
+        };
+        let sync = if self.route_sync {
+            "sync routed"
+        } else {
+            "sync not routed"
+        };
+        format!(
+            "Directory webhook at {}, {tokens} (masked), {ids}, {sync}",
+            self.path
+        )
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+pub fn validate(input: &SourceInput<'_>) -> SourceResult {
+    let config: DirectoryConfig = parse(input)?;
+    let mut checks = Checks::new(input);
+    let path = config
+        .path
+        .unwrap_or_else(|| format!("/webhook/{}", input.name));
+    if let Err(message) = check_path(&path) {
+        checks.error("path", message);
+    }
+    let channel_tokens = config.channel_tokens.unwrap_or_default();
+    if channel_tokens.is_empty() {
+        checks.error(
+            "channel_tokens",
+            "`channel_tokens` is required: list the token(s) the channels were created with \
+             (`token` of users.watch), e.g. channel_tokens: [\"${DIRECTORY_CHANNEL_TOKEN}\"]",
+        );
+    }
+    for (i, token) in channel_tokens.iter().enumerate() {
+        if token.is_empty()
+            || token.len() > MAX_TOKEN
+            || !token.chars().all(|c| c.is_ascii_graphic())
+        {
+            checks.error(
+                "channel_tokens",
+                format!(
+                    "`channel_tokens` #{}: a token is 1 to {MAX_TOKEN} visible ASCII characters",
+                    i + 1
+                ),
+            );
+        }
+    }
+    if let Some(ids) = &config.channel_ids
+        && (ids.is_empty() || ids.iter().any(String::is_empty))
+    {
+        checks.error(
+            "channel_ids",
+            "`channel_ids` lists the accepted channel ids; remove it to accept any channel",
+        );
+    }
+    let spec: Arc<dyn SourceSpec> = Arc::new(DirectorySpec {
+        path,
+        channel_tokens,
+        channel_ids: config.channel_ids,
+        route_sync: config.route_sync,
+    });
+    checks.finish(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::validate_yaml;
+
+    fn spec(yaml: &str) -> DirectorySpec {
+        let spec = validate_yaml(validate, "directory", yaml).unwrap();
+        spec.as_any()
+            .downcast_ref::<DirectorySpec>()
+            .unwrap()
+            .clone()
+    }
+
+    fn errors(yaml: &str) -> String {
+        validate_yaml(validate, "directory", yaml)
+            .unwrap_err()
+            .iter()
+            .map(|e| format!("{}: {}\n", e.loc, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let s = spec("channel_tokens: [t1, t2]");
+        assert_eq!(s.path, "/webhook/directory");
+        assert_eq!(s.channel_tokens, ["t1", "t2"]);
+        assert_eq!(s.channel_ids, None);
+        assert!(!s.route_sync);
+    }
+
+    #[test]
+    fn tokens_are_required() {
+        assert!(errors("route_sync: true").contains("`channel_tokens` is required"));
+        assert!(errors("channel_tokens: []").contains("`channel_tokens` is required"));
+        assert!(errors("channel_tokens: ['']").contains("#1: a token is 1 to 256"));
+    }
+
+    #[test]
+    fn tokens_never_show() {
+        let s = spec("channel_tokens: [s3cret-token]\nchannel_ids: [c1]\nroute_sync: true");
+        assert!(!format!("{s:?}").contains("s3cret"));
+        let described = s.describe();
+        assert!(!described.contains("s3cret"), "{described}");
+        assert_eq!(
+            described,
+            "Directory webhook at /webhook/directory, 1 channel token (masked), channels c1, sync routed"
+        );
+    }
+
+    #[test]
+    fn mistakes_name_the_key() {
+        let all = errors("path: nope\nchannel_tokens: [t]\nchannel_ids: []");
+        assert!(
+            all.contains("1:7: source `directory`: `path` must start with `/`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("`channel_ids` lists the accepted channel ids"),
+            "{all}"
+        );
+        assert!(errors("channel_tokens: [t]\nroute_synk: true").contains("unknown"));
+    }
+}

@@ -1,0 +1,201 @@
+//! A Directory API push notification (its `X-Goog-*` headers and JSON body) → the [`Event`]
+//! of DESIGN.md §3. Pure: the handler passes the time the request was received.
+//!
+//! * `id` is `<X-Goog-Channel-ID>/<X-Goog-Message-Number>` (a retry of one message is the
+//!   same event to the journal); `type` is `directory.users.<X-Goog-Resource-State>`;
+//!   `subject` is `users/<body id>` when the body has an `id`; `data` is the body (JSON
+//!   null when empty, as for `sync`);
+//! * `meta` holds `channelId`, `resourceId`, `resourceUri`, `resourceState`,
+//!   `messageNumber`, `channelExpiration` (RFC 3339) and, from the resource URI's query,
+//!   `domain`, `customer` and `event` (the watch's own parameters; other query parameters,
+//!   such as `alt`, say nothing about the change and are left out).
+//!
+//! `X-Goog-Channel-Token` is never read here: the handler compares it and nothing else sees
+//! it. Every error names the header or the body field that is wrong.
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use chrono::{DateTime, Utc};
+use herald_core::Event;
+use serde_json::Value;
+
+use crate::DecodeError;
+use crate::classroom_pubsub::decode::{clip, kind};
+
+pub const CHANNEL_ID: &str = "X-Goog-Channel-ID";
+pub const CHANNEL_TOKEN: &str = "X-Goog-Channel-Token";
+pub const CHANNEL_EXPIRATION: &str = "X-Goog-Channel-Expiration";
+pub const RESOURCE_ID: &str = "X-Goog-Resource-ID";
+pub const RESOURCE_URI: &str = "X-Goog-Resource-URI";
+pub const RESOURCE_STATE: &str = "X-Goog-Resource-State";
+pub const MESSAGE_NUMBER: &str = "X-Goog-Message-Number";
+
+/// The query parameters of the resource URI copied into `meta`.
+const URI_PARAMS: &[&str] = &["domain", "customer", "event"];
+/// Longest accepted header value (a resource URI; ids are far shorter).
+const MAX_HEADER: usize = 2048;
+
+/// A decoded notification.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DirectoryMessage {
+    pub event: Event,
+    /// A `sync` message: the first one of every channel, with an empty body.
+    pub sync: bool,
+    pub channel_id: String,
+    /// `X-Goog-Channel-Expiration`: channels stop when it passes.
+    pub expiration: Option<DateTime<Utc>>,
+}
+
+pub fn decode(
+    source: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    received: DateTime<Utc>,
+) -> Result<DirectoryMessage, DecodeError> {
+    let channel_id = required(headers, CHANNEL_ID)?;
+    let number = required(headers, MESSAGE_NUMBER)?;
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(DecodeError::new(format!(
+            "header {MESSAGE_NUMBER} must be a number, found `{}`",
+            clip(number)
+        )));
+    }
+    let number: u64 = number.parse().map_err(|_| {
+        DecodeError::new(format!(
+            "header {MESSAGE_NUMBER} is too large: `{}`",
+            clip(number)
+        ))
+    })?;
+    let state = required(headers, RESOURCE_STATE)?;
+    if state.is_empty() || !state.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(DecodeError::new(format!(
+            "header {RESOURCE_STATE} must be a word such as `add` or `makeAdmin`, found `{}`",
+            clip(state)
+        )));
+    }
+    let resource_id = required(headers, RESOURCE_ID)?;
+    let resource_uri = required(headers, RESOURCE_URI)?;
+    let uri = reqwest::Url::parse(resource_uri)
+        .map_err(|e| DecodeError::new(format!("header {RESOURCE_URI} is not a URL ({e})")))?;
+    let expiration = match optional(headers, CHANNEL_EXPIRATION)? {
+        None => None,
+        Some(text) => Some(
+            DateTime::parse_from_rfc2822(text)
+                .map_err(|_| {
+                    DecodeError::new(format!(
+                        "header {CHANNEL_EXPIRATION} is not an HTTP date such as \
+                         `Tue, 29 Oct 2030 20:32:02 GMT`: `{}`",
+                        clip(text)
+                    ))
+                })?
+                .with_timezone(&Utc),
+        ),
+    };
+
+    let data = body_json(body)?;
+    let subject = match data.get("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) if !id.is_empty() && !id.contains('/') => {
+            Some(format!("users/{id}"))
+        }
+        Some(Value::String(id)) => {
+            return Err(DecodeError::new(format!(
+                "body field `id` `{}` is not a user id",
+                clip(id)
+            )));
+        }
+        Some(other) => {
+            return Err(DecodeError::new(format!(
+                "body field `id` must be a string, found {}",
+                kind(other)
+            )));
+        }
+    };
+
+    let mut event = Event::new(
+        format!("{channel_id}/{number}"),
+        source,
+        format!("directory.users.{state}"),
+        received,
+        data,
+    );
+    event.subject = subject;
+    let meta = &mut event.meta;
+    meta.insert("channelId".into(), channel_id.to_owned());
+    meta.insert("resourceId".into(), resource_id.to_owned());
+    meta.insert("resourceUri".into(), resource_uri.to_owned());
+    meta.insert("resourceState".into(), state.to_owned());
+    meta.insert("messageNumber".into(), number.to_string());
+    if let Some(expiration) = expiration {
+        meta.insert(
+            "channelExpiration".into(),
+            expiration.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        );
+    }
+    for (name, value) in uri.query_pairs() {
+        if URI_PARAMS.contains(&name.as_ref()) {
+            meta.insert(name.into_owned(), value.into_owned());
+        }
+    }
+    Ok(DirectoryMessage {
+        sync: state == "sync",
+        channel_id: channel_id.to_owned(),
+        expiration,
+        event,
+    })
+}
+
+/// The body as JSON: an object, or null when empty.
+fn body_json(body: &[u8]) -> Result<Value, DecodeError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    let data: Value = serde_json::from_slice(body)
+        .map_err(|e| DecodeError::new(format!("the body is not JSON: {e}")))?;
+    if !data.is_object() {
+        return Err(DecodeError::new(format!(
+            "the body must be a JSON object (a Directory user), found {}",
+            kind(&data)
+        )));
+    }
+    Ok(data)
+}
+
+/// The text of header `name`, if present.
+pub fn optional<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, DecodeError> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    if value.len() > MAX_HEADER {
+        return Err(DecodeError::new(format!(
+            "header {name} is too long ({} bytes; at most {MAX_HEADER})",
+            value.len()
+        )));
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| DecodeError::new(format!("header {name} is not ASCII text")))?;
+    Ok(Some(text.trim()))
+}
+
+pub fn required<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, DecodeError> {
+    match optional(headers, name)? {
+        Some(text) if !text.is_empty() => Ok(text),
+        _ => Err(DecodeError::new(format!("missing header {name}"))),
+    }
+}
+
+/// Headers given as text (`herald test --source`: `-H 'X-Goog-…: v'`).
+pub fn header_map(pairs: &[(String, String)]) -> Result<HeaderMap, DecodeError> {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        let header = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| DecodeError::new(format!("`{}` is not a header name", clip(name))))?;
+        let value = HeaderValue::from_str(value.trim())
+            .map_err(|_| DecodeError::new(format!("header {name} is not valid header text")))?;
+        map.append(header, value);
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests;

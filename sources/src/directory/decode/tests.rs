@@ -1,0 +1,213 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let pairs: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    header_map(&pairs).unwrap()
+}
+
+fn add_headers() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (CHANNEL_ID, "directoryApiId"),
+        (CHANNEL_TOKEN, "398348u3tu83ut8uu38"),
+        (CHANNEL_EXPIRATION, "Tue, 29 Oct 2030 20:32:02 GMT"),
+        (RESOURCE_ID, "ret08u3rv24htgh289g"),
+        (
+            RESOURCE_URI,
+            "https://admin.googleapis.com/admin/directory/v1/users?domain=mydomain.com&event=add",
+        ),
+        (RESOURCE_STATE, "add"),
+        (MESSAGE_NUMBER, "10"),
+    ]
+}
+
+fn received() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn without(name: &str) -> HeaderMap {
+    let pairs: Vec<_> = add_headers()
+        .into_iter()
+        .filter(|(k, _)| *k != name)
+        .collect();
+    headers(&pairs)
+}
+
+fn with(name: &str, value: &str) -> HeaderMap {
+    let mut map = without(name);
+    map.insert(
+        HeaderName::from_bytes(name.as_bytes()).unwrap(),
+        HeaderValue::from_str(value).unwrap(),
+    );
+    map
+}
+
+fn error(headers: &HeaderMap, body: &[u8]) -> String {
+    decode("directory", headers, body, received())
+        .unwrap_err()
+        .reason
+}
+
+#[test]
+fn a_user_add_becomes_the_event() {
+    let body =
+        br#"{"kind": "admin#directory#user", "id": "1112", "primaryEmail": "a@mydomain.com"}"#;
+    let message = decode("directory", &headers(&add_headers()), body, received()).unwrap();
+    assert!(!message.sync);
+    assert_eq!(message.channel_id, "directoryApiId");
+    let event = message.event;
+    assert_eq!(event.id, "directoryApiId/10");
+    assert_eq!(event.source, "directory");
+    assert_eq!(event.ty, "directory.users.add");
+    assert_eq!(event.subject.as_deref(), Some("users/1112"));
+    assert_eq!(event.time, received());
+    assert_eq!(event.data["primaryEmail"], "a@mydomain.com");
+    let meta: Vec<(&str, &str)> = event
+        .meta
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        meta,
+        [
+            ("channelExpiration", "2030-10-29T20:32:02Z"),
+            ("channelId", "directoryApiId"),
+            ("domain", "mydomain.com"),
+            ("event", "add"),
+            ("messageNumber", "10"),
+            ("resourceId", "ret08u3rv24htgh289g"),
+            ("resourceState", "add"),
+            (
+                "resourceUri",
+                "https://admin.googleapis.com/admin/directory/v1/users?domain=mydomain.com&event=add"
+            ),
+        ]
+    );
+    assert!(!event.to_json().contains("398348u3tu83ut8uu38"));
+}
+
+#[test]
+fn sync_has_an_empty_body() {
+    let message = decode("directory", &with(RESOURCE_STATE, "sync"), b"", received()).unwrap();
+    assert!(message.sync);
+    assert_eq!(message.event.ty, "directory.users.sync");
+    assert_eq!(message.event.data, Value::Null);
+    assert_eq!(message.event.subject, None);
+    assert_eq!(
+        message.expiration.map(|t| t.timestamp()),
+        Some(
+            DateTime::parse_from_rfc3339("2030-10-29T20:32:02Z")
+                .unwrap()
+                .timestamp()
+        )
+    );
+}
+
+#[test]
+fn customer_comes_from_the_uri() {
+    let uri = "https://admin.googleapis.com/admin/directory/v1/users?customer=my_customer&event=delete&alt=json";
+    let event = decode("d", &with(RESOURCE_URI, uri), b"{}", received())
+        .unwrap()
+        .event;
+    assert_eq!(event.meta["customer"], "my_customer");
+    assert_eq!(event.meta["event"], "delete");
+    assert!(!event.meta.contains_key("alt"));
+    assert!(!event.meta.contains_key("domain"));
+}
+
+#[test]
+fn errors_name_the_header_or_field() {
+    for name in [
+        CHANNEL_ID,
+        MESSAGE_NUMBER,
+        RESOURCE_STATE,
+        RESOURCE_ID,
+        RESOURCE_URI,
+    ] {
+        assert_eq!(error(&without(name), b""), format!("missing header {name}"));
+    }
+    assert!(
+        error(&with(MESSAGE_NUMBER, "ten"), b"")
+            .contains("header X-Goog-Message-Number must be a number, found `ten`")
+    );
+    assert!(error(&with(MESSAGE_NUMBER, "-1"), b"").contains("must be a number"));
+    assert!(error(&with(MESSAGE_NUMBER, "99999999999999999999999"), b"").contains("too large"));
+    assert!(
+        error(&with(RESOURCE_STATE, "add user"), b"")
+            .contains("header X-Goog-Resource-State must be a word")
+    );
+    assert!(
+        error(&with(RESOURCE_URI, "not a uri"), b"")
+            .contains("header X-Goog-Resource-URI is not a URL")
+    );
+    assert!(
+        error(&with(CHANNEL_EXPIRATION, "tomorrow"), b"")
+            .contains("header X-Goog-Channel-Expiration is not an HTTP date")
+    );
+    assert!(
+        error(&with(CHANNEL_ID, &"x".repeat(3000)), b"")
+            .contains("header X-Goog-Channel-ID is too long")
+    );
+    assert!(error(&headers(&add_headers()), b"{\"id\":").starts_with("the body is not JSON"));
+    assert!(error(&headers(&add_headers()), b"[1]").contains("must be a JSON object"));
+    assert!(
+        error(&headers(&add_headers()), br#"{"id": 5}"#)
+            .contains("body field `id` must be a string")
+    );
+    assert!(error(&headers(&add_headers()), &[0xff, 0xfe]).starts_with("the body is not JSON"));
+}
+
+#[test]
+fn non_ascii_header_text_is_refused() {
+    let mut map = without(CHANNEL_ID);
+    map.insert(
+        HeaderName::from_static("x-goog-channel-id"),
+        HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+    );
+    assert_eq!(
+        error(&map, b""),
+        "header X-Goog-Channel-ID is not ASCII text"
+    );
+}
+
+#[test]
+fn leading_zeros_do_not_make_a_new_id() {
+    let event = decode("d", &with(MESSAGE_NUMBER, "010"), b"", received())
+        .unwrap()
+        .event;
+    assert_eq!(event.id, "directoryApiId/10");
+}
+
+proptest! {
+    #[test]
+    fn any_body_decodes_or_fails_without_panicking(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode("d", &headers(&add_headers()), &body, received());
+    }
+
+    #[test]
+    fn any_header_values_decode_or_fail_without_panicking(
+        id in "[ -~]{0,40}", number in "[ -~]{0,24}", state in "[ -~]{0,16}",
+        uri in "[ -~]{0,60}", expiration in "[ -~]{0,40}", body in ".{0,64}",
+    ) {
+        let map = headers(&[
+            (CHANNEL_ID, &id), (MESSAGE_NUMBER, &number), (RESOURCE_STATE, &state),
+            (RESOURCE_ID, "r"), (RESOURCE_URI, &uri), (CHANNEL_EXPIRATION, &expiration),
+        ]);
+        if let Ok(message) = decode("d", &map, body.as_bytes(), received()) {
+            prop_assert!(message.event.ty.starts_with("directory.users."));
+            prop_assert!(message.event.id.starts_with(id.trim()));
+        }
+    }
+}
+
+#[test]
+fn header_map_refuses_bad_names() {
+    let err = header_map(&[("bad name".into(), "v".into())]).unwrap_err();
+    assert!(err.reason.contains("is not a header name"));
+}

@@ -1,0 +1,195 @@
+//! The webhook the Directory API POSTs to. In order: the channel token (401 when missing,
+//! 403 when it matches none of `channel_tokens`, compared in constant time), the
+//! `channel_ids` allow-list (403), the body limit (413), then decoding. 200 once the event is
+//! committed; a `sync` message is counted and answered 200, and committed only with
+//! `route_sync: true`.
+//!
+//! A request with a valid token that cannot be decoded (a missing header, a message number
+//! that is not a number, a body that is not JSON) is answered 400 with the header or field
+//! named, as the Directory API expects; since Google does not retry a 4xx it is also kept
+//! as a rejected input, so that nothing it sent is lost. Without a valid token nothing is
+//! stored.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use subtle::{Choice, ConstantTimeEq};
+
+use super::config::DirectorySpec;
+use super::decode::{self, CHANNEL_ID, CHANNEL_TOKEN, DirectoryMessage};
+use crate::answer::{Problem, read_body};
+use crate::intake::Intake;
+use crate::telemetry;
+
+/// Channels expiring sooner than this are warned about.
+const EXPIRY_WARNING: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+/// Bound on the channels remembered for the expiry warning.
+const MAX_REMEMBERED: usize = 10_000;
+
+pub struct DirectoryState {
+    pub intake: Intake,
+    pub spec: DirectorySpec,
+    pub body_limit: u64,
+    /// Channel → the expiration already warned about, so each is warned about once.
+    warned: Mutex<HashMap<String, DateTime<Utc>>>,
+}
+
+impl DirectoryState {
+    pub fn new(intake: Intake, spec: DirectorySpec, body_limit: u64) -> Self {
+        DirectoryState {
+            intake,
+            spec,
+            body_limit,
+            warned: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+pub async fn handle(
+    State(state): State<Arc<DirectoryState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match answer(&state, &headers, body).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+async fn answer(state: &DirectoryState, headers: &HeaderMap, body: Body) -> Result<(), Problem> {
+    let source = &state.intake.source;
+    if let Err(problem) = authorize(&state.spec, headers) {
+        telemetry::auth_failure(source);
+        return Err(problem);
+    }
+    let body = read_body(headers, body, state.body_limit).await?;
+    let started = Instant::now();
+    let decoded = decode::decode(source, headers, &body, Utc::now());
+    telemetry::decode_time(source, started.elapsed());
+    let message = match decoded {
+        Ok(message) => message,
+        Err(e) => {
+            state
+                .intake
+                .reject(&e.reason, kept_headers(headers), &body)
+                .await?;
+            return Err(Problem::bad_request(e.reason));
+        }
+    };
+    watch_expiration(state, &message);
+    if message.sync {
+        telemetry::sync(source);
+        if !state.spec.route_sync {
+            return Ok(());
+        }
+    }
+    state.intake.commit(message.event).await?;
+    Ok(())
+}
+
+fn authorize(spec: &DirectorySpec, headers: &HeaderMap) -> Result<(), Problem> {
+    let token = headers
+        .get(CHANNEL_TOKEN)
+        .ok_or_else(|| Problem::unauthorized(format!("missing header {CHANNEL_TOKEN}")))?;
+    if !matches_any(token.as_bytes(), &spec.channel_tokens) {
+        return Err(Problem::forbidden(format!(
+            "header {CHANNEL_TOKEN} matches none of `channel_tokens`"
+        )));
+    }
+    if let Some(ids) = &spec.channel_ids
+        && let Ok(Some(id)) = decode::optional(headers, CHANNEL_ID)
+        && !ids.iter().any(|allowed| allowed == id)
+    {
+        return Err(Problem::forbidden(format!(
+            "channel `{}` is not in `channel_ids`",
+            crate::classroom_pubsub::decode::clip(id)
+        )));
+    }
+    Ok(())
+}
+
+/// Compares `given` with every token, in time that does not depend on where they differ.
+fn matches_any(given: &[u8], tokens: &[String]) -> bool {
+    let mut found = Choice::from(0);
+    for token in tokens {
+        found |= given.ct_eq(token.as_bytes());
+    }
+    found.into()
+}
+
+/// The `X-Goog-*` headers of a rejected request, without the token.
+fn kept_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            name.as_str().starts_with("x-goog-")
+                && !name.as_str().eq_ignore_ascii_case(CHANNEL_TOKEN)
+        })
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Exposes the channel's expiration as a metric and warns (once per channel and
+/// expiration) when it is less than an hour away: channels do not renew themselves.
+fn watch_expiration(state: &DirectoryState, message: &DirectoryMessage) {
+    let Some(expiration) = message.expiration else {
+        return;
+    };
+    let source = &state.intake.source;
+    telemetry::channel_expiration(source, &message.channel_id, expiration.timestamp());
+    if expiration - Utc::now() > EXPIRY_WARNING {
+        return;
+    }
+    let mut warned = state.warned.lock().unwrap_or_else(|e| e.into_inner());
+    if warned.get(&message.channel_id) == Some(&expiration) {
+        return;
+    }
+    if warned.len() >= MAX_REMEMBERED {
+        warned.clear();
+    }
+    warned.insert(message.channel_id.clone(), expiration);
+    tracing::warn!(
+        source = %source,
+        channel = %message.channel_id,
+        expires = %expiration.to_rfc3339(),
+        "Directory channel expires within an hour and does not renew itself; \
+         create a new channel with users.watch before then"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_match_exactly() {
+        let tokens = vec!["old-token".to_owned(), "new-token".to_owned()];
+        assert!(matches_any(b"old-token", &tokens));
+        assert!(matches_any(b"new-token", &tokens));
+        assert!(!matches_any(b"new-toke", &tokens));
+        assert!(!matches_any(b"new-tokenx", &tokens));
+        assert!(!matches_any(b"", &tokens));
+    }
+
+    #[test]
+    fn the_token_is_not_kept() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-goog-channel-token", "secret".parse().unwrap());
+        headers.insert("x-goog-channel-id", "c1".parse().unwrap());
+        headers.insert("authorization", "Bearer x".parse().unwrap());
+        let kept = kept_headers(&headers);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept["x-goog-channel-id"], "c1");
+    }
+}

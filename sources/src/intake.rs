@@ -1,0 +1,63 @@
+//! Handing what a source received to the journal: decoded events (committed before any
+//! answer) and authenticated-but-undecodable inputs (kept as rejected inputs), with the
+//! metrics of each. Shared by the push and webhook handlers and the pull loop.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use herald_core::Event;
+use herald_core::ingest::{Committed, Ingest, IngestError, RejectedInput};
+
+use crate::answer::Problem;
+use crate::telemetry;
+
+pub struct Intake {
+    /// The source's name in routes.yaml.
+    pub source: String,
+    ingest: Arc<dyn Ingest>,
+}
+
+impl Intake {
+    pub fn new(source: &str, ingest: Arc<dyn Ingest>) -> Self {
+        Intake {
+            source: source.to_owned(),
+            ingest,
+        }
+    }
+
+    /// Commits a decoded event; `Ok` only once it is durable (or already was).
+    pub async fn commit(&self, event: Event) -> Result<Committed, IngestError> {
+        telemetry::decoded(&self.source);
+        let committed = self.ingest.commit(event).await?;
+        if committed == Committed::Duplicate {
+            telemetry::duplicate(&self.source);
+        }
+        Ok(committed)
+    }
+
+    /// Keeps an input that could not be decoded, with why.
+    pub async fn reject(
+        &self,
+        reason: &str,
+        meta: BTreeMap<String, String>,
+        body: &[u8],
+    ) -> Result<(), IngestError> {
+        self.ingest
+            .reject(RejectedInput {
+                source: self.source.clone(),
+                reason: reason.to_owned(),
+                received: chrono::Utc::now(),
+                meta,
+                body: String::from_utf8_lossy(body).into_owned(),
+            })
+            .await?;
+        telemetry::rejected(&self.source);
+        Ok(())
+    }
+}
+
+impl From<IngestError> for Problem {
+    fn from(e: IngestError) -> Problem {
+        Problem::unavailable(format!("{e}; nothing was stored, retry later"))
+    }
+}
