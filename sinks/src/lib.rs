@@ -4,7 +4,9 @@
 pub mod file;
 mod http;
 #[cfg(test)]
-mod testing;
+mod testing {
+    pub use herald_testkit::*;
+}
 pub mod webhook;
 
 use herald_core::config::Registry;

@@ -1,7 +1,5 @@
 //! Real HTTP receivers on 127.0.0.1 for the sink tests: they record every request and answer
 //! from a script (e.g. 503, 503, then 200), the way a flaky destination would.
-// Shared by every sink's tests; not each of them uses every helper.
-#![allow(dead_code)]
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

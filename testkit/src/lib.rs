@@ -1,0 +1,9 @@
+//! herald-testkit: helpers shared by the tests of every Herald crate (never a dependency of
+//! the gateway itself).
+//!
+//! * [`receiver`] — a real HTTP server on 127.0.0.1 that records requests and answers from a
+//!   script, standing in for Slack, a webhook consumer or a Teams endpoint.
+
+pub mod receiver;
+
+pub use receiver::{Answer, Received, Receiver};
