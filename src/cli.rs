@@ -21,6 +21,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Show which routes and sinks an event reaches and the rendered messages; sends nothing.
     Test(TestArgs),
+    /// List, show, replay and purge dead letters (on a stopped or a running gateway).
+    Dlq(DlqArgs),
 }
 
 #[derive(Debug, Args)]
@@ -39,6 +41,59 @@ pub struct ConfigArg {
 pub struct RunArgs {
     #[command(flatten)]
     pub config: ConfigArg,
+    /// Log lines as text or as JSON objects; the level filter is `RUST_LOG` (default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(subcommand)]
+    pub command: DlqCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters.
+    List {
+        #[arg(long)]
+        sink: Option<String>,
+        #[arg(long)]
+        route: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one dead letter: its event, route, sink and every attempt.
+    Show {
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue dead letters for delivery again.
+    Replay {
+        /// Dead-letter IDs.
+        ids: Vec<u64>,
+        #[arg(long)]
+        sink: Option<String>,
+        #[arg(long)]
+        route: Option<String>,
+        /// Every dead delivery.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Remove dead letters (all, or those older than a duration such as `7d`).
+    Purge {
+        #[arg(long)]
+        older_than: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

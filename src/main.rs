@@ -1,8 +1,11 @@
 //! The `herald` command: run the gateway, check a config, try an event against the routes,
 //! and manage dead letters (DESIGN.md §5).
 
+mod admin;
 mod check;
 mod cli;
+mod dlq;
+mod gateway;
 mod try_event;
 
 use std::process::ExitCode;
@@ -11,12 +14,16 @@ use clap::Parser;
 use herald_core::config::Registry;
 
 fn main() -> ExitCode {
+    // One rustls crypto provider for the whole process (DESIGN: reqwest, the TLS listener and
+    // lettre all use aws-lc-rs); installing it first means no library can pick another.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = cli::Cli::parse();
     let registry = registry();
     let result = match &cli.command {
         cli::Command::Check(args) => check::run(args, &registry),
         cli::Command::Test(args) => try_event::run(args, &registry),
         cli::Command::Run(args) => run_gateway(args, &registry),
+        cli::Command::Dlq(args) => dlq::run(args, &registry),
     };
     match result {
         Ok(code) => code,
@@ -36,16 +43,35 @@ fn registry() -> Registry {
 }
 
 fn run_gateway(args: &cli::RunArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
+    init_logs(args.log_format);
     let config = match herald_core::config::load(&args.config.path, registry) {
         Ok(config) => config,
         Err(errors) => {
+            for e in &errors.errors {
+                tracing::error!("{}:{}: {}", errors.file.display(), e.loc, e.message);
+            }
             eprintln!("{errors}");
             return Ok(ExitCode::FAILURE);
         }
     };
-    anyhow::bail!(
-        "`herald run` is not available yet in this build: the journal and the sources are still \
-         being built; `herald check -c {}` validates the config",
-        config.file.display()
-    )
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("herald")
+        .build()?;
+    runtime.block_on(gateway::run(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logs(format: cli::LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        cli::LogFormat::Text => builder.init(),
+        cli::LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }

@@ -1,0 +1,171 @@
+//! `herald run`: assemble the pipeline from a validated config and run it until a signal.
+//!
+//! Start: metrics recorder → sinks built → journal opened (its writer thread starts) →
+//! delivery workers → admin listener → public listener and pull loops → `gateway.json`.
+//! Stop (SIGTERM/SIGINT): the listeners stop accepting and finish their requests, delivery
+//! workers finish in-flight attempts up to `server.shutdown_timeout`, the journal commits what
+//! it was sent and closes. Undelivered events stay in the journal for the next start. A second
+//! signal exits at once: everything acknowledged is already durable.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use herald_core::Config;
+use herald_core::config::BuildContext;
+use herald_core::delivery::{Engine, RunningSink};
+use herald_core::ingest::Ingest;
+use herald_core::journal::Journal;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::admin::{self, AdminState};
+
+/// Where a running gateway can be reached; written to `<queue.path>/gateway.json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RuntimeInfo {
+    pub pid: u32,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl RuntimeInfo {
+    pub const FILE: &'static str = "gateway.json";
+
+    pub fn read(queue_dir: &Path) -> anyhow::Result<RuntimeInfo> {
+        let path = queue_dir.join(Self::FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    fn write(&self, queue_dir: &Path) -> anyhow::Result<PathBuf> {
+        let path = queue_dir.join(Self::FILE);
+        std::fs::write(&path, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let prometheus = install_metrics()?;
+    let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || prometheus.render());
+
+    let mut running = Vec::with_capacity(config.sinks.len());
+    for sink in &config.sinks {
+        let built = sink
+            .spec
+            .build(&BuildContext::default())
+            .map_err(|e| anyhow::anyhow!("sink `{}`: {e}", sink.name))?;
+        running.push(RunningSink {
+            name: sink.name.clone(),
+            sink: built,
+            policy: sink.policy.clone(),
+        });
+    }
+    let sink_names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
+
+    let routes = Arc::new(ArcSwap::from_pointee(config.routes.clone()));
+    let templates = Arc::new(ArcSwap::from_pointee(config.templates.clone()));
+    let journal = Arc::new(Journal::open(&config.queue, routes, &sink_names)?);
+    let engine = Engine::start(
+        journal.clone(),
+        running,
+        templates,
+        config.server.shutdown_timeout,
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let admin_state = AdminState {
+        journal: journal.clone(),
+        sinks: Arc::new(sink_names),
+        metrics: render.clone(),
+    };
+    let (admin_addr, admin_task) = admin::serve(
+        config.server.admin_listen,
+        admin_state,
+        stopped(stop_rx.clone()),
+    )
+    .await?;
+    let ingest: Arc<dyn Ingest> = journal.clone();
+    let server = herald_sources::serve(&config, ingest, Some(render), stopped(stop_rx.clone()))
+        .await
+        .context("cannot start the HTTP server")?;
+
+    let info = RuntimeInfo {
+        pid: std::process::id(),
+        listen: server.local_addr,
+        admin: admin_addr,
+    };
+    let info_path = info.write(&config.queue.path)?;
+    tracing::info!(
+        listen = %info.listen,
+        admin = %info.admin,
+        journal = %config.queue.path.display(),
+        sources = config.sources.len(),
+        sinks = config.sinks.len(),
+        routes = config.routes.routes().len(),
+        "herald is running"
+    );
+
+    wait_for_signal().await;
+    tracing::info!(deadline = ?config.server.shutdown_timeout, "shutting down: no new requests; finishing deliveries in flight");
+    tokio::spawn(async {
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting now; undelivered events stay in the journal");
+        std::process::exit(130);
+    });
+
+    let _ = stop_tx.send(true);
+    server.stopped().await;
+    let _ = admin_task.await;
+    engine.stop().await;
+    journal.close().await;
+    let _ = std::fs::remove_file(info_path);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the gateway can only be killed; nothing acknowledged is lost.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let latency = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ];
+    let sizes = [
+        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)?
+        .set_buckets_for_metric(Matcher::Full("herald_journal_batch_size".into()), &sizes)?
+        .install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
