@@ -32,7 +32,8 @@ pub struct ConfigArg {
         short = 'c',
         long = "config",
         env = "HERALD_CONFIG",
-        default_value = "routes.yaml"
+        default_value = "routes.yaml",
+        global = true
     )]
     pub path: PathBuf,
 }

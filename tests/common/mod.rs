@@ -143,3 +143,190 @@ pub fn directory_event(req: &HttpRequest, received: &str) -> Value {
     }
     event
 }
+
+// ---- a real gateway process ---------------------------------------------------------------
+
+use std::net::SocketAddr;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+/// The channel token the test configs accept.
+pub const TOKEN: &str = "test-channel-token";
+
+/// A `herald run` process on a config in its own directory, on loopback ports it picked.
+pub struct Gateway {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    child: Option<Child>,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+#[derive(serde::Deserialize)]
+struct RuntimeInfo {
+    pid: u32,
+    listen: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Gateway {
+    /// Writes `yaml` as `dir/routes.yaml` and starts the gateway on it. The config should
+    /// listen on `127.0.0.1:0` for both listeners.
+    pub fn start(dir: &Path, yaml: &str) -> Gateway {
+        let config = dir.join("routes.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let mut g = Gateway {
+            dir: dir.to_path_buf(),
+            config,
+            child: None,
+            listen: ([0, 0, 0, 0], 0).into(),
+            admin: ([0, 0, 0, 0], 0).into(),
+        };
+        g.spawn();
+        g
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("gateway.log"))
+            .unwrap();
+        let child = herald()
+            .args(["run", "-c", self.config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("herald starts");
+        let pid = child.id();
+        self.child = Some(child);
+        let info_path = self.dir.join("herald-data/gateway.json");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&info_path)
+                && let Ok(info) = serde_json::from_str::<RuntimeInfo>(&text)
+                && info.pid == pid
+            {
+                self.listen = info.listen;
+                self.admin = info.admin;
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("the gateway exited with {status} at start:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
+    }
+
+    /// `kill -9`: no shutdown at all.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().unwrap()
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.listen)
+    }
+
+    /// Resident memory of the process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Runs `herald ARGS -c <this config>`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-c", self.config.to_str().unwrap()]);
+        run(&all, None)
+    }
+
+    /// The JSON records the file sink wrote to `dir/<name>`, skipping a torn last line.
+    pub fn file_records(&self, name: &str) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A Directory API user notification for channel `channel`, message `number`.
+pub fn directory_request(
+    client: &reqwest::Client,
+    gateway: &Gateway,
+    channel: &str,
+    number: u64,
+) -> reqwest::RequestBuilder {
+    client
+        .post(gateway.url("/webhook/directory"))
+        .header("Content-Type", "application/json; utf-8")
+        .header("X-Goog-Channel-ID", channel)
+        .header("X-Goog-Channel-Token", TOKEN)
+        .header("X-Goog-Channel-Expiration", "Tue, 29 Oct 2030 20:32:02 GMT")
+        .header("X-Goog-Resource-ID", "ret08u3rv24htgh289g")
+        .header("X-Goog-Resource-URI", "https://admin.googleapis.com/admin/directory/v1/users?domain=example.edu&event=add")
+        .header("X-Goog-Resource-State", "add")
+        .header("X-Goog-Message-Number", number.to_string())
+        .body(format!(r#"{{"kind":"admin#directory#user","id":"{number}","primaryEmail":"user{number}@example.edu"}}"#))
+}
+
+/// The head of a config with a Directory source on loopback ports picked at start.
+pub fn config_head() -> String {
+    format!(
+        "server:\n  listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n  shutdown_timeout: 2s\nsources:\n  directory:\n    type: directory_webhook\n    path: /webhook/directory\n    channel_tokens: [\"{TOKEN}\"]\n"
+    )
+}
+
+/// Polls `check` until it holds (at most `secs` seconds).
+pub async fn eventually(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -121,6 +121,10 @@ impl Breaker {
         if self.paused_until.is_none_or(|p| p < until) {
             self.paused_until = Some(until);
         }
+        // The probe's answer was "later": probe again once the pause is over.
+        if let State::HalfOpen { .. } = self.state {
+            self.state = State::Open { until };
+        }
     }
 
     /// For the `herald_circuit_state` gauge: 0 closed, 1 half-open, 2 open.
@@ -187,6 +191,25 @@ mod tests {
         b.on_success();
         b.on_failure(now);
         assert_eq!(b.gate(now), Gate::Go);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_answered_with_retry_after_probes_again_after_it() {
+        let mut b = Breaker::default();
+        let now = Instant::now();
+        for _ in 0..FAILURE_THRESHOLD {
+            b.on_failure(now);
+        }
+        tokio::time::advance(FIRST_COOLDOWN).await;
+        assert_eq!(b.gate(Instant::now()), Gate::Probe);
+        b.pause(Instant::now(), Duration::from_secs(2));
+        assert_eq!(b.gate(Instant::now()), Gate::Wait(Duration::from_secs(2)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            b.gate(Instant::now()),
+            Gate::Probe,
+            "not stuck waiting for a probe that ended"
+        );
     }
 
     #[tokio::test(start_paused = true)]
