@@ -76,8 +76,7 @@ async fn send_until_killed(
     while let Some(r) = tasks.join_next().await {
         r.unwrap();
     }
-    let acked = acked.lock().unwrap().clone();
-    acked
+    acked.lock().unwrap().clone()
 }
 
 /// Posts Directory notifications to a URL (the gateway may be killed under it).
