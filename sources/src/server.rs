@@ -13,7 +13,6 @@
 //! the pull loops stop after storing the batch they hold; [`ServerHandle::stopped`] returns
 //! once all of that is done.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -64,12 +63,6 @@ pub enum ServeError {
     Tls(String),
     #[error("source `{name}`: {reason}")]
     Source { name: String, reason: String },
-    #[error("sources `{first}` and `{second}` are both mounted at {path}; give one another `path`")]
-    SamePath {
-        path: String,
-        first: String,
-        second: String,
-    },
     #[error("cannot build the HTTP client for OIDC keys and Pub/Sub: {0}")]
     Client(String),
 }
@@ -113,20 +106,10 @@ pub async fn serve(
     if let Some(render) = metrics {
         app = app.route("/metrics", get(move || metrics_text(render)));
     }
-    let mut paths: HashMap<&str, &str> = HashMap::new();
     let mut pullers = Vec::new();
     let fallbacks = fallbacks(config);
     for source in &config.sources {
         let name = source.name.as_str();
-        if let Some(path) = source.spec.http_path()
-            && let Some(first) = paths.insert(path, name)
-        {
-            return Err(ServeError::SamePath {
-                path: path.to_owned(),
-                first: first.to_owned(),
-                second: name.to_owned(),
-            });
-        }
         let intake = Intake::new(name, Arc::clone(&ingest));
         let any = source.spec.as_any();
         let route = if let Some(spec) = any.downcast_ref::<ClassroomSpec>() {
