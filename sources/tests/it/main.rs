@@ -3,6 +3,7 @@
 
 mod common;
 mod fixtures;
+mod logs;
 mod malformed;
 mod oidc;
 mod pull;

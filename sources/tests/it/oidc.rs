@@ -9,10 +9,14 @@ const AUDIENCE: &str = "https://herald.example.edu/push/classroom";
 const PUSHER: &str = "push@district-edu.iam.gserviceaccount.com";
 
 async fn gateway(jwks: &JwksServer) -> Gateway {
+    gateway_named(jwks, "classroom").await
+}
+
+async fn gateway_named(jwks: &JwksServer, name: &str) -> Gateway {
     Gateway::start(&format!(
         r#"
 sources:
-  classroom:
+  {name}:
     type: classroom_pubsub
     path: /push/classroom
     auth: {{ audience: "{AUDIENCE}", service_account: "{PUSHER}", jwks_url: "{}" }}
@@ -70,7 +74,7 @@ async fn a_valid_token_is_accepted_and_keys_are_cached() {
 #[tokio::test]
 async fn bad_tokens_are_refused_and_nothing_is_stored() {
     let jwks = JwksServer::start(vec![jwk("a")]).await;
-    let gateway = gateway(&jwks).await;
+    let gateway = gateway_named(&jwks, "guarded").await;
     let valid = push_claims(AUDIENCE, PUSHER);
     let cases: Vec<(&str, Option<String>, u16, &str)> = vec![
         ("missing header", None, 401, "no Authorization header"),
@@ -228,7 +232,7 @@ async fn bad_tokens_are_refused_and_nothing_is_stored() {
         .unwrap();
     let failures = metrics
         .lines()
-        .find(|l| l.starts_with("herald_source_auth_failures_total{source=\"classroom\"}"))
+        .find(|l| l.starts_with("herald_source_auth_failures_total{source=\"guarded\"}"))
         .unwrap_or_else(|| panic!("{metrics}"));
     assert!(
         failures.ends_with(&format!(" {}", cases.len())),

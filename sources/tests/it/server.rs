@@ -107,7 +107,10 @@ async fn a_full_journal_answers_503_and_stores_nothing() {
 
 #[tokio::test]
 async fn metrics_count_requests_events_rejections_and_decode_time() {
-    let gateway = Gateway::start(SOURCES).await;
+    // A source name of its own, so that the counters are this test's alone.
+    let gateway =
+        Gateway::start("sources:\n  metered: { type: classroom_pubsub, path: /push/classroom }\n")
+            .await;
     let client = client();
     for id in ["1", "2"] {
         client
@@ -138,27 +141,27 @@ async fn metrics_count_requests_events_rejections_and_decode_time() {
             .and_then(|v| v.parse().ok())
     };
     assert_eq!(
-        value(r#"herald_source_requests_total{source="classroom",status="204"}"#),
+        value(r#"herald_source_requests_total{source="metered",status="204"}"#),
         Some(2.0),
         "{text}"
     );
     assert_eq!(
-        value(r#"herald_source_requests_total{source="classroom",status="202"}"#),
+        value(r#"herald_source_requests_total{source="metered",status="202"}"#),
         Some(1.0),
         "{text}"
     );
     assert_eq!(
-        value(r#"herald_source_events_total{source="classroom"}"#),
+        value(r#"herald_source_events_total{source="metered"}"#),
         Some(2.0),
         "{text}"
     );
     assert_eq!(
-        value(r#"herald_source_rejected_total{source="classroom"}"#),
+        value(r#"herald_source_rejected_total{source="metered"}"#),
         Some(1.0),
         "{text}"
     );
     assert_eq!(
-        value(r#"herald_source_decode_seconds_count{source="classroom"}"#),
+        value(r#"herald_source_decode_seconds_count{source="metered"}"#),
         Some(3.0),
         "{text}"
     );
