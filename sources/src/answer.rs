@@ -2,7 +2,8 @@
 //! reading a request body under `server.body_limit`.
 //!
 //! A handler returns a [`Problem`]; the server's per-source layer logs it once, with the
-//! source's name, and counts the request. A reason never holds a token or a secret.
+//! source's name, and counts the request. A reason never holds a token or a secret, and
+//! quotes input only [`clip`]ped.
 
 use std::time::Duration;
 
@@ -140,6 +141,27 @@ pub async fn read_body(headers: &HeaderMap, mut body: Body, limit: u64) -> Resul
         return Err(Problem::too_large(limit));
     }
     Ok(buf.freeze())
+}
+
+/// What kind of JSON value this is, for messages.
+pub fn kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// A value quoted in a message, cut so that a huge input does not make a huge log line.
+pub fn clip(text: &str) -> String {
+    const MAX: usize = 80;
+    match text.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use herald_core::Event;
 use serde_json::{Map, Value};
 
 use crate::DecodeError;
+use crate::answer::{clip, kind};
 
 /// Standard base64, with or without padding (Pub/Sub pads; hand-made requests may not).
 const BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -320,27 +321,6 @@ fn either<'a>(
         }
     }
     Ok(None)
-}
-
-/// What kind of JSON value this is, for messages.
-pub(crate) fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// A value quoted in a message, cut so that a huge input does not make a huge log line.
-pub(crate) fn clip(text: &str) -> String {
-    const MAX: usize = 80;
-    match text.char_indices().nth(MAX) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::config::AuthSpec;
-use crate::answer::Problem;
+use crate::answer::{Problem, clip};
 
 /// At most one refetch for an unknown `kid` per this long.
 pub const MIN_REFETCH: Duration = Duration::from_secs(30);
@@ -144,7 +144,7 @@ impl Verifier {
             Some(email) => {
                 return Err(AuthError::Forbidden(format!(
                     "the token is for `{}`, not the service account of `auth.service_account`",
-                    crate::classroom_pubsub::decode::clip(email)
+                    clip(email)
                 )));
             }
             None => return Err(AuthError::Forbidden("the token has no `email`".into())),
@@ -201,7 +201,7 @@ impl Verifier {
         self.current().keys.get(kid).cloned().ok_or_else(|| {
             AuthError::Unauthorized(format!(
                 "the token is signed with key `{}`, which auth.jwks_url does not publish",
-                crate::classroom_pubsub::decode::clip(kid)
+                clip(kid)
             ))
         })
     }
@@ -295,7 +295,7 @@ fn key_id(token: &str) -> Result<String, AuthError> {
         Some(alg) => {
             return Err(AuthError::Unauthorized(format!(
                 "the token's algorithm `{}` is not accepted; Pub/Sub signs with RS256",
-                crate::classroom_pubsub::decode::clip(alg)
+                clip(alg)
             )));
         }
         None => {

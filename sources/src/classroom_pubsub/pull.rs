@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use super::config::{PUBSUB_ENDPOINT, PullSpec};
 use super::decode::decode_message;
 use super::token::TokenSource;
+use crate::answer::clip;
 use crate::intake::Intake;
 use crate::telemetry;
 
@@ -259,10 +260,7 @@ impl Puller {
         }
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
-            return Err(format!(
-                ":{method} answered {status}: {}",
-                super::decode::clip(&text)
-            ));
+            return Err(format!(":{method} answered {status}: {}", clip(&text)));
         }
         let text = response
             .bytes()

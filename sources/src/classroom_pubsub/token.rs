@@ -9,6 +9,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::answer::clip;
+
 const SCOPE: &str = "https://www.googleapis.com/auth/pubsub";
 const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 const GRANT_TYPE: &str = "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer";
@@ -138,7 +140,7 @@ impl TokenSource {
             return Err(format!(
                 "{} refused the token request ({status}): {}",
                 self.token_uri,
-                crate::classroom_pubsub::decode::clip(&text)
+                clip(&text)
             ));
         }
         let answer: TokenAnswer = response

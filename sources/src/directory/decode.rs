@@ -19,7 +19,7 @@ use herald_core::Event;
 use serde_json::Value;
 
 use crate::DecodeError;
-use crate::classroom_pubsub::decode::{clip, kind};
+use crate::answer::{clip, kind};
 
 pub const CHANNEL_ID: &str = "X-Goog-Channel-ID";
 pub const CHANNEL_TOKEN: &str = "X-Goog-Channel-Token";

@@ -23,7 +23,7 @@ use subtle::{Choice, ConstantTimeEq};
 
 use super::config::DirectorySpec;
 use super::decode::{self, CHANNEL_ID, CHANNEL_TOKEN, DirectoryMessage};
-use crate::answer::{Problem, read_body};
+use crate::answer::{Problem, clip, read_body};
 use crate::intake::Intake;
 use crate::telemetry;
 
@@ -108,7 +108,7 @@ fn authorize(spec: &DirectorySpec, headers: &HeaderMap) -> Result<(), Problem> {
     {
         return Err(Problem::forbidden(format!(
             "channel `{}` is not in `channel_ids`",
-            crate::classroom_pubsub::decode::clip(id)
+            clip(id)
         )));
     }
     Ok(())
