@@ -121,3 +121,54 @@ sources:
     );
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_channel_expiring_within_an_hour_is_warned_about_once() {
+    lines();
+    let gateway = Gateway::start(
+        r#"
+sources:
+  expiring-directory:
+    type: directory_webhook
+    path: /webhook/directory
+    channel_tokens: ["398348u3tu83ut8uu38"]
+"#,
+    )
+    .await;
+    let soon = (chrono::Utc::now() + chrono::TimeDelta::minutes(30)).to_rfc2822();
+    for number in ["10", "11"] {
+        let request = HttpFixture::read("directory/user-add.http")
+            .with_header("X-Goog-Channel-Expiration", Some(&soon))
+            .with_header("X-Goog-Message-Number", Some(number));
+        assert_eq!(
+            request
+                .request(&client(), &gateway.url(""))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let warnings = logged(&[
+        "WARN",
+        "expiring-directory",
+        "directoryApiId",
+        "expires within an hour",
+    ]);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    // The fixture's own channel expires in 2030: no warning.
+    let later = HttpFixture::read("directory/user-add.http")
+        .with_header("X-Goog-Channel-ID", Some("lasting"));
+    assert_eq!(
+        later
+            .request(&client(), &gateway.url(""))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(logged(&["lasting", "expires within an hour"]).is_empty());
+    gateway.stop().await;
+}
