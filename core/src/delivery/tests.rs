@@ -159,14 +159,17 @@ async fn every_event_is_delivered_to_every_sink() {
     ]);
     setup.send(50).await;
     wait_for("50 deliveries each", || {
-        a.ids().len() == 50 && b.ids().len() == 50
+        a.ids().len() >= 50 && b.ids().len() >= 50
     })
     .await;
     let journal = setup.stop().await;
-    let mut ids = a.ids();
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), 50, "no duplicates, none missing");
+    for sink in [&a, &b] {
+        let mut ids = sink.ids();
+        assert_eq!(ids.len(), 50, "no duplicates");
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 50, "none missing");
+    }
     wait_for("the journal to settle", || {
         journal.stats().unwrap().undelivered_events == 0
     })

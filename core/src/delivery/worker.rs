@@ -3,8 +3,9 @@
 //! only the deliveries in flight and one page of the journal in memory: a long outage leaves
 //! its backlog on disk.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ use crate::template::Templates;
 
 /// Pending deliveries read from the journal at a time.
 const PAGE: usize = 256;
+/// Attempts whose outcome may wait for a journal commit at once, per sink.
+const MAX_UNRECORDED: usize = 4096;
 /// Even without a wake-up, the worker looks at its backlog this often (deliveries replayed by
 /// `herald dlq replay` in another process arrive this way).
 const RESCAN: Duration = Duration::from_secs(5);
@@ -46,7 +49,12 @@ struct Shared {
     journal: Arc<Journal>,
     templates: Arc<ArcSwap<Templates>>,
     breaker: Mutex<Breaker>,
-    inflight: Mutex<HashSet<DeliveryKey>>,
+    /// Deliveries being attempted (`None`), or whose outcome was committed when the scan
+    /// counter stood at `Some(n)`: a scan that began before that commit read the journal as
+    /// it was and must not start the delivery again.
+    inflight: Mutex<HashMap<DeliveryKey, Option<u64>>>,
+    /// Scans of the journal begun so far.
+    scans: AtomicU64,
     /// Woken when an attempt ends, so a half-open circuit or a full worker goes on.
     ended: Notify,
 }
@@ -60,11 +68,16 @@ impl Worker {
             journal: self.journal.clone(),
             templates: self.templates.clone(),
             breaker: Mutex::new(Breaker::default()),
-            inflight: Mutex::new(HashSet::new()),
+            inflight: Mutex::new(HashMap::new()),
+            scans: AtomicU64::new(0),
             ended: Notify::new(),
         });
         let limiter = rate_limiter(&self.policy);
         let semaphore = Arc::new(Semaphore::new(self.policy.concurrency));
+        // Attempts that ended but whose outcome is not committed yet. The concurrency permit
+        // is released as soon as the sink answered, so the next deliveries go out while
+        // outcomes wait for the journal's next group commit; this bounds how many may wait.
+        let unrecorded = Arc::new(Semaphore::new(MAX_UNRECORDED));
         let mut shutdown = self.shutdown.clone();
         let mut attempts = JoinSet::new();
         let mut cursor: Option<DeliveryKey> = None;
@@ -83,6 +96,10 @@ impl Worker {
                 continue;
             }
 
+            // Scans run one after another, so once this one begins, every outcome committed
+            // before it is visible to it and to later ones.
+            let scan = shared.scans.fetch_add(1, Ordering::SeqCst) + 1;
+            lock(&shared.inflight).retain(|_, settled| settled.is_none_or(|at| at >= scan));
             let items = match self
                 .journal
                 .scan_pending(&self.name, cursor.clone(), PAGE)
@@ -116,7 +133,7 @@ impl Worker {
             let mut probed = false;
             for item in items {
                 cursor = Some(item.key.clone());
-                if lock(&shared.inflight).contains(&item.key) {
+                if lock(&shared.inflight).contains_key(&item.key) {
                     continue;
                 }
                 let now = now_millis();
@@ -152,11 +169,18 @@ impl Worker {
                         _ = shutdown.changed() => break 'outer,
                     }
                 }
-                lock(&shared.inflight).insert(item.key.clone());
+                let recording = tokio::select! {
+                    r = unrecorded.clone().acquire_owned() => match r {
+                        Ok(r) => r,
+                        Err(_) => break 'outer,
+                    },
+                    _ = shutdown.changed() => break 'outer,
+                };
+                lock(&shared.inflight).insert(item.key.clone(), None);
                 let shared = shared.clone();
                 attempts.spawn(async move {
-                    attempt(&shared, item).await;
-                    drop(permit);
+                    attempt(&shared, item, permit).await;
+                    drop(recording);
                     shared.ended.notify_one();
                 });
             }
@@ -178,8 +202,9 @@ impl Worker {
     }
 }
 
-/// One attempt of one delivery, recorded in the journal before it ends.
-async fn attempt(shared: &Shared, item: PendingItem) {
+/// One attempt of one delivery, recorded in the journal before it ends. `permit` (the
+/// sink's concurrency) is given back once the sink has answered.
+async fn attempt(shared: &Shared, item: PendingItem, permit: tokio::sync::OwnedSemaphorePermit) {
     let PendingItem {
         key,
         state,
@@ -213,6 +238,9 @@ async fn attempt(shared: &Shared, item: PendingItem) {
             }
         }
     };
+
+    drop(permit);
+    shared.ended.notify_one();
 
     let now = Instant::now();
     {
@@ -261,7 +289,8 @@ async fn attempt(shared: &Shared, item: PendingItem) {
     if let Err(e) = shared.journal.record(key.clone(), outcome).await {
         tracing::error!(sink = %key.sink, error = %e, "cannot record a delivery outcome; it will be attempted again");
     }
-    lock(&shared.inflight).remove(&key);
+    let at = shared.scans.load(Ordering::SeqCst);
+    lock(&shared.inflight).insert(key, Some(at));
 }
 
 fn rate_limiter(policy: &DeliveryPolicy) -> Option<DefaultDirectRateLimiter> {

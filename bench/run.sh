@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Herald's ingest benchmark (issue #4): Directory-webhook POSTs with wrk -t2 -c64, against
+#   1. the baseline: a bare hyper server answering 200 (bench/src/bare_server.rs), and
+#   2. the gateway, every answered event committed (fsync'd) to the journal and delivered
+#      to a file sink,
+# in the same run, on the same machine. It prints both and their ratio, the gateway's memory,
+# and the journal's group-commit batch size. Not a test: numbers on a shared machine are noisy,
+# so only ratios measured side by side mean anything.
+#
+#   bench/run.sh [SECONDS]      (default 10; needs wrk: apt-get install wrk)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+
+cargo build --release --locked -p herald -p herald-bench >&2
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+load() { # URL → the RESULT line
+  wrk -t2 -c64 -d"${secs}s" -s bench/directory.lua "$1" | grep '^RESULT'
+}
+field() { sed -E "s/.*$1=([0-9.]+).*/\1/" <<<"$2"; }
+
+# 1. Baseline.
+./target/release/bare-server 127.0.0.1:0 >"$work/bare.addr" &
+sleep 0.5
+bare=$(load "http://$(head -1 "$work/bare.addr")")
+kill %1
+
+# 2. Herald.
+cat >"$work/routes.yaml" <<YAML
+server: { listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0 }
+queue: { path: ./data }
+sources:
+  directory: { type: directory_webhook, path: /webhook/directory, channel_tokens: [bench-token] }
+sinks:
+  audit: { type: file, path: ./events.jsonl }
+routes:
+  - name: all
+    to: [audit]
+YAML
+RUST_LOG=warn ./target/release/herald run -c "$work/routes.yaml" 2>"$work/herald.log" &
+for _ in $(seq 100); do [ -f "$work/data/gateway.json" ] && break; sleep 0.1; done
+listen=$(sed -nE 's/.*"listen": "([^"]+)".*/\1/p' "$work/data/gateway.json")
+admin=$(sed -nE 's/.*"admin": "([^"]+)".*/\1/p' "$work/data/gateway.json")
+pid=$(sed -nE 's/.*"pid": ([0-9]+).*/\1/p' "$work/data/gateway.json")
+herald=$(load "http://$listen")
+rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+metrics=$(curl -s "http://$admin/metrics")
+batch_sum=$(awk '/^herald_journal_batch_size_sum/ {print $2}' <<<"$metrics")
+batch_count=$(awk '/^herald_journal_batch_size_count/ {print $2}' <<<"$metrics")
+commit_sum=$(awk '/^herald_journal_commit_seconds_sum/ {print $2}' <<<"$metrics")
+sleep 2
+delivered=$(wc -l <"$work/events.jsonl")
+
+bare_rps=$(field rps "$bare")
+herald_rps=$(field rps "$herald")
+cat <<REPORT
+| | requests/s | p50 ms | p99 ms | non-2xx |
+|---|---|---|---|---|
+| bare hyper server (baseline) | $bare_rps | $(field p50_ms "$bare") | $(field p99_ms "$bare") | $(field non2xx "$bare") |
+| herald, journal + file sink | $herald_rps | $(field p50_ms "$herald") | $(field p99_ms "$herald") | $(field non2xx "$herald") |
+
+ratio herald / baseline: $(awk -v h="$herald_rps" -v b="$bare_rps" 'BEGIN { printf "%.2f", h / b }')
+herald memory: RSS $((rss / 1024)) MiB at the end, peak $((hwm / 1024)) MiB
+journal group commit: $(awk -v s="$batch_sum" -v c="$batch_count" 'BEGIN { printf "%.1f", s / c }') events per commit on average over $batch_count commits, $(awk -v s="$commit_sum" -v c="$batch_count" 'BEGIN { printf "%.2f", 1000 * s / c }') ms per commit
+delivered to the file sink 2 s after the load: $delivered of $(field requests "$herald") acknowledged
+REPORT
