@@ -107,8 +107,16 @@ pub struct CheckArgs {
 pub struct TestArgs {
     #[command(flatten)]
     pub config: ConfigArg,
-    /// An Event JSON file; `-` or nothing reads standard input.
+    /// An Event JSON file (or, with --source, a raw payload); `-` or nothing reads standard
+    /// input.
     pub file: Option<PathBuf>,
+    /// Decode the input as a raw payload of this source (a Pub/Sub push body; a Directory
+    /// request body, or a whole HTTP request with its headers) instead of an Event JSON.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// A request header for --source, e.g. -H 'X-Goog-Resource-State: add'.
+    #[arg(short = 'H', long = "header")]
+    pub headers: Vec<String>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

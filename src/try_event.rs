@@ -39,7 +39,18 @@ pub fn run(args: &TestArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
         }
     };
     let input = read_input(args)?;
-    let event: Event = serde_json::from_str(&input).context("the input is not an Event JSON")?;
+    let event: Event = match &args.source {
+        None => serde_json::from_str(&input).context("the input is not an Event JSON")?,
+        Some(name) => match decode_source(&config, name, &input, &args.headers)? {
+            Some(event) => event,
+            None => {
+                println!(
+                    "a sync message: the source acknowledges it and routes nothing (route_sync is false)"
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+        },
+    };
     let report = route(&config, &event);
     let failed = report.deliveries.iter().any(|d| d.error.is_some());
     if args.json {
@@ -52,6 +63,44 @@ pub fn run(args: &TestArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Decodes a raw payload as the running source `name` would (nothing is authenticated).
+fn decode_source(
+    config: &Config,
+    name: &str,
+    input: &str,
+    header_args: &[String],
+) -> anyhow::Result<Option<Event>> {
+    let Some(source) = config.source(name) else {
+        let known: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+        anyhow::bail!(
+            "no source `{name}` in the config; its sources are: {}",
+            known.join(", ")
+        );
+    };
+    let mut headers = Vec::new();
+    for h in header_args {
+        let (k, v) = h
+            .split_once(':')
+            .with_context(|| format!("-H `{h}` is not `Name: value`"))?;
+        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    // A whole HTTP request (as in shared/fixtures/directory/*.http): take its headers too.
+    let mut body = input;
+    let normalized;
+    if input.starts_with("POST ") || input.starts_with("PUT ") {
+        normalized = input.replace("\r\n", "\n");
+        let (head, rest) = normalized.split_once("\n\n").unwrap_or((&normalized, ""));
+        for line in head.lines().skip(1) {
+            if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+        }
+        body = rest;
+    }
+    herald_sources::decode_raw(source.spec.as_ref(), name, body.trim().as_bytes(), &headers)
+        .map_err(|e| anyhow::anyhow!("source `{name}` cannot decode the input: {e}"))
 }
 
 fn read_input(args: &TestArgs) -> anyhow::Result<String> {

@@ -17,7 +17,7 @@ fn check_passes_on_the_shipped_config() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
-        stdout.contains("OK — 0 sources, 2 sinks, 3 routes"),
+        stdout.contains("OK — 2 sources, 2 sinks, 3 routes"),
         "{stdout}"
     );
     assert!(
@@ -209,5 +209,111 @@ fn version_is_printed() {
         text(&out.stdout).starts_with("herald 0."),
         "{}",
         text(&out.stdout)
+    );
+}
+
+/// `herald test --source NAME` decodes a raw payload as the running source would.
+#[test]
+fn test_decodes_raw_payloads_of_a_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.yaml");
+    std::fs::write(
+        &path,
+        "sources:\n  directory: { type: directory_webhook, channel_tokens: [\"t\"] }\n  classroom: { type: classroom_pubsub }\nsinks:\n  out: { type: stdout, line: \"{{ type }} {{ subject }}\" }\nroutes:\n  - name: all\n    to: [out]\n",
+    )
+    .unwrap();
+    let config = path.to_str().unwrap();
+    let f = fixtures();
+
+    let out = run(
+        &[
+            "test",
+            "-c",
+            config,
+            "--source",
+            "directory",
+            f.join("directory/user-delete.http").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("line: directory.users.delete users/111220860655841818702"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = run(
+        &[
+            "test",
+            "-c",
+            config,
+            "--source",
+            "classroom",
+            "--json",
+            f.join("classroom/push-envelope.json").to_str().unwrap(),
+        ],
+        None,
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["event"]["id"], "2070443601311540");
+    assert_eq!(
+        report["event"]["meta"]["registrationId"],
+        "Cg0I2fQDEgYIABCA6gcaAA"
+    );
+    assert_eq!(
+        report["deliveries"][0]["rendered"]["line"],
+        "classroom.courses.students.created courses/12345/students/45678"
+    );
+
+    let body = r#"{"id": "99", "primaryEmail": "x@example.edu"}"#;
+    let headers = [
+        "X-Goog-Channel-ID: c",
+        "X-Goog-Resource-ID: r",
+        "X-Goog-Resource-URI: https://admin.googleapis.com/admin/directory/v1/users?domain=example.edu&event=add",
+        "X-Goog-Resource-State: add",
+        "X-Goog-Message-Number: 3",
+    ];
+    let mut args = vec!["test", "-c", config, "--source", "directory"];
+    for h in &headers {
+        args.extend(["-H", h]);
+    }
+    let out = run(&args, Some(body));
+    assert!(
+        text(&out.stdout).contains("line: directory.users.add users/99"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = run(
+        &[
+            "test",
+            "-c",
+            config,
+            "--source",
+            "directory",
+            f.join("directory/sync.http").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        text(&out.stdout).contains("a sync message"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = run(&["test", "-c", config, "--source", "directory"], Some(body));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("missing header X-Goog-"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(&["test", "-c", config, "--source", "nope"], Some(body));
+    assert!(
+        text(&out.stderr).contains("no source `nope` in the config"),
+        "{}",
+        text(&out.stderr)
     );
 }

@@ -47,6 +47,8 @@ pub(super) struct Writer {
     pub retention_ms: i64,
 }
 
+/// How long the writer waits for a batch to fill up when the previous one was larger.
+const LINGER: Duration = Duration::from_micros(250);
 /// How often delivered events past the retention are removed.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// At most this many events are removed per sweep transaction, so a sweep never stalls ingest.
@@ -77,6 +79,7 @@ enum Reply {
 impl Writer {
     fn run(mut self) {
         let mut last_sweep = Instant::now();
+        let mut last_batch = 0usize;
         let mut commands = Vec::with_capacity(MAX_BATCH);
         let mut stop = None;
         while stop.is_none() {
@@ -84,12 +87,15 @@ impl Writer {
                 break;
             };
             commands.push(first);
-            while commands.len() < MAX_BATCH {
-                match self.commands.try_recv() {
-                    Ok(c) => commands.push(c),
-                    Err(_) => break,
-                }
+            self.drain(&mut commands);
+            // Under load, the senders answered by the last commit are sending their next
+            // requests right now; waiting a moment for them makes the next fsync carry a full
+            // batch instead of a handful. At low load (small batches) there is no wait.
+            if commands.len() < last_batch / 2 {
+                std::thread::sleep(LINGER);
+                self.drain(&mut commands);
             }
+            last_batch = commands.len();
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 last_sweep = Instant::now();
                 let (reply, _ignored) = oneshot::channel();
@@ -108,6 +114,16 @@ impl Writer {
         self.apply(&mut commands);
         if let Some(reply) = stop {
             let _ = reply.send(());
+        }
+    }
+
+    /// Takes every command already waiting, up to a full batch.
+    fn drain(&mut self, commands: &mut Vec<Command>) {
+        while commands.len() < MAX_BATCH {
+            match self.commands.try_recv() {
+                Ok(c) => commands.push(c),
+                Err(_) => break,
+            }
         }
     }
 

@@ -48,9 +48,10 @@ impl SinkSpec for FileSpec {
     }
 
     fn describe(&self) -> String {
+        let what = if self.templated { "the `line` template" } else { "JSON records" };
         match &self.target {
-            Target::File { path, .. } => format!("appends JSON lines to {}", path.display()),
-            Target::Stdout => "writes JSON lines to standard output".to_owned(),
+            Target::File { path, .. } => format!("appends {what} to {}", path.display()),
+            Target::Stdout => format!("writes {what} to standard output"),
         }
     }
 }
