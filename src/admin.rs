@@ -10,24 +10,29 @@
 //! | GET | `/api/dlq/{id}` | one dead letter |
 //! | POST | `/api/dlq/replay` | `{"ids": [..], "sink": "S", "route": "R"}` → replay report |
 //! | POST | `/api/dlq/purge` | `{"older_than_ms": N}` → `{"purged": N}` |
+//! | POST | `/-/reload` | reload routes.yaml; 400 with the errors when it is invalid |
+//! | GET | `/-/tap?filter=type=directory.*&route=R` | routed events as JSON lines, live |
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use herald_core::ingest::Ingest;
-use herald_core::journal::{DeadFilter, Journal, now_millis};
+use herald_core::journal::{DeadFilter, Journal, Tapped, now_millis};
+use herald_core::rules::FieldPath;
+
+use crate::reload::{ReloadError, Reloader};
 use serde::Deserialize;
 use serde_json::json;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub journal: Arc<Journal>,
-    pub sinks: Arc<Vec<String>>,
+    pub reloader: Arc<Reloader>,
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
 }
 
@@ -69,6 +74,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/dlq/{id}", get(show))
         .route("/api/dlq/replay", post(replay))
         .route("/api/dlq/purge", post(purge))
+        .route("/-/reload", post(reload))
+        .route("/-/tap", get(tap))
         .with_state(state)
 }
 
@@ -134,7 +141,7 @@ async fn show(State(s): State<AdminState>, Path(id): Path<u64>) -> Response {
 
 async fn replay(State(s): State<AdminState>, Json(q): Json<Selection>) -> Response {
     let journal = s.journal.clone();
-    let sinks = s.sinks.clone();
+    let sinks = s.reloader.sink_names().await;
     let result = tokio::task::spawn_blocking(move || journal.replay(&q.filter(), &sinks)).await;
     match result {
         Ok(Ok(report)) => Json(report).into_response(),
@@ -169,6 +176,194 @@ async fn purge(State(s): State<AdminState>, Json(q): Json<Selection>) -> Respons
     }
 }
 
+async fn reload(State(s): State<AdminState>) -> Response {
+    match s.reloader.reload("POST /-/reload").await {
+        Ok(report) => Json(json!({"status": "reloaded", "report": report})).into_response(),
+        Err(ReloadError::Invalid(errors)) => {
+            let list: Vec<String> = errors.to_string().lines().map(str::to_owned).collect();
+            let body = json!({"error": "invalid config; the running config stays", "reason": list.join("\n"), "errors": list});
+            (StatusCode::BAD_REQUEST, Json(body)).into_response()
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "reload failed; the running config stays",
+            &e.to_string(),
+        ),
+    }
+}
+
+/// `GET /-/tap?filter=type=directory.*&filter=source=classroom&route=R`: every event routed
+/// from now on, as JSON lines (chunked), while the client stays connected.
+async fn tap(State(s): State<AdminState>, RawQuery(query): RawQuery) -> Response {
+    let filter = match TapFilter::parse(query.as_deref().unwrap_or("")) {
+        Ok(f) => f,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, "bad tap filter", &reason),
+    };
+    let mut rx = s.journal.tap();
+    let stream = async_stream(move |tx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(tapped) => {
+                    if !filter.matches(&tapped) {
+                        continue;
+                    }
+                    let mut line = serde_json::to_vec(&*tapped).unwrap_or_default();
+                    line.push(b'\n');
+                    if tx.send(Ok(line)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    let line = format!("{{\"lagged\": {n}}}\n").into_bytes();
+                    if tx.send(Ok(line)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// A stream fed by a task through a small channel (ends when the task or the client does).
+fn async_stream<F, Fut>(f: F) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Which tapped events a client wants: `field=glob` pairs (all must match) and routes.
+#[derive(Debug, Default)]
+pub struct TapFilter {
+    fields: Vec<(FieldPath, globset::GlobMatcher)>,
+    routes: Vec<String>,
+}
+
+impl TapFilter {
+    pub fn parse(query: &str) -> Result<TapFilter, String> {
+        let mut filter = TapFilter::default();
+        for (key, value) in form_pairs(query) {
+            match key.as_str() {
+                "filter" => {
+                    let (field, pattern) = value.split_once('=').ok_or_else(|| {
+                        format!("`{value}` is not `field=glob`, e.g. `type=directory.*`")
+                    })?;
+                    let path = FieldPath::parse(field.trim())?;
+                    let glob = globset::Glob::new(pattern.trim())
+                        .map_err(|e| format!("bad glob `{pattern}`: {}", e.kind()))?;
+                    filter.fields.push((path, glob.compile_matcher()));
+                }
+                "route" => filter.routes.push(value),
+                other => {
+                    return Err(format!(
+                        "unknown tap parameter `{other}`; use filter= and route="
+                    ));
+                }
+            }
+        }
+        Ok(filter)
+    }
+
+    fn matches(&self, tapped: &Tapped) -> bool {
+        let fields = self.fields.iter().all(|(path, glob)| {
+            path.lookup(&tapped.event)
+                .and_then(|f| f.text().map(|t| glob.is_match(t.as_ref())))
+                .unwrap_or(false)
+        });
+        let routes = self.routes.is_empty()
+            || tapped
+                .deliveries
+                .iter()
+                .any(|(r, _)| self.routes.contains(r));
+        fields && routes
+    }
+}
+
+/// `a=1&b=x%3Dy` → [("a", "1"), ("b", "x=y")]
+fn form_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn error(status: StatusCode, error: &str, reason: &str) -> Response {
     (status, Json(json!({"error": error, "reason": reason}))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_decode() {
+        assert_eq!(
+            form_pairs("filter=type%3Ddirectory.*&route=new+students&x=%zz"),
+            vec![
+                ("filter".to_owned(), "type=directory.*".to_owned()),
+                ("route".to_owned(), "new students".to_owned()),
+                ("x".to_owned(), "%zz".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn tap_filters_say_what_is_wrong() {
+        assert!(
+            TapFilter::parse("filter=type")
+                .unwrap_err()
+                .contains("is not `field=glob`")
+        );
+        assert!(
+            TapFilter::parse("filter=tpye=x")
+                .unwrap_err()
+                .contains("did you mean `type`?")
+        );
+        assert!(
+            TapFilter::parse("nope=1")
+                .unwrap_err()
+                .contains("unknown tap parameter")
+        );
+        assert!(TapFilter::parse("filter=type%3Ddirectory.*&route=r").is_ok());
+    }
 }

@@ -23,6 +23,24 @@ pub enum Command {
     Test(TestArgs),
     /// List, show, replay and purge dead letters (on a stopped or a running gateway).
     Dlq(DlqArgs),
+    /// Print the events a running gateway routes, live, with the routes they matched.
+    Tap(TapArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TapArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Only events whose field matches a glob, e.g. --filter 'type=directory.*' (repeatable;
+    /// all must match).
+    #[arg(long)]
+    pub filter: Vec<String>,
+    /// Only events that matched this route (repeatable).
+    #[arg(long)]
+    pub route: Vec<String>,
+    /// Print each event as a JSON line (event and deliveries).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use herald_core::Config;
-use herald_core::config::BuildContext;
+use herald_core::config::{BuildContext, Registry};
 use herald_core::delivery::{Engine, RunningSink};
 use herald_core::ingest::Ingest;
 use herald_core::journal::Journal;
@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
+use crate::reload::{self, Reloader};
 
 /// Where a running gateway can be reached; written to `<queue.path>/gateway.json`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -51,7 +52,7 @@ impl RuntimeInfo {
     }
 }
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
     let prometheus = install_metrics()?;
     let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || prometheus.render());
 
@@ -71,13 +72,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let routes = Arc::new(ArcSwap::from_pointee(config.routes.clone()));
     let templates = Arc::new(ArcSwap::from_pointee(config.templates.clone()));
-    let journal = Arc::new(Journal::open(&config.queue, routes, &sink_names)?);
+    let journal = Arc::new(Journal::open(&config.queue, routes.clone(), &sink_names)?);
     let engine = Engine::start(
         journal.clone(),
         running,
-        templates,
+        templates.clone(),
         config.server.shutdown_timeout,
     );
+    let reloader = Arc::new(Reloader::new(
+        config.file.clone(),
+        registry,
+        config.clone(),
+        engine,
+        routes,
+        templates,
+        journal.clone(),
+    ));
+    reload::on_sighup(reloader.clone());
+    if config.server.watch_config {
+        reload::watch_file(reloader.clone());
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -85,7 +99,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let admin_state = AdminState {
         journal: journal.clone(),
-        sinks: Arc::new(sink_names),
+        reloader: reloader.clone(),
         metrics: render.clone(),
     };
     let (admin_addr, admin_task) = admin::serve(
@@ -126,7 +140,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     server.stopped().await;
     let _ = admin_task.await;
-    engine.stop().await;
+    if let Some(engine) = reloader.take_engine().await {
+        engine.stop().await;
+    }
     journal.close().await;
     let _ = std::fs::remove_file(info_path);
     tracing::info!("stopped");

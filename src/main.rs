@@ -6,6 +6,8 @@ mod check;
 mod cli;
 mod dlq;
 mod gateway;
+mod reload;
+mod tap;
 mod try_event;
 
 use std::process::ExitCode;
@@ -24,6 +26,7 @@ fn main() -> ExitCode {
         cli::Command::Test(args) => try_event::run(args, &registry),
         cli::Command::Run(args) => run_gateway(args, &registry),
         cli::Command::Dlq(args) => dlq::run(args, &registry),
+        cli::Command::Tap(args) => tap::run(args, &registry),
     };
     match result {
         Ok(code) => code,
@@ -58,7 +61,7 @@ fn run_gateway(args: &cli::RunArgs, registry: &Registry) -> anyhow::Result<ExitC
         .enable_all()
         .thread_name("herald")
         .build()?;
-    runtime.block_on(gateway::run(config))?;
+    runtime.block_on(gateway::run(config, registry.clone()))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -65,6 +65,9 @@ pub struct SourceConfig {
     pub name: String,
     pub type_name: &'static str,
     pub spec: Arc<dyn SourceSpec>,
+    /// The source's config as written (after `${VAR}`), without locations: equal
+    /// fingerprints mean an unchanged source across a reload.
+    pub fingerprint: String,
 }
 
 #[derive(Clone, Debug)]
@@ -73,6 +76,9 @@ pub struct SinkConfig {
     pub type_name: &'static str,
     pub policy: DeliveryPolicy,
     pub spec: Arc<dyn SinkSpec>,
+    /// The sink's config as written (after `${VAR}`), without locations: a reload keeps a
+    /// sink whose fingerprint did not change, with its connections and queue.
+    pub fingerprint: String,
 }
 
 impl Config {
@@ -377,6 +383,7 @@ impl Validator<'_> {
                         name: key.name.clone(),
                         type_name: source_type.name,
                         spec,
+                        fingerprint: value.fingerprint(),
                     });
                 }
                 Err(errors) => self.diags.extend(errors),
@@ -422,6 +429,7 @@ impl Validator<'_> {
                             type_name: sink_type.name,
                             policy,
                             spec: valid.spec,
+                            fingerprint: value.fingerprint(),
                         });
                     }
                 }

@@ -20,6 +20,9 @@ pub struct ServerConfig {
     /// The admin listener (metrics, health, dead-letter API), kept off the public port.
     #[serde(default = "default_admin_listen")]
     pub admin_listen: SocketAddr,
+    /// Reload routes.yaml when the file changes (as on SIGHUP or `POST /-/reload`).
+    #[serde(default = "default_true")]
+    pub watch_config: bool,
     /// Serve HTTPS with these PEM files (the Directory API only calls HTTPS endpoints).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -52,6 +55,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: default_listen(),
             admin_listen: default_admin_listen(),
+            watch_config: true,
             tls: None,
             body_limit: default_body_limit(),
             request_timeout: default_request_timeout(),
@@ -62,6 +66,9 @@ impl Default for ServerConfig {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_true() -> bool {
+    true
 }
 fn default_admin_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9090))

@@ -116,6 +116,50 @@ impl Node {
         }
     }
 
+    /// The value without its locations, as text: two nodes with equal fingerprints hold the
+    /// same config, wherever they stand in their files.
+    pub fn fingerprint(&self) -> String {
+        let mut out = String::new();
+        self.write_fingerprint(&mut out);
+        out
+    }
+
+    fn write_fingerprint(&self, out: &mut String) {
+        use std::fmt::Write;
+        match &self.kind {
+            NodeKind::Null => out.push('~'),
+            NodeKind::Bool(b) => {
+                let _ = write!(out, "{b}");
+            }
+            NodeKind::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            NodeKind::Float(f) => {
+                let _ = write!(out, "{f:?}");
+            }
+            NodeKind::Str(s) => {
+                let _ = write!(out, "{s:?}");
+            }
+            NodeKind::Seq(items) => {
+                out.push('[');
+                for item in items {
+                    item.write_fingerprint(out);
+                    out.push(',');
+                }
+                out.push(']');
+            }
+            NodeKind::Map(entries) => {
+                out.push('{');
+                for (k, v) in entries {
+                    let _ = write!(out, "{:?}:", k.name);
+                    v.write_fingerprint(out);
+                    out.push(',');
+                }
+                out.push('}');
+            }
+        }
+    }
+
     /// What kind of YAML value this is, for messages ("expected a mapping, found a string").
     pub fn describe(&self) -> &'static str {
         match self.kind {
@@ -539,6 +583,15 @@ mod tests {
         let err = node.get("x").unwrap().deserialize::<Sample>().unwrap_err();
         assert_eq!(err.loc, Some(Loc { line: 2, col: 3 }));
         assert_eq!(err.message, "missing required field `topic`");
+    }
+
+    #[test]
+    fn fingerprints_ignore_layout_but_not_values() {
+        let a = parse("x: { url: \"http://a\", n: 1 }\n");
+        let b = parse("x:\n  url: http://a\n  n: 1\n");
+        let c = parse("x: { url: \"http://b\", n: 1 }\n");
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_ne!(a.fingerprint(), c.fingerprint());
     }
 
     #[test]

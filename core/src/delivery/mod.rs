@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use std::collections::HashMap;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 pub use breaker::{Breaker, Gate, State as CircuitState};
 pub use policy::{backoff, backoff_ceiling, decide};
@@ -30,43 +30,115 @@ pub struct RunningSink {
     pub policy: DeliveryPolicy,
 }
 
-/// The running workers.
-pub struct Engine {
-    workers: JoinSet<()>,
+/// One sink's worker, stoppable on its own (a reload replaces or removes single sinks).
+pub struct WorkerHandle {
     shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Stops starting attempts, lets those in flight finish (up to the deadline) and waits.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// The running workers, one per sink.
+pub struct Engine {
+    journal: Arc<Journal>,
+    templates: Arc<ArcSwap<Templates>>,
+    deadline: Duration,
+    workers: HashMap<String, WorkerHandle>,
 }
 
 impl Engine {
-    /// Starts one worker per sink. On [`Engine::stop`], workers stop starting attempts and
-    /// wait up to `deadline` for those in flight.
+    /// Starts one worker per sink. On stop, workers stop starting attempts and wait up to
+    /// `deadline` for those in flight.
     pub fn start(
         journal: Arc<Journal>,
         sinks: Vec<RunningSink>,
         templates: Arc<ArcSwap<Templates>>,
         deadline: Duration,
     ) -> Engine {
-        let (shutdown, watcher) = watch::channel(false);
-        let mut workers = JoinSet::new();
+        let mut engine = Engine {
+            journal,
+            templates,
+            deadline,
+            workers: HashMap::new(),
+        };
         for sink in sinks {
-            let worker = worker::Worker {
-                notify: journal.notify_for(&sink.name),
-                name: sink.name,
-                sink: sink.sink,
-                policy: sink.policy,
-                journal: journal.clone(),
-                templates: templates.clone(),
-                shutdown: watcher.clone(),
-                deadline,
-            };
-            workers.spawn(worker.run());
+            engine.add(sink);
         }
-        Engine { workers, shutdown }
+        engine
+    }
+
+    /// Starts the worker of a sink (which must not have one).
+    pub fn add(&mut self, sink: RunningSink) {
+        let (shutdown, watcher) = watch::channel(false);
+        let name = sink.name.clone();
+        let worker = worker::Worker {
+            notify: self.journal.notify_for(&sink.name),
+            name: sink.name,
+            sink: sink.sink,
+            policy: sink.policy,
+            journal: self.journal.clone(),
+            templates: self.templates.clone(),
+            shutdown: watcher,
+            deadline: self.deadline,
+        };
+        let task = tokio::spawn(worker.run());
+        if let Some(old) = self.workers.insert(name, WorkerHandle { shutdown, task }) {
+            let _ = old.shutdown.send(true);
+        }
+    }
+
+    /// Takes a sink's worker out of the engine, still running (see [`retire`]).
+    pub fn take(&mut self, name: &str) -> Option<WorkerHandle> {
+        self.workers.remove(name)
+    }
+
+    pub fn sinks(&self) -> impl Iterator<Item = &str> {
+        self.workers.keys().map(String::as_str)
     }
 
     /// Stops every worker and waits for them (each bounded by the deadline given at start).
     pub async fn stop(mut self) {
-        let _ = self.shutdown.send(true);
-        while self.workers.join_next().await.is_some() {}
+        for (_, worker) in self.workers.drain() {
+            let _ = worker.shutdown.send(true);
+        }
+        // Signalled all at once above, so the deadlines run side by side.
+        for (_, worker) in std::mem::take(&mut self.workers) {
+            let _ = worker.task.await;
+        }
+    }
+}
+
+/// Lets the worker of a sink removed from the config deliver what it holds for up to
+/// `drain`, then stops it and moves what is left to the dead letters, naming the sink.
+pub async fn retire(journal: Arc<Journal>, name: String, worker: WorkerHandle, drain: Duration) {
+    let deadline = tokio::time::Instant::now() + drain;
+    loop {
+        let left = journal
+            .stats()
+            .map(|s| s.pending.get(&name).copied().unwrap_or(0))
+            .unwrap_or(0);
+        if left == 0 || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    worker.stop().await;
+    let reason =
+        format!("sink `{name}` was removed from the config before this delivery could be made");
+    match journal.bury(&name, &reason) {
+        Ok(0) => tracing::info!(sink = %name, "removed sink drained"),
+        Ok(n) => {
+            tracing::warn!(sink = %name, dead_letters = n, "removed sink could not deliver everything; the rest is in the dead letters")
+        }
+        Err(e) => {
+            tracing::error!(sink = %name, error = %e, "cannot move a removed sink's deliveries to the dead letters")
+        }
     }
 }
 

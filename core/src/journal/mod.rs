@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use redb::Database;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
 pub use records::{Attempt, DeadKind, DeadLetter, Millis, PendingState, now_millis, to_time};
 pub use store::{DeadFilter, DeliveryKey, FILE_NAME, Outcome, PendingItem, ReplayReport, Stats};
@@ -38,6 +38,31 @@ use crate::config::QueueConfig;
 use crate::event::Event;
 use crate::ingest::{Committed, Ingest, IngestError, RejectedInput};
 use crate::rules::RouteTable;
+
+/// Routed events a slow `herald tap` may fall behind by before it misses some.
+const TAP_BUFFER: usize = 4096;
+
+/// An event as it was routed, for `herald tap`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Tapped {
+    pub event: Event,
+    /// `(route, sink)` deliveries, in order; empty when the event matched nothing.
+    pub deliveries: Vec<(String, String)>,
+}
+
+/// The wake-up of each sink's worker, created on first use (sinks come and go on reload).
+#[derive(Clone, Default)]
+pub(crate) struct Notifies(Arc<std::sync::RwLock<HashMap<String, Arc<Notify>>>>);
+
+impl Notifies {
+    pub(crate) fn get(&self, sink: &str) -> Arc<Notify> {
+        if let Some(n) = self.0.read().ok().and_then(|m| m.get(sink).cloned()) {
+            return n;
+        }
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        map.entry(sink.to_owned()).or_default().clone()
+    }
+}
 
 /// The most commands applied in one transaction.
 pub const MAX_BATCH: usize = 2048;
@@ -68,7 +93,8 @@ pub struct Journal {
     live: Arc<Live>,
     max_events: Option<u64>,
     max_bytes: Option<u64>,
-    notifies: Arc<HashMap<String, Arc<Notify>>>,
+    notifies: Notifies,
+    tap: broadcast::Sender<Arc<Tapped>>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -86,12 +112,11 @@ impl Journal {
             undelivered_events: AtomicU64::new(stats.undelivered_events),
             undelivered_bytes: AtomicU64::new(stats.undelivered_bytes),
         });
-        let notifies: Arc<HashMap<String, Arc<Notify>>> = Arc::new(
-            sinks
-                .iter()
-                .map(|s| (s.clone(), Arc::new(Notify::new())))
-                .collect(),
-        );
+        let notifies = Notifies::default();
+        for sink in sinks {
+            notifies.get(sink);
+        }
+        let (tap, _) = broadcast::channel(TAP_BUFFER);
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         let handle = writer::spawn(writer::Writer {
             db: db.clone(),
@@ -99,6 +124,7 @@ impl Journal {
             routes,
             live: live.clone(),
             notifies: notifies.clone(),
+            tap: tap.clone(),
             retention_ms: i64::try_from(queue.retention.as_millis()).unwrap_or(i64::MAX),
         })
         .map_err(|e| JournalError::Io(format!("cannot start the journal writer: {e}")))?;
@@ -110,6 +136,7 @@ impl Journal {
             max_events: queue.max_events,
             max_bytes: queue.max_bytes,
             notifies,
+            tap,
             writer: std::sync::Mutex::new(Some(handle)),
         })
     }
@@ -120,10 +147,21 @@ impl Journal {
 
     /// Woken whenever deliveries for `sink` are committed.
     pub fn notify_for(&self, sink: &str) -> Arc<Notify> {
-        self.notifies
-            .get(sink)
-            .cloned()
-            .unwrap_or_else(|| Arc::new(Notify::new()))
+        self.notifies.get(sink)
+    }
+
+    /// Every event routed from now on, with its deliveries (`herald tap`). While nobody
+    /// subscribes, the writer does no work for it.
+    pub fn tap(&self) -> broadcast::Receiver<Arc<Tapped>> {
+        self.tap.subscribe()
+    }
+
+    /// Moves every pending delivery of `sink` to the dead letters with `reason` (a sink
+    /// removed from the config whose backlog could not be delivered). Returns how many.
+    pub fn bury(&self, sink: &str, reason: &str) -> Result<usize, JournalError> {
+        let n = store::bury(&self.db, sink, reason)?;
+        self.refresh_live()?;
+        Ok(n)
     }
 
     /// Records how an attempt ended; returns once it is committed.
@@ -183,9 +221,7 @@ impl Journal {
     ) -> Result<ReplayReport, JournalError> {
         let report = store::replay(&self.db, filter, known_sinks)?;
         for sink in &report.sinks {
-            if let Some(n) = self.notifies.get(sink) {
-                n.notify_one();
-            }
+            self.notifies.get(sink).notify_one();
         }
         self.refresh_live()?;
         Ok(report)

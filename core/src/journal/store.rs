@@ -536,6 +536,42 @@ pub fn replay(
     Ok(report)
 }
 
+/// Moves every pending delivery of `sink` to the dead letters; returns how many.
+pub fn bury(db: &Database, sink: &str, reason: &str) -> Result<usize, JournalError> {
+    let keys: Vec<DeliveryKey> = {
+        let txn = db.begin_read().map_err(err)?;
+        let pending = txn.open_table(PENDING).map_err(err)?;
+        let mut keys = Vec::new();
+        for entry in pending.range((sink, 0u64, "")..).map_err(err)? {
+            let (key, _) = entry.map_err(err)?;
+            let (s, seq, route) = key.value();
+            if s != sink {
+                break;
+            }
+            keys.push(DeliveryKey {
+                sink: s.to_owned(),
+                seq,
+                route: route.to_owned(),
+            });
+        }
+        keys
+    };
+    let txn = db.begin_write().map_err(err)?;
+    {
+        let mut batch = Batch::new(&txn);
+        let dead = Outcome::Dead {
+            attempt: None,
+            reason: reason.to_owned(),
+        };
+        for key in &keys {
+            batch.outcome(key, &dead)?;
+        }
+        batch.finish()?;
+    }
+    txn.commit().map_err(err)?;
+    Ok(keys.len())
+}
+
 /// Removes the matching dead letters; returns how many.
 pub fn purge(db: &Database, filter: &DeadFilter) -> Result<usize, JournalError> {
     let ids: Vec<u64> = dead_letters(db, filter)?

@@ -1,13 +1,12 @@
 //! The journal's single writer: group commit of everything that changes the journal.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use redb::Database;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::records::now_millis;
 use super::store::{self, Batch, DeliveryKey, Outcome};
@@ -43,7 +42,8 @@ pub(super) struct Writer {
     pub commands: mpsc::Receiver<Command>,
     pub routes: Arc<ArcSwap<RouteTable>>,
     pub live: Arc<Live>,
-    pub notifies: Arc<HashMap<String, Arc<Notify>>>,
+    pub notifies: super::Notifies,
+    pub tap: broadcast::Sender<Arc<super::Tapped>>,
     pub retention_ms: i64,
 }
 
@@ -138,6 +138,8 @@ impl Writer {
         let now = now_millis();
         let mut replies = Vec::with_capacity(commands.len());
         let mut stop = None;
+        let tapping = self.tap.receiver_count() > 0;
+        let mut tapped = Vec::new();
         let result = (|| -> Result<_, JournalError> {
             let txn = self.db.begin_write().map_err(store::err)?;
             let touched = {
@@ -146,6 +148,14 @@ impl Writer {
                     match command {
                         Command::Append { event, reply } => {
                             let r = batch.append(&event, &routes, now);
+                            if tapping && r == Ok(Committed::New) {
+                                let deliveries = routes
+                                    .targets(&event)
+                                    .iter()
+                                    .map(|t| (t.route.to_owned(), t.sink.to_owned()))
+                                    .collect();
+                                tapped.push(super::Tapped { event, deliveries });
+                            }
                             replies.push(Reply::Append(reply, r));
                         }
                         Command::Reject { input, reply } => {
@@ -191,9 +201,10 @@ impl Writer {
                     }
                 }
                 for sink in touched.keys() {
-                    if let Some(n) = self.notifies.get(sink) {
-                        n.notify_one();
-                    }
+                    self.notifies.get(sink).notify_one();
+                }
+                for tapped in tapped {
+                    let _ = self.tap.send(Arc::new(tapped));
                 }
                 for reply in replies {
                     match reply {
