@@ -5,6 +5,7 @@
 //!   and the registry of sink and source types;
 //! * [`rules`] — conditions and the ordered, indexed route table;
 //! * [`template`] — MiniJinja templates compiled at load, rendered per delivery;
+//! * [`health`] — readiness checks other parts raise (`/readyz`);
 //! * [`ingest`] — how sources hand events to the journal and when they may answer 2xx;
 //! * [`journal`] — the durable journal (redb): group commit, routing, pending deliveries,
 //!   dead letters, retention;
@@ -15,6 +16,7 @@
 pub mod config;
 pub mod delivery;
 pub mod event;
+pub mod health;
 pub mod ingest;
 pub mod journal;
 pub mod rules;

@@ -104,11 +104,12 @@ impl Engine {
 
     /// Stops every worker and waits for them (each bounded by the deadline given at start).
     pub async fn stop(mut self) {
-        for (_, worker) in self.workers.drain() {
+        let workers: Vec<WorkerHandle> = self.workers.drain().map(|(_, w)| w).collect();
+        // Signal all first, so their deadlines run side by side, then wait for each.
+        for worker in &workers {
             let _ = worker.shutdown.send(true);
         }
-        // Signalled all at once above, so the deadlines run side by side.
-        for (_, worker) in std::mem::take(&mut self.workers) {
+        for worker in workers {
             let _ = worker.task.await;
         }
     }

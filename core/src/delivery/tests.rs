@@ -195,6 +195,12 @@ async fn a_failing_sink_does_not_hold_back_another() {
     .await;
     assert!(down.ids().is_empty());
     let journal = setup.stop().await;
+    assert_eq!(
+        up.ids().len(),
+        30,
+        "each event delivered once: {:?}",
+        up.ids()
+    );
     let stats = journal.stats().unwrap();
     assert_eq!(
         stats.pending.get("down"),

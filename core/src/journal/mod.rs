@@ -36,6 +36,7 @@ pub use store::{DeadFilter, DeliveryKey, FILE_NAME, Outcome, PendingItem, Replay
 
 use crate::config::QueueConfig;
 use crate::event::Event;
+use crate::health::Health;
 use crate::ingest::{Committed, Ingest, IngestError, RejectedInput};
 use crate::rules::RouteTable;
 
@@ -95,6 +96,7 @@ pub struct Journal {
     max_bytes: Option<u64>,
     notifies: Notifies,
     tap: broadcast::Sender<Arc<Tapped>>,
+    health: Health,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -137,6 +139,7 @@ impl Journal {
             max_bytes: queue.max_bytes,
             notifies,
             tap,
+            health: Health::default(),
             writer: std::sync::Mutex::new(Some(handle)),
         })
     }
@@ -154,6 +157,26 @@ impl Journal {
     /// subscribes, the writer does no work for it.
     pub fn tap(&self) -> broadcast::Receiver<Arc<Tapped>> {
         self.tap.subscribe()
+    }
+
+    /// Readiness checks of the rest of the gateway, reported by [`Ingest::ready`].
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// A small durable value kept for a part of the gateway (e.g. the Google subscription
+    /// manager's channel ids), committed before this returns. `None` deletes it.
+    pub fn put_state(&self, key: &str, value: Option<&[u8]>) -> Result<(), JournalError> {
+        store::put_state(&self.db, key, value)
+    }
+
+    pub fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        store::get_state(&self.db, key)
+    }
+
+    /// Every state key starting with `prefix`, with its value.
+    pub fn list_state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, JournalError> {
+        store::list_state(&self.db, prefix)
     }
 
     /// Moves every pending delivery of `sink` to the dead letters with `reason` (a sink
@@ -309,10 +332,10 @@ impl Ingest for Journal {
         if self.commands.is_closed() {
             return Err("the journal is shut down".into());
         }
-        match self.full() {
-            Some(why) => Err(format!("queue full: {why}")),
-            None => Ok(()),
+        if let Some(why) = self.full() {
+            return Err(format!("queue full: {why}"));
         }
+        self.health.check()
     }
 }
 
@@ -329,6 +352,15 @@ pub struct AdminJournal {
 }
 
 impl AdminJournal {
+    pub fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        store::get_state(&self.db, key)
+    }
+    pub fn put_state(&self, key: &str, value: Option<&[u8]>) -> Result<(), JournalError> {
+        store::put_state(&self.db, key, value)
+    }
+    pub fn list_state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, JournalError> {
+        store::list_state(&self.db, prefix)
+    }
     pub fn dead_letters(&self, filter: &DeadFilter) -> Result<Vec<DeadLetter>, JournalError> {
         store::dead_letters(&self.db, filter)
     }

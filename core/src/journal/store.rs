@@ -9,6 +9,7 @@
 //! | `refs` | seq | (deliveries left, event size) — an event is undelivered while it has any |
 //! | `dead` | dead-letter id | dead letter JSON |
 //! | `meta` | name | counters: next seq, undelivered events/bytes, pending per sink |
+//! | `state` | name | small durable values of other parts (Google channels, registrations) |
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,6 +33,7 @@ const PENDING: TableDefinition<(&str, u64, &str), &[u8]> = TableDefinition::new(
 const REFS: TableDefinition<u64, (u32, u32)> = TableDefinition::new("refs");
 const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 
 const NEXT_SEQ: &str = "next_seq";
 const NEXT_DEAD: &str = "next_dead";
@@ -122,6 +124,7 @@ pub fn open(dir: &Path) -> Result<Database, JournalError> {
         txn.open_table(REFS).map_err(err)?;
         txn.open_table(DEAD).map_err(err)?;
         txn.open_table(META).map_err(err)?;
+        txn.open_table(STATE).map_err(err)?;
     }
     txn.commit().map_err(err)?;
     Ok(db)
@@ -570,6 +573,42 @@ pub fn bury(db: &Database, sink: &str, reason: &str) -> Result<usize, JournalErr
     }
     txn.commit().map_err(err)?;
     Ok(keys.len())
+}
+
+pub fn put_state(db: &Database, key: &str, value: Option<&[u8]>) -> Result<(), JournalError> {
+    let txn = db.begin_write().map_err(err)?;
+    {
+        let mut state = txn.open_table(STATE).map_err(err)?;
+        match value {
+            Some(v) => {
+                state.insert(key, v).map_err(err)?;
+            }
+            None => {
+                state.remove(key).map_err(err)?;
+            }
+        }
+    }
+    txn.commit().map_err(err)
+}
+
+pub fn get_state(db: &Database, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
+    let txn = db.begin_read().map_err(err)?;
+    let state = txn.open_table(STATE).map_err(err)?;
+    Ok(state.get(key).map_err(err)?.map(|v| v.value().to_vec()))
+}
+
+pub fn list_state(db: &Database, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, JournalError> {
+    let txn = db.begin_read().map_err(err)?;
+    let state = txn.open_table(STATE).map_err(err)?;
+    let mut out = Vec::new();
+    for entry in state.range(prefix..).map_err(err)? {
+        let (k, v) = entry.map_err(err)?;
+        if !k.value().starts_with(prefix) {
+            break;
+        }
+        out.push((k.value().to_owned(), v.value().to_vec()));
+    }
+    Ok(out)
 }
 
 /// Removes the matching dead letters; returns how many.

@@ -295,3 +295,24 @@ async fn concurrent_commits_are_grouped() {
     assert_eq!(journal.stats().unwrap().undelivered_events, 500);
     journal.close().await;
 }
+
+#[tokio::test]
+async fn state_values_survive_a_restart_and_health_feeds_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+    journal.put_state("google/channel/a", Some(b"one")).unwrap();
+    journal.put_state("google/channel/b", Some(b"two")).unwrap();
+    journal.put_state("other", Some(b"x")).unwrap();
+    journal.put_state("google/channel/b", None).unwrap();
+    journal.health().fail("google", "channel `a` expired");
+    assert_eq!(journal.ready(), Err("google: channel `a` expired".into()));
+    journal.close().await;
+    drop(journal);
+
+    let admin = open_for_admin(dir.path()).unwrap();
+    assert_eq!(
+        admin.list_state("google/").unwrap(),
+        vec![("google/channel/a".to_owned(), b"one".to_vec())]
+    );
+    assert_eq!(admin.get_state("other").unwrap(), Some(b"x".to_vec()));
+}
