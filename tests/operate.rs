@@ -272,3 +272,59 @@ async fn tap_shows_what_is_routed() {
         text(&out.stderr)
     );
 }
+
+/// An unchanged sink keeps running across a reload; a removed sink that cannot deliver its
+/// backlog leaves it in the dead letters, naming the sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_keeps_unchanged_sinks_and_buries_a_removed_sinks_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = config_head().replacen("sources:", "  watch_config: false\nsources:", 1);
+    let v1 = format!(
+        "{head}sinks:\n  keep: {{ type: file, path: keep.jsonl }}\n  gone: {{ type: webhook, url: \"http://127.0.0.1:9/\", delivery: {{ max_attempts: 1000 }} }}\nroutes:\n  - name: all\n    to: [keep, gone]\n"
+    );
+    let g = Gateway::start(dir.path(), &v1);
+    let client = reqwest::Client::new();
+    for n in 1..=3 {
+        assert_eq!(post(&client, &g, "bury", n).await, 200);
+    }
+    common::eventually("the file sink", 10, || records(&g, "keep").len() == 3).await;
+
+    let v2 = format!(
+        "{head}sinks:\n  keep: {{ type: file, path: keep.jsonl }}\nroutes:\n  - name: all\n    to: [keep]\n  - name: unused\n    match: {{ type: never }}\n    to: [keep]\n"
+    );
+    std::fs::write(&g.config, v2).unwrap();
+    let (status, body) = reload(&client, &g).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["report"]["changed"],
+        serde_json::json!([]),
+        "`keep` is unchanged: {body}"
+    );
+    assert_eq!(body["report"]["added"], serde_json::json!([]));
+    assert_eq!(body["report"]["removed"], serde_json::json!(["gone"]));
+    assert_eq!(body["report"]["routes"], 2);
+
+    // The removed sink had 2 s (server.shutdown_timeout) to deliver; then its 3 are dead.
+    let mut letters = Value::Null;
+    common::eventually("the removed sink's backlog in the dead letters", 15, || {
+        letters = serde_json::from_slice(&g.cli(&["dlq", "list", "--json"]).stdout)
+            .unwrap_or(Value::Null);
+        letters.as_array().is_some_and(|a| a.len() == 3)
+    })
+    .await;
+    for l in letters.as_array().unwrap() {
+        assert_eq!(l["sink"], "gone");
+        assert!(
+            l["reason"]
+                .as_str()
+                .unwrap()
+                .contains("sink `gone` was removed from the config"),
+            "{l}"
+        );
+    }
+    assert_eq!(post(&client, &g, "bury", 4).await, 200);
+    common::eventually("the kept sink still delivering", 10, || {
+        records(&g, "keep").len() == 4
+    })
+    .await;
+}
