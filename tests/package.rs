@@ -15,10 +15,17 @@ fn the_systemd_unit_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("herald.service");
     std::fs::write(&path, unit).unwrap();
-    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("systemd-analyze is installed");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze is installed");
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(!stderr.contains("herald.service:"), "warnings about the unit: {stderr}");
+    assert!(
+        !stderr.contains("herald.service:"),
+        "warnings about the unit: {stderr}"
+    );
 }
 
 #[test]
@@ -28,7 +35,12 @@ fn the_dockerfile_passes_hadolint() {
         .arg("Dockerfile")
         .output()
         .expect("hadolint is installed (scripts/test.sh installs it)");
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -42,5 +54,11 @@ fn the_shipped_config_follows_the_container_environment() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains(&format!("appends JSON records to {}/events.jsonl", dir.path().display())), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "appends JSON records to {}/events.jsonl",
+            dir.path().display()
+        )),
+        "{stdout}"
+    );
 }

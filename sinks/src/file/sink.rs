@@ -48,7 +48,11 @@ impl SinkSpec for FileSpec {
     }
 
     fn describe(&self) -> String {
-        let what = if self.templated { "the `line` template" } else { "JSON records" };
+        let what = if self.templated {
+            "the `line` template"
+        } else {
+            "JSON records"
+        };
         match &self.target {
             Target::File { path, .. } => format!("appends {what} to {}", path.display()),
             Target::Stdout => format!("writes {what} to standard output"),
