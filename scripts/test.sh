@@ -41,5 +41,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== example plugins (the shared libraries tests/plugins.rs loads)"
+cargo build --locked -p teams-sink -p misbehaving-sink -p wrong-abi-sink
+
 echo "== cargo nextest"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
