@@ -15,14 +15,14 @@ use crate::abi::{
 };
 use crate::sdk::{DeliverError, Delivery, SinkPlugin};
 
-/// The vtable for plugin `P`, reporting `abi_version` (always
+/// The vtable for plugin `P` of crate version `version`, reporting `abi_version` (always
 /// [`ABI_VERSION`](crate::abi::ABI_VERSION), except in Herald's own wrong-ABI test plugin).
 #[doc(hidden)]
-pub const fn vtable<P: SinkPlugin>(abi_version: u32) -> SinkVTable {
+pub const fn vtable<P: SinkPlugin>(abi_version: u32, version: &'static str) -> SinkVTable {
     SinkVTable {
         abi_version,
         name: StaticStr::new(P::NAME),
-        version: StaticStr::new(P::VERSION),
+        version: StaticStr::new(version),
         validate: validate::<P>,
         create: create::<P>,
         deliver,
@@ -334,7 +334,8 @@ macro_rules! __export_sink_with_abi {
         // library may define it, and its type is `herald_plugin::abi::EntryFn`.
         #[unsafe(no_mangle)]
         pub extern "C" fn herald_sink_plugin() -> *const $crate::abi::SinkVTable {
-            static VTABLE: $crate::abi::SinkVTable = $crate::export::vtable::<$plugin>($abi);
+            static VTABLE: $crate::abi::SinkVTable =
+                $crate::export::vtable::<$plugin>($abi, env!("CARGO_PKG_VERSION"));
             &VTABLE
         }
     };

@@ -27,7 +27,6 @@
 //! use herald_plugin::{DeliverError, Delivery, SinkPlugin, export_sink};
 //! use serde::Deserialize;
 //!
-//! /// The `config:` mapping of the sink in routes.yaml.
 //! #[derive(Deserialize)]
 //! #[serde(deny_unknown_fields)]
 //! pub struct Config {
@@ -43,10 +42,8 @@
 //!     const NAME: &'static str = "line-sink";
 //!
 //!     fn validate(config: &Config) -> Result<(), String> {
-//!         match config.path.is_absolute() {
-//!             true => Ok(()),
-//!             false => Err("`path` must be absolute".into()),
-//!         }
+//!         let absolute = config.path.is_absolute();
+//!         absolute.then_some(()).ok_or_else(|| "`path` must be absolute".into())
 //!     }
 //!
 //!     fn create(config: Config) -> Result<Self, String> {

@@ -20,10 +20,9 @@ pub trait SinkPlugin: Sized + Send + Sync + 'static {
     /// `#[serde(deny_unknown_fields)]` so a misspelt key is an error.
     type Config: DeserializeOwned;
 
-    /// The plugin's name, shown by `herald check`.
+    /// The plugin's name, shown by `herald check` (with its crate's version, which
+    /// `export_sink!` reads from Cargo).
     const NAME: &'static str;
-    /// The plugin's version, shown by `herald check`.
-    const VERSION: &'static str = "0";
     /// Threads the SDK starts per instance to run [`SinkPlugin::deliver`]: how many
     /// deliveries may be in progress at once; more wait in a queue.
     const THREADS: usize = 4;

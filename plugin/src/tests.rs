@@ -27,7 +27,6 @@ struct Echo {
 impl SinkPlugin for Echo {
     type Config = Config;
     const NAME: &'static str = "echo";
-    const VERSION: &'static str = "1.2.3";
     const THREADS: usize = 2;
 
     fn validate(config: &Config) -> Result<(), String> {
@@ -96,7 +95,7 @@ fn the_vtable_starts_with_the_abi_version_and_names_the_plugin() {
     assert_eq!(name, b"echo");
     // SAFETY: as above.
     let version = unsafe { std::slice::from_raw_parts(vt.version.ptr, vt.version.len) };
-    assert_eq!(version, b"1.2.3");
+    assert_eq!(version, env!("CARGO_PKG_VERSION").as_bytes());
 }
 
 #[test]

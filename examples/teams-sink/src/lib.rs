@@ -45,7 +45,6 @@ pub struct TeamsSink {
 impl SinkPlugin for TeamsSink {
     type Config = Config;
     const NAME: &'static str = "teams-sink";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const THREADS: usize = 4;
 
     fn validate(config: &Config) -> Result<(), String> {
