@@ -293,7 +293,7 @@ async fn a_plugin_that_does_not_call_back_in_time_is_timed_out_and_retried() {
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("record.txt");
     let yaml = format!(
-        "{}sinks:\n  slow:\n    type: plugin\n    library: \"{}\"\n    config: {{ late_first: 1, late_ms: 3000, record: \"{}\" }}\n    delivery: {{ timeout: 1s, initial_backoff: 10ms, max_backoff: 50ms }}\nroutes:\n  - name: everything\n    to: [slow]\n",
+        "{}sinks:\n  slow:\n    type: plugin\n    library: \"{}\"\n    config: {{ late_first: 1, late_ms: 5000, record: \"{}\" }}\n    delivery: {{ timeout: 1s, initial_backoff: 10ms, max_backoff: 50ms }}\nroutes:\n  - name: everything\n    to: [slow]\n",
         config_head(),
         misbehaving.display(),
         record.display()
@@ -347,8 +347,23 @@ async fn a_plugin_that_does_not_call_back_in_time_is_timed_out_and_retried() {
     assert_eq!(dead_letters(&gateway), json!([]));
 }
 
-/// A library built for another ABI, and a library that is not there: `herald check` and
-/// `herald run` both refuse, say why and name the file, and exit non-zero.
+/// The C library this test runs with: a real shared library that is not a plugin.
+fn libc() -> Option<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| {
+            Path::new(p)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libc.so") || n.starts_with("libc-"))
+        })
+        .map(PathBuf::from)
+}
+
+/// A library built for another ABI, a library that is not a plugin, and a library that is
+/// not there: `herald check` and `herald run` both refuse, say why and name the file, and
+/// exit non-zero.
 #[test]
 fn a_wrong_abi_or_a_missing_library_stops_check_and_run() {
     let wrong = plugin("wrong_abi_sink");
@@ -374,7 +389,19 @@ fn a_wrong_abi_or_a_missing_library_stops_check_and_run() {
             )],
         ),
     ];
-    for (yaml, expected) in cases {
+    let not_a_plugin = libc().map(|libc| {
+        (
+            format!(
+                "{head}sinks:\n  libc: {{ type: plugin, library: \"{}\" }}\n",
+                libc.display()
+            ),
+            vec![format!(
+                "{} is not a Herald sink plugin: it does not export the symbol `herald_sink_plugin`",
+                libc.canonicalize().unwrap().display()
+            )],
+        )
+    });
+    for (yaml, expected) in cases.into_iter().chain(not_a_plugin) {
         let config = write_config(dir.path(), &yaml);
         let config = config.to_str().unwrap();
         for command in ["check", "run"] {
