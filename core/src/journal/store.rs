@@ -147,11 +147,23 @@ fn meta_add(
     table: &mut redb::Table<&'static str, u64>,
     key: &str,
     delta: i64,
-) -> Result<(), JournalError> {
+) -> Result<u64, JournalError> {
     let current = meta_get(table, key)?;
     let next = current.saturating_add_signed(delta);
     table.insert(key, next).map_err(err)?;
-    Ok(())
+    Ok(next)
+}
+
+/// The counters a batch changed, as committed: the writer mirrors them without reading the
+/// journal again.
+#[derive(Debug, Default)]
+pub struct Finished {
+    /// Sinks that got new pending deliveries (their workers are woken).
+    pub touched_sinks: BTreeMap<String, u64>,
+    pub undelivered_events: Option<u64>,
+    pub undelivered_bytes: Option<u64>,
+    /// Pending deliveries per sink whose count changed.
+    pub pending: BTreeMap<String, u64>,
 }
 
 /// The writes of one group commit, all in one transaction.
@@ -188,15 +200,17 @@ impl<'t> Batch<'t> {
         if dedup.get(key.as_str()).map_err(err)?.is_some() {
             return Ok(Committed::Duplicate);
         }
-        let seq = self.store_event(event, now)?;
+        let (seq, size) = self.store_event(event, now)?;
         dedup.insert(key.as_str(), seq).map_err(err)?;
         let targets = routes.targets(event);
         let pairs: Vec<(&str, &str)> = targets.iter().map(|t| (t.sink, t.route)).collect();
-        self.add_deliveries(seq, event, &pairs)?;
+        self.add_deliveries(seq, size, &pairs)?;
         Ok(Committed::New)
     }
 
-    fn store_event(&mut self, event: &Event, now: Millis) -> Result<u64, JournalError> {
+    /// Stores the event under a new seq; returns the seq and its size (what it counts for
+    /// against `queue.max_bytes`).
+    fn store_event(&mut self, event: &Event, now: Millis) -> Result<(u64, u32), JournalError> {
         let mut meta = self.txn.open_table(META).map_err(err)?;
         let seq = meta_get(&meta, NEXT_SEQ)?.max(1);
         meta.insert(NEXT_SEQ, seq + 1).map_err(err)?;
@@ -205,14 +219,14 @@ impl<'t> Batch<'t> {
         events
             .insert(seq, encode_event(now, &json).as_slice())
             .map_err(err)?;
-        Ok(seq)
+        Ok((seq, u32::try_from(json.len()).unwrap_or(u32::MAX)))
     }
 
     /// Records `(sink, route)` deliveries of the stored event `seq`.
     fn add_deliveries(
         &mut self,
         seq: u64,
-        event: &Event,
+        size: u32,
         pairs: &[(&str, &str)],
     ) -> Result<(), JournalError> {
         if pairs.is_empty() {
@@ -233,7 +247,6 @@ impl<'t> Batch<'t> {
                 *self.pending_delta.entry((*sink).to_owned()).or_default() += 1;
             }
         }
-        let size = event_size(event);
         refs.insert(seq, (count, size)).map_err(err)?;
         self.events_delta += 1;
         self.bytes_delta += i64::from(size);
@@ -370,29 +383,28 @@ impl<'t> Batch<'t> {
     }
 
     /// Writes the counters changed by this batch.
-    pub fn finish(self) -> Result<BTreeMap<String, u64>, JournalError> {
+    pub fn finish(self) -> Result<Finished, JournalError> {
         let mut meta = self.txn.open_table(META).map_err(err)?;
+        let mut done = Finished {
+            touched_sinks: self.touched_sinks,
+            ..Finished::default()
+        };
         if self.events_delta != 0 {
-            meta_add(&mut meta, UNDELIVERED_EVENTS, self.events_delta)?;
+            done.undelivered_events =
+                Some(meta_add(&mut meta, UNDELIVERED_EVENTS, self.events_delta)?);
         }
         if self.bytes_delta != 0 {
-            meta_add(&mut meta, UNDELIVERED_BYTES, self.bytes_delta)?;
+            done.undelivered_bytes =
+                Some(meta_add(&mut meta, UNDELIVERED_BYTES, self.bytes_delta)?);
         }
         for (sink, delta) in &self.pending_delta {
             if *delta != 0 {
-                meta_add(&mut meta, &format!("{PENDING_PREFIX}{sink}"), *delta)?;
+                let depth = meta_add(&mut meta, &format!("{PENDING_PREFIX}{sink}"), *delta)?;
+                done.pending.insert(sink.clone(), depth);
             }
         }
-        Ok(self.touched_sinks)
+        Ok(done)
     }
-}
-
-/// What an event counts for against `queue.max_bytes`.
-fn event_size(event: &Event) -> u32 {
-    // The JSON size without serializing twice: data dominates, the rest is small.
-    let data = event.data.to_string().len();
-    let meta: usize = event.meta.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
-    u32::try_from(data + meta + event.id.len() + event.ty.len() + 200).unwrap_or(u32::MAX)
 }
 
 // ---- reads -----------------------------------------------------------------------------
@@ -523,8 +535,8 @@ pub fn replay(
                 DeadKind::Delivery {
                     route, sink, event, ..
                 } => {
-                    let seq = batch.store_event(event, now)?;
-                    batch.add_deliveries(seq, event, &[(sink.as_str(), route.as_str())])?;
+                    let (seq, size) = batch.store_event(event, now)?;
+                    batch.add_deliveries(seq, size, &[(sink.as_str(), route.as_str())])?;
                     txn.open_table(DEAD)
                         .map_err(err)?
                         .remove(letter.id)
@@ -533,7 +545,7 @@ pub fn replay(
                 }
             }
         }
-        report.sinks = batch.finish()?.into_keys().collect();
+        report.sinks = batch.finish()?.touched_sinks.into_keys().collect();
     }
     txn.commit().map_err(err)?;
     Ok(report)

@@ -142,7 +142,7 @@ impl Writer {
         let mut tapped = Vec::new();
         let result = (|| -> Result<_, JournalError> {
             let txn = self.db.begin_write().map_err(store::err)?;
-            let touched = {
+            let done = {
                 let mut batch = Batch::new(&txn);
                 for command in commands.drain(..) {
                     match command {
@@ -180,27 +180,25 @@ impl Writer {
                 batch.finish()?
             };
             txn.commit().map_err(store::err)?;
-            Ok(touched)
+            Ok(done)
         })();
 
         metrics::histogram!("herald_journal_commit_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("herald_journal_batch_size").record(size as f64);
         match result {
-            Ok(touched) => {
-                if let Ok(stats) = store::stats(&self.db) {
-                    self.live
-                        .undelivered_events
-                        .store(stats.undelivered_events, Ordering::Relaxed);
-                    self.live
-                        .undelivered_bytes
-                        .store(stats.undelivered_bytes, Ordering::Relaxed);
-                    for (sink, depth) in &stats.pending {
-                        metrics::gauge!("herald_queue_depth", "sink" => sink.clone())
-                            .set(*depth as f64);
-                    }
+            Ok(done) => {
+                if let Some(n) = done.undelivered_events {
+                    self.live.undelivered_events.store(n, Ordering::Relaxed);
                 }
-                for sink in touched.keys() {
+                if let Some(n) = done.undelivered_bytes {
+                    self.live.undelivered_bytes.store(n, Ordering::Relaxed);
+                }
+                for (sink, depth) in &done.pending {
+                    metrics::gauge!("herald_queue_depth", "sink" => sink.clone())
+                        .set(*depth as f64);
+                }
+                for sink in done.touched_sinks.keys() {
                     self.notifies.get(sink).notify_one();
                 }
                 for tapped in tapped {
