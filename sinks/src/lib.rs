@@ -4,6 +4,7 @@
 pub mod email;
 pub mod file;
 mod http;
+pub mod kafka;
 pub mod plugin;
 pub mod slack;
 #[cfg(test)]
@@ -19,5 +20,6 @@ pub fn register(registry: &mut Registry) {
     registry.add_sink(webhook::WEBHOOK);
     registry.add_sink(slack::SLACK);
     registry.add_sink(email::EMAIL);
+    registry.add_sink(kafka::KAFKA);
     registry.add_sink(plugin::PLUGIN);
 }

@@ -177,3 +177,18 @@ pub async fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Awaits `check` until it returns `Some`, at most `limit`.
+pub async fn eventually_async<T, F: Future<Output = Option<T>>>(
+    limit: Duration,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(t) = check().await {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
