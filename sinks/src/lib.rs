@@ -1,5 +1,11 @@
 //! herald-sinks: one folder per sink type, each `config.rs` (the validated config),
 //! `sink.rs` (the running sink) and `tests.rs`; [`register`] has one line per type.
+//!
+//! * [`file`](mod@file) — file and stdout; [`webhook`] — generic HTTP; [`slack`] — incoming webhooks,
+//!   paced and packed; [`email`] — SMTP, with digests; [`kafka`] — rdkafka producer;
+//! * `http` — what the HTTP sinks share (client, answer classification, URL masking);
+//! * `testing` (tests only) — configs, the real engine on a real journal, and the real
+//!   servers the sinks talk to (HTTP receivers, aiosmtpd, tansu).
 
 pub mod email;
 pub mod file;
