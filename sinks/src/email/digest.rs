@@ -27,6 +27,7 @@ struct Job {
 }
 
 struct Open {
+    opened: Instant,
     closes: Instant,
     jobs: Vec<Job>,
 }
@@ -62,7 +63,8 @@ impl Digests {
 
 async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, smtp: Arc<Smtp>, config: Digest) {
     let mut open: HashMap<String, Open> = HashMap::new();
-    let mut warned = false;
+    // Shortened when the engine turns out to give up on deliveries before the window closes.
+    let mut window = config.window;
     loop {
         let next = open
             .values()
@@ -82,7 +84,8 @@ async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, smtp: Arc<Smtp>, config: Di
                 };
                 let key = job.mail.recipients();
                 let digest = open.entry(key.clone()).or_insert_with(|| Open {
-                    closes: Instant::now() + config.window,
+                    opened: Instant::now(),
+                    closes: Instant::now() + window,
                     jobs: Vec::new(),
                 });
                 digest.jobs.push(job);
@@ -103,15 +106,22 @@ async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, smtp: Arc<Smtp>, config: Di
                     .collect();
                 for key in due {
                     let Some(digest) = open.remove(&key) else { continue };
-                    if digest.closes > now && !warned {
+                    if digest.closes > now {
                         // A delivery gave up before the window closed: the engine's timeout is
-                        // shorter than the window. Send what is left now; the one that gave up
-                        // is retried into the next digest. Nothing is lost, digests are smaller.
-                        warned = true;
-                        tracing::warn!(
-                            window = ?config.window,
-                            "a digest delivery timed out before its window closed; raise the sink's `delivery.timeout` above `digest.window`"
-                        );
+                        // shorter than the window (its oldest delivery waited about that long).
+                        // Send what is left now, and from now on close digests in half that
+                        // time, so they go out before the engine gives up; the deliveries that
+                        // gave up are retried into the next digest. Nothing is lost.
+                        let limit = now.duration_since(digest.opened).saturating_sub(CHECK);
+                        let shorter = (limit / 2).max(Duration::from_millis(100));
+                        if shorter < window {
+                            window = shorter;
+                            tracing::warn!(
+                                configured = ?config.window,
+                                now = ?window,
+                                "digest deliveries time out before the digest window closes; digests now close sooner: raise the sink's `delivery.timeout` above `digest.window`"
+                            );
+                        }
                     }
                     send(&smtp, digest.jobs);
                 }

@@ -18,9 +18,10 @@
 //! whichever is first; every delivery in it returns that email's result. So the type's default
 //! delivery policy lets deliveries wait: `concurrency: 128` (at most that many wait at once;
 //! set it above `digest.max` times the number of recipient lists you expect) and `timeout:
-//! 20m` (set it above a longer `window`). If the engine's timeout still ends a waiting delivery
-//! first, the digest is sent at once without it and it is retried into the next one: smaller
-//! digests, nothing lost (a warning says to raise `delivery.timeout`).
+//! 20m` (set it above a longer `window`). If the engine's timeout still ends waiting
+//! deliveries first, their digest is sent at once without them, later digests close within
+//! half the time the engine turned out to allow, and the deliveries that gave up are retried
+//! into those: smaller digests, nothing lost, and a warning says to raise `delivery.timeout`.
 
 mod address;
 mod config;

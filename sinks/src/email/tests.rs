@@ -419,3 +419,35 @@ fn config_mistakes_are_reported_where_they_are() {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
 }
+
+#[tokio::test]
+async fn digests_adapt_when_the_engine_gives_up_before_the_window_closes() {
+    let server = SmtpServer::start(Options::default()).await;
+    // A 60 s window but only 2 s per attempt: a misconfiguration the sink survives.
+    let pipeline = Pipeline::start(&format!(
+        "  it: {{ type: email, url: \"smtp://127.0.0.1:{}\", from: h@example.edu, to: it@example.edu, subject: changes, text: \"{{{{ data.primaryEmail }}}}\", digest: {{ window: 60s, max: 100 }}, delivery: {{ timeout: 2s, initial_backoff: 100ms, max_backoff: 200ms }} }}\n",
+        server.port
+    ));
+    let start = Instant::now();
+    pipeline.commit((0..5).map(user_event)).await;
+    pipeline.settled(Duration::from_secs(30)).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "delivered in {:?}, long before the 60 s window",
+        start.elapsed()
+    );
+    assert!(pipeline.dead_letters().is_empty());
+    let mut listed = Vec::new();
+    for r in server.accepted() {
+        listed.extend(
+            body_text(&r.message())
+                .lines()
+                .filter(|l| l.ends_with("@example.edu"))
+                .map(str::to_owned),
+        );
+    }
+    listed.sort();
+    let expected: Vec<String> = (0..5).map(|n| format!("user{n}@example.edu")).collect();
+    assert_eq!(listed, expected, "each event in exactly one email");
+    pipeline.stop().await;
+}
