@@ -146,6 +146,22 @@ fn validate(input: &SinkInput<'_>) -> Result<ValidSink, Vec<ConfigError>> {
             }
         }
     }
+    // librdkafka refuses these combinations only when the producer is created; say it now.
+    let property = |name: &str| {
+        properties
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let idempotent = !matches!(property("enable.idempotence"), Some("false"));
+    let acks = property("acks").or(property("request.required.acks"));
+    if idempotent && acks.is_some_and(|a| !matches!(a, "all" | "-1")) {
+        errors.push(ConfigError::new(
+            at("properties"),
+            format!("sink `{name}`: the producer is idempotent, which needs `acks: all`; set `enable.idempotence: false` to use `acks: {}`", acks.unwrap_or_default()),
+        ));
+    }
     let create_topic = match config.create_topic {
         None => None,
         Some(c) => {

@@ -230,6 +230,8 @@ fn config_mistakes_are_reported_where_they_are() {
         "  g: { type: kafka, brokers: \"k:9092\", topic: t, properties: { bootstrap.servers: x } }\n",
         "  h: { type: kafka, brokers: \"k:9092\", topic: t, create_topic: { partitions: 0 } }\n",
         "  i: { type: kafka, brokers: \"k:9092\", topic: \"{{ nope\" }\n",
+        "  j: { type: kafka, brokers: \"k:9092\", topic: t, properties: { acks: 1 } }\n",
+        "  k: { type: kafka, brokers: \"k:9092\", topic: t, properties: { acks: 1, enable.idempotence: false } }\n",
     ))
     .unwrap_err();
     for expected in [
@@ -242,9 +244,11 @@ fn config_mistakes_are_reported_where_they_are() {
         "routes.yaml:8:64: sink `g`: `properties.bootstrap.servers`: set it with the sink's `brokers` key",
         "routes.yaml:9:64: sink `h`: `create_topic.partitions` must be at least 1",
         "routes.yaml:10:47: sink `i`: template `topic`: syntax error",
+        "routes.yaml:11:62: sink `j`: the producer is idempotent, which needs `acks: all`; set `enable.idempotence: false` to use `acks: 1`",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
+    assert!(!err.contains("sink `k`"), "{err}");
 }
 
 #[test]
