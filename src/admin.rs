@@ -12,6 +12,9 @@
 //! | POST | `/api/dlq/purge` | `{"older_than_ms": N}` → `{"purged": N}` |
 //! | POST | `/-/reload` | reload routes.yaml; 400 with the errors when it is invalid |
 //! | GET | `/-/tap?filter=type=directory.*&route=R` | routed events as JSON lines, live |
+//! | GET | `/api/google` | Classroom registrations and Directory channels, with expiry and health |
+//! | POST | `/api/google/renew` | `{"name": N}` (or null: all) → `{"renewed": [..]}` |
+//! | POST | `/api/google/stop` | `{"name": N}` → `{"stopped": "…"}` |
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +37,9 @@ pub struct AdminState {
     pub journal: Arc<Journal>,
     pub reloader: Arc<Reloader>,
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Set once the Google lifecycle started (after the public listener); empty when no
+    /// source declares registrations or channels.
+    pub google: Arc<std::sync::OnceLock<herald_sources::google::Control>>,
 }
 
 /// The selection of dead letters a request works on (query string or JSON body).
@@ -76,6 +82,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/dlq/purge", post(purge))
         .route("/-/reload", post(reload))
         .route("/-/tap", get(tap))
+        .route("/api/google", get(google_status))
+        .route("/api/google/renew", post(google_renew))
+        .route("/api/google/stop", post(google_stop))
         .with_state(state)
 }
 
@@ -325,6 +334,60 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GoogleName {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+async fn google_status(State(s): State<AdminState>) -> Response {
+    let Some(control) = s.google.get() else {
+        return Json(json!([])).into_response();
+    };
+    match control.status().await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "google lifecycle", &e),
+    }
+}
+
+async fn google_renew(State(s): State<AdminState>, body: axum::body::Bytes) -> Response {
+    let Some(control) = s.google.get() else {
+        return no_google();
+    };
+    let request: GoogleName = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad request", &e.to_string()),
+    };
+    match control.renew(request.name).await {
+        Ok(names) => Json(json!({"renewed": names})).into_response(),
+        Err(e) => error(StatusCode::BAD_GATEWAY, "renewal failed", &e),
+    }
+}
+
+async fn google_stop(State(s): State<AdminState>, body: axum::body::Bytes) -> Response {
+    let Some(control) = s.google.get() else {
+        return no_google();
+    };
+    let name = match serde_json::from_slice::<GoogleName>(&body) {
+        Ok(GoogleName { name: Some(name) }) => name,
+        Ok(_) => return error(StatusCode::BAD_REQUEST, "bad request", "`name` is required"),
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad request", &e.to_string()),
+    };
+    match control.stop(name).await {
+        Ok(done) => Json(json!({"stopped": done})).into_response(),
+        Err(e) => error(StatusCode::BAD_GATEWAY, "stop failed", &e),
+    }
+}
+
+fn no_google() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "no Google lifecycle",
+        "no source declares `registrations:` or `watch:`",
+    )
 }
 
 fn error(status: StatusCode, error: &str, reason: &str) -> Response {

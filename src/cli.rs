@@ -25,6 +25,29 @@ pub enum Command {
     Dlq(DlqArgs),
     /// Print the events a running gateway routes, live, with the routes they matched.
     Tap(TapArgs),
+    /// Classroom registrations and Directory channels that Herald keeps alive.
+    Google(GoogleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GoogleArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(subcommand)]
+    pub command: GoogleCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GoogleCommand {
+    /// List registrations and channels with their expiry and health (running or stopped).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Renew one registration or channel now, or all of them (running gateway).
+    Renew { name: Option<String> },
+    /// Stop a Directory channel (`channels.stop`) and forget it (running gateway).
+    Stop { name: String },
 }
 
 #[derive(Debug, Args)]

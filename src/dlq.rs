@@ -101,13 +101,13 @@ pub fn run(args: &DlqArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
 }
 
 /// The journal itself, or the running gateway that holds it.
-enum Target {
+pub(crate) enum Target {
     Journal(journal::AdminJournal),
     Gateway { base: String },
 }
 
 impl Target {
-    fn open(config: &Config) -> anyhow::Result<Target> {
+    pub(crate) fn open(config: &Config) -> anyhow::Result<Target> {
         match journal::open_for_admin(&config.queue.path) {
             Ok(j) => Ok(Target::Journal(j)),
             Err(JournalError::Locked(path)) => {
@@ -168,7 +168,7 @@ impl Target {
 }
 
 /// One request to the running gateway's admin API.
-fn http<T: serde::de::DeserializeOwned>(
+pub(crate) fn http<T: serde::de::DeserializeOwned>(
     build: impl FnOnce(&reqwest::Client) -> reqwest::RequestBuilder,
 ) -> anyhow::Result<T> {
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -1,7 +1,8 @@
 //! `herald run`: assemble the pipeline from a validated config and run it until a signal.
 //!
 //! Start: metrics recorder → sinks built → journal opened (its writer thread starts) →
-//! delivery workers → admin listener → public listener and pull loops → `gateway.json`.
+//! delivery workers → admin listener → public listener and pull loops → the Google
+//! lifecycle (registrations and channels kept alive) → `gateway.json`.
 //! Stop (SIGTERM/SIGINT): the listeners stop accepting and finish their requests, delivery
 //! workers finish in-flight attempts up to `server.shutdown_timeout`, the journal commits what
 //! it was sent and closes. Undelivered events stay in the journal for the next start. A second
@@ -25,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
 use crate::reload::{self, Reloader};
+use herald_sources::google;
 
 /// Where a running gateway can be reached; written to `<queue.path>/gateway.json`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -97,10 +99,12 @@ pub async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let google_control = Arc::new(std::sync::OnceLock::new());
     let admin_state = AdminState {
         journal: journal.clone(),
         reloader: reloader.clone(),
         metrics: render.clone(),
+        google: google_control.clone(),
     };
     let (admin_addr, admin_task) = admin::serve(
         config.server.admin_listen,
@@ -109,9 +113,32 @@ pub async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
     )
     .await?;
     let ingest: Arc<dyn Ingest> = journal.clone();
-    let server = herald_sources::serve(&config, ingest, Some(render), stopped(stop_rx.clone()))
-        .await
-        .context("cannot start the HTTP server")?;
+    let links = google::Links::default();
+    let server = herald_sources::serve_linked(
+        &config,
+        ingest,
+        Some(render),
+        links.clone(),
+        stopped(stop_rx.clone()),
+    )
+    .await
+    .context("cannot start the HTTP server")?;
+    // After the listener: a new channel's `sync` must find the source answering.
+    let store: Arc<dyn google::StateStore> = journal.clone();
+    let lifecycle = google::start(
+        &config,
+        store,
+        journal.health().clone(),
+        links,
+        google::Clock::System,
+        stopped(stop_rx.clone()),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("google: {e}"))?;
+    let lifecycle_task = lifecycle.map(|l| {
+        let _ = google_control.set(l.control);
+        l.task
+    });
 
     let info = RuntimeInfo {
         pid: std::process::id(),
@@ -139,6 +166,9 @@ pub async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
 
     let _ = stop_tx.send(true);
     server.stopped().await;
+    if let Some(task) = lifecycle_task {
+        let _ = task.await;
+    }
     let _ = admin_task.await;
     if let Some(engine) = reloader.take_engine().await {
         engine.stop().await;

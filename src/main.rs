@@ -1,11 +1,12 @@
 //! The `herald` command: run the gateway, check a config, try an event against the routes,
-//! and manage dead letters (DESIGN.md §5).
+//! manage dead letters (DESIGN.md §5), and see to the Google subscriptions Herald keeps alive.
 
 mod admin;
 mod check;
 mod cli;
 mod dlq;
 mod gateway;
+mod google;
 mod reload;
 mod tap;
 mod try_event;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => run_gateway(args, &registry),
         cli::Command::Dlq(args) => dlq::run(args, &registry),
         cli::Command::Tap(args) => tap::run(args, &registry),
+        cli::Command::Google(args) => google::run(args, &registry),
     };
     match result {
         Ok(code) => code,

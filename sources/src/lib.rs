@@ -6,6 +6,8 @@
 //! * [`server`] — the axum server: one listener, each HTTP source at its path, `/healthz`,
 //!   `/readyz`, `/metrics`, body limit, request timeout, optional TLS, graceful shutdown;
 //!   it also starts the pull loops;
+//! * [`google`] — keeping Classroom registrations and Directory channels alive (create,
+//!   renew before expiry, stop), with the state in the journal;
 //! * `answer` — the JSON answers of DESIGN.md §6 and reading a body under the limit;
 //! * `telemetry` — the metrics this crate records (through the `metrics` facade).
 //!
@@ -23,6 +25,7 @@ mod answer;
 pub mod classroom_pubsub;
 mod config;
 pub mod directory;
+pub mod google;
 mod intake;
 pub mod server;
 mod telemetry;
@@ -30,7 +33,7 @@ mod telemetry;
 use herald_core::Event;
 use herald_core::config::{Registry, SourceSpec};
 
-pub use server::{ServeError, ServerHandle, serve};
+pub use server::{ServeError, ServerHandle, serve, serve_linked};
 
 /// Registers every source type this crate provides.
 pub fn register(registry: &mut Registry) {

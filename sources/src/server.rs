@@ -42,9 +42,10 @@ use crate::answer::{Logged, Problem};
 use crate::classroom_pubsub::oidc::Verifier;
 use crate::classroom_pubsub::pull::{Fallbacks, Puller};
 use crate::classroom_pubsub::push::{self, PushState};
-use crate::classroom_pubsub::{ClassroomSpec, PushSpec};
+use crate::classroom_pubsub::{ClassroomSpec, Mode, PushSpec};
 use crate::directory::DirectorySpec;
 use crate::directory::handler::{self, DirectoryState};
+use crate::google::Links;
 use crate::intake::Intake;
 use crate::telemetry;
 
@@ -92,6 +93,18 @@ pub async fn serve(
     metrics: Option<RenderMetrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<ServerHandle, ServeError> {
+    serve_linked(config, ingest, metrics, Links::default(), shutdown).await
+}
+
+/// [`serve`], with the Directory handlers tied to the Google lifecycle loop through `links`
+/// (the tokens of the channels it opened; the `sync` messages it waits for).
+pub async fn serve_linked(
+    config: &Config,
+    ingest: Arc<dyn Ingest>,
+    metrics: Option<RenderMetrics>,
+    links: Links,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<ServerHandle, ServeError> {
     // One rustls provider for the process; an error means one is installed already.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let client = reqwest::Client::builder()
@@ -113,9 +126,9 @@ pub async fn serve(
         let intake = Intake::new(name, Arc::clone(&ingest));
         let any = source.spec.as_any();
         let route = if let Some(spec) = any.downcast_ref::<ClassroomSpec>() {
-            match spec {
-                ClassroomSpec::Push(push) => push_route(name, push, intake, server, &client),
-                ClassroomSpec::Pull(pull) => {
+            match &spec.mode {
+                Mode::Push(push) => push_route(name, push, intake, server, &client),
+                Mode::Pull(pull) => {
                     let puller = Puller::new(intake, pull, &fallbacks, client.clone())
                         .await
                         .map_err(|reason| ServeError::Source {
@@ -127,7 +140,7 @@ pub async fn serve(
                 }
             }
         } else if let Some(spec) = any.downcast_ref::<DirectorySpec>() {
-            let state = DirectoryState::new(intake, spec.clone(), server.body_limit);
+            let state = DirectoryState::new(intake, spec.clone(), server.body_limit, links.clone());
             Router::new()
                 .route(&spec.path, post(handler::handle))
                 .with_state(Arc::new(state))

@@ -120,7 +120,7 @@ fn default_retention() -> Duration {
 }
 
 /// `google:` — credentials for managing Classroom registrations and Directory channels.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GoogleConfig {
     /// A service-account key file; `$GOOGLE_APPLICATION_CREDENTIALS` when absent.

@@ -13,6 +13,7 @@ use herald_core::config::{SourceInput, SourceSpec, units};
 use serde::Deserialize;
 
 use crate::config::{Checks, check_path, check_url, parse};
+use crate::google::config::{self as google, RegistrationConfig, RegistrationSpec};
 
 /// Google's keys for the tokens Pub/Sub push requests carry.
 pub const GOOGLE_JWKS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
@@ -34,6 +35,13 @@ struct ClassroomConfig {
     /// cannot reach.
     #[serde(default)]
     pull: Option<PullConfig>,
+    /// The Pub/Sub topic the `registrations` publish to: `projects/P/topics/T`.
+    #[serde(default)]
+    topic: Option<String>,
+    /// Classroom feeds Herald registers for at start and keeps renewed (a registration
+    /// lasts a week); needs `google:` credentials.
+    #[serde(default)]
+    registrations: Vec<RegistrationConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,9 +88,16 @@ fn default_max_messages() -> u32 {
     100
 }
 
-/// A validated `classroom_pubsub` source.
+/// A validated `classroom_pubsub` source: how it receives, and the registrations Herald
+/// keeps alive for it.
 #[derive(Clone, Debug, PartialEq)]
-pub enum ClassroomSpec {
+pub struct ClassroomSpec {
+    pub mode: Mode,
+    pub registrations: Vec<RegistrationSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mode {
     Push(PushSpec),
     Pull(PullSpec),
 }
@@ -113,16 +128,16 @@ pub struct PullSpec {
 
 impl ClassroomSpec {
     pub fn push(&self) -> Option<&PushSpec> {
-        match self {
-            ClassroomSpec::Push(push) => Some(push),
-            ClassroomSpec::Pull(_) => None,
+        match &self.mode {
+            Mode::Push(push) => Some(push),
+            Mode::Pull(_) => None,
         }
     }
 
     pub fn pull(&self) -> Option<&PullSpec> {
-        match self {
-            ClassroomSpec::Pull(pull) => Some(pull),
-            ClassroomSpec::Push(_) => None,
+        match &self.mode {
+            Mode::Pull(pull) => Some(pull),
+            Mode::Push(_) => None,
         }
     }
 }
@@ -133,23 +148,30 @@ impl SourceSpec for ClassroomSpec {
     }
 
     fn describe(&self) -> String {
-        match self {
-            ClassroomSpec::Push(PushSpec { path, auth: None }) => {
+        let mode = match &self.mode {
+            Mode::Push(PushSpec { path, auth: None }) => {
                 format!("Pub/Sub push at {path}, unauthenticated")
             }
-            ClassroomSpec::Push(PushSpec {
+            Mode::Push(PushSpec {
                 path,
                 auth: Some(auth),
             }) => format!(
                 "Pub/Sub push at {path}, OIDC token of {} for audience {}",
                 auth.service_account, auth.audience
             ),
-            ClassroomSpec::Pull(pull) => format!(
+            Mode::Pull(pull) => format!(
                 "Pub/Sub pull from {} ({})",
                 pull.subscription,
                 pull.endpoint
                     .as_deref()
                     .unwrap_or("Google or $PUBSUB_EMULATOR_HOST")
+            ),
+        };
+        match self.registrations.len() {
+            0 => mode,
+            n => format!(
+                "{mode}; {n} Classroom registration(s) to {} kept renewed",
+                self.registrations[0].topic
             ),
         }
     }
@@ -162,7 +184,7 @@ impl SourceSpec for ClassroomSpec {
 pub fn validate(input: &SourceInput<'_>) -> SourceResult {
     let config: ClassroomConfig = parse(input)?;
     let mut checks = Checks::new(input);
-    let spec = match config.pull {
+    let mode = match config.pull {
         Some(pull) => {
             if config.path.is_some() {
                 checks.error(
@@ -176,7 +198,7 @@ pub fn validate(input: &SourceInput<'_>) -> SourceResult {
                     "`auth` checks pushed requests; a source with `pull:` receives none",
                 );
             }
-            ClassroomSpec::Pull(pull_spec(pull, input, &mut checks))
+            Mode::Pull(pull_spec(pull, input, &mut checks))
         }
         None => {
             let path = config
@@ -186,10 +208,15 @@ pub fn validate(input: &SourceInput<'_>) -> SourceResult {
                 checks.error("path", message);
             }
             let auth = config.auth.map(|auth| auth_spec(auth, &mut checks));
-            ClassroomSpec::Push(PushSpec { path, auth })
+            Mode::Push(PushSpec { path, auth })
         }
     };
-    let spec: Arc<dyn SourceSpec> = Arc::new(spec);
+    let registrations =
+        google::registrations(input.name, config.topic, config.registrations, &mut checks);
+    let spec: Arc<dyn SourceSpec> = Arc::new(ClassroomSpec {
+        mode,
+        registrations,
+    });
     checks.finish(spec)
 }
 
@@ -285,10 +312,13 @@ mod tests {
     fn push_by_default_at_push_name() {
         assert_eq!(
             spec("{}"),
-            ClassroomSpec::Push(PushSpec {
-                path: "/push/classroom".into(),
-                auth: None
-            })
+            ClassroomSpec {
+                mode: Mode::Push(PushSpec {
+                    path: "/push/classroom".into(),
+                    auth: None
+                }),
+                registrations: Vec::new(),
+            }
         );
     }
 
@@ -340,6 +370,63 @@ mod tests {
         assert!(
             all.contains("`pull.ack_deadline` must be between 10s and 600s"),
             "{all}"
+        );
+    }
+
+    #[test]
+    fn registrations_with_their_topic() {
+        let s = spec(
+            "topic: projects/p/topics/t\nregistrations:\n  - { feed: DOMAIN_ROSTER_CHANGES }\n  - { feed: COURSE_WORK_CHANGES, course_id: '123' }",
+        );
+        let names: Vec<&str> = s.registrations.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "classroom/DOMAIN_ROSTER_CHANGES",
+                "classroom/COURSE_WORK_CHANGES/123"
+            ]
+        );
+        assert_eq!(s.registrations[1].topic, "projects/p/topics/t");
+        assert_eq!(
+            s.registrations[1].feed.to_api(),
+            serde_json::json!({"feedType": "COURSE_WORK_CHANGES", "courseWorkChangesInfo": {"courseId": "123"}})
+        );
+    }
+
+    #[test]
+    fn registration_mistakes_name_the_entry() {
+        let errors = validate_yaml(
+            validate,
+            "classroom",
+            "registrations:\n  - { feed: COURSE_ROSTER_CHANGES }\n  - { feed: DOMAIN_ROSTER_CHANGES, course_id: '1' }\n  - { feed: ROSTERS }",
+        )
+        .unwrap_err();
+        let all: String = errors
+            .iter()
+            .map(|e| format!("{}: {}\n", e.loc, e.message))
+            .collect();
+        assert!(
+            all.contains("`registrations` need `topic: projects/PROJECT/topics/NAME`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("registrations #1: COURSE_ROSTER_CHANGES needs the `course_id`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("registrations #2: DOMAIN_ROSTER_CHANGES covers the whole domain"),
+            "{all}"
+        );
+        assert!(
+            all.contains("registrations #3: unknown feed `ROSTERS`"),
+            "{all}"
+        );
+        let errors = validate_yaml(validate, "classroom", "topic: t").unwrap_err();
+        assert!(
+            errors[0]
+                .message
+                .contains("add `registrations:` or remove it"),
+            "{errors:?}"
         );
     }
 

@@ -11,11 +11,10 @@ pub mod decode;
 pub(crate) mod oidc;
 pub(crate) mod pull;
 pub(crate) mod push;
-pub(crate) mod token;
 
 use herald_core::config::SourceType;
 
-pub use config::{AuthSpec, ClassroomSpec, PullSpec, PushSpec};
+pub use config::{AuthSpec, ClassroomSpec, Mode, PullSpec, PushSpec};
 
 /// `type: classroom_pubsub`
 pub const TYPE: SourceType = SourceType {

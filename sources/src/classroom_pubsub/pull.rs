@@ -21,8 +21,8 @@ use tokio::task::JoinSet;
 
 use super::config::{PUBSUB_ENDPOINT, PullSpec};
 use super::decode::decode_message;
-use super::token::TokenSource;
 use crate::answer::clip;
+use crate::google::token::TokenSource;
 use crate::intake::Intake;
 use crate::telemetry;
 

@@ -1,20 +1,22 @@
 //! `type: directory_webhook` — its routes.yaml keys and their (pure) validation.
 //!
-//! `channel_tokens` is required: the Directory API sends the token chosen when the channel
-//! was created (`users.watch`'s `token`) with every notification, and it is the only thing
-//! that tells Google's requests from anyone else's. Setting one costs nothing, so there is
-//! no unauthenticated mode. Several tokens may be listed, so channels can be moved to a new
-//! token one by one.
+//! `channel_tokens` is required unless Herald creates the channels itself (`watch:`): the
+//! Directory API sends the token chosen when the channel was created (`users.watch`'s
+//! `token`) with every notification, and it is the only thing that tells Google's requests
+//! from anyone else's. Setting one costs nothing, so there is no unauthenticated mode.
+//! Several tokens may be listed, so channels can be moved to a new token one by one. The
+//! channels of `watch:` get a random token each, which the source accepts besides these.
 
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
 use herald_core::config::registry::SourceResult;
-use herald_core::config::{SourceInput, SourceSpec};
+use herald_core::config::{SourceInput, SourceSpec, units};
 use serde::Deserialize;
 
 use crate::config::{Checks, check_path, parse};
+use crate::google::config::{self as google, WatchConfig, WatchSpec};
 
 /// Google accepts channel tokens of up to 256 characters.
 const MAX_TOKEN: usize = 256;
@@ -36,6 +38,16 @@ struct DirectoryConfig {
     /// by default it is acknowledged and counted only.
     #[serde(default)]
     route_sync: bool,
+    /// Channels Herald opens with `users.watch` and keeps renewed; needs `google:`
+    /// credentials and `address`.
+    #[serde(default)]
+    watch: Vec<WatchConfig>,
+    /// The public HTTPS URL of this source, given to Google as each channel's address.
+    #[serde(default)]
+    address: Option<String>,
+    /// How long each channel of `watch:` is asked to live (default 6h); renewed before.
+    #[serde(default, deserialize_with = "units::opt_duration")]
+    ttl: Option<std::time::Duration>,
 }
 
 /// A validated `directory_webhook` source. Its `Debug` masks the tokens.
@@ -45,6 +57,7 @@ pub struct DirectorySpec {
     pub channel_tokens: Vec<String>,
     pub channel_ids: Option<Vec<String>>,
     pub route_sync: bool,
+    pub watches: Vec<WatchSpec>,
 }
 
 impl fmt::Debug for DirectorySpec {
@@ -57,6 +70,7 @@ impl fmt::Debug for DirectorySpec {
             )
             .field("channel_ids", &self.channel_ids)
             .field("route_sync", &self.route_sync)
+            .field("watches", &self.watches)
             .finish()
     }
 }
@@ -80,8 +94,12 @@ impl SourceSpec for DirectorySpec {
         } else {
             "sync not routed"
         };
+        let watched = match self.watches.len() {
+            0 => String::new(),
+            n => format!(", {n} channel(s) kept open by Herald"),
+        };
         format!(
-            "Directory webhook at {}, {tokens} (masked), {ids}, {sync}",
+            "Directory webhook at {}, {tokens} (masked), {ids}, {sync}{watched}",
             self.path
         )
     }
@@ -101,11 +119,19 @@ pub fn validate(input: &SourceInput<'_>) -> SourceResult {
         checks.error("path", message);
     }
     let channel_tokens = config.channel_tokens.unwrap_or_default();
-    if channel_tokens.is_empty() {
+    let watches = google::watches(
+        input.name,
+        config.address,
+        config.ttl,
+        config.watch,
+        &mut checks,
+    );
+    if channel_tokens.is_empty() && watches.is_empty() {
         checks.error(
             "channel_tokens",
             "`channel_tokens` is required: list the token(s) the channels were created with \
-             (`token` of users.watch), e.g. channel_tokens: [\"${DIRECTORY_CHANNEL_TOKEN}\"]",
+             (`token` of users.watch), e.g. channel_tokens: [\"${DIRECTORY_CHANNEL_TOKEN}\"], \
+             or let Herald open the channels with `watch:`",
         );
     }
     for (i, token) in channel_tokens.iter().enumerate() {
@@ -135,6 +161,7 @@ pub fn validate(input: &SourceInput<'_>) -> SourceResult {
         channel_tokens,
         channel_ids: config.channel_ids,
         route_sync: config.route_sync,
+        watches,
     });
     checks.finish(spec)
 }
@@ -186,6 +213,44 @@ mod tests {
             described,
             "Directory webhook at /webhook/directory, 1 channel token (masked), channels c1, sync routed"
         );
+    }
+
+    #[test]
+    fn watches_need_no_fixed_token() {
+        let s = spec(
+            "address: https://h.example.edu/webhook/directory\nttl: 2h\nwatch:\n  - { event: add, domain: example.edu }\n  - { event: delete, customer: my_customer }",
+        );
+        assert!(s.channel_tokens.is_empty());
+        let names: Vec<&str> = s.watches.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["directory/add/example.edu", "directory/delete/my_customer"]
+        );
+        assert_eq!(s.watches[0].ttl, std::time::Duration::from_secs(7200));
+        assert_eq!(
+            s.watches[1].address,
+            "https://h.example.edu/webhook/directory"
+        );
+    }
+
+    #[test]
+    fn watch_mistakes_name_the_entry() {
+        let all = errors(
+            "address: http://h.example.edu/x\nttl: 1m\nwatch:\n  - { event: added, domain: e }\n  - { event: add }\n  - { event: add, domain: a, customer: b }",
+        );
+        assert!(all.contains("must be an https:// URL"), "{all}");
+        assert!(all.contains("`ttl` must be between 5m and 7d"), "{all}");
+        assert!(all.contains("watch #1: unknown event `added`"), "{all}");
+        assert!(
+            all.contains("watch #2: give exactly one of `domain`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("watch #3: give exactly one of `domain`"),
+            "{all}"
+        );
+        assert!(errors("watch: [{event: add, domain: e}]").contains("`watch` needs `address:`"));
+        assert!(errors("channel_tokens: [t]\nttl: 1h").contains("add `watch:` or remove them"));
     }
 
     #[test]

@@ -4,15 +4,23 @@
 //! committed; a `sync` message is counted and answered 200, and committed only with
 //! `route_sync: true`.
 //!
+//! Besides `channel_tokens`, the tokens of the channels Herald opened itself (`watch:`) are
+//! accepted, and each `sync` is reported to the lifecycle loop, which stops a replaced
+//! channel once its successor synced. While two channels of one watch overlap, Google
+//! sends each change on both: a change whose user `id` and `etag` (with the resource URI and
+//! state) was committed within the last [`OVERLAP_WINDOW`] is acknowledged as a duplicate.
+//! That memory is in-process and bounded; after a restart mid-overlap a duplicate may
+//! pass, which at-least-once delivery allows.
+//!
 //! A request with a valid token that cannot be decoded (a missing header, a message number
 //! that is not a number, a body that is not JSON) is answered 400 with the header or field
 //! named, as the Directory API expects; since Google does not retry a 4xx it is also kept
 //! as a rejected input, so that nothing it sent is lost. Without a valid token nothing is
 //! stored.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -24,6 +32,7 @@ use subtle::{Choice, ConstantTimeEq};
 use super::config::DirectorySpec;
 use super::decode::{self, CHANNEL_ID, CHANNEL_TOKEN, DirectoryMessage};
 use crate::answer::{Problem, clip, read_body};
+use crate::google::Links;
 use crate::intake::Intake;
 use crate::telemetry;
 
@@ -31,24 +40,73 @@ use crate::telemetry;
 const EXPIRY_WARNING: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 /// Bound on the channels remembered for the expiry warning.
 const MAX_REMEMBERED: usize = 10_000;
+/// How long a committed change is remembered to recognise its copy from an overlapping
+/// channel: the overlap lasts until the new channel's `sync`, at most a few minutes.
+pub const OVERLAP_WINDOW: Duration = Duration::from_secs(600);
+/// Bound on the changes remembered for that.
+const MAX_CHANGES: usize = 100_000;
 
 pub struct DirectoryState {
     pub intake: Intake,
     pub spec: DirectorySpec,
     pub body_limit: u64,
+    pub links: Links,
     /// Channel → the expiration already warned about, so each is warned about once.
     warned: Mutex<HashMap<String, DateTime<Utc>>>,
+    changes: Mutex<Changes>,
 }
 
 impl DirectoryState {
-    pub fn new(intake: Intake, spec: DirectorySpec, body_limit: u64) -> Self {
+    pub fn new(intake: Intake, spec: DirectorySpec, body_limit: u64, links: Links) -> Self {
         DirectoryState {
             intake,
             spec,
             body_limit,
+            links,
             warned: Mutex::new(HashMap::new()),
+            changes: Mutex::new(Changes::default()),
         }
     }
+}
+
+/// Recently committed changes, by `resource URI, state, user id, etag`.
+#[derive(Default)]
+struct Changes {
+    seen: HashMap<String, Instant>,
+    order: VecDeque<(Instant, String)>,
+}
+
+impl Changes {
+    fn contains(&mut self, key: &str, now: Instant) -> bool {
+        while let Some((at, _)) = self.order.front()
+            && (now.duration_since(*at) > OVERLAP_WINDOW || self.order.len() > MAX_CHANGES)
+        {
+            if let Some((_, old)) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        self.seen.contains_key(key)
+    }
+
+    fn insert(&mut self, key: String, now: Instant) {
+        if self.seen.insert(key.clone(), now).is_none() {
+            self.order.push_back((now, key));
+        }
+    }
+}
+
+/// The identity of a change independent of the channel it came on: `None` when the body
+/// has no user `id` and `etag`.
+fn change_key(event: &herald_core::Event) -> Option<String> {
+    let data = &event.data;
+    let id = data.get("id")?.as_str()?;
+    let etag = data.get("etag")?.as_str()?;
+    let meta = |name: &str| event.meta.get(name).cloned().unwrap_or_default();
+    Some(format!(
+        "{}\0{}\0{id}\0{etag}",
+        meta("resourceUri"),
+        meta("resourceState")
+    ))
 }
 
 pub async fn handle(
@@ -64,7 +122,7 @@ pub async fn handle(
 
 async fn answer(state: &DirectoryState, headers: &HeaderMap, body: Body) -> Result<(), Problem> {
     let source = &state.intake.source;
-    if let Err(problem) = authorize(&state.spec, headers) {
+    if let Err(problem) = authorize(state, headers) {
         telemetry::auth_failure(source);
         return Err(problem);
     }
@@ -85,21 +143,38 @@ async fn answer(state: &DirectoryState, headers: &HeaderMap, body: Body) -> Resu
     watch_expiration(state, &message);
     if message.sync {
         telemetry::sync(source);
+        state.links.synced(&message.channel_id);
         if !state.spec.route_sync {
             return Ok(());
         }
     }
+    let key = change_key(&message.event);
+    if let Some(key) = &key {
+        let mut changes = state.changes.lock().unwrap_or_else(|e| e.into_inner());
+        if changes.contains(key, Instant::now()) {
+            drop(changes);
+            telemetry::duplicate(source);
+            return Ok(());
+        }
+    }
     state.intake.commit(message.event).await?;
+    if let Some(key) = key {
+        let mut changes = state.changes.lock().unwrap_or_else(|e| e.into_inner());
+        changes.insert(key, Instant::now());
+    }
     Ok(())
 }
 
-fn authorize(spec: &DirectorySpec, headers: &HeaderMap) -> Result<(), Problem> {
+fn authorize(state: &DirectoryState, headers: &HeaderMap) -> Result<(), Problem> {
+    let spec = &state.spec;
     let token = headers
         .get(CHANNEL_TOKEN)
         .ok_or_else(|| Problem::unauthorized(format!("missing header {CHANNEL_TOKEN}")))?;
-    if !matches_any(token.as_bytes(), &spec.channel_tokens) {
+    let fixed = matches_any(token.as_bytes(), &spec.channel_tokens);
+    let managed = state.links.accepts(&state.intake.source, token.as_bytes());
+    if !(fixed | managed) {
         return Err(Problem::forbidden(format!(
-            "header {CHANNEL_TOKEN} matches none of `channel_tokens`"
+            "header {CHANNEL_TOKEN} matches none of `channel_tokens` nor a channel Herald opened"
         )));
     }
     if let Some(ids) = &spec.channel_ids
@@ -180,6 +255,16 @@ mod tests {
         assert!(!matches_any(b"new-toke", &tokens));
         assert!(!matches_any(b"new-tokenx", &tokens));
         assert!(!matches_any(b"", &tokens));
+    }
+
+    #[test]
+    fn a_change_is_remembered_for_the_overlap_window() {
+        let mut changes = Changes::default();
+        let t0 = Instant::now();
+        changes.insert("a".into(), t0);
+        assert!(changes.contains("a", t0 + Duration::from_secs(1)));
+        assert!(!changes.contains("b", t0 + Duration::from_secs(1)));
+        assert!(!changes.contains("a", t0 + OVERLAP_WINDOW + Duration::from_secs(1)));
     }
 
     #[test]

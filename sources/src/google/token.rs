@@ -1,6 +1,9 @@
-//! OAuth2 access tokens for the pull loop, from a service-account key file: a JWT signed
-//! with the account's key is exchanged at its `token_uri` (the JWT-bearer grant). The token
-//! is cached until a minute before it expires, and dropped when Pub/Sub refuses it.
+//! OAuth2 access tokens from a service-account key file: a JWT signed with the account's key
+//! is exchanged at its `token_uri` (or `google.token_url`) for an access token with the
+//! scopes a caller needs (the JWT-bearer grant), optionally acting as a user of the domain
+//! (`sub`, domain-wide delegation). The token is cached until a minute before it expires,
+//! and dropped when the API refuses it. Used by the pull loop (Pub/Sub scope) and by the
+//! Google lifecycle manager (Classroom and Directory scopes).
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,7 +14,8 @@ use tokio::time::Instant;
 
 use crate::answer::clip;
 
-const SCOPE: &str = "https://www.googleapis.com/auth/pubsub";
+/// The scope the pull loop asks for.
+pub const PUBSUB_SCOPE: &str = "https://www.googleapis.com/auth/pubsub";
 const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 const GRANT_TYPE: &str = "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer";
 /// A token is renewed this long before it expires.
@@ -33,6 +37,8 @@ struct KeyFile {
 struct GrantClaims<'a> {
     iss: &'a str,
     scope: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub: Option<&'a str>,
     aud: &'a str,
     iat: i64,
     exp: i64,
@@ -45,8 +51,19 @@ struct TokenAnswer {
     expires_in: Option<u64>,
 }
 
+/// What a token is asked for: scopes (space-separated), the user to act as, and a token
+/// endpoint that replaces the key file's `token_uri` (tests, private endpoints).
+#[derive(Clone, Debug, Default)]
+pub struct Grant {
+    pub scopes: String,
+    pub subject: Option<String>,
+    pub token_url: Option<String>,
+}
+
 pub struct TokenSource {
     email: String,
+    scopes: String,
+    subject: Option<String>,
     key: EncodingKey,
     key_id: Option<String>,
     token_uri: String,
@@ -54,8 +71,18 @@ pub struct TokenSource {
 }
 
 impl TokenSource {
-    /// Reads a service-account key file; the error names the file and what is wrong.
+    /// Reads a service-account key file for the Pub/Sub scope; the error names the file and
+    /// what is wrong.
     pub async fn from_file(path: &Path) -> Result<Self, String> {
+        let grant = Grant {
+            scopes: PUBSUB_SCOPE.to_owned(),
+            ..Grant::default()
+        };
+        Self::load(path, grant).await
+    }
+
+    /// Reads a service-account key file for `grant`.
+    pub async fn load(path: &Path, grant: Grant) -> Result<Self, String> {
         let text = tokio::fs::read(path)
             .await
             .map_err(|e| format!("cannot read the credentials file {}: {e}", path.display()))?;
@@ -81,10 +108,13 @@ impl TokenSource {
         })?;
         Ok(TokenSource {
             email: file.client_email,
+            scopes: grant.scopes,
+            subject: grant.subject,
             key,
             key_id: file.private_key_id,
-            token_uri: file
-                .token_uri
+            token_uri: grant
+                .token_url
+                .or(file.token_uri)
                 .unwrap_or_else(|| GOOGLE_TOKEN_URI.to_owned()),
             cached: tokio::sync::Mutex::new(None),
         })
@@ -104,7 +134,12 @@ impl TokenSource {
         Ok(token)
     }
 
-    /// Forgets the cached token (Pub/Sub answered 401).
+    /// The service account's e-mail address (for messages to the operator).
+    pub fn email(&self) -> &str {
+        &self.email
+    }
+
+    /// Forgets the cached token (the API answered 401).
     pub async fn invalidate(&self) {
         *self.cached.lock().await = None;
     }
@@ -113,7 +148,8 @@ impl TokenSource {
         let now = chrono::Utc::now().timestamp();
         let claims = GrantClaims {
             iss: &self.email,
-            scope: SCOPE,
+            scope: &self.scopes,
+            sub: self.subject.as_deref(),
             aud: &self.token_uri,
             iat: now,
             exp: now + 3600,

@@ -1,0 +1,130 @@
+//! `herald google status | renew [NAME] | stop NAME`: the Classroom registrations and
+//! Directory channels Herald keeps alive (herald_sources::google).
+//!
+//! `status` works on a stopped gateway too (from the records in its journal); `renew` and
+//! `stop` ask the running gateway, through its admin listener, since it holds the
+//! credentials' tokens and the channels' state.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use herald_core::config::{self, Registry};
+use herald_sources::google::manager::status_rows;
+use herald_sources::google::state::{self, CHANNEL_PREFIX, REGISTRATION_PREFIX};
+use herald_sources::google::{self, Status};
+use serde_json::json;
+
+use crate::cli::{GoogleArgs, GoogleCommand};
+use crate::dlq::{Target, http};
+
+pub fn run(args: &GoogleArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
+    let config = match config::load(&args.config.path, registry) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let target = Target::open(&config)?;
+    match &args.command {
+        GoogleCommand::Status { json } => {
+            let rows: Vec<Status> = match &target {
+                Target::Gateway { base } => http(|c| c.get(format!("{base}/api/google")))?,
+                Target::Journal(journal) => {
+                    let (registrations, watches) = google::declared(&config);
+                    let regs: Vec<state::RegistrationRecord> =
+                        state::load(journal, REGISTRATION_PREFIX).map_err(anyhow::Error::msg)?;
+                    let chans: Vec<state::ChannelRecord> =
+                        state::load(journal, CHANNEL_PREFIX).map_err(anyhow::Error::msg)?;
+                    status_rows(
+                        regs.iter(),
+                        chans.iter(),
+                        &registrations,
+                        &watches,
+                        chrono::Utc::now(),
+                    )
+                }
+            };
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print_status(&rows, matches!(target, Target::Journal(_)));
+            }
+        }
+        GoogleCommand::Renew { name } => {
+            let base = running(&target, "renew")?;
+            let answer: serde_json::Value = http(|c| {
+                c.post(format!("{base}/api/google/renew"))
+                    .json(&json!({"name": name}))
+            })?;
+            for name in answer["renewed"].as_array().into_iter().flatten() {
+                println!("renewed {}", name.as_str().unwrap_or_default());
+            }
+        }
+        GoogleCommand::Stop { name } => {
+            let base = running(&target, "stop")?;
+            let answer: serde_json::Value = http(|c| {
+                c.post(format!("{base}/api/google/stop"))
+                    .json(&json!({"name": name}))
+            })?;
+            println!("{}", answer["stopped"].as_str().unwrap_or_default());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn running<'t>(target: &'t Target, what: &str) -> anyhow::Result<&'t str> {
+    match target {
+        Target::Gateway { base } => Ok(base),
+        Target::Journal(_) => bail!(
+            "`herald google {what}` needs the running gateway (it calls Google with the \
+             gateway's credentials and keeps the channels' state); start it with `herald run`"
+        ),
+    }
+}
+
+fn print_status(rows: &[Status], stopped: bool) {
+    if rows.is_empty() {
+        println!("no Classroom registrations or Directory channels are declared or recorded");
+        return;
+    }
+    let now = chrono::Utc::now();
+    println!(
+        "{:<44}  {:<12}  {:<22}  {:<10}  {:<16}  ID",
+        "NAME", "KIND", "EXPIRES", "IN", "HEALTH"
+    );
+    for row in rows {
+        let expires = row
+            .expires
+            .map(|e| e.format("%Y-%m-%d %H:%M:%SZ").to_string())
+            .unwrap_or_else(|| "-".into());
+        let left = row
+            .expires
+            .map(|e| human((e - now).num_seconds()))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<44}  {:<12}  {:<22}  {:<10}  {:<16}  {}",
+            row.name,
+            row.kind,
+            expires,
+            left,
+            row.health,
+            row.id.as_deref().unwrap_or("-")
+        );
+        if let Some(error) = &row.last_error {
+            println!("    last error ({} failures): {error}", row.failures);
+        }
+    }
+    if stopped {
+        println!("(the gateway is not running: nothing is being renewed)");
+    }
+}
+
+fn human(seconds: i64) -> String {
+    match seconds {
+        s if s <= 0 => "expired".into(),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 48 * 3600 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d{}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
