@@ -2,8 +2,11 @@
 //! the gateway itself).
 //!
 //! * [`receiver`] — a real HTTP server on 127.0.0.1 that records requests and answers from a
-//!   script, standing in for Slack, a webhook consumer or a Teams endpoint.
+//!   script, standing in for Slack, a webhook consumer or a Teams endpoint;
+//! * [`google`] — Google's token endpoint, Classroom registrations and Directory channels,
+//!   for the lifecycle tests.
 
+pub mod google;
 pub mod receiver;
 
 pub use receiver::{Answer, Received, Receiver};

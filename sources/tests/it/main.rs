@@ -3,6 +3,7 @@
 
 mod common;
 mod fixtures;
+mod google;
 mod logs;
 mod malformed;
 mod oidc;
