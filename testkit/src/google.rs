@@ -372,7 +372,7 @@ async fn handle(
                 let expiration = json["expiration"]
                     .as_str()
                     .and_then(|s| s.parse::<i64>().ok())
-                    .and_then(|ms| DateTime::from_timestamp_millis(ms))
+                    .and_then(DateTime::from_timestamp_millis)
                     .unwrap_or(now + TimeDelta::hours(6));
                 let channel = FakeChannel {
                     id: json["id"].as_str().unwrap_or_default().to_owned(),

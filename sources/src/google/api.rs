@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::config::{RegistrationSpec, WatchScope};
+use super::config::{RegistrationSpec, WatchSpec};
 use super::token::{Grant, TokenSource};
 
 /// Google's messages are kept whole up to this many characters: the documented markers
@@ -160,17 +160,15 @@ impl Api {
     /// `users.watch` with a fresh channel id and token.
     pub async fn watch(
         &self,
-        event: &str,
-        scope: &WatchScope,
-        address: &str,
+        spec: &WatchSpec,
         id: &str,
         token: &str,
         now: DateTime<Utc>,
-        ttl: Duration,
     ) -> Result<Channel, ApiError> {
-        let ttl = ttl.as_secs().max(1);
+        let (event, address) = (spec.event.as_str(), spec.address.as_str());
+        let ttl = spec.ttl.as_secs().max(1);
         let expiration = now + chrono::TimeDelta::seconds(ttl as i64);
-        let (key, value) = scope.query();
+        let (key, value) = spec.scope.query();
         let url = format!(
             "{}/admin/directory/v1/users/watch",
             self.config.directory_api

@@ -430,18 +430,7 @@ impl Manager {
         let old = self.chans.get(&spec.name).cloned();
         // Google sends the new channel's `sync` before `users.watch` answers.
         self.links.add_token(&spec.source, &token);
-        let opened = self
-            .api
-            .watch(
-                &spec.event,
-                &spec.scope,
-                &spec.address,
-                &id,
-                &token,
-                now,
-                spec.ttl,
-            )
-            .await;
+        let opened = self.api.watch(spec, &id, &token, now).await;
         let channel = match opened {
             Ok(channel) => channel,
             Err(e) => {

@@ -486,7 +486,7 @@ async fn a_restart_reuses_the_recorded_registrations_and_channels() {
     assert_eq!(creates(&google).len(), 1, "no second registration");
     assert_eq!(google.calls("/users/watch").len(), 1, "no second channel");
     let channel = google.channels()[0].clone();
-    assert_eq!(channel.resource_uri.contains("customer=my_customer"), true);
+    assert!(channel.resource_uri.contains("customer=my_customer"));
     // The recorded channel's token is accepted again.
     assert_eq!(
         google.notify("delete", &user("u9", "\"e9\"")).await,

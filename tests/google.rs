@@ -1,0 +1,178 @@
+//! `herald google status | renew | stop` against a real gateway process whose Google calls
+//! go to the local fake (herald-testkit), issue #7.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use herald_testkit::google::FakeGoogle;
+use serde_json::{Value, json};
+
+const SUBJECT: &str = "admin@example.edu";
+const CHANNEL: &str = "directory/add/example.edu";
+const REGISTRATION: &str = "classroom/DOMAIN_ROSTER_CHANGES";
+
+fn write_key(dir: &std::path::Path) {
+    let pem = std::fs::read_to_string(repo().join("sources/tests/keys/a.pem")).unwrap();
+    let key = json!({
+        "type": "service_account",
+        "private_key": pem,
+        "client_email": "herald@district-edu.iam.gserviceaccount.com",
+    });
+    std::fs::write(dir.join("sa.json"), key.to_string()).unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn config(google: &FakeGoogle, port: u16) -> String {
+    let sources = [
+        "sources:",
+        "  classroom:",
+        "    type: classroom_pubsub",
+        "    topic: projects/district-edu/topics/classroom",
+        "    registrations: [{feed: DOMAIN_ROSTER_CHANGES}]",
+        "  directory:",
+        "    type: directory_webhook",
+        &format!("    address: http://127.0.0.1:{port}/webhook/directory"),
+        "    watch: [{event: add, domain: example.edu}]",
+        "sinks:",
+        "  audit: { type: file, path: audit.jsonl }",
+        "routes:",
+        "  - name: everything",
+        "    to: [audit]",
+    ];
+    format!(
+        "server: {{ listen: 127.0.0.1:{port}, admin_listen: 127.0.0.1:0, shutdown_timeout: 2s }}\n{}{}\n",
+        google.google_yaml("sa.json", SUBJECT),
+        sources.join("\n")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_renew_and_stop_on_a_running_and_a_stopped_gateway() {
+    let google = FakeGoogle::start(
+        &std::fs::read(repo().join("sources/tests/keys/a.pub.pem")).unwrap(),
+        Arc::new(chrono::Utc::now),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write_key(dir.path());
+    let mut g = Gateway::start(dir.path(), &config(&google, free_port()));
+    eventually("the registration and the channel", 20, || {
+        google.registrations().len() == 1 && google.syncs().iter().any(|(_, s)| *s == 200)
+    })
+    .await;
+
+    // A change on the channel Herald opened reaches the sink.
+    let first = google.channels()[0].clone();
+    let user = json!({"kind": "admin#directory#user", "id": "7", "etag": "\"e7\"", "primaryEmail": "new@example.edu"});
+    assert_eq!(google.notify("add", &user).await, [(first.id.clone(), 200)]);
+    eventually("the change delivered", 20, || {
+        g.file_records("audit.jsonl").len() == 1
+    })
+    .await;
+    assert_eq!(
+        g.file_records("audit.jsonl")[0]["event"]["type"],
+        "directory.users.add"
+    );
+
+    let out = g.cli(&["google", "status"]);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for expected in [
+        REGISTRATION,
+        CHANNEL,
+        "registration",
+        "channel",
+        "ok",
+        &first.id,
+    ] {
+        assert!(said.contains(expected), "`{expected}` missing in:\n{said}");
+    }
+    let out = g.cli(&["google", "status", "--json"]);
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 2);
+    let channel = rows.iter().find(|r| r["name"] == CHANNEL).unwrap();
+    assert_eq!(channel["id"], first.id.as_str());
+    assert_eq!(channel["health"], "ok");
+    assert!(channel["expires"].as_str().is_some());
+
+    // `renew` opens a new channel now; the old one is stopped once the new one synced.
+    let out = g.cli(&["google", "renew", CHANNEL]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), format!("renewed {CHANNEL}"));
+    assert_eq!(google.calls("/users/watch").len(), 2);
+    eventually("the old channel stopped", 20, || {
+        google.calls("/channels/stop").len() == 1
+    })
+    .await;
+    assert_eq!(
+        google.calls("/channels/stop")[0].body["id"],
+        first.id.as_str()
+    );
+
+    // `stop` stops the open channel; since the watch is still configured, a fresh one opens.
+    let second = google.channels()[1].clone();
+    let out = g.cli(&["google", "stop", CHANNEL]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains(&format!("stopped channel {}", second.id)),
+        "{said}"
+    );
+    assert!(said.contains("still in routes.yaml"), "{said}");
+    assert!(google.channels()[1].stopped);
+    eventually("a fresh channel", 20, || google.channels().len() == 3).await;
+
+    let out = g.cli(&["google", "renew", "directory/nope"]);
+    assert!(!out.status.success());
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("no registration or channel `directory/nope`"),
+        "{said}"
+    );
+
+    // Stopped: status reads the journal; renew needs the running gateway.
+    assert!(g.terminate().success());
+    let out = g.cli(&["google", "status"]);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        said.contains(REGISTRATION) && said.contains(CHANNEL),
+        "{said}"
+    );
+    assert!(said.contains("the gateway is not running"), "{said}");
+    let out = g.cli(&["google", "renew"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("needs the running gateway"));
+    assert!(
+        !g.log().contains(&first.token),
+        "a channel token reached the log"
+    );
+}
+
+#[test]
+fn watching_without_credentials_stops_run_with_what_to_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "server: { listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0 }\nsources:\n  directory:\n    type: directory_webhook\n    address: https://herald.example.edu/webhook/directory\n    watch: [{event: add, domain: example.edu}]\nsinks:\n  audit: { type: file, path: audit.jsonl }\nroutes: [{ name: all, to: [audit] }]\n";
+    let config = dir.path().join("routes.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let out = herald()
+        .args(["run", "-c", config.to_str().unwrap()])
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("set `google.credentials` or $GOOGLE_APPLICATION_CREDENTIALS"),
+        "{said}"
+    );
+}
