@@ -8,7 +8,8 @@
 //! accepted, and each `sync` is reported to the lifecycle loop, which stops a replaced
 //! channel once its successor synced. While two channels of one watch overlap, Google
 //! sends each change on both: a change whose user `id` and `etag` (with the resource URI and
-//! state) was committed within the last [`OVERLAP_WINDOW`] is acknowledged as a duplicate.
+//! state) was committed from another channel within the last [`OVERLAP_WINDOW`] is
+//! acknowledged as a duplicate.
 //! That memory is in-process and bounded; after a restart mid-overlap a duplicate may
 //! pass, which at-least-once delivery allows.
 //!
@@ -69,15 +70,19 @@ impl DirectoryState {
     }
 }
 
-/// Recently committed changes, by `resource URI, state, user id, etag`.
+/// Recently committed changes, by `resource URI, state, user id, etag`, with the channel
+/// each came on.
 #[derive(Default)]
 struct Changes {
-    seen: HashMap<String, Instant>,
+    seen: HashMap<String, String>,
     order: VecDeque<(Instant, String)>,
 }
 
 impl Changes {
-    fn contains(&mut self, key: &str, now: Instant) -> bool {
+    /// Whether the change `key` was committed from another channel than `channel` (a copy
+    /// from the other channel of an overlap). The same change again on one channel has a
+    /// new message number and is a new notification.
+    fn copied(&mut self, key: &str, channel: &str, now: Instant) -> bool {
         while let Some((at, _)) = self.order.front()
             && (now.duration_since(*at) > OVERLAP_WINDOW || self.order.len() > MAX_CHANGES)
         {
@@ -85,11 +90,11 @@ impl Changes {
                 self.seen.remove(&old);
             }
         }
-        self.seen.contains_key(key)
+        self.seen.get(key).is_some_and(|first| first != channel)
     }
 
-    fn insert(&mut self, key: String, now: Instant) {
-        if self.seen.insert(key.clone(), now).is_none() {
+    fn insert(&mut self, key: String, channel: &str, now: Instant) {
+        if self.seen.insert(key.clone(), channel.to_owned()).is_none() {
             self.order.push_back((now, key));
         }
     }
@@ -151,16 +156,17 @@ async fn answer(state: &DirectoryState, headers: &HeaderMap, body: Body) -> Resu
     let key = change_key(&message.event);
     if let Some(key) = &key {
         let mut changes = state.changes.lock().unwrap_or_else(|e| e.into_inner());
-        if changes.contains(key, Instant::now()) {
+        if changes.copied(key, &message.channel_id, Instant::now()) {
             drop(changes);
             telemetry::duplicate(source);
             return Ok(());
         }
     }
+    let channel = message.channel_id;
     state.intake.commit(message.event).await?;
     if let Some(key) = key {
         let mut changes = state.changes.lock().unwrap_or_else(|e| e.into_inner());
-        changes.insert(key, Instant::now());
+        changes.insert(key, &channel, Instant::now());
     }
     Ok(())
 }
@@ -261,10 +267,19 @@ mod tests {
     fn a_change_is_remembered_for_the_overlap_window() {
         let mut changes = Changes::default();
         let t0 = Instant::now();
-        changes.insert("a".into(), t0);
-        assert!(changes.contains("a", t0 + Duration::from_secs(1)));
-        assert!(!changes.contains("b", t0 + Duration::from_secs(1)));
-        assert!(!changes.contains("a", t0 + OVERLAP_WINDOW + Duration::from_secs(1)));
+        changes.insert("a".into(), "old", t0);
+        let soon = t0 + Duration::from_secs(1);
+        assert!(
+            changes.copied("a", "new", soon),
+            "a copy from the other channel"
+        );
+        assert!(
+            !changes.copied("a", "old", soon),
+            "the same channel again is new"
+        );
+        assert!(!changes.copied("b", "new", soon));
+        let later = t0 + OVERLAP_WINDOW + Duration::from_secs(1);
+        assert!(!changes.copied("a", "new", later));
     }
 
     #[test]
