@@ -231,6 +231,9 @@ impl Validator<'_> {
             queue.path = self.base_dir.join(&queue.path);
         }
         let google = self.section::<GoogleConfig>(root, "google");
+        if let (Some(google), Some(node)) = (&google, root.get("google")) {
+            self.check_google(google, node);
+        }
         let sources = self.sources(root.get("sources"));
         let sinks = self.sinks(root.get("sinks"));
         let routes = self.routes(root.get("routes"));
@@ -246,6 +249,34 @@ impl Validator<'_> {
             sinks,
             routes: RouteTable::new(routes, unmatched),
             templates,
+        }
+    }
+
+    /// The URLs of `google:` (tests point them at local servers) and the subject.
+    fn check_google(&mut self, google: &GoogleConfig, node: &Node) {
+        let urls = [
+            ("token_url", &google.token_url),
+            ("classroom_api", &google.classroom_api),
+            ("directory_api", &google.directory_api),
+        ];
+        for (key, url) in urls {
+            let Some(url) = url else { continue };
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                let loc = node.get(key).map(|n| n.loc).unwrap_or(node.loc);
+                self.diags.push(ConfigError::new(
+                    loc,
+                    format!("`google.{key}` must be an http:// or https:// URL, found `{url}`"),
+                ));
+            }
+        }
+        if let Some(subject) = &google.subject
+            && !subject.contains('@')
+        {
+            let loc = node.get("subject").map(|n| n.loc).unwrap_or(node.loc);
+            self.diags.push(ConfigError::new(
+                loc,
+                format!("`google.subject` must be a user's e-mail address, found `{subject}`"),
+            ));
         }
     }
 

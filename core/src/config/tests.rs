@@ -265,3 +265,17 @@ fn a_missing_file_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn google_urls_and_subject_are_checked() {
+    let errors = parse_err(
+        "google:\n  credentials: sa.json\n  subject: admin\n  token_url: localhost:9/token\n  directory_api: https://admin.example\n",
+    );
+    assert_eq!(
+        errors,
+        [
+            "routes.yaml:3:12: `google.subject` must be a user's e-mail address, found `admin`",
+            "routes.yaml:4:14: `google.token_url` must be an http:// or https:// URL, found `localhost:9/token`",
+        ]
+    );
+}
