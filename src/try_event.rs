@@ -24,6 +24,8 @@ struct DeliveryReport<'a> {
     route: &'a str,
     sink: &'a str,
     sink_type: &'a str,
+    /// Where it would go, as `herald check` describes it (secrets masked).
+    destination: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     rendered: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -131,15 +133,13 @@ fn route<'a>(config: &'a Config, event: &'a Event) -> Report<'a> {
         .targets(event)
         .into_iter()
         .map(|target| {
-            let sink_type = config.sink(target.sink).map_or("?", |s| s.type_name);
+            let sink = config.sink(target.sink);
+            let sink_type = sink.map_or("?", |s| s.type_name);
+            let destination = sink.map(|s| s.spec.describe()).unwrap_or_default();
             let (rendered, error) =
                 match config.templates.render(target.route, target.sink, &context) {
                     Ok(r) => (
-                        Some(
-                            r.iter()
-                                .map(|(k, v)| (k.to_owned(), serde_json::Value::from(v)))
-                                .collect(),
-                        ),
+                        Some(r.iter().map(|(k, v)| (k.to_owned(), shown(k, v))).collect()),
                         None,
                     ),
                     Err(e) => (None, Some(e.to_string())),
@@ -148,6 +148,7 @@ fn route<'a>(config: &'a Config, event: &'a Event) -> Report<'a> {
                 route: target.route,
                 sink: target.sink,
                 sink_type,
+                destination,
                 rendered,
                 error,
             }
@@ -157,6 +158,37 @@ fn route<'a>(config: &'a Config, event: &'a Event) -> Report<'a> {
         event,
         routes,
         deliveries,
+    }
+}
+
+/// A rendered field as shown: the value of a header that carries a credential
+/// (`Authorization`, a token, a key, a secret, a cookie) is masked, since `${VAR}` put a
+/// secret there.
+fn shown(field: &str, value: &str) -> serde_json::Value {
+    let secret = field.strip_prefix("headers.").is_some_and(|name| {
+        let name = name.to_ascii_lowercase();
+        [
+            "authorization",
+            "token",
+            "secret",
+            "key",
+            "cookie",
+            "password",
+            "signature",
+        ]
+        .iter()
+        .any(|word| name.contains(word))
+    });
+    if secret {
+        let scheme = match value.split_once(' ') {
+            Some((scheme, _)) if field.eq_ignore_ascii_case("headers.authorization") => {
+                format!("{scheme} ")
+            }
+            _ => String::new(),
+        };
+        serde_json::Value::from(format!("{scheme}***"))
+    } else {
+        serde_json::Value::from(value)
     }
 }
 
@@ -180,7 +212,7 @@ fn print_text(report: &Report<'_>) {
                 println!("route {}", d.route);
             }
         }
-        println!("  → sink {} ({})", d.sink, d.sink_type);
+        println!("  → sink {} ({}): {}", d.sink, d.sink_type, d.destination);
         if let Some(error) = &d.error {
             println!("      error: {error}");
         }

@@ -151,7 +151,7 @@ fn test_shows_rendered_messages_and_sends_nothing() {
     let stdout = text(&out.stdout);
     assert!(
         stdout
-            .contains("route deletes\n  → sink out (file)\n      line: gone: user@mydomain.com\n"),
+            .contains(&format!("route deletes\n  → sink out (file): appends the `line` template to {}\n      line: gone: user@mydomain.com\n", dir.path().join("out.jsonl").display())),
         "{stdout}"
     );
 
@@ -162,9 +162,10 @@ fn test_shows_rendered_messages_and_sends_nothing() {
     );
     let stdout = text(&out.stdout);
     assert!(
-        stdout.contains(
-            "route rest\n  → sink out (file)\n      line: new.student@mydomain.com is add\n"
-        ),
+        stdout.contains(&format!(
+            "route rest\n  → sink out (file): appends the `line` template to {}\n      line: new.student@mydomain.com is add\n",
+            dir.path().join("out.jsonl").display()
+        )),
         "{stdout}"
     );
     assert!(
@@ -316,4 +317,52 @@ fn test_decodes_raw_payloads_of_a_source() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn test_shows_each_sinks_destination_with_its_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.yaml");
+    std::fs::write(
+        &path,
+        "sinks:\n  hook: { type: webhook, url: \"https://sis.example.edu/hooks/x?key=url-secret\", headers: { Authorization: \"Bearer ${SIS_TOKEN}\", X-Api-Key: \"${SIS_TOKEN}\", X-Course: \"{{ data.primaryEmail }}\" } }\n  chat: { type: slack, webhook_url: \"https://hooks.slack.com/services/T0/B0/slack-secret\", text: \"{{ type }}\" }\nroutes:\n  - name: all\n    to: [hook, chat]\n",
+    )
+    .unwrap();
+    let req = HttpRequest::parse(&fixtures().join("directory/user-add.http"));
+    let event = directory_event(&req, "2026-11-20T09:15:02Z").to_string();
+    for json in [false, true] {
+        let mut args = vec!["test", "-c", path.to_str().unwrap(), "-"];
+        if json {
+            args.push("--json");
+        }
+        let out = herald()
+            .args(&args)
+            .env("SIS_TOKEN", "token-secret")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(event.as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        assert!(out.status.success());
+        let stdout = text(&out.stdout);
+        for secret in ["token-secret", "url-secret", "slack-secret"] {
+            assert!(!stdout.contains(secret), "`{secret}` shown:\n{stdout}");
+        }
+        if !json {
+            for shown in [
+                "→ sink hook (webhook): POST https://sis.example.edu/***",
+                "headers.Authorization: Bearer ***",
+                "headers.X-Api-Key: ***",
+                "headers.X-Course: new.student@mydomain.com",
+                "→ sink chat (slack): https://hooks.slack.com/services/***",
+                "text: directory.users.add",
+            ] {
+                assert!(stdout.contains(shown), "`{shown}` missing:\n{stdout}");
+            }
+        }
+    }
 }

@@ -55,7 +55,9 @@ pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Str
                     "`${{{expr}}}` is not a variable name; use letters, digits and `_`"
                 ));
             }
+            // As in the shell: `:-` takes the default when the variable is unset or empty.
             match (lookup(name), default) {
+                (Some(value), Some(default)) if value.is_empty() => out.push_str(default),
                 (Some(value), _) => out.push_str(&value),
                 (None, Some(default)) => out.push_str(default),
                 (None, None) => {
@@ -93,9 +95,10 @@ mod tests {
         assert_eq!(expand("${TOKEN:-fallback}", &env).unwrap(), "s3cret");
         assert_eq!(
             expand("${EMPTY:-x}", &env).unwrap(),
-            "",
-            "a set but empty variable is used"
+            "x",
+            "an empty variable takes the default, as in the shell"
         );
+        assert_eq!(expand("a${EMPTY}b", &env).unwrap(), "ab");
         assert_eq!(
             expand("$${TOKEN} costs $5", &env).unwrap(),
             "${TOKEN} costs $5"

@@ -717,7 +717,13 @@ impl Validator<'_> {
             NodeKind::Seq(items) => items
                 .iter()
                 .filter_map(|item| {
-                    let name = item.as_str()?;
+                    let Some(name) = item.as_str() else {
+                        self.diags.error(
+                            item.loc,
+                            "`unmatched`: each entry is a sink name (a string)",
+                        );
+                        return None;
+                    };
                     if self.sink_types.contains_key(name) {
                         Some(name.to_owned())
                     } else {

@@ -279,3 +279,17 @@ fn google_urls_and_subject_are_checked() {
         ]
     );
 }
+
+#[test]
+fn unmatched_entries_must_be_sink_names() {
+    let errors =
+        parse_err("sinks:\n  audit: { type: chat, url: x }\nunmatched: [audit, 3, {x: y}, nope]\n");
+    assert_eq!(
+        errors,
+        [
+            "routes.yaml:3:20: `unmatched`: each entry is a sink name (a string)",
+            "routes.yaml:3:23: `unmatched`: each entry is a sink name (a string)",
+            "routes.yaml:3:31: `unmatched`: unknown sink `nope`",
+        ]
+    );
+}

@@ -53,6 +53,9 @@ const LINGER: Duration = Duration::from_micros(250);
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// At most this many events are removed per sweep transaction, so a sweep never stalls ingest.
 const SWEEP_LIMIT: usize = 10_000;
+/// A sweep that hit the limit is followed by the next one this soon, so removal keeps up
+/// with any steady load (10,000 events a second) instead of 10,000 a minute.
+const SWEEP_AGAIN: Duration = Duration::from_secs(1);
 
 pub(super) fn spawn(writer: Writer) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -78,7 +81,8 @@ enum Reply {
 
 impl Writer {
     fn run(mut self) {
-        let mut last_sweep = Instant::now();
+        let mut next_sweep = Instant::now() + SWEEP_EVERY;
+        let mut sweeping = None;
         let mut last_batch = 0usize;
         let mut commands = Vec::with_capacity(MAX_BATCH);
         let mut stop = None;
@@ -96,12 +100,19 @@ impl Writer {
                 self.drain(&mut commands);
             }
             last_batch = commands.len();
-            if last_sweep.elapsed() >= SWEEP_EVERY {
-                last_sweep = Instant::now();
-                let (reply, _ignored) = oneshot::channel();
+            if Instant::now() >= next_sweep {
+                next_sweep = Instant::now() + SWEEP_EVERY;
+                let (reply, result) = oneshot::channel();
                 commands.push(Command::Sweep { reply });
+                sweeping = Some(result);
             }
             stop = self.apply(&mut commands);
+            if let Some(mut result) = sweeping.take()
+                && let Ok(Ok(removed)) = result.try_recv()
+                && removed >= SWEEP_LIMIT
+            {
+                next_sweep = Instant::now() + SWEEP_AGAIN;
+            }
         }
         // Commit what was sent before the stop, then confirm.
         self.commands.close();
