@@ -307,3 +307,29 @@ async fn a_retried_directory_message_is_one_event() {
     assert_eq!(ids, ["directoryApiId/10", "directoryApiId/11"]);
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn channels_outside_channel_ids_are_refused_and_nothing_is_stored() {
+    let gateway = Gateway::start(
+        r#"
+sources:
+  directory:
+    type: directory_webhook
+    path: /webhook/directory
+    channel_tokens: ["398348u3tu83ut8uu38", "245t1234tt83trrt333"]
+    channel_ids: [directoryApiId]
+"#,
+    )
+    .await;
+    let listed = HttpFixture::read("directory/user-add.http");
+    let response = listed.request(&client(), &gateway.url("")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let other = HttpFixture::read("directory/user-delete.http");
+    let (status, body) = answer(other.request(&client(), &gateway.url("")).send().await.unwrap()).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["reason"], "channel `deleteChannel` is not in `channel_ids`");
+    let ids: Vec<String> = gateway.ingest.events().into_iter().map(|e| e.id).collect();
+    assert_eq!(ids, ["directoryApiId/10"]);
+    assert!(gateway.ingest.rejected().is_empty(), "a refused request is not kept");
+    gateway.stop().await;
+}
