@@ -35,7 +35,12 @@ async fn every_fixture_becomes_its_event_and_reaches_its_sink() {
     // Directory, each .http fixture as Google sends it.
     // user-add twice: a Directory retry of one channel message number is one event, here
     // through the real journal.
-    for name in ["sync.http", "user-add.http", "user-add.http", "user-delete.http"] {
+    for name in [
+        "sync.http",
+        "user-add.http",
+        "user-add.http",
+        "user-delete.http",
+    ] {
         let req = HttpRequest::parse(&f.join("directory").join(name));
         let mut r = client.post(g.url("/webhook/directory"));
         for (k, v) in &req.headers {

@@ -322,14 +322,31 @@ sources:
     )
     .await;
     let listed = HttpFixture::read("directory/user-add.http");
-    let response = listed.request(&client(), &gateway.url("")).send().await.unwrap();
+    let response = listed
+        .request(&client(), &gateway.url(""))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let other = HttpFixture::read("directory/user-delete.http");
-    let (status, body) = answer(other.request(&client(), &gateway.url("")).send().await.unwrap()).await;
+    let (status, body) = answer(
+        other
+            .request(&client(), &gateway.url(""))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 403, "{body}");
-    assert_eq!(body["reason"], "channel `deleteChannel` is not in `channel_ids`");
+    assert_eq!(
+        body["reason"],
+        "channel `deleteChannel` is not in `channel_ids`"
+    );
     let ids: Vec<String> = gateway.ingest.events().into_iter().map(|e| e.id).collect();
     assert_eq!(ids, ["directoryApiId/10"]);
-    assert!(gateway.ingest.rejected().is_empty(), "a refused request is not kept");
+    assert!(
+        gateway.ingest.rejected().is_empty(),
+        "a refused request is not kept"
+    );
     gateway.stop().await;
 }
