@@ -166,8 +166,14 @@ pub async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
 
     let _ = stop_tx.send(true);
     server.stopped().await;
-    if let Some(task) = lifecycle_task {
-        let _ = task.await;
+    if let Some(mut task) = lifecycle_task {
+        // A Google call in flight may take its 30 s timeout; the deadline bounds the wait.
+        // What it had recorded is in the journal; an unfinished renewal is redone at start.
+        let deadline = config.server.shutdown_timeout;
+        if tokio::time::timeout(deadline, &mut task).await.is_err() {
+            tracing::warn!("the Google lifecycle did not finish its call in time; stopped it");
+            task.abort();
+        }
     }
     let _ = admin_task.await;
     if let Some(engine) = reloader.take_engine().await {
