@@ -415,3 +415,182 @@ fn a_wrong_abi_or_a_missing_library_stops_check_and_run() {
         }
     }
 }
+
+/// The section `## {title}` of README.md, up to the next `## ` heading.
+fn readme_section(title: &str) -> String {
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
+    let heading = format!("\n## {title}\n");
+    let start = readme
+        .find(&heading)
+        .unwrap_or_else(|| panic!("README.md has no section `## {title}`"))
+        + heading.len();
+    let rest = &readme[start..];
+    let end = rest.find("\n## ").unwrap_or(rest.len());
+    rest[..end].to_owned()
+}
+
+/// The body of the first fenced code block in `section` that opens with ```` ```lang ````
+/// after the text `after`.
+fn fenced_block(section: &str, after: &str, lang: &str) -> String {
+    let from = section
+        .find(after)
+        .unwrap_or_else(|| panic!("the README section has no `{after}`"));
+    let fence = format!("```{lang}\n");
+    let open = section[from..]
+        .find(&fence)
+        .unwrap_or_else(|| panic!("no ```{lang} block after `{after}` in the README section"))
+        + from
+        + fence.len();
+    let close = section[open..]
+        .find("```")
+        .unwrap_or_else(|| panic!("the ```{lang} block after `{after}` is not closed"))
+        + open;
+    section[open..close].to_owned()
+}
+
+/// The minimal plugin of README.md's "Writing a sink plugin", taken from the README as it
+/// stands (its `Cargo.toml`, `src/lib.rs` and routes.yaml blocks), is built as a crate of its
+/// own against this repo's `plugin/`, loaded by a real gateway from `./plugins/` relative to
+/// the config, and appends the rendered `line` template for a Directory notification; `herald
+/// check` passes the plugin's own refusal of a relative `path` on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_line_sink_plugin_builds_and_delivers_as_documented() {
+    let section = readme_section("Writing a sink plugin");
+    let manifest = fenced_block(&section, "`Cargo.toml`:", "toml");
+    let lib_rs = fenced_block(&section, "`src/lib.rs`", "rust");
+    let routes = fenced_block(&section, "export_sink!(LineSink);", "yaml");
+
+    // The crate, outside the Herald workspace, depending on this repo's plugin/.
+    let krate = tempfile::tempdir().unwrap();
+    let readme_dependency = "herald-plugin = { path = \"../herald/plugin\" }";
+    assert!(
+        manifest.contains(readme_dependency),
+        "the README's Cargo.toml has no `{readme_dependency}`:\n{manifest}"
+    );
+    let plugin_crate = repo().join("plugin");
+    let manifest = manifest.replace(
+        readme_dependency,
+        &format!(
+            "herald-plugin = {{ path = {:?} }}",
+            plugin_crate.display().to_string()
+        ),
+    );
+    std::fs::write(
+        krate.path().join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"line-sink\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n{manifest}\n[workspace]\n"
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(krate.path().join("src")).unwrap();
+    std::fs::write(krate.path().join("src/lib.rs"), &lib_rs).unwrap();
+
+    // Built in a target directory of its own that later runs reuse.
+    let target = repo().join("target/readme-plugin");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let build = |offline: bool| {
+        let mut command = Command::new(&cargo);
+        command
+            .current_dir(krate.path())
+            .args(["build", "--release", "--quiet"])
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_BUILD_TARGET");
+        if offline {
+            command.arg("--offline");
+        }
+        command.output().expect("cargo runs")
+    };
+    let offline = build(true);
+    let built = if offline.status.success() {
+        offline
+    } else {
+        let online = build(false);
+        assert!(
+            online.status.success(),
+            "building the README's plugin failed\n--offline:\n{}\nonline:\n{}",
+            text(&offline.stderr),
+            text(&online.stderr)
+        );
+        online
+    };
+    assert!(built.status.success());
+    let library = target.join("release").join(format!(
+        "{}line_sink{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ));
+    assert!(library.exists(), "{} was not built", library.display());
+
+    // routes.yaml as the README shows it, with the library copied to where it says and the
+    // plugin's `path` in this test's directory.
+    let dir = tempfile::tempdir().unwrap();
+    let lines = dir.path().join("lines.txt");
+    let library_line = "library: ./plugins/libline_sink.so";
+    let template_line = "templates: { line: \"{{ type }} {{ data.primaryEmail }}\" }";
+    assert!(
+        routes.contains(library_line) && routes.contains(template_line),
+        "the README's routes.yaml block changed:\n{routes}"
+    );
+    std::fs::create_dir(dir.path().join("plugins")).unwrap();
+    std::fs::copy(&library, dir.path().join("plugins/libline_sink.so")).unwrap();
+    let sink: String = routes
+        .lines()
+        .map(|l| match l.trim_start().strip_prefix("config:") {
+            Some(_) => {
+                let indent = &l[..l.len() - l.trim_start().len()];
+                format!(
+                    "{indent}config: {{ path: {:?} }}\n",
+                    lines.display().to_string()
+                )
+            }
+            None => format!("{l}\n"),
+        })
+        .collect();
+    let yaml = format!(
+        "{}{sink}routes:\n  - name: everything\n    to: [lines]\n",
+        config_head()
+    );
+    let gateway = Gateway::start(dir.path(), &yaml);
+
+    let check = gateway.cli(&["check"]);
+    assert!(check.status.success(), "{}", text_of(&check));
+    assert!(
+        text(&check.stdout).contains("sink lines (plugin): plugin `line-sink` 0.1.0 (ABI 1) from"),
+        "{}",
+        text_of(&check)
+    );
+
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let answer = directory_request(&client, &gateway, "lines", 7)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success());
+    let read = || std::fs::read_to_string(&lines).unwrap_or_default();
+    eventually("the line to be appended", 10, || {
+        read().contains("directory.users.add user7@example.edu")
+    })
+    .await;
+    assert_eq!(read(), "directory.users.add user7@example.edu\n");
+    assert_eq!(dead_letters(&gateway), json!([]));
+
+    // The plugin's `validate`, run by `herald check`: a relative `path` is refused.
+    let other = tempfile::tempdir().unwrap();
+    let config = write_config(
+        other.path(),
+        &format!(
+            "sinks:\n  lines: {{ type: plugin, library: {:?}, config: {{ path: lines.txt }} }}\n",
+            library.display().to_string()
+        ),
+    );
+    let out = run(&["check", "-c", config.to_str().unwrap()], None);
+    let all = text_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains(
+            "sink `lines`: plugin `line-sink` refuses its config: `path` must be absolute"
+        ),
+        "{all}"
+    );
+}
