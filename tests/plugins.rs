@@ -456,7 +456,7 @@ fn fenced_block(section: &str, after: &str, lang: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_line_sink_plugin_builds_and_delivers_as_documented() {
     let section = readme_section("Writing a sink plugin");
-    let manifest = fenced_block(&section, "`Cargo.toml`:", "toml");
+    let manifest = fenced_block(&section, "`Cargo.toml` (below", "toml");
     let lib_rs = fenced_block(&section, "`src/lib.rs`", "rust");
     let routes = fenced_block(&section, "export_sink!(LineSink);", "yaml");
 
