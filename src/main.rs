@@ -52,10 +52,14 @@ fn run_gateway(args: &cli::RunArgs, registry: &Registry) -> anyhow::Result<ExitC
     let config = match herald_core::config::load(&args.config.path, registry) {
         Ok(config) => config,
         Err(errors) => {
+            // Each error is one log line (JSON with --log-format json); the text format adds
+            // the summary `herald check` prints.
             for e in &errors.errors {
                 tracing::error!("{}:{}: {}", errors.file.display(), e.loc, e.message);
             }
-            eprintln!("{errors}");
+            if args.log_format == cli::LogFormat::Text {
+                eprintln!("{errors}");
+            }
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -63,7 +67,11 @@ fn run_gateway(args: &cli::RunArgs, registry: &Registry) -> anyhow::Result<ExitC
         .enable_all()
         .thread_name("herald")
         .build()?;
-    runtime.block_on(gateway::run(config, registry.clone()))?;
+    if let Err(e) = runtime.block_on(gateway::run(config, registry.clone())) {
+        // Through the log, so that a JSON log stays JSON lines.
+        tracing::error!("herald cannot run: {e:#}");
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -248,8 +248,17 @@ impl Reloader {
         {
             out.push("server.body_limit / server.request_timeout".into());
         }
+        if old.server.shutdown_timeout != new.server.shutdown_timeout {
+            out.push("server.shutdown_timeout".into());
+        }
+        if old.server.watch_config != new.server.watch_config {
+            out.push("server.watch_config".into());
+        }
         if old.queue != new.queue {
             out.push("queue (the journal)".into());
+        }
+        if old.google != new.google {
+            out.push("google (the credentials of the Google lifecycle)".into());
         }
         let fingerprints = |c: &Config| {
             c.sources

@@ -328,3 +328,318 @@ async fn reload_keeps_unchanged_sinks_and_buries_a_removed_sinks_backlog() {
     })
     .await;
 }
+
+// ---- logs as JSON, "needs restart", and the text tap ---------------------------------------
+
+/// The lines a reader yields, sent on a channel by a thread, so that waiting for one can time
+/// out instead of hanging the test.
+fn line_channel(reader: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line, or a test failure naming `what` after `secs` seconds.
+fn next_line(rx: &std::sync::mpsc::Receiver<String>, secs: u64, what: &str) -> String {
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(line) => line,
+        Err(e) => panic!("no line for {what} within {secs}s ({e})"),
+    }
+}
+
+/// A child process that is killed when the test ends, passed or failed.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `herald run --log-format json` on `yaml` (written as `dir/routes.yaml`), its standard error
+/// in `dir/stderr.jsonl`; returns the process and its public listener once it is up.
+fn start_json_gateway(dir: &std::path::Path, yaml: &str) -> (KillOnDrop, std::net::SocketAddr) {
+    let config = dir.join("routes.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let stderr = std::fs::File::create(dir.join("stderr.jsonl")).unwrap();
+    let child = herald()
+        .args([
+            "run",
+            "-c",
+            config.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ])
+        .env("RUST_LOG", "info")
+        .env_remove("HERALD_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("herald starts");
+    let mut child = KillOnDrop(child);
+    let log = || std::fs::read_to_string(dir.join("stderr.jsonl")).unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(dir.join("herald-data/gateway.json"))
+            && let Ok(info) = serde_json::from_str::<Value>(&text)
+            && info["pid"] == child.0.id()
+        {
+            return (child, info["listen"].as_str().unwrap().parse().unwrap());
+        }
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("the gateway exited with {status} at start:\n{}", log());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway did not start:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// With `--log-format json` every line on standard error is one JSON object, from start to
+/// shutdown; a request with a wrong channel token gets 403 and exactly one line naming the
+/// source and the status, and neither the token sent nor the configured one is ever logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_json_lines_and_name_the_rejected_source_without_the_token() {
+    const WRONG: &str = "wrong-token-4c1e97d2";
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gateway, listen) = start_json_gateway(dir.path(), &config_to("v1", false));
+    let client = reqwest::Client::new();
+    let status = client
+        .post(format!("http://{listen}/webhook/directory"))
+        .header("Content-Type", "application/json; utf-8")
+        .header("X-Goog-Channel-ID", "intruder")
+        .header("X-Goog-Channel-Token", WRONG)
+        .header("X-Goog-Resource-ID", "ret08u3rv24htgh289g")
+        .header(
+            "X-Goog-Resource-URI",
+            "https://admin.googleapis.com/admin/directory/v1/users?domain=example.edu&event=add",
+        )
+        .header("X-Goog-Resource-State", "add")
+        .header("X-Goog-Message-Number", "1")
+        .body(r#"{"kind":"admin#directory#user","id":"1","primaryEmail":"user1@example.edu"}"#)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 403);
+    let log_path = dir.path().join("stderr.jsonl");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    common::eventually("the rejected request's log line", 10, || {
+        log().contains("\"status\":403")
+    })
+    .await;
+
+    // Stop it, so that the shutdown lines are checked too.
+    let pid = gateway.0.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exit = gateway.0.wait().unwrap();
+    assert!(exit.success(), "{exit}:\n{}", log());
+
+    let log = log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| match serde_json::from_str::<Value>(l) {
+            Ok(v) if v.is_object() => v,
+            _ => panic!("not a JSON object on stderr: {l:?}\n{log}"),
+        })
+        .collect();
+    assert!(
+        lines.len() >= 3,
+        "start, the rejection and the stop are logged:\n{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string()),
+        "{log}"
+    );
+    let rejected: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["status"] == 403 || l["status"] == 401)
+        .collect();
+    assert_eq!(rejected.len(), 1, "one line per rejected request:\n{log}");
+    let line = rejected[0];
+    assert_eq!(line["source"], "directory", "{line}");
+    assert_eq!(line["status"], 403, "{line}");
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert!(
+        line["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("X-Goog-Channel-Token")),
+        "the line says what was wrong: {line}"
+    );
+    assert!(!log.contains(WRONG), "the token sent is logged:\n{log}");
+    assert!(!log.contains(TOKEN), "a configured token is logged:\n{log}");
+}
+
+/// A reload whose `server.listen` and source (its channel tokens) changed applies the routes
+/// and sinks, answers and logs that the rest needs a restart, and leaves the rest running:
+/// the old listener still serves with the old token, the new token is still refused, and
+/// `gateway.json` still names the old address. The report compares with the config the
+/// gateway started with, so reloading again says it again, and going back says nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_needs_a_restart_applies_the_routes_and_keeps_the_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gateway::start(dir.path(), &config_to("v1", false));
+    let client = reqwest::Client::new();
+    let mut n = 0;
+    until_routed_to(&client, &g, "v1", &mut n).await;
+
+    // An address of our own, so the new one is certainly not the running one.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let new_listen = elsewhere.local_addr().unwrap();
+    assert_ne!(new_listen, g.listen);
+    let moved = config_to("v2", false)
+        .replacen(
+            "  listen: 127.0.0.1:0\n",
+            &format!("  listen: {new_listen}\n"),
+            1,
+        )
+        .replace(TOKEN, "rotated-channel-token");
+    assert!(moved.contains(&format!("  listen: {new_listen}\n")) && !moved.contains(TOKEN));
+    std::fs::write(&g.config, &moved).unwrap();
+    let (status, body) = reload(&client, &g).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "reloaded", "{body}");
+    let restart = serde_json::json!([
+        "server.listen / server.tls (the public listener)",
+        "sources"
+    ]);
+    assert_eq!(body["report"]["needs_restart"], restart, "{body}");
+    assert_eq!(body["report"]["added"], serde_json::json!(["v2"]), "{body}");
+    assert_eq!(
+        body["report"]["removed"],
+        serde_json::json!(["v1"]),
+        "{body}"
+    );
+    assert_eq!(body["report"]["routes"], 1, "{body}");
+    for what in [
+        "server.listen / server.tls (the public listener)",
+        "sources",
+    ] {
+        assert!(
+            g.log().contains(&format!(
+                "config change not applied, needs a restart: {what}"
+            )),
+            "{what}:\n{}",
+            g.log()
+        );
+    }
+
+    // The routes part is in force, on the old listener, with the old token.
+    until_routed_to(&client, &g, "v2", &mut n).await;
+    let info = read_json(&dir.path().join("herald-data/gateway.json"));
+    assert_eq!(info["listen"], g.listen.to_string(), "{info}");
+    // The source did not change: the new token is not accepted yet.
+    let mut rotated = directory_request(&client, &g, "rotated", 1)
+        .build()
+        .unwrap();
+    rotated.headers_mut().insert(
+        "X-Goog-Channel-Token",
+        "rotated-channel-token".parse().unwrap(),
+    );
+    assert_eq!(client.execute(rotated).await.unwrap().status(), 403);
+    assert_eq!(post(&client, &g, "old-token", 1).await, 200);
+
+    // Still not applied, so a second reload says so again.
+    let (status, body) = reload(&client, &g).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["report"]["needs_restart"], restart, "{body}");
+    assert_eq!(body["report"]["added"], serde_json::json!([]), "{body}");
+
+    // Back to the listener and source it runs with: nothing needs a restart.
+    std::fs::write(&g.config, config_to("v3", false)).unwrap();
+    let (status, body) = reload(&client, &g).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["report"]["needs_restart"],
+        serde_json::json!([]),
+        "{body}"
+    );
+    until_routed_to(&client, &g, "v3", &mut n).await;
+    drop(elsewhere);
+}
+
+/// `herald tap --route alpha` (text) on a gateway with two routes prints the events routed by
+/// `alpha` only, one line each: time, id, type, subject and the route with its sinks; the
+/// other route's events are routed (they reach their sink) but not shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tap_with_a_route_prints_only_that_routes_events_as_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = config_head().replacen("sources:", "  watch_config: false\nsources:", 1);
+    let yaml = format!(
+        "{head}sinks:\n  a: {{ type: file, path: a.jsonl }}\n  both: {{ type: file, path: both.jsonl }}\n  b: {{ type: file, path: b.jsonl }}\nroutes:\n  - name: alpha\n    match: {{ meta.channelId: alpha }}\n    to: [a, both]\n  - name: beta\n    match: {{ meta.channelId: beta }}\n    to: [b, both]\n"
+    );
+    let g = Gateway::start(dir.path(), &yaml);
+    let mut tap = KillOnDrop(
+        herald()
+            .args(["tap", "--route", "alpha", "-c", g.config.to_str().unwrap()])
+            .env_remove("HERALD_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let out = line_channel(tap.0.stdout.take().unwrap());
+    let err = line_channel(tap.0.stderr.take().unwrap());
+    // The tap says so once the gateway has answered, i.e. once it is subscribed.
+    let attached = next_line(&err, 20, "the tap attaching");
+    assert!(attached.starts_with("tapping the gateway at"), "{attached}");
+
+    let client = reqwest::Client::new();
+    // Odd numbers on channel alpha, even ones on beta; the last one is alpha's.
+    for n in 1..=9u64 {
+        let channel = if n % 2 == 1 { "alpha" } else { "beta" };
+        assert_eq!(post(&client, &g, channel, n).await, 200);
+    }
+    common::eventually("every event delivered", 20, || {
+        records(&g, "a").len() == 5 && records(&g, "b").len() == 4
+    })
+    .await;
+    let times: std::collections::HashMap<String, String> = records(&g, "a")
+        .iter()
+        .map(|r| {
+            (
+                r["event"]["id"].as_str().unwrap().to_owned(),
+                r["event"]["time"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+
+    let mut lines = Vec::new();
+    for n in [1u64, 3, 5, 7, 9] {
+        let line = next_line(&out, 10, &format!("event alpha/{n}"));
+        let id = format!("alpha/{n}");
+        let time = times.get(&id).unwrap_or_else(|| panic!("{id} in a.jsonl"));
+        assert_eq!(
+            line,
+            format!("{time} {id} directory.users.add users/{n} → alpha(a, both)"),
+            "events so far: {lines:?}"
+        );
+        lines.push(line);
+    }
+    // beta's events were routed in between, and nothing else follows alpha/9.
+    if let Ok(extra) = out.recv_timeout(Duration::from_millis(500)) {
+        panic!("the tap printed more than alpha's events: {extra:?} after {lines:?}");
+    }
+    assert!(
+        tap.0.try_wait().unwrap().is_none(),
+        "the tap keeps streaming"
+    );
+}

@@ -55,10 +55,12 @@ pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 /// Why the server could not start. Each names what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot listen on {addr} (server.listen): {source}")]
+    // `reason` rather than `source`: the message already says it, so `{:#}` must not
+    // repeat it as a cause.
+    #[error("cannot listen on {addr} (server.listen): {reason}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("server.tls: {0}")]
     Tls(String),
@@ -164,13 +166,13 @@ pub async fn serve_linked(
     };
     let listener = TcpListener::bind(server.listen)
         .await
-        .map_err(|source| ServeError::Bind {
+        .map_err(|reason| ServeError::Bind {
             addr: server.listen,
-            source,
+            reason,
         })?;
-    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+    let local_addr = listener.local_addr().map_err(|reason| ServeError::Bind {
         addr: server.listen,
-        source,
+        reason,
     })?;
     tracing::info!(address = %local_addr, https = tls.is_some(), "listening");
 
