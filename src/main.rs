@@ -13,6 +13,13 @@ mod try_event;
 
 use std::process::ExitCode;
 
+/// mimalloc rather than glibc's allocator: in the ingest benchmark glibc's `malloc`/`free`
+/// (chunk consolidation) took a fifth of the gateway's CPU, and with mimalloc the same
+/// binary answered 45% more requests (median of 3 alternating runs, 18.4k vs 12.7k/s).
+/// Plugins keep their own allocator: each frees the buffers it allocated (plugin/src/abi.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use herald_core::config::Registry;
 
