@@ -350,3 +350,162 @@ async fn a_full_queue_answers_503_and_memory_stays_bounded() {
 fn text_of(out: &std::process::Output) -> String {
     format!("{}{}", text(&out.stdout), text(&out.stderr))
 }
+
+/// A loopback server that accepts requests and never answers: a delivery to it stays in
+/// flight. The connections are held until the test ends.
+async fn black_hole() -> (String, Arc<std::sync::Mutex<usize>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::Mutex::new(0usize));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            *counter.lock().unwrap() += 1;
+            held.push(stream);
+        }
+    });
+    (url, accepted)
+}
+
+fn hook_config(url: &str, shutdown_timeout: &str) -> String {
+    format!(
+        "{}sinks:\n  hook: {{ type: webhook, url: \"{url}\", delivery: {{ timeout: 60s }} }}\nroutes:\n  - name: users\n    to: [hook]\n",
+        config_head().replace(
+            "shutdown_timeout: 2s",
+            &format!("shutdown_timeout: {shutdown_timeout}")
+        )
+    )
+}
+
+fn sigterm(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// SIGTERM with a delivery in flight waits for it up to `server.shutdown_timeout`, then exits
+/// 0; a second SIGTERM exits at once (130). Either way the event is delivered after the
+/// next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_waits_out_the_deadline_and_a_second_signal_exits_at_once() {
+    for second_signal in [false, true] {
+        let (hole, accepted) = black_hole().await;
+        let dir = tempfile::tempdir().unwrap();
+        let deadline = if second_signal { "30s" } else { "3s" };
+        let mut gateway = Gateway::start(dir.path(), &hook_config(&hole, deadline));
+        let client = reqwest::Client::new();
+        let number = if second_signal { 2 } else { 1 };
+        let sent = directory_request(&client, &gateway, "stop", number)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sent.status(), 200);
+        eventually("the delivery in flight", 10, || {
+            *accepted.lock().unwrap() > 0
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        let started = Instant::now();
+        let status = if second_signal {
+            sigterm(gateway.pid());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            sigterm(gateway.pid());
+            gateway.terminate()
+        } else {
+            gateway.terminate()
+        };
+        let took = started.elapsed();
+        if second_signal {
+            assert_eq!(status.code(), Some(130), "{}", gateway.log());
+            assert!(
+                took < Duration::from_secs(5),
+                "took {took:?} after the second signal"
+            );
+            assert!(
+                gateway.log().contains("second signal: exiting now"),
+                "{}",
+                gateway.log()
+            );
+        } else {
+            assert_eq!(status.code(), Some(0), "{}", gateway.log());
+            assert!(
+                took >= Duration::from_millis(2500) && took < Duration::from_secs(10),
+                "took {took:?} with a 3 s deadline"
+            );
+        }
+
+        // The destination works again: the next start delivers the acknowledged event.
+        let rx = Receiver::start().await;
+        std::fs::write(&gateway.config, hook_config(&rx.url("/"), "2s")).unwrap();
+        gateway.restart();
+        let got = rx.wait_for(1).await;
+        assert_eq!(got[0].json()["id"], format!("stop/{number}"));
+        assert_eq!(gateway.terminate().code(), Some(0));
+    }
+}
+
+/// `dlq list --route/--sink` select, on a running and on a stopped gateway, and `dlq purge
+/// --older-than` removes only dead letters older than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_list_filters_and_purge_by_age() {
+    let (a, b) = (Receiver::start().await, Receiver::start().await);
+    a.otherwise(Answer::status(400, "a refuses"));
+    b.otherwise(Answer::status(400, "b refuses"));
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "{}sinks:\n  a: {{ type: webhook, url: \"{}\" }}\n  b: {{ type: webhook, url: \"{}\" }}\nroutes:\n  - name: ra\n    match: {{ meta.channelId: chan-a }}\n    to: [a]\n  - name: rb\n    to: [b]\n",
+        config_head(),
+        a.url("/"),
+        b.url("/")
+    );
+    let mut gateway = Gateway::start(dir.path(), &yaml);
+    let client = reqwest::Client::new();
+    for (channel, number) in [("chan-a", 1), ("chan-b", 2), ("chan-b", 3)] {
+        let r = directory_request(&client, &gateway, channel, number)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let list = |g: &Gateway, args: &[&str]| -> Vec<Value> {
+        let mut all = vec!["dlq", "list", "--json"];
+        all.extend_from_slice(args);
+        serde_json::from_slice(&g.cli(&all).stdout).unwrap_or_default()
+    };
+    eventually("three dead letters", 10, || list(&gateway, &[]).len() == 3).await;
+
+    for stopped in [false, true] {
+        let ra = list(&gateway, &["--route", "ra"]);
+        assert_eq!(ra.len(), 1, "stopped: {stopped}");
+        assert_eq!(
+            (ra[0]["route"].as_str(), ra[0]["sink"].as_str()),
+            (Some("ra"), Some("a"))
+        );
+        let b_letters = list(&gateway, &["--sink", "b"]);
+        let ids: HashSet<&str> = b_letters
+            .iter()
+            .filter_map(|l| l["event"]["id"].as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            HashSet::from(["chan-b/2", "chan-b/3"]),
+            "stopped: {stopped}"
+        );
+        assert!(list(&gateway, &["--route", "nope"]).is_empty());
+        let purge = gateway.cli(&["dlq", "purge", "--older-than", "1h"]);
+        assert_eq!(text(&purge.stdout).trim(), "purged 0 dead letters");
+        assert_eq!(list(&gateway, &[]).len(), 3);
+        if !stopped {
+            assert_eq!(gateway.terminate().code(), Some(0));
+        }
+    }
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let purge = gateway.cli(&["dlq", "purge", "--older-than", "1s"]);
+    assert_eq!(text(&purge.stdout).trim(), "purged 3 dead letters");
+    assert!(list(&gateway, &[]).is_empty());
+}
