@@ -668,7 +668,6 @@ impl Manager {
     /// Metrics and readiness for every subscription.
     fn report(&mut self, now: DateTime<Utc>) {
         let rows = self.status(now);
-        let mut failing = HashSet::new();
         for row in &rows {
             if let Some(expires) = row.expires {
                 metrics::gauge!("herald_google_expiry_seconds", "name" => row.name.clone())
@@ -692,10 +691,7 @@ impl Manager {
                 _ => None,
             };
             match reason {
-                Some(reason) => {
-                    self.health.fail(&check, reason);
-                    failing.insert(check);
-                }
+                Some(reason) => self.health.fail(&check, reason),
                 None => self.health.pass(&check),
             }
         }

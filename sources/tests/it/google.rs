@@ -156,6 +156,15 @@ async fn fake(clock: Clock) -> FakeGoogle {
     FakeGoogle::start(&key_pem("a.pub.pem"), Arc::new(move || clock.now())).await
 }
 
+/// The clock, the fake Google following it, and a directory holding the service-account key.
+async fn world() -> (Clock, FakeGoogle, tempfile::TempDir) {
+    let clock = Clock::tokio();
+    let google = fake(clock).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_key(dir.path());
+    (clock, google, dir)
+}
+
 fn write_key(dir: &Path) {
     let key = json!({
         "type": "service_account",
@@ -203,10 +212,7 @@ fn user(id: &str, etag: &str) -> Value {
 
 #[tokio::test]
 async fn registrations_are_created_with_the_right_grant_and_renewed_before_expiry() {
-    let clock = Clock::tokio();
-    let google = fake(clock).await;
-    let dir = tempfile::tempdir().unwrap();
-    write_key(dir.path());
+    let (clock, google, dir) = world().await;
     let yaml = config(
         &google,
         free_port(),
@@ -280,10 +286,7 @@ async fn registrations_are_created_with_the_right_grant_and_renewed_before_expir
 
 #[tokio::test]
 async fn channels_are_renewed_with_an_overlap_whose_duplicates_are_suppressed() {
-    let clock = Clock::tokio();
-    let google = fake(clock).await;
-    let dir = tempfile::tempdir().unwrap();
-    write_key(dir.path());
+    let (clock, google, dir) = world().await;
     let yaml = config(
         &google,
         free_port(),
@@ -381,10 +384,7 @@ async fn channels_are_renewed_with_an_overlap_whose_duplicates_are_suppressed() 
 
 #[tokio::test]
 async fn a_failing_renewal_is_retried_and_shows_in_readyz_and_metrics() {
-    let clock = Clock::tokio();
-    let google = fake(clock).await;
-    let dir = tempfile::tempdir().unwrap();
-    write_key(dir.path());
+    let (clock, google, dir) = world().await;
     let yaml = config(
         &google,
         free_port(),
@@ -462,10 +462,7 @@ async fn wait_for_readyz(http: &reqwest::Client, url: &str, status: u16) -> Valu
 
 #[tokio::test]
 async fn a_restart_reuses_the_recorded_registrations_and_channels() {
-    let clock = Clock::tokio();
-    let google = fake(clock).await;
-    let dir = tempfile::tempdir().unwrap();
-    write_key(dir.path());
+    let (clock, google, dir) = world().await;
     let port = free_port();
     let yaml = config(
         &google,
@@ -500,10 +497,7 @@ async fn a_restart_reuses_the_recorded_registrations_and_channels() {
 
 #[tokio::test]
 async fn entries_removed_from_the_config_are_stopped_and_deleted() {
-    let clock = Clock::tokio();
-    let google = fake(clock).await;
-    let dir = tempfile::tempdir().unwrap();
-    write_key(dir.path());
+    let (clock, google, dir) = world().await;
     let port = free_port();
     let yaml = config(
         &google,
@@ -550,10 +544,7 @@ async fn entries_removed_from_the_config_are_stopped_and_deleted() {
 
 #[tokio::test]
 async fn googles_documented_errors_say_what_to_do() {
-    let clock = Clock::tokio();
-    let google = fake(clock).await;
-    let dir = tempfile::tempdir().unwrap();
-    write_key(dir.path());
+    let (clock, google, dir) = world().await;
     google.fail(
         "create",
         1,
