@@ -166,19 +166,36 @@ pub async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
 
     let _ = stop_tx.send(true);
     server.stopped().await;
-    if let Some(mut task) = lifecycle_task {
-        // A Google call in flight may take its 30 s timeout; the deadline bounds the wait.
-        // What it had recorded is in the journal; an unfinished renewal is redone at start.
-        let deadline = config.server.shutdown_timeout;
-        if tokio::time::timeout(deadline, &mut task).await.is_err() {
+    // Deliveries in flight, the Google lifecycle's call in flight and the admin listener's
+    // open responses (a `herald tap` stays attached until its client leaves) all get the
+    // same deadline, side by side.
+    let deadline = config.server.shutdown_timeout;
+    let engine = reloader.take_engine().await;
+    let deliveries = async {
+        if let Some(engine) = engine {
+            engine.stop().await;
+        }
+    };
+    let lifecycle = async {
+        if let Some(mut task) = lifecycle_task
+            && tokio::time::timeout(deadline, &mut task).await.is_err()
+        {
+            // What it had recorded is in the journal; an unfinished renewal is redone at start.
             tracing::warn!("the Google lifecycle did not finish its call in time; stopped it");
             task.abort();
         }
-    }
-    let _ = admin_task.await;
-    if let Some(engine) = reloader.take_engine().await {
-        engine.stop().await;
-    }
+    };
+    let mut admin_task = admin_task;
+    let admin = async {
+        if tokio::time::timeout(deadline, &mut admin_task)
+            .await
+            .is_err()
+        {
+            tracing::info!("closing the admin listener's open streams (tap)");
+            admin_task.abort();
+        }
+    };
+    tokio::join!(deliveries, lifecycle, admin);
     journal.close().await;
     let _ = std::fs::remove_file(info_path);
     tracing::info!("stopped");

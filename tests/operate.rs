@@ -643,3 +643,27 @@ async fn tap_with_a_route_prints_only_that_routes_events_as_text() {
         "the tap keeps streaming"
     );
 }
+
+/// A tap still attached when SIGTERM comes does not hold the gateway up: its stream is cut at
+/// `server.shutdown_timeout` (2 s in `config_head`) and the gateway exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attached_tap_does_not_hold_up_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = Gateway::start(dir.path(), &config_to("v1", false));
+    let client = reqwest::Client::new();
+    let tap = client
+        .get(format!("http://{}/-/tap", g.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tap.status(), 200);
+    let started = std::time::Instant::now();
+    let status = g.terminate();
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(0), "{}", g.log());
+    assert!(
+        took < Duration::from_secs(8),
+        "shutdown took {took:?} with a tap attached"
+    );
+    drop(tap);
+}
