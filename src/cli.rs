@@ -162,3 +162,17 @@ pub struct TestArgs {
     #[arg(long)]
     pub json: bool,
 }
+
+impl ConfigArg {
+    /// The validated config, or `None` once its errors are printed to standard error (the
+    /// command then exits 1).
+    pub fn load(&self, registry: &herald_core::config::Registry) -> Option<herald_core::Config> {
+        match herald_core::config::load(&self.path, registry) {
+            Ok(config) => Some(config),
+            Err(errors) => {
+                eprintln!("{errors}");
+                None
+            }
+        }
+    }
+}

@@ -15,12 +15,8 @@ use crate::cli::{DlqArgs, DlqCommand};
 use crate::gateway::RuntimeInfo;
 
 pub fn run(args: &DlqArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
-    let config = match config::load(&args.config.path, registry) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(config) = args.config.load(registry) else {
+        return Ok(ExitCode::FAILURE);
     };
     let target = Target::open(&config)?;
     match &args.command {

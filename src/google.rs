@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 
 use anyhow::bail;
-use herald_core::config::{self, Registry};
+use herald_core::config::Registry;
 use herald_sources::google::manager::status_rows;
 use herald_sources::google::state::{self, CHANNEL_PREFIX, REGISTRATION_PREFIX};
 use herald_sources::google::{self, Status};
@@ -18,12 +18,8 @@ use crate::cli::{GoogleArgs, GoogleCommand};
 use crate::dlq::{Target, http};
 
 pub fn run(args: &GoogleArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
-    let config = match config::load(&args.config.path, registry) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(config) = args.config.load(registry) else {
+        return Ok(ExitCode::FAILURE);
     };
     let target = Target::open(&config)?;
     match &args.command {

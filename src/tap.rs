@@ -4,19 +4,15 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use herald_core::config::{self, Registry};
+use herald_core::config::Registry;
 use serde_json::Value;
 
 use crate::cli::TapArgs;
 use crate::gateway::RuntimeInfo;
 
 pub fn run(args: &TapArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
-    let config = match config::load(&args.config.path, registry) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(config) = args.config.load(registry) else {
+        return Ok(ExitCode::FAILURE);
     };
     // The address the running gateway reported, else the configured one.
     let admin =

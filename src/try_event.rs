@@ -4,7 +4,7 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use herald_core::config::{self, Config, Registry};
+use herald_core::config::{Config, Registry};
 use herald_core::template::Templates;
 use herald_core::{Event, rules::UNMATCHED};
 use serde::Serialize;
@@ -33,12 +33,8 @@ struct DeliveryReport<'a> {
 }
 
 pub fn run(args: &TestArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
-    let config = match config::load(&args.config.path, registry) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(config) = args.config.load(registry) else {
+        return Ok(ExitCode::FAILURE);
     };
     let input = read_input(args)?;
     let event: Event = match &args.source {

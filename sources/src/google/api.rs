@@ -3,7 +3,6 @@
 //! `channels.stop`. Errors keep Google's status and message and add what the operator must
 //! do for the errors Google documents (`@MissingGrant`, publish permission on the topic).
 
-use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -94,14 +93,13 @@ impl Api {
                 scopes.push(scope);
             }
         }
-        let grant = |scopes: String| Grant {
-            scopes,
+        let grant = Grant {
+            scopes: scopes.join(" "),
             subject: config.subject.clone(),
             token_url: config.token_url.clone(),
         };
-        let path: &Path = &config.credentials;
-        let classroom = TokenSource::load(path, grant(scopes.join(" "))).await?;
-        let directory = TokenSource::load(path, grant(DIRECTORY_SCOPE.to_owned())).await?;
+        let classroom = TokenSource::load(&config.credentials, grant).await?;
+        let directory = classroom.with_scopes(DIRECTORY_SCOPE);
         Ok(Api {
             client,
             config,

@@ -134,6 +134,20 @@ impl TokenSource {
         Ok(token)
     }
 
+    /// The same account asked for other scopes, with a cache of its own (the key file is
+    /// read once).
+    pub fn with_scopes(&self, scopes: &str) -> TokenSource {
+        TokenSource {
+            email: self.email.clone(),
+            scopes: scopes.to_owned(),
+            subject: self.subject.clone(),
+            key: self.key.clone(),
+            key_id: self.key_id.clone(),
+            token_uri: self.token_uri.clone(),
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+
     /// The service account's e-mail address (for messages to the operator).
     pub fn email(&self) -> &str {
         &self.email
