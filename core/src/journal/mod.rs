@@ -17,6 +17,7 @@
 //! pages are reused, so the file does not grow under steady load once retention removes
 //! delivered events.
 
+mod recent;
 mod records;
 mod store;
 mod writer;
@@ -95,6 +96,7 @@ pub struct Journal {
     max_events: Option<u64>,
     max_bytes: Option<u64>,
     notifies: Notifies,
+    recent: Arc<recent::Recent>,
     tap: broadcast::Sender<Arc<Tapped>>,
     health: Health,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -119,6 +121,7 @@ impl Journal {
             notifies.get(sink);
         }
         let (tap, _) = broadcast::channel(TAP_BUFFER);
+        let recent = Arc::new(recent::Recent::default());
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         let handle = writer::spawn(writer::Writer {
             db: db.clone(),
@@ -126,6 +129,7 @@ impl Journal {
             routes,
             live: live.clone(),
             notifies: notifies.clone(),
+            recent: recent.clone(),
             tap: tap.clone(),
             retention_ms: i64::try_from(queue.retention.as_millis()).unwrap_or(i64::MAX),
         })
@@ -138,6 +142,7 @@ impl Journal {
             max_events: queue.max_events,
             max_bytes: queue.max_bytes,
             notifies,
+            recent,
             tap,
             health: Health::default(),
             writer: std::sync::Mutex::new(Some(handle)),
@@ -222,10 +227,13 @@ impl Journal {
         limit: usize,
     ) -> Result<Vec<PendingItem>, JournalError> {
         let db = self.db.clone();
+        let recent = self.recent.clone();
         let sink = sink.to_owned();
-        tokio::task::spawn_blocking(move || store::scan_pending(&db, &sink, after.as_ref(), limit))
-            .await
-            .map_err(|e| JournalError::Io(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            store::scan_pending(&db, &recent, &sink, after.as_ref(), limit)
+        })
+        .await
+        .map_err(|e| JournalError::Io(e.to_string()))?
     }
 
     pub fn stats(&self) -> Result<Stats, JournalError> {

@@ -18,12 +18,12 @@ pub fn to_time(ms: Millis) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
-/// An event as stored: when it was committed, and the event.
-pub fn encode_event(committed_at: Millis, event_json: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(8 + event_json.len());
+/// An event as stored: when it was committed, and the event's JSON.
+pub fn encode_event(committed_at: Millis, event: &Event) -> Result<Vec<u8>, serde_json::Error> {
+    let mut bytes = Vec::with_capacity(512);
     bytes.extend_from_slice(&committed_at.to_be_bytes());
-    bytes.extend_from_slice(event_json);
-    bytes
+    serde_json::to_writer(&mut bytes, event)?;
+    Ok(bytes)
 }
 
 /// The commit time and the JSON of a stored event.
@@ -170,8 +170,11 @@ mod tests {
 
     #[test]
     fn events_encode_with_their_commit_time() {
-        let bytes = encode_event(1234, b"{}");
-        assert_eq!(decode_event(&bytes), Some((1234, &b"{}"[..])));
+        let event = Event::new("1", "test", "add", Utc::now(), serde_json::Value::Null);
+        let bytes = encode_event(1234, &event).unwrap();
+        let (at, json) = decode_event(&bytes).unwrap();
+        assert_eq!(at, 1234);
+        assert_eq!(serde_json::from_slice::<Event>(json).unwrap(), event);
         assert_eq!(decode_event(b"short"), None);
     }
 }

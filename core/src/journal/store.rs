@@ -13,18 +13,20 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
     WriteTransaction,
 };
 
 use super::JournalError;
+use super::recent::Recent;
 use super::records::{
     Attempt, DeadKind, DeadLetter, Millis, PendingState, decode_event, encode_event,
 };
 use crate::event::Event;
-use crate::ingest::{Committed, RejectedInput};
+use crate::ingest::RejectedInput;
 use crate::rules::RouteTable;
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -58,7 +60,7 @@ pub struct PendingItem {
     pub key: DeliveryKey,
     pub state: PendingState,
     pub committed_at: Millis,
-    pub event: Event,
+    pub event: Arc<Event>,
 }
 
 /// How one attempt ended, as recorded.
@@ -166,9 +168,17 @@ pub struct Finished {
     pub pending: BTreeMap<String, u64>,
 }
 
-/// The writes of one group commit, all in one transaction.
+/// The writes of one group commit, all in one transaction. The tables are opened once per
+/// batch, not once per command.
 pub struct Batch<'t> {
-    txn: &'t WriteTransaction,
+    events: Table<'t, u64, &'static [u8]>,
+    dedup: Table<'t, &'static str, u64>,
+    pending: Table<'t, (&'static str, u64, &'static str), &'static [u8]>,
+    refs: Table<'t, u64, (u32, u32)>,
+    dead: Table<'t, u64, &'static [u8]>,
+    meta: Table<'t, &'static str, u64>,
+    next_seq: u64,
+    next_dead: u64,
     /// Pending deliveries added per sink, to wake the sink workers after the commit.
     pub touched_sinks: BTreeMap<String, u64>,
     pending_delta: BTreeMap<String, i64>,
@@ -176,15 +186,34 @@ pub struct Batch<'t> {
     bytes_delta: i64,
 }
 
+/// What [`Batch::append`] did with an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored under this seq.
+    New(u64),
+    /// Seen within the retention window: not stored again.
+    Duplicate,
+}
+
 impl<'t> Batch<'t> {
-    pub fn new(txn: &'t WriteTransaction) -> Self {
-        Batch {
-            txn,
+    pub fn new(txn: &'t WriteTransaction) -> Result<Self, JournalError> {
+        let meta = txn.open_table(META).map_err(err)?;
+        let next_seq = meta_get(&meta, NEXT_SEQ)?.max(1);
+        let next_dead = meta_get(&meta, NEXT_DEAD)?.max(1);
+        Ok(Batch {
+            events: txn.open_table(EVENTS).map_err(err)?,
+            dedup: txn.open_table(DEDUP).map_err(err)?,
+            pending: txn.open_table(PENDING).map_err(err)?,
+            refs: txn.open_table(REFS).map_err(err)?,
+            dead: txn.open_table(DEAD).map_err(err)?,
+            meta,
+            next_seq,
+            next_dead,
             touched_sinks: BTreeMap::new(),
             pending_delta: BTreeMap::new(),
             events_delta: 0,
             bytes_delta: 0,
-        }
+        })
     }
 
     /// Appends an event unless `(source, id)` was seen within the retention window, and
@@ -194,32 +223,28 @@ impl<'t> Batch<'t> {
         event: &Event,
         routes: &RouteTable,
         now: Millis,
-    ) -> Result<Committed, JournalError> {
-        let mut dedup = self.txn.open_table(DEDUP).map_err(err)?;
+    ) -> Result<Appended, JournalError> {
         let key = dedup_key(&event.source, &event.id);
-        if dedup.get(key.as_str()).map_err(err)?.is_some() {
-            return Ok(Committed::Duplicate);
+        if self.dedup.get(key.as_str()).map_err(err)?.is_some() {
+            return Ok(Appended::Duplicate);
         }
         let (seq, size) = self.store_event(event, now)?;
-        dedup.insert(key.as_str(), seq).map_err(err)?;
+        self.dedup.insert(key.as_str(), seq).map_err(err)?;
         let targets = routes.targets(event);
         let pairs: Vec<(&str, &str)> = targets.iter().map(|t| (t.sink, t.route)).collect();
         self.add_deliveries(seq, size, &pairs)?;
-        Ok(Committed::New)
+        Ok(Appended::New(seq))
     }
 
     /// Stores the event under a new seq; returns the seq and its size (what it counts for
     /// against `queue.max_bytes`).
     fn store_event(&mut self, event: &Event, now: Millis) -> Result<(u64, u32), JournalError> {
-        let mut meta = self.txn.open_table(META).map_err(err)?;
-        let seq = meta_get(&meta, NEXT_SEQ)?.max(1);
-        meta.insert(NEXT_SEQ, seq + 1).map_err(err)?;
-        let json = serde_json::to_vec(event).map_err(err)?;
-        let mut events = self.txn.open_table(EVENTS).map_err(err)?;
-        events
-            .insert(seq, encode_event(now, &json).as_slice())
-            .map_err(err)?;
-        Ok((seq, u32::try_from(json.len()).unwrap_or(u32::MAX)))
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let value = encode_event(now, event).map_err(err)?;
+        self.events.insert(seq, value.as_slice()).map_err(err)?;
+        let size = value.len() - 8;
+        Ok((seq, u32::try_from(size).unwrap_or(u32::MAX)))
     }
 
     /// Records `(sink, route)` deliveries of the stored event `seq`.
@@ -232,12 +257,11 @@ impl<'t> Batch<'t> {
         if pairs.is_empty() {
             return Ok(());
         }
-        let mut pending = self.txn.open_table(PENDING).map_err(err)?;
-        let mut refs = self.txn.open_table(REFS).map_err(err)?;
         let mut count = 0u32;
         for (sink, route) in pairs {
             // The same (route, sink) twice in one route list is one delivery.
-            if pending
+            if self
+                .pending
                 .insert((*sink, seq, *route), &[][..])
                 .map_err(err)?
                 .is_none()
@@ -247,7 +271,7 @@ impl<'t> Batch<'t> {
                 *self.pending_delta.entry((*sink).to_owned()).or_default() += 1;
             }
         }
-        refs.insert(seq, (count, size)).map_err(err)?;
+        self.refs.insert(seq, (count, size)).map_err(err)?;
         self.events_delta += 1;
         self.bytes_delta += i64::from(size);
         Ok(())
@@ -255,9 +279,9 @@ impl<'t> Batch<'t> {
 
     /// Records the outcome of one attempt.
     pub fn outcome(&mut self, key: &DeliveryKey, outcome: &Outcome) -> Result<(), JournalError> {
-        let mut pending = self.txn.open_table(PENDING).map_err(err)?;
         let pkey = (key.sink.as_str(), key.seq, key.route.as_str());
-        let Some(state) = pending
+        let Some(state) = self
+            .pending
             .get(pkey)
             .map_err(err)?
             .map(|v| PendingState::decode(v.value()))
@@ -271,26 +295,22 @@ impl<'t> Batch<'t> {
                 state.attempts += 1;
                 state.next_at = *next_at;
                 state.push_error(attempt.clone());
-                pending
+                self.pending
                     .insert(pkey, state.encode().as_slice())
                     .map_err(err)?;
             }
             Outcome::Delivered => {
-                pending.remove(pkey).map_err(err)?;
-                drop(pending);
+                self.pending.remove(pkey).map_err(err)?;
                 self.settle(key)?;
             }
             Outcome::Dead { attempt, reason } => {
-                pending.remove(pkey).map_err(err)?;
-                drop(pending);
+                self.pending.remove(pkey).map_err(err)?;
                 let mut attempts = state.errors;
                 attempts.extend(attempt.clone());
-                let events = self.txn.open_table(EVENTS).map_err(err)?;
-                let event = events.get(key.seq).map_err(err)?.and_then(|v| {
+                let event = self.events.get(key.seq).map_err(err)?.and_then(|v| {
                     decode_event(v.value())
                         .and_then(|(_, json)| serde_json::from_slice::<Event>(json).ok())
                 });
-                drop(events);
                 if let Some(event) = event {
                     self.dead_letter(DeadKind::Delivery {
                         route: key.route.clone(),
@@ -309,16 +329,15 @@ impl<'t> Batch<'t> {
     /// One delivery of `key.seq` is finished (delivered or dead).
     fn settle(&mut self, key: &DeliveryKey) -> Result<(), JournalError> {
         *self.pending_delta.entry(key.sink.clone()).or_default() -= 1;
-        let mut refs = self.txn.open_table(REFS).map_err(err)?;
-        let Some((left, size)) = refs.get(key.seq).map_err(err)?.map(|v| v.value()) else {
+        let Some((left, size)) = self.refs.get(key.seq).map_err(err)?.map(|v| v.value()) else {
             return Ok(());
         };
         if left <= 1 {
-            refs.remove(key.seq).map_err(err)?;
+            self.refs.remove(key.seq).map_err(err)?;
             self.events_delta -= 1;
             self.bytes_delta -= i64::from(size);
         } else {
-            refs.insert(key.seq, (left - 1, size)).map_err(err)?;
+            self.refs.insert(key.seq, (left - 1, size)).map_err(err)?;
         }
         Ok(())
     }
@@ -328,16 +347,15 @@ impl<'t> Batch<'t> {
     }
 
     fn dead_letter(&mut self, kind: DeadKind) -> Result<(), JournalError> {
-        let mut meta = self.txn.open_table(META).map_err(err)?;
-        let id = meta_get(&meta, NEXT_DEAD)?.max(1);
-        meta.insert(NEXT_DEAD, id + 1).map_err(err)?;
+        let id = self.next_dead;
+        self.next_dead += 1;
         let letter = DeadLetter {
             id,
             created: chrono::Utc::now(),
             kind,
         };
-        let mut dead = self.txn.open_table(DEAD).map_err(err)?;
-        dead.insert(id, serde_json::to_vec(&letter).map_err(err)?.as_slice())
+        self.dead
+            .insert(id, serde_json::to_vec(&letter).map_err(err)?.as_slice())
             .map_err(err)?;
         if let Some(sink) = letter.sink() {
             metrics::counter!("herald_dead_letters_total", "sink" => sink.to_owned()).increment(1);
@@ -355,11 +373,8 @@ impl<'t> Batch<'t> {
         retention_ms: Millis,
         limit: usize,
     ) -> Result<usize, JournalError> {
-        let mut events = self.txn.open_table(EVENTS).map_err(err)?;
-        let refs = self.txn.open_table(REFS).map_err(err)?;
-        let mut dedup = self.txn.open_table(DEDUP).map_err(err)?;
         let mut expired = Vec::new();
-        for entry in events.range(0u64..).map_err(err)? {
+        for entry in self.events.range(0u64..).map_err(err)? {
             let (seq, value) = entry.map_err(err)?;
             let Some((committed_at, json)) = decode_event(value.value()) else {
                 continue;
@@ -367,39 +382,39 @@ impl<'t> Batch<'t> {
             if committed_at > now - retention_ms || expired.len() >= limit {
                 break;
             }
-            if refs.get(seq.value()).map_err(err)?.is_some() {
+            if self.refs.get(seq.value()).map_err(err)?.is_some() {
                 continue; // still being delivered: kept however old
             }
             let event: Option<Event> = serde_json::from_slice(json).ok();
             expired.push((seq.value(), event.map(|e| dedup_key(&e.source, &e.id))));
         }
         for (seq, key) in &expired {
-            events.remove(*seq).map_err(err)?;
+            self.events.remove(*seq).map_err(err)?;
             if let Some(key) = key {
-                dedup.remove(key.as_str()).map_err(err)?;
+                self.dedup.remove(key.as_str()).map_err(err)?;
             }
         }
         Ok(expired.len())
     }
 
     /// Writes the counters changed by this batch.
-    pub fn finish(self) -> Result<Finished, JournalError> {
-        let mut meta = self.txn.open_table(META).map_err(err)?;
+    pub fn finish(mut self) -> Result<Finished, JournalError> {
+        let meta = &mut self.meta;
+        meta.insert(NEXT_SEQ, self.next_seq).map_err(err)?;
+        meta.insert(NEXT_DEAD, self.next_dead).map_err(err)?;
         let mut done = Finished {
             touched_sinks: self.touched_sinks,
             ..Finished::default()
         };
         if self.events_delta != 0 {
-            done.undelivered_events =
-                Some(meta_add(&mut meta, UNDELIVERED_EVENTS, self.events_delta)?);
+            done.undelivered_events = Some(meta_add(meta, UNDELIVERED_EVENTS, self.events_delta)?);
         }
         if self.bytes_delta != 0 {
-            done.undelivered_bytes =
-                Some(meta_add(&mut meta, UNDELIVERED_BYTES, self.bytes_delta)?);
+            done.undelivered_bytes = Some(meta_add(meta, UNDELIVERED_BYTES, self.bytes_delta)?);
         }
         for (sink, delta) in &self.pending_delta {
             if *delta != 0 {
-                let depth = meta_add(&mut meta, &format!("{PENDING_PREFIX}{sink}"), *delta)?;
+                let depth = meta_add(meta, &format!("{PENDING_PREFIX}{sink}"), *delta)?;
                 done.pending.insert(sink.clone(), depth);
             }
         }
@@ -410,8 +425,10 @@ impl<'t> Batch<'t> {
 // ---- reads -----------------------------------------------------------------------------
 
 /// Up to `limit` pending deliveries of `sink` after `after` (exclusive), in journal order.
-pub fn scan_pending(
+/// Events still in `recent` are taken from there instead of being read and parsed again.
+pub(super) fn scan_pending(
     db: &Database,
+    recent: &Recent,
     sink: &str,
     after: Option<&DeliveryKey>,
     limit: usize,
@@ -433,14 +450,20 @@ pub fn scan_pending(
         if after.is_some_and(|a| a.seq == seq && a.route == route) {
             continue;
         }
-        let Some(stored) = events.get(seq).map_err(err)? else {
-            continue;
-        };
-        let Some((committed_at, json)) = decode_event(stored.value()) else {
-            continue;
-        };
-        let Ok(event) = serde_json::from_slice::<Event>(json) else {
-            continue;
+        let (committed_at, event) = match recent.get(seq) {
+            Some(held) => held,
+            None => {
+                let Some(stored) = events.get(seq).map_err(err)? else {
+                    continue;
+                };
+                let Some((committed_at, json)) = decode_event(stored.value()) else {
+                    continue;
+                };
+                let Ok(event) = serde_json::from_slice::<Event>(json) else {
+                    continue;
+                };
+                (committed_at, Arc::new(event))
+            }
         };
         items.push(PendingItem {
             key: DeliveryKey {
@@ -518,7 +541,7 @@ pub fn replay(
     let txn = db.begin_write().map_err(err)?;
     let mut report = ReplayReport::default();
     {
-        let mut batch = Batch::new(&txn);
+        let mut batch = Batch::new(&txn)?;
         let now = super::records::now_millis();
         for letter in letters {
             match &letter.kind {
@@ -537,10 +560,7 @@ pub fn replay(
                 } => {
                     let (seq, size) = batch.store_event(event, now)?;
                     batch.add_deliveries(seq, size, &[(sink.as_str(), route.as_str())])?;
-                    txn.open_table(DEAD)
-                        .map_err(err)?
-                        .remove(letter.id)
-                        .map_err(err)?;
+                    batch.dead.remove(letter.id).map_err(err)?;
                     report.replayed.push(letter.id);
                 }
             }
@@ -573,7 +593,7 @@ pub fn bury(db: &Database, sink: &str, reason: &str) -> Result<usize, JournalErr
     };
     let txn = db.begin_write().map_err(err)?;
     {
-        let mut batch = Batch::new(&txn);
+        let mut batch = Batch::new(&txn)?;
         let dead = Outcome::Dead {
             attempt: None,
             reason: reason.to_owned(),

@@ -9,7 +9,7 @@ use redb::Database;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::records::now_millis;
-use super::store::{self, Batch, DeliveryKey, Outcome};
+use super::store::{self, Appended, Batch, DeliveryKey, Outcome};
 use super::{JournalError, Live, MAX_BATCH};
 use crate::event::Event;
 use crate::ingest::{Committed, RejectedInput};
@@ -43,6 +43,7 @@ pub(super) struct Writer {
     pub routes: Arc<ArcSwap<RouteTable>>,
     pub live: Arc<Live>,
     pub notifies: super::Notifies,
+    pub recent: Arc<super::recent::Recent>,
     pub tap: broadcast::Sender<Arc<super::Tapped>>,
     pub retention_ms: i64,
 }
@@ -151,22 +152,31 @@ impl Writer {
         let mut stop = None;
         let tapping = self.tap.receiver_count() > 0;
         let mut tapped = Vec::new();
+        let mut appended = Vec::new();
         let result = (|| -> Result<_, JournalError> {
             let txn = self.db.begin_write().map_err(store::err)?;
             let done = {
-                let mut batch = Batch::new(&txn);
+                let mut batch = Batch::new(&txn)?;
                 for command in commands.drain(..) {
                     match command {
                         Command::Append { event, reply } => {
                             let r = batch.append(&event, &routes, now);
-                            if tapping && r == Ok(Committed::New) {
-                                let deliveries = routes
-                                    .targets(&event)
-                                    .iter()
-                                    .map(|t| (t.route.to_owned(), t.sink.to_owned()))
-                                    .collect();
-                                tapped.push(super::Tapped { event, deliveries });
+                            if let Ok(Appended::New(seq)) = r {
+                                if tapping {
+                                    let deliveries = routes
+                                        .targets(&event)
+                                        .iter()
+                                        .map(|t| (t.route.to_owned(), t.sink.to_owned()))
+                                        .collect();
+                                    let event = event.clone();
+                                    tapped.push(super::Tapped { event, deliveries });
+                                }
+                                appended.push((seq, now, Arc::new(event)));
                             }
+                            let r = r.map(|a| match a {
+                                Appended::New(_) => Committed::New,
+                                Appended::Duplicate => Committed::Duplicate,
+                            });
                             replies.push(Reply::Append(reply, r));
                         }
                         Command::Reject { input, reply } => {
@@ -209,6 +219,8 @@ impl Writer {
                     metrics::gauge!("herald_queue_depth", "sink" => sink.clone())
                         .set(*depth as f64);
                 }
+                // Before the workers are woken, so they find the new events in memory.
+                self.recent.extend(appended);
                 for sink in done.touched_sinks.keys() {
                     self.notifies.get(sink).notify_one();
                 }
