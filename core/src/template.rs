@@ -147,6 +147,25 @@ impl Templates {
         Value::from_serialize(event)
     }
 
+    /// Renders every template field of `sink` for a delivery of `event` through `route`,
+    /// building the template context only when there is a template to render.
+    pub fn render_event(
+        &self,
+        route: &str,
+        sink: &str,
+        event: &Event,
+    ) -> Result<Rendered, RenderError> {
+        let templated = self.sink_fields.get(sink).is_some_and(|f| !f.is_empty())
+            || (!self.overrides.is_empty()
+                && self
+                    .overrides
+                    .contains_key(&(route.to_owned(), sink.to_owned())));
+        if !templated {
+            return Ok(Rendered::default());
+        }
+        self.render(route, sink, &Self::context(event))
+    }
+
     /// Renders every template field of `sink` for a delivery through `route`.
     pub fn render(
         &self,
@@ -231,6 +250,26 @@ mod tests {
         let overridden = t.render("admins", "chat", &ctx).unwrap();
         assert_eq!(overridden.get("text"), Some("ADMIN directory.users.add"));
         assert_eq!(overridden.get("channel"), Some("#it"));
+    }
+
+    #[test]
+    fn render_event_renders_only_where_there_are_templates() {
+        let mut b = TemplatesBuilder::default();
+        b.add_sink_field("chat", "text", "{{ type }}").unwrap();
+        b.add_override("admins", "audit", "line", "{{ id }}")
+            .unwrap();
+        let t = b.build();
+        let e = event();
+        let chat = t.render_event("any", "chat", &e).unwrap();
+        assert_eq!(chat.get("text"), Some("directory.users.add"));
+        let overridden = t.render_event("admins", "audit", &e).unwrap();
+        assert_eq!(overridden.get("line"), Some("1"));
+        let plain = t.render_event("any", "audit", &e).unwrap();
+        assert_eq!(
+            plain,
+            Rendered::default(),
+            "audit has no template on this route"
+        );
     }
 
     #[test]

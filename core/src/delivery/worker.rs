@@ -213,7 +213,7 @@ async fn attempt(shared: &Shared, item: PendingItem, permit: tokio::sync::OwnedS
     } = item;
     let result = {
         let templates = shared.templates.load();
-        match templates.render(&key.route, &key.sink, &Templates::context(&event)) {
+        match templates.render_event(&key.route, &key.sink, &event) {
             Err(e) => Err(SinkError::permanent(e.to_string())),
             Ok(rendered) => {
                 let delivery = Delivery {
