@@ -7,26 +7,40 @@
 # and the journal's group-commit batch size. Not a test: numbers on a shared machine are noisy,
 # so only ratios measured side by side mean anything.
 #
-#   bench/run.sh [SECONDS]      (default 10; needs wrk: apt-get install wrk)
+#   bench/run.sh [SECONDS]      (default 10; needs wrk and GNU time: apt-get install wrk time)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+[ -x /usr/bin/time ] || { echo "GNU time is missing: apt-get install time" >&2; exit 1; }
 
 cargo build --release --locked -p herald -p herald-bench >&2
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-load() { # URL → the RESULT line
-  wrk -t2 -c64 -d"${secs}s" -s bench/directory.lua "$1" | grep '^RESULT'
+# CPU time (user + system, in clock ticks) a process has used so far.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+# URL PID → the RESULT line, plus cpu_server=… cpu_wrk=… (seconds of CPU during the load)
+load() {
+  local before after wrk_out
+  before=$(ticks "$2")
+  wrk_out=$(mktemp)
+  /usr/bin/time -f 'WRKCPU %U %S' -o "$wrk_out" \
+    wrk -t2 -c64 -d"${secs}s" -s bench/directory.lua "$1" | grep '^RESULT' | tr -d '\n'
+  after=$(ticks "$2")
+  awk -v b="$before" -v a="$after" -v hz="$hz" '/^WRKCPU/ { printf " cpu_server=%.2f cpu_wrk=%.2f\n", (a - b) / hz, $2 + $3 }' "$wrk_out"
+  rm -f "$wrk_out"
 }
 field() { sed -E "s/.*$1=([0-9.]+).*/\1/" <<<"$2"; }
 
 # 1. Baseline.
 ./target/release/bare-server 127.0.0.1:0 >"$work/bare.addr" &
+bare_pid=$!
 sleep 0.5
-bare=$(load "http://$(head -1 "$work/bare.addr")")
-kill %1
+bare=$(load "http://$(head -1 "$work/bare.addr")" "$bare_pid")
+kill "$bare_pid"
 
 # 2. Herald.
 cat >"$work/routes.yaml" <<YAML
@@ -45,7 +59,7 @@ for _ in $(seq 100); do [ -f "$work/data/gateway.json" ] && break; sleep 0.1; do
 listen=$(sed -nE 's/.*"listen": "([^"]+)".*/\1/p' "$work/data/gateway.json")
 admin=$(sed -nE 's/.*"admin": "([^"]+)".*/\1/p' "$work/data/gateway.json")
 pid=$(sed -nE 's/.*"pid": ([0-9]+).*/\1/p' "$work/data/gateway.json")
-herald=$(load "http://$listen")
+herald=$(load "http://$listen" "$pid")
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
 metrics=$(curl -s "http://$admin/metrics")
@@ -57,11 +71,13 @@ delivered=$(wc -l <"$work/events.jsonl")
 
 bare_rps=$(field rps "$bare")
 herald_rps=$(field rps "$herald")
+# µs of CPU per request: the server's own, and the load generator's (on the same cores).
+per_request() { awk -v c="$(field "$1" "$2")" -v n="$(field requests "$2")" 'BEGIN { printf "%.1f", 1e6 * c / n }'; }
 cat <<REPORT
-| | requests/s | p50 ms | p99 ms | non-2xx |
-|---|---|---|---|---|
-| bare hyper server (baseline) | $bare_rps | $(field p50_ms "$bare") | $(field p99_ms "$bare") | $(field non2xx "$bare") |
-| herald, journal + file sink | $herald_rps | $(field p50_ms "$herald") | $(field p99_ms "$herald") | $(field non2xx "$herald") |
+| | requests/s | p50 ms | p99 ms | non-2xx | server CPU µs/request | wrk CPU µs/request |
+|---|---|---|---|---|---|---|
+| bare hyper server (baseline) | $bare_rps | $(field p50_ms "$bare") | $(field p99_ms "$bare") | $(field non2xx "$bare") | $(per_request cpu_server "$bare") | $(per_request cpu_wrk "$bare") |
+| herald, journal + file sink | $herald_rps | $(field p50_ms "$herald") | $(field p99_ms "$herald") | $(field non2xx "$herald") | $(per_request cpu_server "$herald") | $(per_request cpu_wrk "$herald") |
 
 ratio herald / baseline: $(awk -v h="$herald_rps" -v b="$bare_rps" 'BEGIN { printf "%.2f", h / b }')
 herald memory: RSS $((rss / 1024)) MiB at the end, peak $((hwm / 1024)) MiB

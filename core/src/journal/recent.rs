@@ -10,7 +10,7 @@ use super::records::Millis;
 use crate::event::Event;
 
 /// Events kept. A sink that is this far behind reads from disk.
-pub const RECENT_EVENTS: usize = 8192;
+pub const RECENT_EVENTS: usize = 2048;
 
 #[derive(Default)]
 pub(crate) struct Recent {
