@@ -64,6 +64,13 @@ pub(super) fn spawn(writer: Writer) -> std::io::Result<std::thread::JoinHandle<(
         .spawn(move || writer.run())
 }
 
+/// Keeps the first error of a batch.
+fn note_failure<T>(failed: &mut Option<JournalError>, result: &Result<T, JournalError>) {
+    if let (None, Err(e)) = (&failed, result) {
+        *failed = Some(e.clone());
+    }
+}
+
 /// A reply to send once the batch is committed.
 enum Reply {
     Append(
@@ -155,12 +162,16 @@ impl Writer {
         let mut appended = Vec::new();
         let result = (|| -> Result<_, JournalError> {
             let txn = self.db.begin_write().map_err(store::err)?;
+            // A batch commits whole or not at all: after a failed write the transaction is
+            // dropped, so no event is left stored without its deliveries.
+            let mut failed = None;
             let done = {
                 let mut batch = Batch::new(&txn)?;
                 for command in commands.drain(..) {
                     match command {
                         Command::Append { event, reply } => {
                             let r = batch.append(&event, &routes, now);
+                            note_failure(&mut failed, &r);
                             if let Ok(Appended::New(seq)) = r {
                                 if tapping {
                                     let deliveries = routes
@@ -181,6 +192,7 @@ impl Writer {
                         }
                         Command::Reject { input, reply } => {
                             let r = batch.reject(input);
+                            note_failure(&mut failed, &r);
                             replies.push(Reply::Unit(reply, r));
                         }
                         Command::Outcome {
@@ -189,14 +201,19 @@ impl Writer {
                             reply,
                         } => {
                             let r = batch.outcome(&key, &outcome);
+                            note_failure(&mut failed, &r);
                             replies.push(Reply::Unit(reply, r));
                         }
                         Command::Sweep { reply } => {
                             let r = batch.sweep(now, self.retention_ms, SWEEP_LIMIT);
+                            note_failure(&mut failed, &r);
                             replies.push(Reply::Sweep(reply, r));
                         }
                         Command::Stop { reply } => stop = Some(reply),
                     }
+                }
+                if let Some(e) = failed {
+                    return Err(e);
                 }
                 batch.finish()?
             };
