@@ -14,6 +14,7 @@ use crate::telemetry;
 pub struct Intake {
     /// The source's name in routes.yaml.
     pub source: String,
+    pub metrics: telemetry::SourceMetrics,
     ingest: Arc<dyn Ingest>,
 }
 
@@ -21,13 +22,14 @@ impl Intake {
     pub fn new(source: &str, ingest: Arc<dyn Ingest>) -> Self {
         Intake {
             source: source.to_owned(),
+            metrics: telemetry::SourceMetrics::new(source),
             ingest,
         }
     }
 
     /// Commits a decoded event; `Ok` only once it is durable (or already was).
     pub async fn commit(&self, event: Event) -> Result<Committed, IngestError> {
-        telemetry::decoded(&self.source);
+        self.metrics.decoded.increment(1);
         let committed = self.ingest.commit(event).await?;
         if committed == Committed::Duplicate {
             telemetry::duplicate(&self.source);

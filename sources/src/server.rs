@@ -151,7 +151,7 @@ pub async fn serve_linked(
             continue;
         };
         let observe = Observe {
-            source: Arc::from(name),
+            answered: telemetry::Answered::new(Arc::from(name)),
             timeout: server.request_timeout,
         };
         app = app.merge(route.layer(middleware::from_fn_with_state(observe, observed)));
@@ -244,7 +244,7 @@ fn fallbacks(config: &Config) -> Fallbacks {
 /// Per source: the request timeout, the request counter, and the one log line of a problem.
 #[derive(Clone)]
 struct Observe {
-    source: Arc<str>,
+    answered: telemetry::Answered,
     timeout: Duration,
 }
 
@@ -253,10 +253,10 @@ async fn observed(State(observe): State<Observe>, request: Request, next: Next) 
         Ok(response) => response,
         Err(_) => Problem::timeout(observe.timeout).into_response(),
     };
-    telemetry::request(&observe.source, response.status().as_u16());
+    observe.answered.record(response.status().as_u16());
     if let Some(Logged(problem)) = response.extensions().get::<Logged>() {
         tracing::warn!(
-            source = %observe.source,
+            source = %observe.answered.source(),
             status = problem.status.as_u16(),
             error = problem.error,
             "{}",

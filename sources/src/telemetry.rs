@@ -1,9 +1,7 @@
 //! The metrics the sources record, through the `metrics` facade; the binary installs the
 //! Prometheus recorder and `/metrics` renders it. Every series carries the source's name.
 
-use std::time::Duration;
-
-use metrics::{counter, gauge, histogram};
+use metrics::{Counter, Histogram, counter, gauge, histogram};
 
 /// Requests answered, by source and HTTP status.
 pub const REQUESTS: &str = "herald_source_requests_total";
@@ -24,17 +22,58 @@ pub const CHANNEL_EXPIRATION: &str = "herald_directory_channel_expiration_timest
 /// Failed Pub/Sub REST calls of a pull loop (pull, acknowledge, token).
 pub const PULL_ERRORS: &str = "herald_pubsub_pull_errors_total";
 
+/// The series one source records on every request, registered once: a labelled `counter!`
+/// call allocates its labels and looks its series up each time, which on the webhook path
+/// costs as much as the rest of the bookkeeping.
+#[derive(Clone)]
+pub struct SourceMetrics {
+    pub decoded: Counter,
+    pub decode_seconds: Histogram,
+}
+
+impl SourceMetrics {
+    pub fn new(source: &str) -> Self {
+        SourceMetrics {
+            decoded: counter!(EVENTS, "source" => source.to_owned()),
+            decode_seconds: histogram!(DECODE_SECONDS, "source" => source.to_owned()),
+        }
+    }
+}
+
+/// The request counters of one source for the answers it gives on success (200 for the
+/// webhook, 204 for a push), registered once; other statuses go through [`request`].
+#[derive(Clone)]
+pub struct Answered {
+    source: std::sync::Arc<str>,
+    ok: Counter,
+    no_content: Counter,
+}
+
+impl Answered {
+    pub fn new(source: std::sync::Arc<str>) -> Self {
+        let count = |status: &'static str| counter!(REQUESTS, "source" => source.to_string(), "status" => status);
+        Answered {
+            ok: count("200"),
+            no_content: count("204"),
+            source,
+        }
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn record(&self, status: u16) {
+        match status {
+            200 => self.ok.increment(1),
+            204 => self.no_content.increment(1),
+            other => request(&self.source, other),
+        }
+    }
+}
+
 pub fn request(source: &str, status: u16) {
     counter!(REQUESTS, "source" => source.to_owned(), "status" => status.to_string()).increment(1);
-}
-
-/// Records how long one decode took (successful or not).
-pub fn decode_time(source: &str, took: Duration) {
-    histogram!(DECODE_SECONDS, "source" => source.to_owned()).record(took.as_secs_f64());
-}
-
-pub fn decoded(source: &str) {
-    counter!(EVENTS, "source" => source.to_owned()).increment(1);
 }
 
 pub fn duplicate(source: &str) {

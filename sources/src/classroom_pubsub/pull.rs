@@ -278,7 +278,7 @@ impl Puller {
 async fn store(intake: &Intake, subscription: &str, message: &Value) -> bool {
     let started = Instant::now();
     let decoded = decode_message(&intake.source, Some(subscription), message);
-    telemetry::decode_time(&intake.source, started.elapsed());
+    intake.metrics.decode_seconds.record(started.elapsed());
     let stored = match decoded {
         Ok(event) => intake.commit(event).await.map(drop),
         Err(e) => {

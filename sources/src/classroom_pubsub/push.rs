@@ -45,7 +45,11 @@ async fn answer(state: &PushState, headers: &HeaderMap, body: Body) -> Result<St
     let body = read_body(headers, body, state.body_limit).await?;
     let started = Instant::now();
     let decoded = decode_push(source, &body, None);
-    telemetry::decode_time(source, started.elapsed());
+    state
+        .intake
+        .metrics
+        .decode_seconds
+        .record(started.elapsed());
     match decoded {
         Ok(event) => {
             state.intake.commit(event).await?;

@@ -7,9 +7,12 @@
 //! Besides `channel_tokens`, the tokens of the channels Herald opened itself (`watch:`) are
 //! accepted, and each `sync` is reported to the lifecycle loop, which stops a replaced
 //! channel once its successor synced. While two channels of one watch overlap, Google
-//! sends each change on both: a change whose user `id` and `etag` (with the resource URI and
-//! state) was committed from another channel within the last [`OVERLAP_WINDOW`] is
-//! acknowledged as a duplicate.
+//! sends each change on both: a change on a channel Herald opened whose user `id` and `etag`
+//! (with the resource URI and state) was committed from another such channel within the
+//! last [`OVERLAP_WINDOW`] is acknowledged as a duplicate. Changes on the channels of
+//! `channel_tokens` (made by the operator, who renews them) are not remembered for this:
+//! Herald does not know which of them overlap, and the journal's own duplicate suppression
+//! still catches a retried message.
 //! That memory is in-process and bounded; after a restart mid-overlap a duplicate may
 //! pass, which at-least-once delivery allows.
 //!
@@ -54,6 +57,9 @@ pub struct DirectoryState {
     pub links: Links,
     /// Channel → the expiration already warned about, so each is warned about once.
     warned: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// Channel → the expiration last set on its gauge, so the gauge is set when it changes
+    /// rather than on every message.
+    exposed: Mutex<HashMap<String, i64>>,
     changes: Mutex<Changes>,
 }
 
@@ -65,6 +71,7 @@ impl DirectoryState {
             body_limit,
             links,
             warned: Mutex::new(HashMap::new()),
+            exposed: Mutex::new(HashMap::new()),
             changes: Mutex::new(Changes::default()),
         }
     }
@@ -127,14 +134,21 @@ pub async fn handle(
 
 async fn answer(state: &DirectoryState, headers: &HeaderMap, body: Body) -> Result<(), Problem> {
     let source = &state.intake.source;
-    if let Err(problem) = authorize(state, headers) {
-        telemetry::auth_failure(source);
-        return Err(problem);
-    }
+    let managed = match authorize(state, headers) {
+        Ok(managed) => managed,
+        Err(problem) => {
+            telemetry::auth_failure(source);
+            return Err(problem);
+        }
+    };
     let body = read_body(headers, body, state.body_limit).await?;
     let started = Instant::now();
     let decoded = decode::decode(source, headers, &body, Utc::now());
-    telemetry::decode_time(source, started.elapsed());
+    state
+        .intake
+        .metrics
+        .decode_seconds
+        .record(started.elapsed());
     let message = match decoded {
         Ok(message) => message,
         Err(e) => {
@@ -153,7 +167,11 @@ async fn answer(state: &DirectoryState, headers: &HeaderMap, body: Body) -> Resu
             return Ok(());
         }
     }
-    let key = change_key(&message.event);
+    let key = if managed {
+        change_key(&message.event)
+    } else {
+        None
+    };
     if let Some(key) = &key {
         let mut changes = state.changes.lock().unwrap_or_else(|e| e.into_inner());
         if changes.copied(key, &message.channel_id, Instant::now()) {
@@ -171,7 +189,9 @@ async fn answer(state: &DirectoryState, headers: &HeaderMap, body: Body) -> Resu
     Ok(())
 }
 
-fn authorize(state: &DirectoryState, headers: &HeaderMap) -> Result<(), Problem> {
+/// `Ok(true)` for the token of a channel Herald opened, `Ok(false)` for one of
+/// `channel_tokens`.
+fn authorize(state: &DirectoryState, headers: &HeaderMap) -> Result<bool, Problem> {
     let spec = &state.spec;
     let token = headers
         .get(CHANNEL_TOKEN)
@@ -192,7 +212,7 @@ fn authorize(state: &DirectoryState, headers: &HeaderMap) -> Result<(), Problem>
             clip(id)
         )));
     }
-    Ok(())
+    Ok(managed)
 }
 
 /// Compares `given` with every token, in time that does not depend on where they differ.
@@ -228,7 +248,16 @@ fn watch_expiration(state: &DirectoryState, message: &DirectoryMessage) {
         return;
     };
     let source = &state.intake.source;
-    telemetry::channel_expiration(source, &message.channel_id, expiration.timestamp());
+    {
+        let mut exposed = state.exposed.lock().unwrap_or_else(|e| e.into_inner());
+        if exposed.get(&message.channel_id) != Some(&expiration.timestamp()) {
+            if exposed.len() >= MAX_REMEMBERED {
+                exposed.clear();
+            }
+            exposed.insert(message.channel_id.clone(), expiration.timestamp());
+            telemetry::channel_expiration(source, &message.channel_id, expiration.timestamp());
+        }
+    }
     if expiration - Utc::now() > EXPIRY_WARNING {
         return;
     }
