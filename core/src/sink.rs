@@ -14,6 +14,9 @@ use crate::template::Rendered;
 #[derive(Clone, Copy, Debug)]
 pub struct Delivery<'a> {
     pub event: &'a Event,
+    /// `event` as CloudEvents JSON (what [`Event::to_json`] gives), serialized once when it
+    /// was committed: a sink that sends the event as is sends this.
+    pub json: &'a str,
     pub route: &'a str,
     pub sink: &'a str,
     pub rendered: &'a Rendered,

@@ -114,6 +114,7 @@ async fn run_sink(
                     .expect("the templates render");
                 sink.deliver(Delivery {
                     event: e,
+                    json: &e.to_json(),
                     route: "bench",
                     sink: name,
                     rendered: &rendered,

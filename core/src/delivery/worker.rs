@@ -43,7 +43,6 @@ pub(super) struct Worker {
 
 /// What the attempts of one worker share.
 struct Shared {
-    name: String,
     sink: Arc<dyn Sink>,
     policy: DeliveryPolicy,
     journal: Arc<Journal>,
@@ -57,12 +56,35 @@ struct Shared {
     scans: AtomicU64,
     /// Woken when an attempt ends, so a half-open circuit or a full worker goes on.
     ended: Notify,
+    metrics: SinkMetrics,
+}
+
+/// The series a worker records on every attempt, registered once (a labelled macro call
+/// allocates its labels and looks the series up each time).
+struct SinkMetrics {
+    circuit: metrics::Gauge,
+    delivered: metrics::Counter,
+    retry: metrics::Counter,
+    dead: metrics::Counter,
+    retries: metrics::Counter,
+}
+
+impl SinkMetrics {
+    fn new(sink: &str) -> Self {
+        let outcome = |label: &'static str| metrics::counter!("herald_deliveries_total", "sink" => sink.to_owned(), "outcome" => label);
+        SinkMetrics {
+            circuit: metrics::gauge!("herald_circuit_state", "sink" => sink.to_owned()),
+            delivered: outcome("delivered"),
+            retry: outcome("retry"),
+            dead: outcome("dead"),
+            retries: metrics::counter!("herald_delivery_retries_total", "sink" => sink.to_owned()),
+        }
+    }
 }
 
 impl Worker {
     pub async fn run(self) {
         let shared = Arc::new(Shared {
-            name: self.name.clone(),
             sink: self.sink.clone(),
             policy: self.policy.clone(),
             journal: self.journal.clone(),
@@ -71,6 +93,7 @@ impl Worker {
             inflight: Mutex::new(HashMap::new()),
             scans: AtomicU64::new(0),
             ended: Notify::new(),
+            metrics: SinkMetrics::new(&self.name),
         });
         let limiter = rate_limiter(&self.policy);
         let semaphore = Arc::new(Semaphore::new(self.policy.concurrency));
@@ -210,6 +233,7 @@ async fn attempt(shared: &Shared, item: PendingItem, permit: tokio::sync::OwnedS
         state,
         committed_at,
         event,
+        json,
     } = item;
     let result = {
         let templates = shared.templates.load();
@@ -218,6 +242,7 @@ async fn attempt(shared: &Shared, item: PendingItem, permit: tokio::sync::OwnedS
             Ok(rendered) => {
                 let delivery = Delivery {
                     event: &event,
+                    json: &json,
                     route: &key.route,
                     sink: &key.sink,
                     rendered: &rendered,
@@ -255,8 +280,7 @@ async fn attempt(shared: &Shared, item: PendingItem, permit: tokio::sync::OwnedS
             // A permanent error is about this message, not the sink's health.
             Err(SinkError::Permanent { .. }) => breaker.on_success(),
         }
-        metrics::gauge!("herald_circuit_state", "sink" => shared.name.clone())
-            .set(breaker.metric());
+        shared.metrics.circuit.set(breaker.metric());
     }
 
     let outcome = decide(
@@ -267,17 +291,15 @@ async fn attempt(shared: &Shared, item: PendingItem, permit: tokio::sync::OwnedS
         &shared.policy,
         &mut rand::rng(),
     );
-    let label = match &outcome {
-        Outcome::Delivered => "delivered",
-        Outcome::Retry { .. } => "retry",
-        Outcome::Dead { .. } => "dead",
+    let counted = match &outcome {
+        Outcome::Delivered => &shared.metrics.delivered,
+        Outcome::Retry { .. } => &shared.metrics.retry,
+        Outcome::Dead { .. } => &shared.metrics.dead,
     };
-    metrics::counter!("herald_deliveries_total", "sink" => shared.name.clone(), "outcome" => label)
-        .increment(1);
+    counted.increment(1);
     match &outcome {
         Outcome::Retry { attempt, .. } => {
-            metrics::counter!("herald_delivery_retries_total", "sink" => shared.name.clone())
-                .increment(1);
+            shared.metrics.retries.increment(1);
             tracing::debug!(sink = %key.sink, route = %key.route, event = %event.id, error = %attempt.error, "delivery failed; will retry");
         }
         Outcome::Dead { reason, attempt } => {

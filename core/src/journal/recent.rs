@@ -12,15 +12,25 @@ use crate::event::Event;
 /// Events kept. A sink that is this far behind reads from disk.
 pub const RECENT_EVENTS: usize = 2048;
 
+/// A committed event as held: the event and its JSON exactly as stored, which the sinks
+/// send as is instead of serializing the event again.
+#[derive(Clone, Debug)]
+pub(crate) struct Held {
+    pub seq: u64,
+    pub committed_at: Millis,
+    pub event: Arc<Event>,
+    pub json: Arc<str>,
+}
+
 #[derive(Default)]
 pub(crate) struct Recent {
-    /// `(seq, committed_at, event)` in increasing seq order.
-    events: Mutex<VecDeque<(u64, Millis, Arc<Event>)>>,
+    /// In increasing seq order.
+    events: Mutex<VecDeque<Held>>,
 }
 
 impl Recent {
     /// Adds the events of one commit (in seq order, each above every seq held already).
-    pub fn extend(&self, committed: impl IntoIterator<Item = (u64, Millis, Arc<Event>)>) {
+    pub fn extend(&self, committed: impl IntoIterator<Item = Held>) {
         let mut events = self.lock();
         for entry in committed {
             if events.len() >= RECENT_EVENTS {
@@ -30,17 +40,14 @@ impl Recent {
         }
     }
 
-    /// The event `seq` with its commit time, if it is still held.
-    pub fn get(&self, seq: u64) -> Option<(Millis, Arc<Event>)> {
+    /// The event `seq`, if it is still held.
+    pub fn get(&self, seq: u64) -> Option<Held> {
         let events = self.lock();
-        let i = events.partition_point(|(s, _, _)| *s < seq);
-        events
-            .get(i)
-            .filter(|(s, _, _)| *s == seq)
-            .map(|(_, at, event)| (*at, event.clone()))
+        let i = events.partition_point(|held| held.seq < seq);
+        events.get(i).filter(|held| held.seq == seq).cloned()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, Millis, Arc<Event>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Held>> {
         self.events.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -49,28 +56,34 @@ impl Recent {
 mod tests {
     use super::*;
 
-    fn event(id: &str) -> Arc<Event> {
-        Arc::new(Event::new(
+    fn held(seq: u64, committed_at: Millis, id: &str) -> Held {
+        let event = Event::new(
             id,
             "test",
             "add",
             chrono::Utc::now(),
             serde_json::Value::Null,
-        ))
+        );
+        Held {
+            seq,
+            committed_at,
+            json: event.to_json().into(),
+            event: Arc::new(event),
+        }
     }
 
     #[test]
     fn finds_what_it_holds_and_forgets_the_oldest() {
         let recent = Recent::default();
-        recent.extend([(3, 30, event("a")), (5, 50, event("b"))]);
+        recent.extend([held(3, 30, "a"), held(5, 50, "b")]);
         assert_eq!(
-            recent.get(5).map(|(at, e)| (at, e.id.clone())),
+            recent.get(5).map(|h| (h.committed_at, h.event.id.clone())),
             Some((50, "b".into()))
         );
         assert!(recent.get(4).is_none(), "a gap in the seqs");
         assert!(recent.get(6).is_none());
 
-        let more = (6..6 + RECENT_EVENTS as u64).map(|s| (s, 0, event("x")));
+        let more = (6..6 + RECENT_EVENTS as u64).map(|s| held(s, 0, "x"));
         recent.extend(more);
         assert!(recent.get(3).is_none(), "pushed out");
         assert!(recent.get(5).is_none(), "pushed out");

@@ -21,7 +21,7 @@ use redb::{
 };
 
 use super::JournalError;
-use super::recent::Recent;
+use super::recent::{Held, Recent};
 use super::records::{
     Attempt, DeadKind, DeadLetter, Millis, PendingState, decode_event, encode_event,
 };
@@ -66,6 +66,8 @@ pub struct PendingItem {
     pub state: PendingState,
     pub committed_at: Millis,
     pub event: Arc<Event>,
+    /// `event` as CloudEvents JSON, exactly as stored: the sinks send it as is.
+    pub json: Arc<str>,
 }
 
 /// How one attempt ended, as recorded.
@@ -195,10 +197,10 @@ pub struct Batch<'t> {
 }
 
 /// What [`Batch::append`] did with an event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Appended {
-    /// Stored under this seq.
-    New(u64),
+    /// Stored under this seq, as this JSON.
+    New { seq: u64, json: String },
     /// Seen within the retention window: not stored again.
     Duplicate,
 }
@@ -236,23 +238,24 @@ impl<'t> Batch<'t> {
         if self.dedup.get(key.as_str()).map_err(err)?.is_some() {
             return Ok(Appended::Duplicate);
         }
-        let (seq, size) = self.store_event(event, now)?;
+        let json = serde_json::to_string(event).map_err(err)?;
+        let seq = self.store_event(&json, now)?;
         self.dedup.insert(key.as_str(), seq).map_err(err)?;
         let targets = routes.targets(event);
         let pairs: Vec<(&str, &str)> = targets.iter().map(|t| (t.sink, t.route)).collect();
+        let size = u32::try_from(json.len()).unwrap_or(u32::MAX);
         self.add_deliveries(seq, size, &pairs)?;
-        Ok(Appended::New(seq))
+        Ok(Appended::New { seq, json })
     }
 
-    /// Stores the event under a new seq; returns the seq and its size (what it counts for
-    /// against `queue.max_bytes`).
-    fn store_event(&mut self, event: &Event, now: Millis) -> Result<(u64, u32), JournalError> {
+    /// Stores the event's JSON under a new seq; its length is what the event counts for
+    /// against `queue.max_bytes`.
+    fn store_event(&mut self, json: &str, now: Millis) -> Result<u64, JournalError> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let value = encode_event(now, event).map_err(err)?;
+        let value = encode_event(now, json);
         self.events.insert(seq, value.as_slice()).map_err(err)?;
-        let size = value.len() - 8;
-        Ok((seq, u32::try_from(size).unwrap_or(u32::MAX)))
+        Ok(seq)
     }
 
     /// Records `(sink, route)` deliveries of the stored event `seq`.
@@ -458,7 +461,12 @@ pub(super) fn scan_pending(
         if after.is_some_and(|a| a.seq == seq && a.route == route) {
             continue;
         }
-        let (committed_at, event) = match recent.get(seq) {
+        let Held {
+            committed_at,
+            event,
+            json,
+            ..
+        } = match recent.get(seq) {
             Some(held) => held,
             None => {
                 let Some(stored) = events.get(seq).map_err(err)? else {
@@ -470,7 +478,17 @@ pub(super) fn scan_pending(
                 let Ok(event) = serde_json::from_slice::<Event>(json) else {
                     continue;
                 };
-                (committed_at, Arc::new(event))
+                // Valid JSON is UTF-8; the fallback only guards against a damaged file.
+                let json = match std::str::from_utf8(json) {
+                    Ok(text) => Arc::from(text),
+                    Err(_) => Arc::from(event.to_json()),
+                };
+                Held {
+                    seq,
+                    committed_at,
+                    event: Arc::new(event),
+                    json,
+                }
             }
         };
         items.push(PendingItem {
@@ -482,6 +500,7 @@ pub(super) fn scan_pending(
             state: PendingState::decode(value.value()),
             committed_at,
             event,
+            json,
         });
     }
     Ok(items)
@@ -566,7 +585,9 @@ pub fn replay(
                 DeadKind::Delivery {
                     route, sink, event, ..
                 } => {
-                    let (seq, size) = batch.store_event(event, now)?;
+                    let json = serde_json::to_string(event).map_err(err)?;
+                    let seq = batch.store_event(&json, now)?;
+                    let size = u32::try_from(json.len()).unwrap_or(u32::MAX);
                     batch.add_deliveries(seq, size, &[(sink.as_str(), route.as_str())])?;
                     batch.dead.remove(letter.id).map_err(err)?;
                     report.replayed.push(letter.id);

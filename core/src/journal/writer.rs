@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 use redb::Database;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::recent::Held;
 use super::records::now_millis;
 use super::store::{self, Appended, Batch, DeliveryKey, Outcome};
 use super::{JournalError, Live, MAX_BATCH};
@@ -172,20 +173,25 @@ impl Writer {
                         Command::Append { event, reply } => {
                             let r = batch.append(&event, &routes, now);
                             note_failure(&mut failed, &r);
-                            if let Ok(Appended::New(seq)) = r {
-                                if tapping {
-                                    let deliveries = routes
-                                        .targets(&event)
-                                        .iter()
-                                        .map(|t| (t.route.to_owned(), t.sink.to_owned()))
-                                        .collect();
-                                    let event = event.clone();
-                                    tapped.push(super::Tapped { event, deliveries });
+                            let r = r.map(|appended_as| match appended_as {
+                                Appended::New { seq, json } => {
+                                    if tapping {
+                                        let deliveries = routes
+                                            .targets(&event)
+                                            .iter()
+                                            .map(|t| (t.route.to_owned(), t.sink.to_owned()))
+                                            .collect();
+                                        let event = event.clone();
+                                        tapped.push(super::Tapped { event, deliveries });
+                                    }
+                                    appended.push(Held {
+                                        seq,
+                                        committed_at: now,
+                                        event: Arc::new(event),
+                                        json: Arc::from(json),
+                                    });
+                                    Committed::New
                                 }
-                                appended.push((seq, now, Arc::new(event)));
-                            }
-                            let r = r.map(|a| match a {
-                                Appended::New(_) => Committed::New,
                                 Appended::Duplicate => Committed::Duplicate,
                             });
                             replies.push(Reply::Append(reply, r));

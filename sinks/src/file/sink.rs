@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use herald_core::config::{BuildContext, SinkSpec};
 use herald_core::{Delivery, Sink, SinkError};
-use serde::Serialize;
 
 #[derive(Debug, Clone)]
 pub(super) enum Target {
@@ -73,39 +72,43 @@ pub(super) struct FileSink {
     templated: bool,
 }
 
-#[derive(Serialize)]
-struct Record<'a> {
-    route: &'a str,
-    sink: &'a str,
-    event: &'a herald_core::Event,
+/// `{"route":…,"sink":…,"event":…}` and a newline: the event's JSON is the journal's own,
+/// spliced in rather than serialized again.
+fn record_line(route: &str, sink: &str, json: &str) -> Result<Vec<u8>, serde_json::Error> {
+    let mut line = Vec::with_capacity(json.len() + route.len() + sink.len() + 32);
+    line.extend_from_slice(br#"{"route":"#);
+    serde_json::to_writer(&mut line, route)?;
+    line.extend_from_slice(br#","sink":"#);
+    serde_json::to_writer(&mut line, sink)?;
+    line.extend_from_slice(br#","event":"#);
+    line.extend_from_slice(json.as_bytes());
+    line.extend_from_slice(b"}\n");
+    Ok(line)
 }
 
 #[async_trait]
 impl Sink for FileSink {
     async fn deliver(&self, delivery: Delivery<'_>) -> Result<(), SinkError> {
-        let mut line = match delivery.rendered.get("line").filter(|_| self.templated) {
-            Some(text) => text.trim_end_matches('\n').to_owned(),
-            None => serde_json::to_string(&Record {
-                route: delivery.route,
-                sink: delivery.sink,
-                event: delivery.event,
-            })
-            .map_err(|e| SinkError::permanent(format!("cannot serialize the event: {e}")))?,
+        let line = match delivery.rendered.get("line").filter(|_| self.templated) {
+            Some(text) => {
+                let mut line = text.trim_end_matches('\n').as_bytes().to_vec();
+                line.push(b'\n');
+                line
+            }
+            None => record_line(delivery.route, delivery.sink, delivery.json)
+                .map_err(|e| SinkError::permanent(format!("cannot serialize the record: {e}")))?,
         };
-        line.push('\n');
         let mut out = self
             .out
             .lock()
             .map_err(|_| SinkError::retryable("file sink lock poisoned"))?;
         let result = match &mut *out {
             Output::File { file, fsync } => file
-                .write_all(line.as_bytes())
+                .write_all(&line)
                 .and_then(|_| if *fsync { file.sync_data() } else { Ok(()) }),
             Output::Stdout => {
                 let mut stdout = io::stdout().lock();
-                stdout
-                    .write_all(line.as_bytes())
-                    .and_then(|_| stdout.flush())
+                stdout.write_all(&line).and_then(|_| stdout.flush())
             }
         };
         result.map_err(|e| SinkError::retryable(format!("write failed: {e}")))
@@ -122,5 +125,32 @@ impl Sink for FileSink {
                 .map_err(|e| SinkError::retryable(format!("fsync failed: {e}"))),
             Output::Stdout => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_the_events_json_with_route_and_sink() {
+        let event = herald_core::Event::new(
+            "c1/7",
+            "directory",
+            "directory.users.add",
+            chrono::Utc::now(),
+            serde_json::json!({"primaryEmail": "a\"b@example.edu"}),
+        );
+        let line = record_line("all \"users\"", "audit\n", &event.to_json()).unwrap();
+        let text = String::from_utf8(line).unwrap();
+        assert!(
+            text.ends_with("}\n") && text.matches('\n').count() == 1,
+            "{text:?}"
+        );
+        let record: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(record["route"], "all \"users\"");
+        assert_eq!(record["sink"], "audit\n");
+        let back: herald_core::Event = serde_json::from_value(record["event"].clone()).unwrap();
+        assert_eq!(back, event);
     }
 }

@@ -37,6 +37,7 @@ async fn deliver(config: &config::Config, route: &str, sink: &str, event: &Event
     built
         .deliver(Delivery {
             event,
+            json: &event.to_json(),
             route,
             sink,
             rendered: &rendered,

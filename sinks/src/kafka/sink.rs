@@ -193,7 +193,7 @@ impl Sink for KafkaSink {
         self.topics.ensure(topic).await;
         let key = d.rendered.get("key");
         let (payload, headers) = match self.spec.mode {
-            Mode::Structured => (d.event.to_json().into_bytes(), structured_headers()),
+            Mode::Structured => (d.json.as_bytes().to_vec(), structured_headers()),
             Mode::Binary => binary(d.event),
         };
         let mut record = FutureRecord::to(topic)

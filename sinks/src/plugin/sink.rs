@@ -71,8 +71,7 @@ struct DeliveryJson<'a> {
 #[async_trait]
 impl Sink for PluginSink {
     async fn deliver(&self, delivery: Delivery<'_>) -> Result<(), SinkError> {
-        let event = serde_json::to_vec(delivery.event)
-            .map_err(|e| SinkError::permanent(format!("cannot serialize the event: {e}")))?;
+        let event = delivery.json.as_bytes();
         let templates = delivery
             .rendered
             .iter()
@@ -90,7 +89,7 @@ impl Sink for PluginSink {
         // it at its timeout: a later callback then finds nothing.
         let _waiting = Waiting(id);
         self.instance
-            .deliver(&event, &body, id, on_done, std::ptr::null_mut());
+            .deliver(event, &body, id, on_done, std::ptr::null_mut());
         match answer.await {
             Ok(result) => result,
             Err(_) => Err(SinkError::retryable("the plugin dropped the delivery")),

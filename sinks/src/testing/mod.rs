@@ -58,6 +58,7 @@ pub async fn deliver(
     built
         .deliver(Delivery {
             event,
+            json: &event.to_json(),
             route: "r",
             sink,
             rendered: &rendered,

@@ -62,7 +62,7 @@ impl Sink for WebhookSink {
         let body = if self.spec.templated_body {
             d.rendered.get("body").unwrap_or_default().to_owned()
         } else {
-            d.event.to_json()
+            d.json.to_owned()
         };
         let mut request = self
             .client

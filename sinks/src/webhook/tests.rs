@@ -50,6 +50,7 @@ async fn send(config: &config::Config, sink: &str, event: &Event) -> Result<(), 
     built
         .deliver(Delivery {
             event,
+            json: &event.to_json(),
             route: "r",
             sink,
             rendered: &rendered,
