@@ -1,5 +1,7 @@
 -- wrk script: Directory API user notifications, each with its own message number so that
--- none is suppressed as a duplicate. Each wrk thread numbers from its own range.
+-- none is suppressed as a duplicate. Each wrk thread numbers from its own range, offset by
+-- the script's first argument (`wrk … -s directory.lua URL -- OFFSET`), so that successive
+-- runs against one journal send new notifications too.
 local counter = 0
 local thread_base = 0
 local threads = {}
@@ -10,7 +12,7 @@ function setup(thread)
 end
 
 function init(args)
-  thread_base = base or 0
+  thread_base = (base or 0) + (tonumber(args[1]) or 0)
 end
 
 function request()

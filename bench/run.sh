@@ -5,12 +5,16 @@
 #      to a file sink,
 # in the same run, on the same machine. It prints both and their ratio, the gateway's memory,
 # and the journal's group-commit batch size. Not a test: numbers on a shared machine are noisy,
-# so only ratios measured side by side mean anything.
+# so only ratios measured side by side mean anything. The two servers run side by side and
+# are loaded in turns (bare, herald, bare, herald, …) so that a slow spell of the machine
+# weighs on both; the ratio reported is the median of the rounds'.
 #
-#   bench/run.sh [SECONDS]      (default 10; needs wrk and GNU time: apt-get install wrk time)
+#   bench/run.sh [SECONDS] [ROUNDS]   (default 10 s, 3 rounds; needs wrk and GNU time:
+#                                      apt-get install wrk time)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
+rounds=${2:-3}
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "GNU time is missing: apt-get install time" >&2; exit 1; }
 
@@ -22,27 +26,24 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
-# URL PID → the RESULT line, plus cpu_server=… cpu_wrk=… (seconds of CPU during the load)
+# URL PID ROUND → the RESULT line, plus cpu_server=… cpu_wrk=… (seconds of CPU during the
+# load). Each round numbers its messages from its own range, so none is a duplicate of an
+# earlier round's (a duplicate is acknowledged without being stored or delivered).
 load() {
   local before after wrk_out
   before=$(ticks "$2")
   wrk_out=$(mktemp)
   /usr/bin/time -f 'WRKCPU %U %S' -o "$wrk_out" \
-    wrk -t2 -c64 -d"${secs}s" -s bench/directory.lua "$1" | grep '^RESULT' | tr -d '\n'
+    wrk -t2 -c64 -d"${secs}s" -s bench/directory.lua "$1" -- "$(($3 * 1000000000))" | grep '^RESULT' | tr -d '\n'
   after=$(ticks "$2")
   awk -v b="$before" -v a="$after" -v hz="$hz" '/^WRKCPU/ { printf " cpu_server=%.2f cpu_wrk=%.2f\n", (a - b) / hz, $2 + $3 }' "$wrk_out"
   rm -f "$wrk_out"
 }
 field() { sed -E "s/.*$1=([0-9.]+).*/\1/" <<<"$2"; }
 
-# 1. Baseline.
+# The baseline and the gateway, both started before the first round.
 ./target/release/bare-server 127.0.0.1:0 >"$work/bare.addr" &
 bare_pid=$!
-sleep 0.5
-bare=$(load "http://$(head -1 "$work/bare.addr")" "$bare_pid")
-kill "$bare_pid"
-
-# 2. Herald.
 cat >"$work/routes.yaml" <<YAML
 server: { listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0 }
 queue: { path: ./data }
@@ -55,32 +56,44 @@ routes:
     to: [audit]
 YAML
 RUST_LOG=warn ./target/release/herald run -c "$work/routes.yaml" 2>"$work/herald.log" &
-for _ in $(seq 100); do [ -f "$work/data/gateway.json" ] && break; sleep 0.1; done
+for _ in $(seq 100); do [ -f "$work/data/gateway.json" ] && [ -s "$work/bare.addr" ] && break; sleep 0.1; done
+bare_url="http://$(head -1 "$work/bare.addr")"
 listen=$(sed -nE 's/.*"listen": "([^"]+)".*/\1/p' "$work/data/gateway.json")
 admin=$(sed -nE 's/.*"admin": "([^"]+)".*/\1/p' "$work/data/gateway.json")
 pid=$(sed -nE 's/.*"pid": ([0-9]+).*/\1/p' "$work/data/gateway.json")
-herald=$(load "http://$listen" "$pid")
+
+# µs of CPU per request: the server's own, and the load generator's (on the same cores).
+per_request() { awk -v c="$(field "$1" "$2")" -v n="$(field requests "$2")" 'BEGIN { printf "%.1f", 1e6 * c / n }'; }
+row() {
+  echo "| $1 | $(field rps "$2") | $(field p50_ms "$2") | $(field p99_ms "$2") | $(field non2xx "$2") | $(per_request cpu_server "$2") | $(per_request cpu_wrk "$2") |"
+}
+
+echo "| round | server | requests/s | p50 ms | p99 ms | non-2xx | server CPU µs/request | wrk CPU µs/request |"
+echo "|---|---|---|---|---|---|---|---|"
+ratios=()
+acknowledged=0
+for round in $(seq "$rounds"); do
+  bare=$(load "$bare_url" "$bare_pid" "$round")
+  herald=$(load "http://$listen" "$pid" "$round")
+  acknowledged=$((acknowledged + $(field requests "$herald")))
+  row "$round | bare hyper server (baseline)" "$bare"
+  row "$round | herald, journal + file sink" "$herald"
+  ratios+=("$(awk -v h="$(field rps "$herald")" -v b="$(field rps "$bare")" 'BEGIN { printf "%.3f", h / b }')")
+  # Let the gateway deliver its backlog before the baseline's next turn.
+  sleep 2
+done
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
 metrics=$(curl -s "http://$admin/metrics")
 batch_sum=$(awk '/^herald_journal_batch_size_sum/ {print $2}' <<<"$metrics")
 batch_count=$(awk '/^herald_journal_batch_size_count/ {print $2}' <<<"$metrics")
 commit_sum=$(awk '/^herald_journal_commit_seconds_sum/ {print $2}' <<<"$metrics")
-sleep 2
 delivered=$(wc -l <"$work/events.jsonl")
 
-bare_rps=$(field rps "$bare")
-herald_rps=$(field rps "$herald")
-# µs of CPU per request: the server's own, and the load generator's (on the same cores).
-per_request() { awk -v c="$(field "$1" "$2")" -v n="$(field requests "$2")" 'BEGIN { printf "%.1f", 1e6 * c / n }'; }
 cat <<REPORT
-| | requests/s | p50 ms | p99 ms | non-2xx | server CPU µs/request | wrk CPU µs/request |
-|---|---|---|---|---|---|---|
-| bare hyper server (baseline) | $bare_rps | $(field p50_ms "$bare") | $(field p99_ms "$bare") | $(field non2xx "$bare") | $(per_request cpu_server "$bare") | $(per_request cpu_wrk "$bare") |
-| herald, journal + file sink | $herald_rps | $(field p50_ms "$herald") | $(field p99_ms "$herald") | $(field non2xx "$herald") | $(per_request cpu_server "$herald") | $(per_request cpu_wrk "$herald") |
 
-ratio herald / baseline: $(awk -v h="$herald_rps" -v b="$bare_rps" 'BEGIN { printf "%.2f", h / b }')
+ratio herald / baseline per round: ${ratios[*]}; median $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{ r[NR] = $1 } END { printf "%.2f", (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2 }')
 herald memory: RSS $((rss / 1024)) MiB at the end, peak $((hwm / 1024)) MiB
 journal group commit: $(awk -v s="$batch_sum" -v c="$batch_count" 'BEGIN { printf "%.1f", s / c }') events per commit on average over $batch_count commits, $(awk -v s="$commit_sum" -v c="$batch_count" 'BEGIN { printf "%.2f", 1000 * s / c }') ms per commit
-delivered to the file sink 2 s after the load: $delivered of $(field requests "$herald") acknowledged
+delivered to the file sink 2 s after the load: $delivered of $acknowledged acknowledged
 REPORT
