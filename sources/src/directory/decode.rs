@@ -13,6 +13,9 @@
 //! `X-Goog-Channel-Token` is never read here: the handler compares it and nothing else sees
 //! it. Every error names the header or the body field that is wrong.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 use herald_core::Event;
@@ -74,21 +77,10 @@ pub fn decode(
     }
     let resource_id = required(headers, RESOURCE_ID)?;
     let resource_uri = required(headers, RESOURCE_URI)?;
-    let uri = reqwest::Url::parse(resource_uri)
-        .map_err(|e| DecodeError::new(format!("header {RESOURCE_URI} is not a URL ({e})")))?;
+    let uri_params = LAST_URI.with_borrow_mut(|last| memo(last, resource_uri, uri_params))?;
     let expiration = match optional(headers, CHANNEL_EXPIRATION)? {
         None => None,
-        Some(text) => Some(
-            DateTime::parse_from_rfc2822(text)
-                .map_err(|_| {
-                    DecodeError::new(format!(
-                        "header {CHANNEL_EXPIRATION} is not an HTTP date such as \
-                         `Tue, 29 Oct 2030 20:32:02 GMT`: `{}`",
-                        clip(text)
-                    ))
-                })?
-                .with_timezone(&Utc),
-        ),
+        Some(text) => Some(LAST_EXPIRATION.with_borrow_mut(|last| memo(last, text, http_date))?),
     };
 
     let data = body_json(body)?;
@@ -125,23 +117,73 @@ pub fn decode(
     meta.insert("resourceUri".into(), resource_uri.to_owned());
     meta.insert("resourceState".into(), state.to_owned());
     meta.insert("messageNumber".into(), number.to_string());
-    if let Some(expiration) = expiration {
-        meta.insert(
-            "channelExpiration".into(),
-            expiration.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-        );
+    if let Some((_, text)) = &expiration {
+        meta.insert("channelExpiration".into(), text.clone());
     }
-    for (name, value) in uri.query_pairs() {
-        if URI_PARAMS.contains(&name.as_ref()) {
-            meta.insert(name.into_owned(), value.into_owned());
-        }
+    for (name, value) in uri_params.iter() {
+        meta.insert(name.clone(), value.clone());
     }
     Ok(DirectoryMessage {
         sync: state == "sync",
         channel_id: channel_id.to_owned(),
-        expiration,
+        expiration: expiration.map(|(time, _)| time),
         event,
     })
+}
+
+thread_local! {
+    // A channel sends the same resource URI and expiration with every message: each thread
+    // keeps what it parsed from the last ones it saw and parses only when they change.
+    static LAST_URI: RefCell<Option<(String, UriParams)>> = const { RefCell::new(None) };
+    static LAST_EXPIRATION: RefCell<Option<(String, Expiration)>> = const { RefCell::new(None) };
+}
+
+/// The `URI_PARAMS` query parameters of a resource URI, in the order they appear.
+type UriParams = Rc<Vec<(String, String)>>;
+/// An expiration, and as written in `meta`.
+type Expiration = (DateTime<Utc>, String);
+
+/// `parse(text)`, or what it gave for the same `text` last time. An error is not kept.
+fn memo<T: Clone>(
+    last: &mut Option<(String, T)>,
+    text: &str,
+    parse: fn(&str) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
+    if let Some((seen, parsed)) = last
+        && seen == text
+    {
+        return Ok(parsed.clone());
+    }
+    let parsed = parse(text)?;
+    *last = Some((text.to_owned(), parsed.clone()));
+    Ok(parsed)
+}
+
+fn uri_params(text: &str) -> Result<UriParams, DecodeError> {
+    let uri = reqwest::Url::parse(text)
+        .map_err(|e| DecodeError::new(format!("header {RESOURCE_URI} is not a URL ({e})")))?;
+    Ok(Rc::new(
+        uri.query_pairs()
+            .filter(|(name, _)| URI_PARAMS.contains(&name.as_ref()))
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect(),
+    ))
+}
+
+fn http_date(text: &str) -> Result<Expiration, DecodeError> {
+    let time = DateTime::parse_from_rfc2822(text)
+        .map_err(|_| {
+            DecodeError::new(format!(
+                "header {CHANNEL_EXPIRATION} is not an HTTP date such as \
+                 `Tue, 29 Oct 2030 20:32:02 GMT`: `{}`",
+                clip(text)
+            ))
+        })?
+        .with_timezone(&Utc);
+    Ok((
+        time,
+        time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+    ))
 }
 
 /// The body as JSON: an object, or null when empty.

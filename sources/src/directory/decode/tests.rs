@@ -122,6 +122,63 @@ fn customer_comes_from_the_uri() {
 }
 
 #[test]
+fn each_message_gets_its_own_uri_and_expiration_when_they_change() {
+    // The thread remembers the last URI and expiration parsed; alternating must not mix them.
+    let a = "https://admin.googleapis.com/admin/directory/v1/users?domain=a.edu&event=add";
+    let b = "https://admin.googleapis.com/admin/directory/v1/users?customer=c1&event=delete";
+    for (uri, expiration, domain, event, expires) in [
+        (
+            a,
+            "Tue, 29 Oct 2030 20:32:02 GMT",
+            Some("a.edu"),
+            "add",
+            "2030-10-29T20:32:02Z",
+        ),
+        (
+            a,
+            "Tue, 29 Oct 2030 20:32:02 GMT",
+            Some("a.edu"),
+            "add",
+            "2030-10-29T20:32:02Z",
+        ),
+        (
+            b,
+            "Wed, 30 Oct 2030 08:00:00 GMT",
+            None,
+            "delete",
+            "2030-10-30T08:00:00Z",
+        ),
+        (
+            a,
+            "Wed, 30 Oct 2030 08:00:00 GMT",
+            Some("a.edu"),
+            "add",
+            "2030-10-30T08:00:00Z",
+        ),
+    ] {
+        let mut map = with(RESOURCE_URI, uri);
+        map.insert(
+            HeaderName::from_bytes(CHANNEL_EXPIRATION.as_bytes()).unwrap(),
+            HeaderValue::from_str(expiration).unwrap(),
+        );
+        let message = decode("d", &map, b"{}", received()).unwrap();
+        let meta = &message.event.meta;
+        assert_eq!(meta.get("domain").map(String::as_str), domain, "{uri}");
+        assert_eq!(meta["event"], event);
+        assert_eq!(meta.contains_key("customer"), domain.is_none());
+        assert_eq!(meta["channelExpiration"], expires);
+        assert_eq!(
+            message.expiration.unwrap().to_rfc3339(),
+            DateTime::parse_from_rfc3339(expires).unwrap().to_rfc3339()
+        );
+    }
+    // An error is not remembered as a value: the same bad URI fails again.
+    for _ in 0..2 {
+        assert!(error(&with(RESOURCE_URI, "not a uri"), b"").contains("is not a URL"));
+    }
+}
+
+#[test]
 fn errors_name_the_header_or_field() {
     for name in [
         CHANNEL_ID,
