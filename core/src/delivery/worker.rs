@@ -154,8 +154,9 @@ impl Worker {
             }
 
             let mut probed = false;
+            // Where the next page begins, once every item of this one was looked at.
+            let last = items.last().map(|item| item.key.clone());
             for item in items {
-                cursor = Some(item.key.clone());
                 if lock(&shared.inflight).contains_key(&item.key) {
                     continue;
                 }
@@ -207,6 +208,7 @@ impl Worker {
                     shared.ended.notify_one();
                 });
             }
+            cursor = last;
         }
 
         // Shutdown: let attempts in flight finish up to the deadline; what is left stays

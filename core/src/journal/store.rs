@@ -166,6 +166,22 @@ fn meta_add(
     Ok(next)
 }
 
+/// Adds `delta` to `counts[name]`, allocating the name only the first time.
+fn bump<N: Copy + Default + std::ops::AddAssign>(
+    counts: &mut BTreeMap<String, N>,
+    name: &str,
+    delta: N,
+) {
+    match counts.get_mut(name) {
+        Some(count) => *count += delta,
+        None => {
+            let mut count = N::default();
+            count += delta;
+            counts.insert(name.to_owned(), count);
+        }
+    }
+}
+
 /// The counters a batch changed, as committed: the writer mirrors them without reading the
 /// journal again.
 #[derive(Debug, Default)]
@@ -235,12 +251,21 @@ impl<'t> Batch<'t> {
         now: Millis,
     ) -> Result<Appended, JournalError> {
         let key = dedup_key(&event.source, &event.id);
-        if self.dedup.get(key.as_str()).map_err(err)?.is_some() {
+        // One B-tree walk for the common case, a new event: claim the key for the next seq,
+        // and put the first one's seq back if the event was seen already.
+        let seq = self.next_seq;
+        let seen = self
+            .dedup
+            .insert(key.as_str(), seq)
+            .map_err(err)?
+            .map(|first| first.value());
+        if let Some(first) = seen {
+            self.dedup.insert(key.as_str(), first).map_err(err)?;
             return Ok(Appended::Duplicate);
         }
         let json = serde_json::to_string(event).map_err(err)?;
-        let seq = self.store_event(&json, now)?;
-        self.dedup.insert(key.as_str(), seq).map_err(err)?;
+        let stored = self.store_event(&json, now)?;
+        debug_assert_eq!(stored, seq);
         let targets = routes.targets(event);
         let pairs: Vec<(&str, &str)> = targets.iter().map(|t| (t.sink, t.route)).collect();
         let size = u32::try_from(json.len()).unwrap_or(u32::MAX);
@@ -278,8 +303,8 @@ impl<'t> Batch<'t> {
                 .is_none()
             {
                 count += 1;
-                *self.touched_sinks.entry((*sink).to_owned()).or_default() += 1;
-                *self.pending_delta.entry((*sink).to_owned()).or_default() += 1;
+                bump(&mut self.touched_sinks, sink, 1);
+                bump(&mut self.pending_delta, sink, 1);
             }
         }
         self.refs.insert(seq, (count, size)).map_err(err)?;
@@ -291,9 +316,10 @@ impl<'t> Batch<'t> {
     /// Records the outcome of one attempt.
     pub fn outcome(&mut self, key: &DeliveryKey, outcome: &Outcome) -> Result<(), JournalError> {
         let pkey = (key.sink.as_str(), key.seq, key.route.as_str());
+        // Taken out in one B-tree walk; a retry puts it back with its new state.
         let Some(state) = self
             .pending
-            .get(pkey)
+            .remove(pkey)
             .map_err(err)?
             .map(|v| PendingState::decode(v.value()))
         else {
@@ -311,11 +337,9 @@ impl<'t> Batch<'t> {
                     .map_err(err)?;
             }
             Outcome::Delivered => {
-                self.pending.remove(pkey).map_err(err)?;
                 self.settle(key)?;
             }
             Outcome::Dead { attempt, reason } => {
-                self.pending.remove(pkey).map_err(err)?;
                 let mut attempts = state.errors;
                 attempts.extend(attempt.clone());
                 let event = self.events.get(key.seq).map_err(err)?.and_then(|v| {
@@ -339,12 +363,12 @@ impl<'t> Batch<'t> {
 
     /// One delivery of `key.seq` is finished (delivered or dead).
     fn settle(&mut self, key: &DeliveryKey) -> Result<(), JournalError> {
-        *self.pending_delta.entry(key.sink.clone()).or_default() -= 1;
-        let Some((left, size)) = self.refs.get(key.seq).map_err(err)?.map(|v| v.value()) else {
+        bump(&mut self.pending_delta, &key.sink, -1);
+        // Most events have one delivery: taking the row out is then the only walk.
+        let Some((left, size)) = self.refs.remove(key.seq).map_err(err)?.map(|v| v.value()) else {
             return Ok(());
         };
         if left <= 1 {
-            self.refs.remove(key.seq).map_err(err)?;
             self.events_delta -= 1;
             self.bytes_delta -= i64::from(size);
         } else {

@@ -69,18 +69,27 @@ async fn events_are_committed_once_and_routed_durably() {
         .map(|i| (i.key.route.as_str(), i.event.id.as_str()))
         .collect();
     assert_eq!(got, [("adds", "1"), ("rest", "2")]);
+    let held = |items: &[PendingItem]| -> Vec<(DeliveryKey, Event, String)> {
+        items
+            .iter()
+            .map(|i| (i.key.clone(), (*i.event).clone(), i.json.to_string()))
+            .collect()
+    };
+    let fresh = held(&audit);
+    for (_, event, json) in &fresh {
+        assert_eq!(json, &event.to_json(), "the JSON is the event's own");
+    }
     let stats = journal.stats().unwrap();
     assert_eq!(stats.undelivered_events, 2);
     assert_eq!(stats.pending.get("audit"), Some(&2));
     journal.close().await;
     drop(journal);
 
-    // Reopened: the same pending deliveries, and duplicates are still recognised.
+    // Reopened: the same pending deliveries (now read from disk, not from memory), and
+    // duplicates are still recognised.
     let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
-    assert_eq!(
-        journal.scan_pending("audit", None, 10).await.unwrap().len(),
-        2
-    );
+    let reread = journal.scan_pending("audit", None, 10).await.unwrap();
+    assert_eq!(held(&reread), fresh);
     assert_eq!(
         journal.commit(event("2", "delete")).await,
         Ok(Committed::Duplicate)
@@ -293,6 +302,37 @@ async fn concurrent_commits_are_grouped() {
         assert_eq!(r.unwrap(), Ok(Committed::New));
     }
     assert_eq!(journal.stats().unwrap().undelivered_events, 500);
+    journal.close().await;
+}
+
+#[tokio::test]
+async fn a_backlog_older_than_the_memory_window_is_read_from_disk_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Arc::new(Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap());
+    let total = super::recent::RECENT_EVENTS + 10;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        let j = journal.clone();
+        tasks.spawn(async move { j.commit(event(&format!("{i:05}"), "x")).await });
+    }
+    while let Some(r) = tasks.join_next().await {
+        assert_eq!(r.unwrap(), Ok(Committed::New));
+    }
+    // The oldest pending events fell out of memory: the pages are read from disk, and the
+    // newest ones from memory, all in seq order with their own JSON.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = journal.scan_pending("audit", after, 256).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.key.clone());
+        for item in &page {
+            assert_eq!(&*item.json, item.event.to_json());
+            seen.push(item.key.seq);
+        }
+    }
+    assert_eq!(seen.len(), total);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "in seq order");
     journal.close().await;
 }
 
