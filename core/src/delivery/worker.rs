@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::breaker::{Breaker, Gate};
 use super::policy::decide;
-use crate::journal::{DeliveryKey, Journal, Outcome, PendingItem, now_millis};
+use crate::journal::{DeliveryKey, Journal, OnRecorded, Outcome, PendingItem, now_millis};
 use crate::sink::{Delivery, DeliveryPolicy, Sink, SinkError};
 use crate::template::Templates;
 
@@ -201,12 +201,7 @@ impl Worker {
                     _ = shutdown.changed() => break 'outer,
                 };
                 lock(&shared.inflight).insert(item.key.clone(), None);
-                let shared = shared.clone();
-                attempts.spawn(async move {
-                    attempt(&shared, item, permit).await;
-                    drop(recording);
-                    shared.ended.notify_one();
-                });
+                attempts.spawn(attempt(shared.clone(), item, permit, recording));
             }
             cursor = last;
         }
@@ -227,9 +222,15 @@ impl Worker {
     }
 }
 
-/// One attempt of one delivery, recorded in the journal before it ends. `permit` (the
-/// sink's concurrency) is given back once the sink has answered.
-async fn attempt(shared: &Shared, item: PendingItem, permit: tokio::sync::OwnedSemaphorePermit) {
+/// One attempt of one delivery. `permit` (the sink's concurrency) is given back once the
+/// sink has answered; `recording` (the bound on outcomes waiting for a commit) once its
+/// outcome is committed, which the journal's writer reports without a task waiting for it.
+async fn attempt(
+    shared: Arc<Shared>,
+    item: PendingItem,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    recording: tokio::sync::OwnedSemaphorePermit,
+) {
     let PendingItem {
         key,
         state,
@@ -310,11 +311,23 @@ async fn attempt(shared: &Shared, item: PendingItem, permit: tokio::sync::OwnedS
         }
         Outcome::Delivered => {}
     }
-    if let Err(e) = shared.journal.record(key.clone(), outcome).await {
-        tracing::error!(sink = %key.sink, error = %e, "cannot record a delivery outcome; it will be attempted again");
-    }
-    let at = shared.scans.load(Ordering::SeqCst);
-    lock(&shared.inflight).insert(key, Some(at));
+    let recorded = {
+        let shared = shared.clone();
+        let key = key.clone();
+        OnRecorded::new(move |result| {
+            if let Err(e) = result {
+                tracing::error!(sink = %key.sink, error = %e, "cannot record a delivery outcome; it will be attempted again");
+            }
+            // Scans begun from now on see the outcome; one begun before must not start the
+            // delivery again.
+            let at = shared.scans.load(Ordering::SeqCst);
+            lock(&shared.inflight).insert(key, Some(at));
+            drop(recording);
+            shared.ended.notify_one();
+        })
+    };
+    // An error is reported to `recorded` as well.
+    let _ = shared.journal.record_then(key, outcome, recorded).await;
 }
 
 fn rate_limiter(policy: &DeliveryPolicy) -> Option<DefaultDirectRateLimiter> {

@@ -35,6 +35,34 @@ use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 pub use records::{Attempt, DeadKind, DeadLetter, Millis, PendingState, now_millis, to_time};
 pub use store::{DeadFilter, DeliveryKey, FILE_NAME, Outcome, PendingItem, ReplayReport, Stats};
 
+/// What to do once an outcome handed to [`Journal::record_then`] is committed. It runs on
+/// the journal's writer thread, so it must be quick (update a map, wake a task). It is called
+/// exactly once: with the commit's result, or with [`JournalError::Closed`] if the outcome
+/// never reached a commit.
+pub struct OnRecorded(Option<Recorded>);
+
+type Recorded = Box<dyn FnOnce(Result<(), JournalError>) + Send>;
+
+impl OnRecorded {
+    pub fn new(then: impl FnOnce(Result<(), JournalError>) + Send + 'static) -> Self {
+        OnRecorded(Some(Box::new(then)))
+    }
+
+    pub(crate) fn call(mut self, result: Result<(), JournalError>) {
+        if let Some(then) = self.0.take() {
+            then(result);
+        }
+    }
+}
+
+impl Drop for OnRecorded {
+    fn drop(&mut self) {
+        if let Some(then) = self.0.take() {
+            then(Err(JournalError::Closed));
+        }
+    }
+}
+
 use crate::config::QueueConfig;
 use crate::event::Event;
 use crate::health::Health;
@@ -195,13 +223,26 @@ impl Journal {
     /// Records how an attempt ended; returns once it is committed.
     pub async fn record(&self, key: DeliveryKey, outcome: Outcome) -> Result<(), JournalError> {
         let (reply, answer) = oneshot::channel();
-        self.send(writer::Command::Outcome {
-            key,
-            outcome,
-            reply,
-        })
-        .await?;
+        let then = OnRecorded::new(move |result| {
+            let _ = reply.send(result);
+        });
+        self.record_then(key, outcome, then).await?;
         answer.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Hands how an attempt ended to the writer and returns without waiting for the commit;
+    /// `then` is called once it is committed, or failed. A sink worker records every
+    /// delivery this way, so no task waits (and is woken) per delivery.
+    pub async fn record_then(
+        &self,
+        key: DeliveryKey,
+        outcome: Outcome,
+        then: OnRecorded,
+    ) -> Result<(), JournalError> {
+        // When the writer is gone the command, and with it `then`, is dropped: `then` is
+        // called with `Closed`.
+        self.send(writer::Command::Outcome { key, outcome, then })
+            .await
     }
 
     /// Removes delivered events older than the retention (the writer also does this by

@@ -356,3 +356,48 @@ async fn state_values_survive_a_restart_and_health_feeds_readiness() {
     );
     assert_eq!(admin.get_state("other").unwrap(), Some(b"x".to_vec()));
 }
+
+#[tokio::test]
+async fn an_outcome_handed_over_reports_its_commit_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+    journal.commit(event("1", "x")).await.unwrap();
+    let item = journal
+        .scan_pending("audit", None, 1)
+        .await
+        .unwrap()
+        .remove(0);
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let then = {
+        let tx = tx.clone();
+        OnRecorded::new(move |result| tx.send(result).unwrap())
+    };
+    journal
+        .record_then(item.key.clone(), Outcome::Delivered, then)
+        .await
+        .unwrap();
+    let reported = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(reported, Ok(()));
+    assert!(
+        journal
+            .scan_pending("audit", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(journal.stats().unwrap().undelivered_events, 0);
+
+    // After the writer stopped, the outcome cannot be committed: `then` hears so, once.
+    journal.close().await;
+    let then = OnRecorded::new(move |result| tx.send(result).unwrap());
+    let sent = journal
+        .record_then(item.key, Outcome::Delivered, then)
+        .await;
+    assert_eq!(sent, Err(JournalError::Closed));
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+        Err(JournalError::Closed)
+    );
+    assert!(rx.try_recv().is_err(), "called once");
+}

@@ -28,7 +28,7 @@ pub(super) enum Command {
     Outcome {
         key: DeliveryKey,
         outcome: Outcome,
-        reply: oneshot::Sender<Result<(), JournalError>>,
+        then: super::OnRecorded,
     },
     Sweep {
         reply: oneshot::Sender<Result<usize, JournalError>>,
@@ -86,6 +86,7 @@ enum Reply {
         oneshot::Sender<Result<usize, JournalError>>,
         Result<usize, JournalError>,
     ),
+    Then(super::OnRecorded, Result<(), JournalError>),
 }
 
 impl Writer {
@@ -201,14 +202,10 @@ impl Writer {
                             note_failure(&mut failed, &r);
                             replies.push(Reply::Unit(reply, r));
                         }
-                        Command::Outcome {
-                            key,
-                            outcome,
-                            reply,
-                        } => {
+                        Command::Outcome { key, outcome, then } => {
                             let r = batch.outcome(&key, &outcome);
                             note_failure(&mut failed, &r);
-                            replies.push(Reply::Unit(reply, r));
+                            replies.push(Reply::Then(then, r));
                         }
                         Command::Sweep { reply } => {
                             let r = batch.sweep(now, self.retention_ms, SWEEP_LIMIT);
@@ -261,6 +258,7 @@ impl Writer {
                         Reply::Sweep(tx, r) => {
                             let _ = tx.send(r);
                         }
+                        Reply::Then(then, r) => then.call(r),
                     }
                 }
             }
@@ -277,6 +275,7 @@ impl Writer {
                         Reply::Sweep(tx, _) => {
                             let _ = tx.send(Err(e.clone()));
                         }
+                        Reply::Then(then, _) => then.call(Err(e.clone())),
                     }
                 }
             }
