@@ -1,6 +1,8 @@
 //! The metrics the sources record, through the `metrics` facade; the binary installs the
 //! Prometheus recorder and `/metrics` renders it. Every series carries the source's name.
 
+use std::sync::{Arc, OnceLock};
+
 use metrics::{Counter, Histogram, counter, gauge, histogram};
 
 /// Requests answered, by source and HTTP status.
@@ -23,8 +25,7 @@ pub const CHANNEL_EXPIRATION: &str = "herald_directory_channel_expiration_timest
 pub const PULL_ERRORS: &str = "herald_pubsub_pull_errors_total";
 
 /// The series one source records on every request, registered once: a labelled `counter!`
-/// call allocates its labels and looks its series up each time, which on the webhook path
-/// costs as much as the rest of the bookkeeping.
+/// call allocates its labels and looks its series up each time.
 #[derive(Clone)]
 pub struct SourceMetrics {
     pub decoded: Counter,
@@ -44,18 +45,19 @@ impl SourceMetrics {
 /// webhook, 204 for a push), registered once; other statuses go through [`request`].
 #[derive(Clone)]
 pub struct Answered {
-    source: std::sync::Arc<str>,
-    ok: Counter,
-    no_content: Counter,
+    source: Arc<str>,
+    // Registered at the first such answer, so that no series shows a status the source
+    // never gave. Shared by the clones of one source's layer.
+    ok: Arc<OnceLock<Counter>>,
+    no_content: Arc<OnceLock<Counter>>,
 }
 
 impl Answered {
-    pub fn new(source: std::sync::Arc<str>) -> Self {
-        let count = |status: &'static str| counter!(REQUESTS, "source" => source.to_string(), "status" => status);
+    pub fn new(source: Arc<str>) -> Self {
         Answered {
-            ok: count("200"),
-            no_content: count("204"),
             source,
+            ok: Arc::default(),
+            no_content: Arc::default(),
         }
     }
 
@@ -64,11 +66,16 @@ impl Answered {
     }
 
     pub fn record(&self, status: u16) {
-        match status {
-            200 => self.ok.increment(1),
-            204 => self.no_content.increment(1),
-            other => request(&self.source, other),
-        }
+        let (cached, label) = match status {
+            200 => (&self.ok, "200"),
+            204 => (&self.no_content, "204"),
+            other => return request(&self.source, other),
+        };
+        cached
+            .get_or_init(
+                || counter!(REQUESTS, "source" => self.source.to_string(), "status" => label),
+            )
+            .increment(1);
     }
 }
 

@@ -210,6 +210,11 @@ impl Worker {
         // pending in the journal for the next start.
         let finished = tokio::time::timeout(self.deadline, async {
             while attempts.join_next().await.is_some() {}
+            // The attempts handed their outcomes to the journal; wait for them to be
+            // committed (each gives its `recording` permit back then), so that a stopped
+            // worker leaves nothing of its own in flight: a sink removed by a reload is
+            // buried only after its delivered outcomes are in.
+            let _ = unrecorded.acquire_many(MAX_UNRECORDED as u32).await;
         })
         .await;
         if finished.is_err() {

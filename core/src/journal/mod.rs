@@ -35,6 +35,15 @@ use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 pub use records::{Attempt, DeadKind, DeadLetter, Millis, PendingState, now_millis, to_time};
 pub use store::{DeadFilter, DeliveryKey, FILE_NAME, Outcome, PendingItem, ReplayReport, Stats};
 
+use crate::config::QueueConfig;
+use crate::event::Event;
+use crate::health::Health;
+use crate::ingest::{Committed, Ingest, IngestError, RejectedInput};
+use crate::rules::RouteTable;
+
+/// Routed events a slow `herald tap` may fall behind by before it misses some.
+const TAP_BUFFER: usize = 4096;
+
 /// What to do once an outcome handed to [`Journal::record_then`] is committed. It runs on
 /// the journal's writer thread, so it must be quick (update a map, wake a task). It is called
 /// exactly once: with the commit's result, or with [`JournalError::Closed`] if the outcome
@@ -62,15 +71,6 @@ impl Drop for OnRecorded {
         }
     }
 }
-
-use crate::config::QueueConfig;
-use crate::event::Event;
-use crate::health::Health;
-use crate::ingest::{Committed, Ingest, IngestError, RejectedInput};
-use crate::rules::RouteTable;
-
-/// Routed events a slow `herald tap` may fall behind by before it misses some.
-const TAP_BUFFER: usize = 4096;
 
 /// An event as it was routed, for `herald tap`.
 #[derive(Clone, Debug, serde::Serialize)]
