@@ -18,17 +18,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 # BINARY OFFSET → "requests/s cpu_µs_per_request"
 one() {
   rm -rf "$work/data" "$work/events.jsonl"
-  cat >"$work/routes.yaml" <<YAML
-server: { listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0 }
-queue: { path: ./data }
-sources:
-  directory: { type: directory_webhook, path: /webhook/directory, channel_tokens: [bench-token] }
-sinks:
-  audit: { type: file, path: ./events.jsonl }
-routes:
-  - name: all
-    to: [audit]
-YAML
+  cp bench/routes.yaml "$work/routes.yaml"
   RUST_LOG=warn "$1" run -c "$work/routes.yaml" 2>"$work/herald.log" &
   local started=$!
   for _ in $(seq 100); do [ -f "$work/data/gateway.json" ] && break; sleep 0.1; done

@@ -44,17 +44,7 @@ field() { sed -E "s/.*$1=([0-9.]+).*/\1/" <<<"$2"; }
 # The baseline and the gateway, both started before the first round.
 ./target/release/bare-server 127.0.0.1:0 >"$work/bare.addr" &
 bare_pid=$!
-cat >"$work/routes.yaml" <<YAML
-server: { listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0 }
-queue: { path: ./data }
-sources:
-  directory: { type: directory_webhook, path: /webhook/directory, channel_tokens: [bench-token] }
-sinks:
-  audit: { type: file, path: ./events.jsonl }
-routes:
-  - name: all
-    to: [audit]
-YAML
+cp bench/routes.yaml "$work/routes.yaml"
 RUST_LOG=warn ./target/release/herald run -c "$work/routes.yaml" 2>"$work/herald.log" &
 for _ in $(seq 100); do [ -f "$work/data/gateway.json" ] && [ -s "$work/bare.addr" ] && break; sleep 0.1; done
 bare_url="http://$(head -1 "$work/bare.addr")"
