@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Herald's ingest benchmark (issue #4): Directory-webhook POSTs with wrk -t2 -c64, against
-#   1. the baseline: a bare hyper server answering 200 (bench/src/bare_server.rs), and
-#   2. the gateway, every answered event committed (fsync'd) to the journal and delivered
+#   1. the baseline: a bare hyper server answering 200 (bench/src/bare_server.rs),
+#   2. the durable floor: the least any durable gateway must do per request, parse the
+#      notification and group-commit it with one write + fdatasync, no routing and no
+#      delivery (bench/src/durable_floor.rs), and
+#   3. the gateway, every answered event committed (fsync'd) to the journal and delivered
 #      to a file sink,
-# in the same run, on the same machine. It prints both and their ratio, the gateway's memory,
-# and the journal's group-commit batch size. Not a test: numbers on a shared machine are noisy,
-# so only ratios measured side by side mean anything. The two servers run side by side and
-# are loaded in turns (bare, herald, bare, herald, …) so that a slow spell of the machine
-# weighs on both; the ratio reported is the median of the rounds'.
+# in the same run, on the same machine. It prints them and their ratios to the baseline, the
+# gateway's memory, and the journal's group-commit batch size. Not a test: numbers on a shared
+# machine are noisy, so only ratios measured side by side mean anything. The servers run side
+# by side and are loaded in turns (bare, floor, herald, bare, …) so that a slow spell of the
+# machine weighs on all; the ratios reported are the medians of the rounds'.
 #
 #   bench/run.sh [SECONDS] [ROUNDS]   (default 10 s, 3 rounds; needs wrk and GNU time:
 #                                      apt-get install wrk time)
@@ -39,15 +42,19 @@ load() {
   awk -v b="$before" -v a="$after" -v hz="$hz" '/^WRKCPU/ { printf " cpu_server=%.2f cpu_wrk=%.2f\n", (a - b) / hz, $2 + $3 }' "$wrk_out"
   rm -f "$wrk_out"
 }
+median() { printf '%s\n' "$@" | sort -n | awk '{ r[NR] = $1 } END { printf "%.2f", (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2 }'; }
 field() { sed -E "s/.*$1=([0-9.]+).*/\1/" <<<"$2"; }
 
 # The baseline and the gateway, both started before the first round.
 ./target/release/bare-server 127.0.0.1:0 >"$work/bare.addr" &
 bare_pid=$!
+./target/release/durable-floor 127.0.0.1:0 "$work/floor" >"$work/floor.addr" 2>"$work/floor.log" &
+floor_pid=$!
 cp bench/routes.yaml "$work/routes.yaml"
 RUST_LOG=warn ./target/release/herald run -c "$work/routes.yaml" 2>"$work/herald.log" &
-for _ in $(seq 100); do [ -f "$work/data/gateway.json" ] && [ -s "$work/bare.addr" ] && break; sleep 0.1; done
+for _ in $(seq 100); do [ -f "$work/data/gateway.json" ] && [ -s "$work/bare.addr" ] && [ -s "$work/floor.addr" ] && break; sleep 0.1; done
 bare_url="http://$(head -1 "$work/bare.addr")"
+floor_url="http://$(head -1 "$work/floor.addr")"
 listen=$(sed -nE 's/.*"listen": "([^"]+)".*/\1/p' "$work/data/gateway.json")
 admin=$(sed -nE 's/.*"admin": "([^"]+)".*/\1/p' "$work/data/gateway.json")
 pid=$(sed -nE 's/.*"pid": ([0-9]+).*/\1/p' "$work/data/gateway.json")
@@ -61,13 +68,17 @@ row() {
 echo "| round | server | requests/s | p50 ms | p99 ms | non-2xx | server CPU µs/request | wrk CPU µs/request |"
 echo "|---|---|---|---|---|---|---|---|"
 ratios=()
+floor_ratios=()
 acknowledged=0
 for round in $(seq "$rounds"); do
   bare=$(load "$bare_url" "$bare_pid" "$round")
+  floor=$(load "$floor_url" "$floor_pid" "$round")
   herald=$(load "http://$listen" "$pid" "$round")
   acknowledged=$((acknowledged + $(field requests "$herald")))
   row "$round | bare hyper server (baseline)" "$bare"
+  row "$round | durable floor (parse + group commit only)" "$floor"
   row "$round | herald, journal + file sink" "$herald"
+  floor_ratios+=("$(awk -v h="$(field rps "$floor")" -v b="$(field rps "$bare")" 'BEGIN { printf "%.3f", h / b }')")
   ratios+=("$(awk -v h="$(field rps "$herald")" -v b="$(field rps "$bare")" 'BEGIN { printf "%.3f", h / b }')")
   # Let the gateway deliver its backlog before the baseline's next turn.
   sleep 2
@@ -82,8 +93,10 @@ delivered=$(wc -l <"$work/events.jsonl")
 
 cat <<REPORT
 
-ratio herald / baseline per round: ${ratios[*]}; median $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{ r[NR] = $1 } END { printf "%.2f", (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2 }')
+ratio durable floor / baseline per round: ${floor_ratios[*]}; median $(median "${floor_ratios[@]}")
+ratio herald / baseline per round: ${ratios[*]}; median $(median "${ratios[@]}")
 herald memory: RSS $((rss / 1024)) MiB at the end, peak $((hwm / 1024)) MiB
 journal group commit: $(awk -v s="$batch_sum" -v c="$batch_count" 'BEGIN { printf "%.1f", s / c }') events per commit on average over $batch_count commits, $(awk -v s="$commit_sum" -v c="$batch_count" 'BEGIN { printf "%.2f", 1000 * s / c }') ms per commit
+durable floor: $(grep -v ' 1 commits' "$work/floor.log" | tail -1 | sed 's/^durable-floor: //') (last 5 s)
 delivered to the file sink 2 s after the load: $delivered of $acknowledged acknowledged
 REPORT
