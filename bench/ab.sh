@@ -35,7 +35,7 @@ one() {
     match(o, /rps=[0-9.]+/); r = substr(o, RSTART + 4, RLENGTH - 4)
     printf "%.0f %.1f\n", r, 1e6 * c / hz / n }'
 }
-median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+. bench/lib.sh
 
 ra=() ca=() rb=() cb=()
 for i in $(seq "$pairs"); do

@@ -18,7 +18,7 @@ command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; e
 cargo build --release --locked -p herald-bench >&2
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+. bench/lib.sh
 hz=$(getconf CLK_TCK)
 start() { # WORK_US → sets pid and url
   ./target/release/bare-server 127.0.0.1:0 "$1" >"$work/addr.$1" &
@@ -49,6 +49,5 @@ for w in "${works[@]}"; do
     ratios+=("$(awk -v a="$rps" -v b="$b" 'BEGIN { printf "%.3f", a / b }')")
   done
   kill "$pid"
-  median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
-  echo "| $w | $rps | $cpu | $median (${ratios[*]}) |"
+  echo "| $w | $rps | $cpu | $(median "${ratios[@]}") (${ratios[*]}) |"
 done

@@ -25,8 +25,7 @@ cargo build --release --locked -p herald -p herald-bench >&2
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-# CPU time (user + system, in clock ticks) a process has used so far.
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+. bench/lib.sh
 hz=$(getconf CLK_TCK)
 
 # URL PID ROUND → the RESULT line, plus cpu_server=… cpu_wrk=… (seconds of CPU during the
@@ -42,10 +41,10 @@ load() {
   awk -v b="$before" -v a="$after" -v hz="$hz" '/^WRKCPU/ { printf " cpu_server=%.2f cpu_wrk=%.2f\n", (a - b) / hz, $2 + $3 }' "$wrk_out"
   rm -f "$wrk_out"
 }
-median() { printf '%s\n' "$@" | sort -n | awk '{ r[NR] = $1 } END { printf "%.2f", (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2 }'; }
+ratio() { awk -v a="$(field rps "$1")" -v b="$(field rps "$2")" 'BEGIN { printf "%.3f", a / b }'; }
 field() { sed -E "s/.*$1=([0-9.]+).*/\1/" <<<"$2"; }
 
-# The baseline and the gateway, both started before the first round.
+# The baseline, the floor and the gateway, all started before the first round.
 ./target/release/bare-server 127.0.0.1:0 >"$work/bare.addr" &
 bare_pid=$!
 ./target/release/durable-floor 127.0.0.1:0 "$work/floor" >"$work/floor.addr" 2>"$work/floor.log" &
@@ -78,8 +77,8 @@ for round in $(seq "$rounds"); do
   row "$round | bare hyper server (baseline)" "$bare"
   row "$round | durable floor (parse + group commit only)" "$floor"
   row "$round | herald, journal + file sink" "$herald"
-  floor_ratios+=("$(awk -v h="$(field rps "$floor")" -v b="$(field rps "$bare")" 'BEGIN { printf "%.3f", h / b }')")
-  ratios+=("$(awk -v h="$(field rps "$herald")" -v b="$(field rps "$bare")" 'BEGIN { printf "%.3f", h / b }')")
+  floor_ratios+=("$(ratio "$floor" "$bare")")
+  ratios+=("$(ratio "$herald" "$bare")")
   # Let the gateway deliver its backlog before the baseline's next turn.
   sleep 2
 done
