@@ -4,9 +4,11 @@
 //! * [`receiver`] — a real HTTP server on 127.0.0.1 that records requests and answers from a
 //!   script, standing in for Slack, a webhook consumer or a Teams endpoint;
 //! * [`google`] — Google's token endpoint, Classroom registrations and Directory channels,
-//!   for the lifecycle tests.
+//!   for the lifecycle tests;
+//! * [`wait`] — polling until the state a test expects holds (never a sleep as synchronisation).
 
 pub mod google;
 pub mod receiver;
+pub mod wait;
 
 pub use receiver::{Answer, Received, Receiver};
