@@ -31,6 +31,7 @@ use herald_core::rules::FieldPath;
 use crate::reload::{ReloadError, Reloader};
 use serde::Deserialize;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -88,11 +89,11 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Binds `addr` and serves until `shutdown` resolves; returns the bound address.
+/// Binds `addr` and serves until `stop` is cancelled; returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
     state: AdminState,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    stop: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -101,7 +102,7 @@ pub async fn serve(
     let app = router(state);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(stop.cancelled_owned())
             .await
         {
             tracing::error!(error = %e, "admin listener failed");

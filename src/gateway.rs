@@ -22,7 +22,7 @@ use herald_core::ingest::Ingest;
 use herald_core::journal::Journal;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
 use crate::reload::{self, Reloader};
@@ -95,10 +95,7 @@ pub async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
         reload::watch_file(reloader.clone());
     }
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+    let stop = CancellationToken::new();
     let google_control = Arc::new(std::sync::OnceLock::new());
     let admin_state = AdminState {
         journal: journal.clone(),
@@ -106,23 +103,14 @@ pub async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
         metrics: render.clone(),
         google: google_control.clone(),
     };
-    let (admin_addr, admin_task) = admin::serve(
-        config.server.admin_listen,
-        admin_state,
-        stopped(stop_rx.clone()),
-    )
-    .await?;
+    let (admin_addr, admin_task) =
+        admin::serve(config.server.admin_listen, admin_state, stop.clone()).await?;
     let ingest: Arc<dyn Ingest> = journal.clone();
     let links = google::Links::default();
-    let server = herald_sources::serve_linked(
-        &config,
-        ingest,
-        Some(render),
-        links.clone(),
-        stopped(stop_rx.clone()),
-    )
-    .await
-    .context("cannot start the HTTP server")?;
+    let server =
+        herald_sources::serve_linked(&config, ingest, Some(render), links.clone(), stop.clone())
+            .await
+            .context("cannot start the HTTP server")?;
     // After the listener: a new channel's `sync` must find the source answering.
     let store: Arc<dyn google::StateStore> = journal.clone();
     let lifecycle = google::start(
@@ -131,7 +119,7 @@ pub async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
         journal.health().clone(),
         links,
         google::Clock::System,
-        stopped(stop_rx.clone()),
+        stop.clone(),
     )
     .await
     .map_err(|e| anyhow::anyhow!("google: {e}"))?;
@@ -164,7 +152,7 @@ pub async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
         std::process::exit(130);
     });
 
-    let _ = stop_tx.send(true);
+    stop.cancel();
     server.stopped().await;
     // Deliveries in flight, the Google lifecycle's call in flight and the admin listener's
     // open responses (a `herald tap` stays attached until its client leaves) all get the

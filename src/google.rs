@@ -9,8 +9,8 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use herald_core::config::Registry;
-use herald_sources::google::manager::status_rows;
 use herald_sources::google::state::{self, CHANNEL_PREFIX, REGISTRATION_PREFIX};
+use herald_sources::google::status_rows;
 use herald_sources::google::{self, Status};
 use serde_json::json;
 

@@ -257,7 +257,7 @@ impl Reloader {
         if old.queue != new.queue {
             out.push("queue (the journal)".into());
         }
-        if old.google != new.google {
+        if old.section_fingerprint("google") != new.section_fingerprint("google") {
             out.push("google (the credentials of the Google lifecycle)".into());
         }
         let fingerprints = |c: &Config| {

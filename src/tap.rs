@@ -39,6 +39,8 @@ pub fn run(args: &TapArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
                 response.text().await.unwrap_or_default()
             );
         }
+        // The ready line: the gateway subscribed this tap before it answered, so every event
+        // committed from now on is shown (scripts and tests wait for this line).
         eprintln!("tapping the gateway at {admin}; Ctrl-C to stop");
         let mut pending = Vec::new();
         let mut out = std::io::stdout().lock();

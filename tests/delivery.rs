@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
+use herald_testkit::wait::until;
 use herald_testkit::{Answer, Receiver};
 use serde_json::Value;
 
@@ -126,12 +127,16 @@ async fn nothing_acknowledged_is_lost_by_a_crash() {
         );
 
         gateway.restart();
-        eventually("every acknowledged event in the file sink", 60, || {
-            let delivered: HashSet<String> = ids(&gateway.file_records("events.jsonl"))
-                .into_iter()
-                .collect();
-            acked.is_subset(&delivered)
-        })
+        until(
+            "every acknowledged event in the file sink",
+            Duration::from_secs(60),
+            || {
+                let delivered: HashSet<String> = ids(&gateway.file_records("events.jsonl"))
+                    .into_iter()
+                    .collect();
+                acked.is_subset(&delivered)
+            },
+        )
         .await;
         let all = ids(&gateway.file_records("events.jsonl"));
         let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -173,9 +178,11 @@ async fn a_sink_outage_delays_but_loses_nothing() {
             .status();
         assert_eq!(status, 200);
     }
-    eventually("the healthy sink to have all 20", 10, || {
-        gateway.file_records("events.jsonl").len() == 20
-    })
+    until(
+        "the healthy sink to have all 20",
+        Duration::from_secs(10),
+        || gateway.file_records("events.jsonl").len() == 20,
+    )
     .await;
     let file_done = Instant::now();
 
@@ -223,7 +230,7 @@ async fn permanent_failures_dead_letter_and_replay() {
         .unwrap();
 
     let mut letters = Value::Null;
-    eventually("a dead letter", 10, || {
+    until("a dead letter", Duration::from_secs(10), || {
         letters = serde_json::from_slice(&gateway.cli(&["dlq", "list", "--json"]).stdout)
             .unwrap_or(Value::Null);
         letters.as_array().is_some_and(|a| a.len() == 1)
@@ -271,7 +278,7 @@ async fn permanent_failures_dead_letter_and_replay() {
         .send()
         .await
         .unwrap();
-    eventually("a second dead letter", 10, || {
+    until("a second dead letter", Duration::from_secs(10), || {
         text(&gateway.cli(&["dlq", "list"]).stdout).contains("perm/8")
     })
     .await;
@@ -403,7 +410,7 @@ async fn sigterm_waits_out_the_deadline_and_a_second_signal_exits_at_once() {
             .await
             .unwrap();
         assert_eq!(sent.status(), 200);
-        eventually("the delivery in flight", 10, || {
+        until("the delivery in flight", Duration::from_secs(10), || {
             *accepted.lock().unwrap() > 0
         })
         .await;
@@ -477,7 +484,10 @@ async fn dlq_list_filters_and_purge_by_age() {
         all.extend_from_slice(args);
         serde_json::from_slice(&g.cli(&all).stdout).unwrap_or_default()
     };
-    eventually("three dead letters", 10, || list(&gateway, &[]).len() == 3).await;
+    until("three dead letters", Duration::from_secs(10), || {
+        list(&gateway, &[]).len() == 3
+    })
+    .await;
 
     for stopped in [false, true] {
         let ra = list(&gateway, &["--route", "ra"]);

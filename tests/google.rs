@@ -4,9 +4,11 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 use herald_testkit::google::FakeGoogle;
+use herald_testkit::wait::until;
 use serde_json::{Value, json};
 
 const SUBJECT: &str = "admin@example.edu";
@@ -65,16 +67,18 @@ async fn status_renew_and_stop_on_a_running_and_a_stopped_gateway() {
     let dir = tempfile::tempdir().unwrap();
     write_key(dir.path());
     let mut g = Gateway::start(dir.path(), &config(&google, free_port()));
-    eventually("the registration and the channel", 20, || {
-        google.registrations().len() == 1 && google.syncs().iter().any(|(_, s)| *s == 200)
-    })
+    until(
+        "the registration and the channel",
+        Duration::from_secs(20),
+        || google.registrations().len() == 1 && google.syncs().iter().any(|(_, s)| *s == 200),
+    )
     .await;
 
     // A change on the channel Herald opened reaches the sink.
     let first = google.channels()[0].clone();
     let user = json!({"kind": "admin#directory#user", "id": "7", "etag": "\"e7\"", "primaryEmail": "new@example.edu"});
     assert_eq!(google.notify("add", &user).await, [(first.id.clone(), 200)]);
-    eventually("the change delivered", 20, || {
+    until("the change delivered", Duration::from_secs(20), || {
         g.file_records("audit.jsonl").len() == 1
     })
     .await;
@@ -109,7 +113,7 @@ async fn status_renew_and_stop_on_a_running_and_a_stopped_gateway() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), format!("renewed {CHANNEL}"));
     assert_eq!(google.calls("/users/watch").len(), 2);
-    eventually("the old channel stopped", 20, || {
+    until("the old channel stopped", Duration::from_secs(20), || {
         google.calls("/channels/stop").len() == 1
     })
     .await;
@@ -129,7 +133,10 @@ async fn status_renew_and_stop_on_a_running_and_a_stopped_gateway() {
     );
     assert!(said.contains("still in routes.yaml"), "{said}");
     assert!(google.channels()[1].stopped);
-    eventually("a fresh channel", 20, || google.channels().len() == 3).await;
+    until("a fresh channel", Duration::from_secs(20), || {
+        google.channels().len() == 3
+    })
+    .await;
 
     let out = g.cli(&["google", "renew", "directory/nope"]);
     assert!(!out.status.success());

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use herald_testkit::wait::{eventually, until};
 use serde_json::Value;
 
 /// A config routing everything through route `name` to a file sink writing `<name>.jsonl`.
@@ -74,7 +75,10 @@ async fn a_reload_under_load_loses_nothing_and_routes_each_event_once() {
             }
         });
     }
-    common::eventually("some events on v1", 30, || records(&g, "v1").len() >= 300).await;
+    until("some events on v1", Duration::from_secs(30), || {
+        records(&g, "v1").len() >= 300
+    })
+    .await;
     std::fs::write(&g.config, config_to("v2", false)).unwrap();
     let (status, body) = reload(&client, &g).await;
     assert_eq!(status, 200, "{body}");
@@ -84,7 +88,7 @@ async fn a_reload_under_load_loses_nothing_and_routes_each_event_once() {
         r.unwrap();
     }
 
-    common::eventually("all 2,000 delivered", 30, || {
+    until("all 2,000 delivered", Duration::from_secs(30), || {
         records(&g, "v1").len() + records(&g, "v2").len() >= 2000
     })
     .await;
@@ -141,9 +145,11 @@ async fn a_broken_config_is_refused_and_the_running_one_stays() {
     );
 
     assert_eq!(post(&client, &g, "after", 1).await, 200);
-    common::eventually("the event on the old route", 10, || {
-        records(&g, "v1").len() == 1
-    })
+    until(
+        "the event on the old route",
+        Duration::from_secs(10),
+        || records(&g, "v1").len() == 1,
+    )
     .await;
     let metrics = client
         .get(format!("http://{}/metrics", g.admin))
@@ -173,9 +179,24 @@ async fn sighup_reloads() {
     let client = reqwest::Client::new();
     std::fs::write(&g.config, config_to("v2", false)).unwrap();
     let mut n = 0;
-    // Not watching the file: without the signal nothing changes.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    until_routed_to(&client, &g, "v1", &mut n).await;
+    // Not watching the file: without the signal nothing changes. A watcher would have read
+    // the edit within two of its one-second polls; for longer than that, every event still
+    // reaches v1 and none reaches v2.
+    let observed = std::time::Instant::now();
+    while observed.elapsed() < Duration::from_millis(2500) {
+        n += 1;
+        assert_eq!(post(&client, &g, "reload", n).await, 200);
+        let id = format!("reload/{n}");
+        let has = |sink: &str| records(&g, sink).iter().any(|r| r["event"]["id"] == id);
+        let sink = eventually(
+            &format!("event {id} delivered"),
+            Duration::from_secs(20),
+            || ["v1", "v2"].into_iter().find(|sink| has(sink)),
+        )
+        .await;
+        assert_eq!(sink, "v1", "{}", g.log());
+    }
+    assert!(!g.log().contains("config reload"), "{}", g.log());
     let status = std::process::Command::new("kill")
         .args(["-HUP", &g.pid().to_string()])
         .status()
@@ -217,9 +238,23 @@ async fn tap_shows_what_is_routed() {
             g.config.to_str().unwrap(),
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The tap says on standard error when it is attached; events before that are not shown,
+    // by design, so nothing is sent until then.
+    let stderr = tap.stderr.take().unwrap();
+    let ready = tokio::task::spawn_blocking(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|line| line.starts_with("tapping the gateway at "))
+    });
+    let ready = tokio::time::timeout(Duration::from_secs(20), ready)
+        .await
+        .expect("the tap attaches within 20 s")
+        .unwrap();
+    assert!(ready.is_some(), "the tap ended without attaching");
     let stdout = tap.stdout.take().unwrap();
     let lines = std::thread::spawn(move || {
         BufReader::new(stdout)
@@ -228,8 +263,6 @@ async fn tap_shows_what_is_routed() {
             .take(200)
             .collect::<Vec<String>>()
     });
-    // Give the tap a moment to attach; events before it are not shown, by design.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let client = reqwest::Client::new();
     for n in 1..=200 {
         assert_eq!(post(&client, &g, "tapped", n).await, 200);
@@ -287,7 +320,10 @@ async fn reload_keeps_unchanged_sinks_and_buries_a_removed_sinks_backlog() {
     for n in 1..=3 {
         assert_eq!(post(&client, &g, "bury", n).await, 200);
     }
-    common::eventually("the file sink", 10, || records(&g, "keep").len() == 3).await;
+    until("the file sink", Duration::from_secs(10), || {
+        records(&g, "keep").len() == 3
+    })
+    .await;
 
     let v2 = format!(
         "{head}sinks:\n  keep: {{ type: file, path: keep.jsonl }}\nroutes:\n  - name: all\n    to: [keep]\n  - name: unused\n    match: {{ type: never }}\n    to: [keep]\n"
@@ -306,11 +342,15 @@ async fn reload_keeps_unchanged_sinks_and_buries_a_removed_sinks_backlog() {
 
     // The removed sink had 2 s (server.shutdown_timeout) to deliver; then its 3 are dead.
     let mut letters = Value::Null;
-    common::eventually("the removed sink's backlog in the dead letters", 15, || {
-        letters = serde_json::from_slice(&g.cli(&["dlq", "list", "--json"]).stdout)
-            .unwrap_or(Value::Null);
-        letters.as_array().is_some_and(|a| a.len() == 3)
-    })
+    until(
+        "the removed sink's backlog in the dead letters",
+        Duration::from_secs(15),
+        || {
+            letters = serde_json::from_slice(&g.cli(&["dlq", "list", "--json"]).stdout)
+                .unwrap_or(Value::Null);
+            letters.as_array().is_some_and(|a| a.len() == 3)
+        },
+    )
     .await;
     for l in letters.as_array().unwrap() {
         assert_eq!(l["sink"], "gone");
@@ -323,9 +363,11 @@ async fn reload_keeps_unchanged_sinks_and_buries_a_removed_sinks_backlog() {
         );
     }
     assert_eq!(post(&client, &g, "bury", 4).await, 200);
-    common::eventually("the kept sink still delivering", 10, || {
-        records(&g, "keep").len() == 4
-    })
+    until(
+        "the kept sink still delivering",
+        Duration::from_secs(10),
+        || records(&g, "keep").len() == 4,
+    )
     .await;
 }
 
@@ -434,9 +476,11 @@ async fn json_logs_are_json_lines_and_name_the_rejected_source_without_the_token
     assert_eq!(status, 403);
     let log_path = dir.path().join("stderr.jsonl");
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    common::eventually("the rejected request's log line", 10, || {
-        log().contains("\"status\":403")
-    })
+    until(
+        "the rejected request's log line",
+        Duration::from_secs(10),
+        || log().contains("\"status\":403"),
+    )
     .await;
 
     // Stop it, so that the shutdown lines are checked too.
@@ -608,7 +652,7 @@ async fn tap_with_a_route_prints_only_that_routes_events_as_text() {
         let channel = if n % 2 == 1 { "alpha" } else { "beta" };
         assert_eq!(post(&client, &g, channel, n).await, 200);
     }
-    common::eventually("every event delivered", 20, || {
+    until("every event delivered", Duration::from_secs(20), || {
         records(&g, "a").len() == 5 && records(&g, "b").len() == 4
     })
     .await;

@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use herald_testkit::wait::until;
 use herald_testkit::{Answer, Receiver};
 use serde_json::{Value, json};
 
@@ -250,7 +251,7 @@ async fn a_panicking_plugin_fails_its_deliveries_only() {
     }
 
     let mut letters = Value::Null;
-    eventually("two dead letters", 20, || {
+    until("two dead letters", Duration::from_secs(20), || {
         letters = dead_letters(&gateway);
         letters.as_array().is_some_and(|a| a.len() == 2)
     })
@@ -274,7 +275,7 @@ async fn a_panicking_plugin_fails_its_deliveries_only() {
         .await
         .unwrap();
     assert!(answer.status().is_success());
-    eventually("three audit records", 10, || {
+    until("three audit records", Duration::from_secs(10), || {
         gateway.file_records("audit.jsonl").len() == 3
     })
     .await;
@@ -307,7 +308,7 @@ async fn a_plugin_that_does_not_call_back_in_time_is_timed_out_and_retried() {
         .unwrap();
 
     let read = || std::fs::read_to_string(&record).unwrap_or_default();
-    eventually("the retry to be delivered", 10, || {
+    until("the retry to be delivered", Duration::from_secs(10), || {
         read().contains("on-time slow/1")
     })
     .await;
@@ -319,14 +320,17 @@ async fn a_plugin_that_does_not_call_back_in_time_is_timed_out_and_retried() {
         !read().contains("late"),
         "the first attempt has not answered yet"
     );
-    eventually("the late answer", 10, || read().contains("late slow/1")).await;
+    until("the late answer", Duration::from_secs(10), || {
+        read().contains("late slow/1")
+    })
+    .await;
 
     // The late callback changed nothing, and the gateway goes on delivering.
     directory_request(&client, &gateway, "slow", 2)
         .send()
         .await
         .unwrap();
-    eventually("the next delivery", 10, || {
+    until("the next delivery", Duration::from_secs(10), || {
         read().contains("on-time slow/2")
     })
     .await;
@@ -568,7 +572,7 @@ async fn the_readme_line_sink_plugin_builds_and_delivers_as_documented() {
         .unwrap();
     assert!(answer.status().is_success());
     let read = || std::fs::read_to_string(&lines).unwrap_or_default();
-    eventually("the line to be appended", 10, || {
+    until("the line to be appended", Duration::from_secs(10), || {
         read().contains("directory.users.add user7@example.edu")
     })
     .await;

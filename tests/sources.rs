@@ -3,7 +3,10 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
+use herald_testkit::wait::until;
 use serde_json::json;
 
 fn config() -> String {
@@ -62,11 +65,11 @@ async fn every_fixture_becomes_its_event_and_reaches_its_sink() {
         );
     }
 
-    eventually("the roster event", 10, || {
+    until("the roster event", Duration::from_secs(10), || {
         g.file_records("roster.jsonl").len() == 1
     })
     .await;
-    eventually("two directory events", 10, || {
+    until("two directory events", Duration::from_secs(10), || {
         g.file_records("audit.jsonl").len() == 2
     })
     .await;

@@ -1,6 +1,7 @@
 //! herald-core: everything between a decoded notification and a sink's `deliver` call.
 //!
 //! * [`event`] — the common [`Event`] (CloudEvents 1.0 + transport `meta`);
+//! * [`backoff`] — the one exponential backoff (deliveries, pull loop, Google calls);
 //! * [`config`] — routes.yaml: parse, validate (every error with line:column), the typed model
 //!   and the registry of sink and source types;
 //! * [`rules`] — conditions and the ordered, indexed route table;
@@ -13,6 +14,7 @@
 //!   breaker, dead letters;
 //! * [`sink`] — the [`Sink`] trait, its retryable/permanent error and the delivery policy.
 
+pub mod backoff;
 pub mod config;
 pub mod delivery;
 pub mod event;

@@ -118,3 +118,10 @@ impl Default for DeliveryPolicy {
         }
     }
 }
+
+impl DeliveryPolicy {
+    /// The backoff between attempts: `initial_backoff` doubling up to `max_backoff`.
+    pub fn backoff(&self) -> crate::backoff::Backoff {
+        crate::backoff::Backoff::new(self.initial_backoff, self.max_backoff)
+    }
+}

@@ -104,17 +104,16 @@ pub(crate) mod tests {
     use std::path::Path;
 
     use herald_core::config::Node;
-    use herald_core::config::registry::SourceResult;
 
     use super::*;
 
     /// Runs a source type's validator on `yaml` (the source's keys without `type`), as if
     /// the config file were /etc/herald/routes.yaml.
-    pub fn validate_yaml(
-        validate: fn(&SourceInput<'_>) -> SourceResult,
+    pub fn validate_yaml<T>(
+        validate: fn(&SourceInput<'_>) -> Result<T, Vec<ConfigError>>,
         name: &str,
         yaml: &str,
-    ) -> SourceResult {
+    ) -> Result<T, Vec<ConfigError>> {
         let node: Node = serde_saphyr::from_str(yaml).expect("test YAML parses");
         validate(&SourceInput {
             name,

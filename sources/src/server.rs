@@ -8,12 +8,11 @@
 //! by `server.body_limit` (413), counted per source and status, and a problem is logged once
 //! with the source's name.
 //!
-//! Stopping: when the `shutdown` future given to [`serve`] resolves, the listener closes,
+//! Stopping: when the `stop` token given to [`serve`] is cancelled, the listener closes,
 //! requests in flight finish (up to `server.shutdown_timeout`), idle connections close, and
 //! the pull loops stop after storing the batch they hold; [`ServerHandle::stopped`] returns
 //! once all of that is done.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -24,9 +23,8 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use herald_core::Config;
-use herald_core::config::ServerConfig;
 use herald_core::ingest::Ingest;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -34,19 +32,15 @@ use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use crate::answer::{Logged, Problem};
-use crate::classroom_pubsub::oidc::Verifier;
-use crate::classroom_pubsub::pull::{Fallbacks, Puller};
-use crate::classroom_pubsub::push::{self, PushState};
-use crate::classroom_pubsub::{ClassroomSpec, Mode, PushSpec};
-use crate::directory::DirectorySpec;
-use crate::directory::handler::{self, DirectoryState};
 use crate::google::Links;
+use crate::google::settings::Fallbacks;
 use crate::intake::Intake;
+use crate::source::{Receiving, StartContext, source_of};
 use crate::telemetry;
 
 /// Renders the metrics registry as Prometheus text (the binary's recorder).
@@ -78,7 +72,7 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// Waits until the server and the pull loops have stopped (after `shutdown` resolved).
+    /// Waits until the server and the pull loops have stopped (after `stop` was cancelled).
     pub async fn stopped(self) {
         if let Err(e) = self.task.await {
             tracing::error!("the HTTP server task failed: {e}");
@@ -87,15 +81,15 @@ impl ServerHandle {
 }
 
 /// Binds `server.listen`, mounts every HTTP source, starts every pull loop, and serves until
-/// `shutdown` resolves. `metrics` renders `/metrics` (absent: 404). Fails only on
+/// `stop` is cancelled. `metrics` renders `/metrics` (absent: 404). Fails only on
 /// environment problems (the port is taken, a TLS or credentials file cannot be read).
 pub async fn serve(
     config: &Config,
     ingest: Arc<dyn Ingest>,
     metrics: Option<RenderMetrics>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    stop: CancellationToken,
 ) -> Result<ServerHandle, ServeError> {
-    serve_linked(config, ingest, metrics, Links::default(), shutdown).await
+    serve_linked(config, ingest, metrics, Links::default(), stop).await
 }
 
 /// [`serve`], with the Directory handlers tied to the Google lifecycle loop through `links`
@@ -105,7 +99,7 @@ pub async fn serve_linked(
     ingest: Arc<dyn Ingest>,
     metrics: Option<RenderMetrics>,
     links: Links,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    stop: CancellationToken,
 ) -> Result<ServerHandle, ServeError> {
     // One rustls provider for the process; an error means one is installed already.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -121,34 +115,34 @@ pub async fn serve_linked(
     if let Some(render) = metrics {
         app = app.route("/metrics", get(move || metrics_text(render)));
     }
-    let mut pullers = Vec::new();
-    let fallbacks = fallbacks(config);
+    let fallbacks = Fallbacks::of(config);
+    let mut tasks = Vec::new();
     for source in &config.sources {
         let name = source.name.as_str();
-        let intake = Intake::new(name, Arc::clone(&ingest));
-        let any = source.spec.as_any();
-        let route = if let Some(spec) = any.downcast_ref::<ClassroomSpec>() {
-            match &spec.mode {
-                Mode::Push(push) => push_route(name, push, intake, server, &client),
-                Mode::Pull(pull) => {
-                    let puller = Puller::new(intake, pull, &fallbacks, client.clone())
-                        .await
-                        .map_err(|reason| ServeError::Source {
-                            name: name.to_owned(),
-                            reason,
-                        })?;
-                    pullers.push(puller);
-                    continue;
-                }
-            }
-        } else if let Some(spec) = any.downcast_ref::<DirectorySpec>() {
-            let state = DirectoryState::new(intake, spec.clone(), server.body_limit, links.clone());
-            Router::new()
-                .route(&spec.path, post(handler::handle))
-                .with_state(Arc::new(state))
-        } else {
+        let Some(spec) = source_of(source.spec.as_ref()) else {
             tracing::warn!(source = %name, "source type `{}` is not served by herald-sources", source.type_name);
             continue;
+        };
+        let context = StartContext {
+            intake: Intake::new(name, Arc::clone(&ingest)),
+            server,
+            client: &client,
+            links: &links,
+            fallbacks: &fallbacks,
+            stop: stop.clone(),
+        };
+        let route = match spec.start(context).await {
+            Ok(Receiving::Http(route)) => route,
+            Ok(Receiving::Task(task)) => {
+                tasks.push(task);
+                continue;
+            }
+            Err(reason) => {
+                return Err(ServeError::Source {
+                    name: name.to_owned(),
+                    reason,
+                });
+            }
         };
         let observe = Observe {
             answered: telemetry::Answered::new(Arc::from(name)),
@@ -176,15 +170,7 @@ pub async fn serve_linked(
     })?;
     tracing::info!(address = %local_addr, https = tls.is_some(), "listening");
 
-    let (stop, stopping) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop.send(true);
-    });
-    let pull_tasks: Vec<JoinHandle<()>> = pullers
-        .into_iter()
-        .map(|puller| tokio::spawn(puller.run(stopping.clone())))
-        .collect();
+    let tasks: Vec<JoinHandle<()>> = tasks.into_iter().map(tokio::spawn).collect();
     let connections = Connections {
         app,
         tls,
@@ -192,53 +178,12 @@ pub async fn serve_linked(
         shutdown_timeout: server.shutdown_timeout,
     };
     let task = tokio::spawn(async move {
-        connections.accept(listener, stopping).await;
-        for task in pull_tasks {
+        connections.accept(listener, stop).await;
+        for task in tasks {
             let _ = task.await;
         }
     });
     Ok(ServerHandle { local_addr, task })
-}
-
-fn push_route(
-    name: &str,
-    spec: &PushSpec,
-    intake: Intake,
-    server: &ServerConfig,
-    client: &reqwest::Client,
-) -> Router {
-    if spec.auth.is_none() {
-        tracing::warn!(source = %name, path = %spec.path,
-            "classroom_pubsub source has no `auth`: anyone who can reach {} can post notifications; \
-             set `auth: {{audience, service_account}}` and enable authentication on the push subscription",
-            spec.path);
-    }
-    let state = PushState {
-        intake,
-        verifier: spec
-            .auth
-            .clone()
-            .map(|auth| Verifier::new(auth, client.clone())),
-        body_limit: server.body_limit,
-    };
-    Router::new()
-        .route(&spec.path, post(push::handle))
-        .with_state(Arc::new(state))
-}
-
-fn fallbacks(config: &Config) -> Fallbacks {
-    let base = config.file.parent().unwrap_or(Path::new(""));
-    Fallbacks {
-        google_credentials: config
-            .google
-            .as_ref()
-            .and_then(|g| g.credentials.as_ref())
-            .map(|p| base.join(p)),
-        emulator_host: std::env::var("PUBSUB_EMULATOR_HOST").ok(),
-        application_credentials: std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS")
-            .filter(|p| !p.is_empty())
-            .map(Into::into),
-    }
 }
 
 /// Per source: the request timeout, the request counter, and the one log line of a problem.
@@ -354,12 +299,12 @@ struct Connections {
 }
 
 impl Connections {
-    /// Accepts until `stopping` turns true, then lets the open connections finish.
-    async fn accept(self, listener: TcpListener, mut stopping: watch::Receiver<bool>) {
+    /// Accepts until `stop` is cancelled, then lets the open connections finish.
+    async fn accept(self, listener: TcpListener, stop: CancellationToken) {
         let graceful = GracefulShutdown::new();
         loop {
             let accepted = tokio::select! {
-                _ = stopping.wait_for(|stop| *stop) => break,
+                _ = stop.cancelled() => break,
                 accepted = listener.accept() => accepted,
             };
             let (stream, peer) = match accepted {

@@ -321,12 +321,3 @@ pub fn config_head() -> String {
         "server:\n  listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n  shutdown_timeout: 2s\nsources:\n  directory:\n    type: directory_webhook\n    path: /webhook/directory\n    channel_tokens: [\"{TOKEN}\"]\n"
     )
 }
-
-/// Polls `check` until it holds (at most `secs` seconds).
-pub async fn eventually(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}

@@ -1,4 +1,4 @@
-//! The typed sections of routes.yaml that core owns: `server`, `queue`, `google`, and the
+//! The typed sections of routes.yaml that core owns: `server`, `queue`, and the
 //! `delivery:` key every sink may carry.
 
 use std::net::SocketAddr;
@@ -117,24 +117,6 @@ fn default_queue_path() -> PathBuf {
 }
 fn default_retention() -> Duration {
     Duration::from_secs(24 * 3600)
-}
-
-/// `google:` — credentials for managing Classroom registrations and Directory channels.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct GoogleConfig {
-    /// A service-account key file; `$GOOGLE_APPLICATION_CREDENTIALS` when absent.
-    #[serde(default)]
-    pub credentials: Option<PathBuf>,
-    /// The user to act as for Directory calls (domain-wide delegation).
-    #[serde(default)]
-    pub subject: Option<String>,
-    #[serde(default)]
-    pub token_url: Option<String>,
-    #[serde(default)]
-    pub classroom_api: Option<String>,
-    #[serde(default)]
-    pub directory_api: Option<String>,
 }
 
 /// A sink's `delivery:` key; each field replaces the sink type's default.

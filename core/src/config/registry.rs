@@ -98,7 +98,9 @@ pub struct SourceInput<'a> {
     pub base_dir: &'a Path,
 }
 
-/// A validated source config; the sources crate downcasts it to its own type.
+/// A validated source config, as core sees it. The crate that registered the type gets its
+/// own interface back with one downcast (`herald_sources::source_of`): core does not depend
+/// on the HTTP stack the sources run on.
 pub trait SourceSpec: Send + Sync + fmt::Debug + Any {
     /// The HTTP path the source is mounted at, if it receives over HTTP.
     fn http_path(&self) -> Option<&str>;
@@ -120,11 +122,43 @@ pub struct SourceType {
     pub validate: fn(&SourceInput<'_>) -> SourceResult,
 }
 
-/// The known sink and source types.
+/// What a section type's validator is given.
+pub struct SectionInput<'a> {
+    /// The section's key at the top of routes.yaml.
+    pub name: &'a str,
+    pub node: &'a Node,
+    pub base_dir: &'a Path,
+}
+
+/// A validated top-level section that a crate other than core owns (`google:` belongs to
+/// herald-sources). Any `Debug` value that can be shared between threads is one.
+pub trait Section: Send + Sync + fmt::Debug + Any {
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: Send + Sync + fmt::Debug + Any> Section for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// What a section type's validator returns.
+pub type SectionResult = Result<Arc<dyn Section>, Vec<ConfigError>>;
+
+/// A top-level section of routes.yaml owned by the crate that registers it.
+#[derive(Clone, Copy)]
+pub struct SectionType {
+    pub name: &'static str,
+    /// Pure: no I/O, no network. Not called when the section is absent or empty.
+    pub validate: fn(&SectionInput<'_>) -> SectionResult,
+}
+
+/// The known sink, source and section types.
 #[derive(Clone, Default)]
 pub struct Registry {
     sinks: Vec<SinkType>,
     sources: Vec<SourceType>,
+    sections: Vec<SectionType>,
 }
 
 impl Registry {
@@ -136,6 +170,15 @@ impl Registry {
     pub fn add_source(&mut self, source: SourceType) -> &mut Self {
         self.sources.push(source);
         self
+    }
+
+    pub fn add_section(&mut self, section: SectionType) -> &mut Self {
+        self.sections.push(section);
+        self
+    }
+
+    pub fn sections(&self) -> &[SectionType] {
+        &self.sections
     }
 
     pub fn sink(&self, name: &str) -> Option<&SinkType> {

@@ -266,18 +266,53 @@ fn a_missing_file_is_a_clear_error() {
     );
 }
 
+/// A section another crate owns: `extra: { level: N }`, with N at most 3.
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Extra {
+    level: u32,
+}
+
+fn with_extra() -> Registry {
+    let mut r = registry();
+    r.add_section(SectionType {
+        name: "extra",
+        validate: |input| {
+            let extra: Extra = input
+                .node
+                .deserialize()
+                .map_err(|e| vec![ConfigError::from_de("`extra`", e, input.node.loc)])?;
+            if extra.level > 3 {
+                let loc = input.node.get("level").map_or(input.node.loc, |n| n.loc);
+                return Err(vec![ConfigError::new(loc, "`extra.level` is at most 3")]);
+            }
+            Ok(Arc::new(extra))
+        },
+    });
+    r
+}
+
 #[test]
-fn google_urls_and_subject_are_checked() {
-    let errors = parse_err(
-        "google:\n  credentials: sa.json\n  subject: admin\n  token_url: localhost:9/token\n  directory_api: https://admin.example\n",
-    );
-    assert_eq!(
-        errors,
-        [
-            "routes.yaml:3:12: `google.subject` must be a user's e-mail address, found `admin`",
-            "routes.yaml:4:14: `google.token_url` must be an http:// or https:// URL, found `localhost:9/token`",
-        ]
-    );
+fn registered_sections_are_validated_by_their_owner_and_read_back_typed() {
+    let parse_with = |yaml: &str| parse(yaml, Path::new("routes.yaml"), &with_extra(), &|_| None);
+    let config = parse_with("extra: { level: 2 }\n").unwrap();
+    assert_eq!(config.section::<Extra>("extra"), Some(&Extra { level: 2 }));
+    assert_eq!(config.section::<Extra>("other"), None);
+    assert!(config.section::<String>("extra").is_none(), "wrong type");
+    assert_ne!(config.section_fingerprint("extra"), "");
+
+    let errors: Vec<String> = parse_with("extra:\n  level: 7\n")
+        .unwrap_err()
+        .to_string()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(errors, ["routes.yaml:2:10: `extra.level` is at most 3"]);
+
+    // Without the registration the key is unknown, and the message suggests the known ones.
+    let errors = parse_err("extra: { level: 2 }\n");
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].contains("unknown key `extra`"), "{errors:?}");
 }
 
 #[test]

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub use breaker::{Breaker, Gate, State as CircuitState};
-pub use policy::{backoff, backoff_ceiling, decide};
+pub use policy::decide;
 
 use crate::journal::Journal;
 use crate::sink::{DeliveryPolicy, Sink};
@@ -32,14 +32,14 @@ pub struct RunningSink {
 
 /// One sink's worker, stoppable on its own (a reload replaces or removes single sinks).
 pub struct WorkerHandle {
-    shutdown: watch::Sender<bool>,
+    shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl WorkerHandle {
     /// Stops starting attempts, lets those in flight finish (up to the deadline) and waits.
     pub async fn stop(self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.cancel();
         let _ = self.task.await;
     }
 }
@@ -75,7 +75,7 @@ impl Engine {
 
     /// Starts the worker of a sink (which must not have one).
     pub fn add(&mut self, sink: RunningSink) {
-        let (shutdown, watcher) = watch::channel(false);
+        let shutdown = CancellationToken::new();
         let name = sink.name.clone();
         let worker = worker::Worker {
             notify: self.journal.notify_for(&sink.name),
@@ -84,12 +84,12 @@ impl Engine {
             policy: sink.policy,
             journal: self.journal.clone(),
             templates: self.templates.clone(),
-            shutdown: watcher,
+            shutdown: shutdown.clone(),
             deadline: self.deadline,
         };
         let task = tokio::spawn(worker.run());
         if let Some(old) = self.workers.insert(name, WorkerHandle { shutdown, task }) {
-            let _ = old.shutdown.send(true);
+            old.shutdown.cancel();
         }
     }
 
@@ -107,7 +107,7 @@ impl Engine {
         let workers: Vec<WorkerHandle> = self.workers.drain().map(|(_, w)| w).collect();
         // Signal all first, so their deadlines run side by side, then wait for each.
         for worker in &workers {
-            let _ = worker.shutdown.send(true);
+            worker.shutdown.cancel();
         }
         for worker in workers {
             let _ = worker.task.await;

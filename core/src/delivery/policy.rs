@@ -1,31 +1,11 @@
 //! What to do after an attempt: deliver, retry later (exponential backoff with full jitter,
-//! `Retry-After` honoured), or give up. Pure functions of the attempt's result, the delivery's
+//! [`crate::backoff`], `Retry-After` honoured), or give up. Pure functions of the attempt's result, the delivery's
 //! history and the sink's policy, so they are tested without a clock.
-
-use std::time::Duration;
 
 use rand::Rng;
 
 use crate::journal::{Attempt, Millis, Outcome, PendingState};
 use crate::sink::{DeliveryPolicy, SinkError};
-
-/// The delay before retry number `attempt` (1 for the first retry): a random duration
-/// between zero and `initial_backoff · 2^(attempt-1)`, capped at `max_backoff` ("full
-/// jitter", which spreads retries of many failed deliveries instead of synchronizing them).
-pub fn backoff(policy: &DeliveryPolicy, attempt: u32, rng: &mut impl Rng) -> Duration {
-    let ceiling = backoff_ceiling(policy, attempt);
-    let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rng.random_range(0..=millis))
-}
-
-/// The upper bound of [`backoff`] for `attempt`.
-pub fn backoff_ceiling(policy: &DeliveryPolicy, attempt: u32) -> Duration {
-    let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-    policy
-        .initial_backoff
-        .saturating_mul(factor)
-        .min(policy.max_backoff)
-}
 
 /// Decides the outcome of an attempt that ended with `result` at `now`.
 pub fn decide(
@@ -57,7 +37,7 @@ pub fn decide(
                     reason: format!("gave up after {attempts} attempts"),
                 };
             }
-            let mut delay = backoff(policy, attempts, rng);
+            let mut delay = policy.backoff().jittered(attempts, rng);
             if let Some(asked) = retry_after {
                 delay = delay.max(*asked);
             }
@@ -80,6 +60,8 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
@@ -91,36 +73,6 @@ mod tests {
             max_backoff: Duration::from_secs(2),
             ..DeliveryPolicy::default()
         }
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_with_full_jitter() {
-        let p = policy();
-        assert_eq!(backoff_ceiling(&p, 1), Duration::from_millis(100));
-        assert_eq!(backoff_ceiling(&p, 2), Duration::from_millis(200));
-        assert_eq!(backoff_ceiling(&p, 4), Duration::from_millis(800));
-        assert_eq!(backoff_ceiling(&p, 10), Duration::from_secs(2));
-        assert_eq!(
-            backoff_ceiling(&p, 1000),
-            Duration::from_secs(2),
-            "no overflow"
-        );
-
-        let mut rng = StdRng::seed_from_u64(7);
-        let samples: Vec<Duration> = (0..1000).map(|_| backoff(&p, 3, &mut rng)).collect();
-        assert!(samples.iter().all(|d| *d <= Duration::from_millis(400)));
-        let low = samples
-            .iter()
-            .filter(|d| **d < Duration::from_millis(100))
-            .count();
-        let high = samples
-            .iter()
-            .filter(|d| **d > Duration::from_millis(300))
-            .count();
-        assert!(
-            low > 150 && high > 150,
-            "spread over the whole range: {low} low, {high} high"
-        );
     }
 
     #[test]
@@ -159,7 +111,7 @@ mod tests {
         for attempt in 1..5 {
             match decide(&err, &state, 0, 1000, &policy(), &mut rng) {
                 Outcome::Retry { next_at, .. } => {
-                    let ceiling = backoff_ceiling(&policy(), attempt).as_millis() as i64;
+                    let ceiling = policy().backoff().ceiling(attempt).as_millis() as i64;
                     assert!(
                         (1000..=1000 + ceiling).contains(&next_at),
                         "attempt {attempt}: {next_at}"

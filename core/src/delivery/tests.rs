@@ -9,6 +9,8 @@ use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::json;
 
+use herald_testkit::wait::until;
+
 use super::*;
 use crate::config::QueueConfig;
 use crate::event::Event;
@@ -17,6 +19,9 @@ use crate::journal::{DeadFilter, DeadKind, Journal};
 use crate::rules::{Condition, Route, RouteTable};
 use crate::sink::{Delivery, SinkError};
 use crate::template::TemplatesBuilder;
+
+/// How long a test waits for the state it expects.
+const WAIT: Duration = Duration::from_secs(20);
 
 /// Records what it receives; fails the first `fail_first` attempts with `error`.
 struct Recorder {
@@ -141,14 +146,6 @@ impl Setup {
     }
 }
 
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test]
 async fn every_event_is_delivered_to_every_sink() {
     let a = Recorder::ok();
@@ -158,7 +155,7 @@ async fn every_event_is_delivered_to_every_sink() {
         ("b", b.clone(), fast_policy()),
     ]);
     setup.send(50).await;
-    wait_for("50 deliveries each", || {
+    until("50 deliveries each", WAIT, || {
         a.ids().len() >= 50 && b.ids().len() >= 50
     })
     .await;
@@ -170,7 +167,7 @@ async fn every_event_is_delivered_to_every_sink() {
         ids.dedup();
         assert_eq!(ids.len(), 50, "none missing");
     }
-    wait_for("the journal to settle", || {
+    until("the journal to settle", WAIT, || {
         journal.stats().unwrap().undelivered_events == 0
     })
     .await;
@@ -189,7 +186,7 @@ async fn a_failing_sink_does_not_hold_back_another() {
         ("up", up.clone(), fast_policy()),
     ]);
     setup.send(30).await;
-    wait_for("the healthy sink to get everything", || {
+    until("the healthy sink to get everything", WAIT, || {
         up.ids().len() == 30
     })
     .await;
@@ -221,7 +218,7 @@ async fn retryable_failures_are_retried_until_delivered() {
     let flaky = Recorder::failing(3, None);
     let setup = Setup::new(vec![("flaky", flaky.clone(), fast_policy())]);
     setup.send(1).await;
-    wait_for("delivery after retries", || flaky.ids().len() == 1).await;
+    until("delivery after retries", WAIT, || flaky.ids().len() == 1).await;
     assert_eq!(flaky.attempts.load(Ordering::SeqCst), 4);
     let journal = setup.stop().await;
     assert!(
@@ -238,7 +235,7 @@ async fn permanent_failures_are_dead_lettered_at_once() {
     let setup = Setup::new(vec![("broken", broken.clone(), fast_policy())]);
     setup.send(1).await;
     let journal = setup.journal.clone();
-    wait_for("a dead letter", || {
+    until("a dead letter", WAIT, || {
         !journal
             .dead_letters(&DeadFilter::default())
             .unwrap()
@@ -281,7 +278,7 @@ async fn a_panicking_sink_is_retried_then_dead_lettered_and_the_gateway_lives() 
     ]);
     setup.send(2).await;
     let journal = setup.journal.clone();
-    wait_for("two dead letters", || {
+    until("two dead letters", WAIT, || {
         journal.dead_letters(&DeadFilter::default()).unwrap().len() == 2
     })
     .await;
@@ -312,7 +309,10 @@ async fn an_attempt_that_never_ends_times_out_and_is_retried() {
     });
     let setup = Setup::new(vec![("hangs", hangs.clone(), fast_policy())]);
     setup.send(1).await;
-    wait_for("delivery on the second attempt", || hangs.ids().len() == 1).await;
+    until("delivery on the second attempt", WAIT, || {
+        hangs.ids().len() == 1
+    })
+    .await;
     assert_eq!(hangs.attempts.load(Ordering::SeqCst), 2);
     setup.stop().await;
 }
@@ -327,7 +327,7 @@ async fn the_rate_limit_spaces_deliveries() {
     };
     let setup = Setup::new(vec![("slow", slow.clone(), policy)]);
     setup.send(6).await;
-    wait_for("six deliveries", || slow.ids().len() == 6).await;
+    until("six deliveries", WAIT, || slow.ids().len() == 6).await;
     let times: Vec<Instant> = slow
         .received
         .lock()
@@ -355,7 +355,10 @@ async fn retry_after_pauses_the_sink() {
     let setup = Setup::new(vec![("limited", limited.clone(), fast_policy())]);
     let start = Instant::now();
     setup.send(1).await;
-    wait_for("delivery after Retry-After", || limited.ids().len() == 1).await;
+    until("delivery after Retry-After", WAIT, || {
+        limited.ids().len() == 1
+    })
+    .await;
     let at = limited.received.lock().unwrap()[0].1;
     assert!(
         at - start >= Duration::from_millis(600),
@@ -411,7 +414,7 @@ async fn deliveries_pending_at_shutdown_are_sent_after_a_restart() {
         templates,
         Duration::from_secs(1),
     );
-    wait_for("the backlog after restart", || up.ids().len() == 5).await;
+    until("the backlog after restart", WAIT, || up.ids().len() == 5).await;
     engine.stop().await;
     drop(_dir);
 }

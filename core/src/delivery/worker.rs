@@ -12,9 +12,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::breaker::{Breaker, Gate};
 use super::policy::decide;
@@ -37,7 +38,7 @@ pub(super) struct Worker {
     pub journal: Arc<Journal>,
     pub templates: Arc<ArcSwap<Templates>>,
     pub notify: Arc<Notify>,
-    pub shutdown: watch::Receiver<bool>,
+    pub shutdown: CancellationToken,
     pub deadline: Duration,
 }
 
@@ -101,12 +102,12 @@ impl Worker {
         // is released as soon as the sink answered, so the next deliveries go out while
         // outcomes wait for the journal's next group commit; this bounds how many may wait.
         let unrecorded = Arc::new(Semaphore::new(MAX_UNRECORDED));
-        let mut shutdown = self.shutdown.clone();
+        let shutdown = self.shutdown.clone();
         let mut attempts = JoinSet::new();
         let mut cursor: Option<DeliveryKey> = None;
         let mut earliest: Option<i64> = None;
 
-        'outer: while !*shutdown.borrow() {
+        'outer: while !shutdown.is_cancelled() {
             while attempts.try_join_next().is_some() {}
 
             let blocked = lock(&shared.breaker).blocked_for(Instant::now());
@@ -114,7 +115,7 @@ impl Worker {
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shared.ended.notified() => {}
-                    _ = shutdown.changed() => {}
+                    _ = shutdown.cancelled() => {}
                 }
                 continue;
             }
@@ -148,7 +149,7 @@ impl Worker {
                     _ = self.notify.notified() => {}
                     // An attempt ended: a retry it scheduled may be due before `wait`.
                     _ = shared.ended.notified() => {}
-                    _ = shutdown.changed() => {}
+                    _ = shutdown.cancelled() => {}
                 }
                 continue;
             }
@@ -185,12 +186,12 @@ impl Worker {
                         Ok(p) => p,
                         Err(_) => break 'outer,
                     },
-                    _ = shutdown.changed() => break 'outer,
+                    _ = shutdown.cancelled() => break 'outer,
                 };
                 if let Some(limiter) = &limiter {
                     tokio::select! {
                         _ = limiter.until_ready() => {}
-                        _ = shutdown.changed() => break 'outer,
+                        _ = shutdown.cancelled() => break 'outer,
                     }
                 }
                 let recording = tokio::select! {
@@ -198,7 +199,7 @@ impl Worker {
                         Ok(r) => r,
                         Err(_) => break 'outer,
                     },
-                    _ = shutdown.changed() => break 'outer,
+                    _ = shutdown.cancelled() => break 'outer,
                 };
                 lock(&shared.inflight).insert(item.key.clone(), None);
                 attempts.spawn(attempt(shared.clone(), item, permit, recording));

@@ -3,17 +3,16 @@
 //! The source either receives Pub/Sub *push* requests at `path` (the default), or, with
 //! `pull:`, pulls from a subscription itself; the two exclude each other.
 
-use std::any::Any;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use herald_core::config::registry::SourceResult;
-use herald_core::config::{SourceInput, SourceSpec, units};
+use herald_core::config::{ConfigError, SourceInput, units};
 use serde::Deserialize;
 
 use crate::config::{Checks, check_path, check_url, parse};
 use crate::google::config::{self as google, RegistrationConfig, RegistrationSpec};
+use crate::source::registered;
 
 /// Google's keys for the tokens Pub/Sub push requests carry.
 pub const GOOGLE_JWKS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
@@ -142,12 +141,9 @@ impl ClassroomSpec {
     }
 }
 
-impl SourceSpec for ClassroomSpec {
-    fn http_path(&self) -> Option<&str> {
-        self.push().map(|p| p.path.as_str())
-    }
-
-    fn describe(&self) -> String {
+impl ClassroomSpec {
+    /// One line for `herald check`.
+    pub fn describe(&self) -> String {
         let mode = match &self.mode {
             Mode::Push(PushSpec { path, auth: None }) => {
                 format!("Pub/Sub push at {path}, unauthenticated")
@@ -175,13 +171,14 @@ impl SourceSpec for ClassroomSpec {
             ),
         }
     }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 pub fn validate(input: &SourceInput<'_>) -> SourceResult {
+    registered(validate_spec(input))
+}
+
+/// Validates a `classroom_pubsub` source's keys.
+pub fn validate_spec(input: &SourceInput<'_>) -> Result<ClassroomSpec, Vec<ConfigError>> {
     let config: ClassroomConfig = parse(input)?;
     let mut checks = Checks::new(input);
     let mode = match config.pull {
@@ -213,11 +210,10 @@ pub fn validate(input: &SourceInput<'_>) -> SourceResult {
     };
     let registrations =
         google::registrations(input.name, config.topic, config.registrations, &mut checks);
-    let spec: Arc<dyn SourceSpec> = Arc::new(ClassroomSpec {
+    checks.finish(ClassroomSpec {
         mode,
         registrations,
-    });
-    checks.finish(spec)
+    })
 }
 
 fn auth_spec(auth: AuthConfig, checks: &mut Checks<'_>) -> AuthSpec {
@@ -299,13 +295,10 @@ fn valid_subscription(text: &str) -> bool {
 mod tests {
     use super::*;
     use crate::config::tests::validate_yaml;
+    use crate::source::Source;
 
     fn spec(yaml: &str) -> ClassroomSpec {
-        let spec = validate_yaml(validate, "classroom", yaml).unwrap();
-        spec.as_any()
-            .downcast_ref::<ClassroomSpec>()
-            .unwrap()
-            .clone()
+        validate_yaml(validate_spec, "classroom", yaml).unwrap()
     }
 
     #[test]
@@ -344,7 +337,7 @@ mod tests {
     #[test]
     fn mistakes_name_the_key() {
         let errors = validate_yaml(
-            validate,
+            validate_spec,
             "classroom",
             "path: /push/x\nauth: { audience: a, service_account: b@c }\npull: { subscription: topics/t, max_messages: 0, ack_deadline: 1s }",
         )
@@ -396,7 +389,7 @@ mod tests {
     #[test]
     fn registration_mistakes_name_the_entry() {
         let errors = validate_yaml(
-            validate,
+            validate_spec,
             "classroom",
             "registrations:\n  - { feed: COURSE_ROSTER_CHANGES }\n  - { feed: DOMAIN_ROSTER_CHANGES, course_id: '1' }\n  - { feed: ROSTERS }",
         )
@@ -421,7 +414,7 @@ mod tests {
             all.contains("registrations #3: unknown feed `ROSTERS`"),
             "{all}"
         );
-        let errors = validate_yaml(validate, "classroom", "topic: t").unwrap_err();
+        let errors = validate_yaml(validate_spec, "classroom", "topic: t").unwrap_err();
         assert!(
             errors[0]
                 .message
@@ -432,14 +425,14 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused() {
-        let errors = validate_yaml(validate, "classroom", "pth: /x").unwrap_err();
+        let errors = validate_yaml(validate_spec, "classroom", "pth: /x").unwrap_err();
         assert!(errors[0].message.contains("unknown"), "{:?}", errors);
     }
 
     #[test]
     fn bad_auth_values() {
         let errors = validate_yaml(
-            validate,
+            validate_spec,
             "classroom",
             "auth: { audience: '', service_account: nobody, jwks_url: 'file:///x' }",
         )

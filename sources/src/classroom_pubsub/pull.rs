@@ -10,40 +10,30 @@
 //! (`pull.endpoint` or `$PUBSUB_EMULATOR_HOST`) without `pull.credentials` gets none.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use herald_core::backoff::Backoff;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::config::{PUBSUB_ENDPOINT, PullSpec};
 use super::decode::decode_message;
 use crate::answer::clip;
+use crate::google::settings::Fallbacks;
 use crate::google::token::TokenSource;
 use crate::intake::Intake;
 use crate::telemetry;
 
 /// After an empty pull, the next one waits this long (an emulator answers at once).
 const IDLE: Duration = Duration::from_millis(500);
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// After failed pulls in a row: 250 ms doubling up to 30 s.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
 /// A pull may be held open by Pub/Sub while it waits for messages.
 const PULL_TIMEOUT: Duration = Duration::from_secs(120);
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Where credentials come from when `pull.credentials` is not set.
-#[derive(Clone, Debug, Default)]
-pub struct Fallbacks {
-    /// `google.credentials`, resolved.
-    pub google_credentials: Option<PathBuf>,
-    /// `$PUBSUB_EMULATOR_HOST`.
-    pub emulator_host: Option<String>,
-    /// `$GOOGLE_APPLICATION_CREDENTIALS`.
-    pub application_credentials: Option<PathBuf>,
-}
 
 pub struct Puller {
     intake: Arc<Intake>,
@@ -121,42 +111,45 @@ impl Puller {
         })
     }
 
-    /// Pulls until `shutdown` turns true; a batch being stored is finished first.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Pulls until `stop` is cancelled; a batch being stored is finished first.
+    pub async fn run(self, stop: CancellationToken) {
         let source = self.intake.source.clone();
         tracing::info!(source = %source, subscription = %self.subscription, url = %self.base,
             authenticated = self.auth.is_some(), "pulling from Pub/Sub");
-        let mut backoff = FIRST_BACKOFF;
+        let mut failures = 0;
         loop {
-            if *shutdown.borrow() {
+            if stop.is_cancelled() {
                 break;
             }
             let pulled = tokio::select! {
-                _ = shutdown.changed() => break,
+                _ = stop.cancelled() => break,
                 pulled = self.pull() => pulled,
             };
             let wait = match pulled {
                 Err(e) => {
+                    failures += 1;
+                    let wait = BACKOFF.ceiling(failures);
                     telemetry::pull_error(&source);
-                    tracing::warn!(source = %source, "pull failed, retrying in {backoff:?}: {e}");
-                    next_backoff(&mut backoff)
+                    tracing::warn!(source = %source, "pull failed, retrying in {wait:?}: {e}");
+                    wait
                 }
                 Ok(batch) if batch.is_empty() => {
-                    backoff = FIRST_BACKOFF;
+                    failures = 0;
                     IDLE
                 }
                 Ok(batch) => {
                     if self.handle(batch).await {
-                        backoff = FIRST_BACKOFF;
+                        failures = 0;
                         Duration::ZERO
                     } else {
-                        next_backoff(&mut backoff)
+                        failures += 1;
+                        BACKOFF.ceiling(failures)
                     }
                 }
             };
             if !wait.is_zero() {
                 tokio::select! {
-                    _ = shutdown.changed() => break,
+                    _ = stop.cancelled() => break,
                     _ = tokio::time::sleep(wait) => {}
                 }
             }
@@ -299,10 +292,4 @@ async fn store(intake: &Intake, subscription: &str, message: &Value) -> bool {
             false
         }
     }
-}
-
-fn next_backoff(backoff: &mut Duration) -> Duration {
-    let wait = *backoff;
-    *backoff = (*backoff * 2).min(MAX_BACKOFF);
-    wait
 }

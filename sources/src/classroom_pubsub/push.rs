@@ -6,16 +6,46 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
 
+use super::PushSpec;
 use super::decode::decode_push;
 use super::oidc::{AuthError, Verifier};
 use crate::answer::{Problem, read_body};
 use crate::intake::Intake;
 use crate::telemetry;
+
+/// The push endpoint of one source, mounted at its `path`.
+pub fn router(
+    name: &str,
+    spec: &PushSpec,
+    intake: Intake,
+    body_limit: u64,
+    client: &reqwest::Client,
+) -> Router {
+    if spec.auth.is_none() {
+        tracing::warn!(source = %name, path = %spec.path,
+            "classroom_pubsub source has no `auth`: anyone who can reach {} can post notifications; \
+             set `auth: {{audience, service_account}}` and enable authentication on the push subscription",
+            spec.path);
+    }
+    let state = PushState {
+        intake,
+        verifier: spec
+            .auth
+            .clone()
+            .map(|auth| Verifier::new(auth, client.clone())),
+        body_limit,
+    };
+    Router::new()
+        .route(&spec.path, post(handle))
+        .with_state(Arc::new(state))
+}
 
 pub struct PushState {
     pub intake: Intake,

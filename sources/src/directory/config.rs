@@ -7,16 +7,15 @@
 //! Several tokens may be listed, so channels can be moved to a new token one by one. The
 //! channels of `watch:` get a random token each, which the source accepts besides these.
 
-use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
 
 use herald_core::config::registry::SourceResult;
-use herald_core::config::{SourceInput, SourceSpec, units};
+use herald_core::config::{ConfigError, SourceInput, units};
 use serde::Deserialize;
 
 use crate::config::{Checks, check_path, parse};
 use crate::google::config::{self as google, WatchConfig, WatchSpec};
+use crate::source::registered;
 
 /// Google accepts channel tokens of up to 256 characters.
 const MAX_TOKEN: usize = 256;
@@ -75,12 +74,9 @@ impl fmt::Debug for DirectorySpec {
     }
 }
 
-impl SourceSpec for DirectorySpec {
-    fn http_path(&self) -> Option<&str> {
-        Some(&self.path)
-    }
-
-    fn describe(&self) -> String {
+impl DirectorySpec {
+    /// One line for `herald check`, the tokens masked.
+    pub fn describe(&self) -> String {
         let tokens = match self.channel_tokens.len() {
             1 => "1 channel token".to_owned(),
             n => format!("{n} channel tokens"),
@@ -103,13 +99,14 @@ impl SourceSpec for DirectorySpec {
             self.path
         )
     }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 pub fn validate(input: &SourceInput<'_>) -> SourceResult {
+    registered(validate_spec(input))
+}
+
+/// Validates a `directory_webhook` source's keys.
+pub fn validate_spec(input: &SourceInput<'_>) -> Result<DirectorySpec, Vec<ConfigError>> {
     let config: DirectoryConfig = parse(input)?;
     let mut checks = Checks::new(input);
     let path = config
@@ -156,14 +153,13 @@ pub fn validate(input: &SourceInput<'_>) -> SourceResult {
             "`channel_ids` lists the accepted channel ids; remove it to accept any channel",
         );
     }
-    let spec: Arc<dyn SourceSpec> = Arc::new(DirectorySpec {
+    checks.finish(DirectorySpec {
         path,
         channel_tokens,
         channel_ids: config.channel_ids,
         route_sync: config.route_sync,
         watches,
-    });
-    checks.finish(spec)
+    })
 }
 
 #[cfg(test)]
@@ -172,15 +168,11 @@ mod tests {
     use crate::config::tests::validate_yaml;
 
     fn spec(yaml: &str) -> DirectorySpec {
-        let spec = validate_yaml(validate, "directory", yaml).unwrap();
-        spec.as_any()
-            .downcast_ref::<DirectorySpec>()
-            .unwrap()
-            .clone()
+        validate_yaml(validate_spec, "directory", yaml).unwrap()
     }
 
     fn errors(yaml: &str) -> String {
-        validate_yaml(validate, "directory", yaml)
+        validate_yaml(validate_spec, "directory", yaml)
             .unwrap_err()
             .iter()
             .map(|e| format!("{}: {}\n", e.loc, e.message))

@@ -10,12 +10,65 @@ pub mod config;
 pub mod decode;
 pub(crate) mod handler;
 
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::post;
+use herald_core::Event;
 use herald_core::config::SourceType;
 
 pub use config::DirectorySpec;
+
+use crate::DecodeError;
+use crate::source::{BoxFuture, Receiving, Source, StartContext, Subscriptions};
 
 /// `type: directory_webhook`
 pub const TYPE: SourceType = SourceType {
     name: "directory_webhook",
     validate: config::validate,
 };
+
+impl Source for DirectorySpec {
+    fn describe(&self) -> String {
+        DirectorySpec::describe(self)
+    }
+
+    fn http_path(&self) -> Option<&str> {
+        Some(&self.path)
+    }
+
+    fn start<'a>(&'a self, context: StartContext<'a>) -> BoxFuture<'a, Result<Receiving, String>> {
+        let state = handler::DirectoryState::new(
+            context.intake,
+            self.clone(),
+            context.server.body_limit,
+            context.links.clone(),
+        );
+        let router = Router::new()
+            .route(&self.path, post(handler::handle))
+            .with_state(Arc::new(state));
+        Box::pin(async move { Ok(Receiving::Http(router)) })
+    }
+
+    /// `headers` are the request's `X-Goog-*` headers (names in any case), `body` the JSON
+    /// body (may be empty); the time is now, as for a received request. The channel token
+    /// is neither compared nor kept. `Ok(None)` for a `sync` message of a source without
+    /// `route_sync: true`, which the running source acknowledges without routing.
+    fn decode_raw(
+        &self,
+        name: &str,
+        body: &[u8],
+        headers: &[(String, String)],
+    ) -> Result<Option<Event>, DecodeError> {
+        let headers = decode::header_map(headers)?;
+        let message = decode::decode(name, &headers, body, chrono::Utc::now())?;
+        Ok((!message.sync || self.route_sync).then_some(message.event))
+    }
+
+    fn subscriptions(&self) -> Subscriptions {
+        Subscriptions {
+            registrations: Vec::new(),
+            watches: self.watches.clone(),
+        }
+    }
+}

@@ -18,129 +18,34 @@
 //! before the loop goes on, so a restart continues where it was.
 
 use std::collections::{BTreeMap, HashSet};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use herald_core::backoff::Backoff;
 use herald_core::health::Health;
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::Links;
 use super::api::Api;
+use super::clock::{Clock, TICK};
 use super::config::{RegistrationSpec, WatchSpec};
+use super::control::{Command, Control};
 use super::state::{
     self, CHANNEL_PREFIX, ChannelInfo, ChannelRecord, REGISTRATION_PREFIX, RegistrationRecord,
     Retiring, StateStore,
 };
+use super::status::{Status, renew_at, status_rows};
 
-/// A subscription is renewed once this share of its life has passed.
-const RENEW_AT: f64 = 0.8;
 /// How long an old channel is kept after its replacement was opened, if no `sync` comes.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
 /// `/readyz` fails when a subscription is this close to expiry and its renewal is failing.
 const UNHEALTHY_BEFORE: TimeDelta = TimeDelta::minutes(10);
-const FIRST_RETRY: Duration = Duration::from_secs(30);
-const MAX_RETRY: Duration = Duration::from_secs(600);
-/// The loop wakes at least this often.
-const TICK: Duration = Duration::from_secs(60);
-
-/// Wall-clock time for the lifecycle. `Tokio` follows tokio's clock from a starting wall
-/// time, so that tests with `tokio::time::pause()` move Google's expiries along with it.
-#[derive(Clone, Copy, Debug)]
-pub enum Clock {
-    System,
-    Tokio {
-        wall: DateTime<Utc>,
-        start: tokio::time::Instant,
-    },
-}
-
-impl Clock {
-    /// A clock that starts at the current wall time and then follows tokio's clock.
-    pub fn tokio() -> Clock {
-        Clock::Tokio {
-            wall: Utc::now(),
-            start: tokio::time::Instant::now(),
-        }
-    }
-
-    pub fn now(&self) -> DateTime<Utc> {
-        match self {
-            Clock::System => Utc::now(),
-            Clock::Tokio { wall, start } => {
-                let elapsed = tokio::time::Instant::now() - *start;
-                *wall + TimeDelta::from_std(elapsed).unwrap_or(TimeDelta::MAX)
-            }
-        }
-    }
-
-    async fn sleep_until(&self, when: DateTime<Utc>) {
-        let wait = (when - self.now()).to_std().unwrap_or(Duration::ZERO);
-        tokio::time::sleep(wait.min(TICK)).await;
-    }
-}
-
-/// One row of `herald google status`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Status {
-    pub name: String,
-    /// `registration` or `channel`.
-    pub kind: String,
-    pub source: String,
-    /// The registration id, or the channel id.
-    pub id: Option<String>,
-    pub expires: Option<DateTime<Utc>>,
-    pub renews: Option<DateTime<Utc>>,
-    /// `ok`, `expired`, `renewal failing`, `overlap` (a channel being replaced), `removing`.
-    pub health: String,
-    pub failures: u32,
-    pub last_error: Option<String>,
-}
-
-enum Command {
-    Status(oneshot::Sender<Vec<Status>>),
-    Renew(Option<String>, oneshot::Sender<Result<Vec<String>, String>>),
-    Stop(String, oneshot::Sender<Result<String, String>>),
-}
-
-/// The admin listener's handle on the running lifecycle.
-#[derive(Clone)]
-pub struct Control {
-    commands: mpsc::Sender<Command>,
-}
-
-impl Control {
-    pub async fn status(&self) -> Result<Vec<Status>, String> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Status(reply)).await?;
-        answer.await.map_err(|_| gone())
-    }
-
-    /// Renews `name` (or everything) now; the names renewed, or the first error.
-    pub async fn renew(&self, name: Option<String>) -> Result<Vec<String>, String> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Renew(name, reply)).await?;
-        answer.await.map_err(|_| gone())?
-    }
-
-    /// Stops the channel `name` (`channels.stop`) and forgets it.
-    pub async fn stop(&self, name: String) -> Result<String, String> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Stop(name, reply)).await?;
-        answer.await.map_err(|_| gone())?
-    }
-
-    async fn send(&self, command: Command) -> Result<(), String> {
-        self.commands.send(command).await.map_err(|_| gone())
-    }
-}
-
-fn gone() -> String {
-    "the Google lifecycle task has stopped".to_owned()
-}
+/// A failed call is retried after 30 s, doubling up to 10 min.
+const RETRY: Backoff = Backoff::new(Duration::from_secs(30), Duration::from_secs(600));
 
 /// Why the last attempt on a subscription failed, and when to try again.
 #[derive(Clone, Debug)]
@@ -201,27 +106,19 @@ impl Manager {
         Ok(manager)
     }
 
-    /// Runs until `shutdown` resolves; the handle takes commands meanwhile.
-    pub fn spawn(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> (Control, tokio::task::JoinHandle<()>) {
+    /// Runs until `stop` is cancelled; the handle takes commands meanwhile.
+    pub fn spawn(self, stop: CancellationToken) -> (Control, tokio::task::JoinHandle<()>) {
         let (commands, receiver) = mpsc::channel(16);
-        let task = tokio::spawn(self.run(receiver, shutdown));
+        let task = tokio::spawn(self.run(receiver, stop));
         (Control { commands }, task)
     }
 
-    async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<Command>,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, stop: CancellationToken) {
         tracing::info!(
             registrations = self.registrations.len(),
             channels = self.watches.len(),
             "keeping Google registrations and channels alive"
         );
-        tokio::pin!(shutdown);
         loop {
             self.take_synced().await;
             self.work().await;
@@ -229,7 +126,7 @@ impl Manager {
             self.report(now);
             let next = self.next_due(now);
             tokio::select! {
-                _ = &mut shutdown => break,
+                _ = stop.cancelled() => break,
                 _ = self.clock.sleep_until(next) => {}
                 _ = self.links.synced_changed() => {}
                 Some(command) = commands.recv() => self.command(command).await,
@@ -425,7 +322,8 @@ impl Manager {
     /// Opens a new channel for `spec`; the one it replaces (if any) retires.
     async fn open_channel(&mut self, spec: &WatchSpec) -> Result<(), String> {
         let now = self.clock.now();
-        let id = uuid_v4();
+        // A random (version 4) UUID, the form Google suggests for channel ids.
+        let id = uuid::Uuid::new_v4().to_string();
         let token = random_token();
         let old = self.chans.get(&spec.name).cloned();
         // Google sends the new channel's `sync` before `users.watch` answers.
@@ -591,9 +489,7 @@ impl Manager {
         });
         trouble.failures += 1;
         trouble.error = error.clone();
-        let backoff = FIRST_RETRY
-            .saturating_mul(1u32 << trouble.failures.saturating_sub(1).min(10))
-            .min(MAX_RETRY);
+        let backoff = RETRY.ceiling(trouble.failures);
         trouble.retry_at = now + TimeDelta::from_std(backoff).unwrap_or_default();
         metrics::counter!("herald_google_renewal_failures_total", "name" => name.to_owned())
             .increment(1);
@@ -723,109 +619,8 @@ impl Manager {
     }
 }
 
-/// The status of every record and every declared entry (for a running gateway, and for
-/// `herald google status` on a stopped one, which has no failure counts).
-pub fn status_rows<'a>(
-    regs: impl Iterator<Item = &'a RegistrationRecord>,
-    chans: impl Iterator<Item = &'a ChannelRecord>,
-    registrations: &[RegistrationSpec],
-    watches: &[WatchSpec],
-    now: DateTime<Utc>,
-) -> Vec<Status> {
-    let mut rows: BTreeMap<String, Status> = BTreeMap::new();
-    let health = |expires: DateTime<Utc>, declared: bool| {
-        if !declared {
-            "removing"
-        } else if expires <= now {
-            "expired"
-        } else {
-            "ok"
-        }
-    };
-    for r in regs {
-        let declared = registrations.iter().any(|s| s.name == r.name);
-        rows.insert(
-            r.name.clone(),
-            Status {
-                name: r.name.clone(),
-                kind: "registration".into(),
-                source: r.source.clone(),
-                id: Some(r.registration_id.clone()),
-                expires: Some(r.expiry),
-                renews: declared.then(|| renew_at(r.renewed, r.expiry)),
-                health: health(r.expiry, declared).into(),
-                failures: 0,
-                last_error: None,
-            },
-        );
-    }
-    for c in chans {
-        let declared = watches.iter().any(|s| s.name == c.name);
-        let mut health = health(c.current.expiration, declared).to_owned();
-        if c.retiring.is_some() && health == "ok" {
-            health = "overlap".into();
-        }
-        rows.insert(
-            c.name.clone(),
-            Status {
-                name: c.name.clone(),
-                kind: "channel".into(),
-                source: c.source.clone(),
-                id: Some(c.current.id.clone()),
-                expires: Some(c.current.expiration),
-                renews: declared.then(|| renew_at(c.current.created, c.current.expiration)),
-                health,
-                failures: 0,
-                last_error: None,
-            },
-        );
-    }
-    let declared = registrations
-        .iter()
-        .map(|r| (&r.name, &r.source, "registration"))
-        .chain(watches.iter().map(|w| (&w.name, &w.source, "channel")));
-    for (name, source, kind) in declared {
-        rows.entry(name.clone()).or_insert_with(|| Status {
-            name: name.clone(),
-            kind: kind.into(),
-            source: source.clone(),
-            id: None,
-            expires: None,
-            renews: None,
-            health: "not created yet".into(),
-            failures: 0,
-            last_error: None,
-        });
-    }
-    rows.into_values().collect()
-}
-
-/// 80% into the life from `start` to `end`.
-fn renew_at(start: DateTime<Utc>, end: DateTime<Utc>) -> DateTime<Utc> {
-    let life = (end - start).max(TimeDelta::zero());
-    let ms = (life.num_milliseconds() as f64 * RENEW_AT) as i64;
-    start + TimeDelta::milliseconds(ms)
-}
-
 fn key(prefix: &str, name: &str) -> String {
     format!("{prefix}{name}")
-}
-
-/// A random (version 4) UUID, the form Google suggests for channel ids.
-fn uuid_v4() -> String {
-    let mut b = [0u8; 16];
-    rand::rng().fill_bytes(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
 }
 
 /// A channel token: 32 random bytes, hex (Google allows up to 256 characters).
@@ -840,28 +635,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renewal_is_at_four_fifths_of_the_life() {
-        let start = DateTime::parse_from_rfc3339("2026-12-01T00:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let end = start + TimeDelta::days(7);
-        assert_eq!(
-            renew_at(start, end),
-            start + TimeDelta::hours(134) + TimeDelta::minutes(24)
-        );
-        assert_eq!(
-            renew_at(end, start),
-            end,
-            "an expiry before the start is due at once"
-        );
-    }
-
-    #[test]
-    fn ids_and_tokens_are_fresh() {
-        let a = uuid_v4();
-        assert_eq!(a.len(), 36);
-        assert_eq!(&a[14..15], "4");
-        assert_ne!(a, uuid_v4());
+    fn tokens_are_fresh() {
         let t = random_token();
         assert_eq!(t.len(), 64);
         assert_ne!(t, random_token());

@@ -2,24 +2,30 @@
 //! repeating `registrations.create`) and Directory watch channels (hours, replaced by a new
 //! channel before expiry, with an overlap, then `channels.stop`).
 //!
+//! * `settings` — the `google:` section (credentials, endpoints), registered with core;
 //! * `config` — `registrations:`/`topic:` and `watch:`/`address:`/`ttl:` of the sources;
 //! * `token` — OAuth2 access tokens from a service-account key (JWT-bearer grant);
 //! * `api` — the four Google calls, with the documented errors explained;
 //! * `state` — the records kept in the journal, so a restart reuses them;
-//! * `manager` — the renewal loop, its metrics and readiness checks, and the [`Control`]
-//!   handle the admin listener uses for `herald google status|renew|stop`.
+//! * `manager` — the renewal loop, its metrics and readiness checks;
+//! * `control` — the [`Control`] handle the admin listener uses for `herald google
+//!   status|renew|stop`; `status` — the rows those commands show;
+//! * `clock` — the loop's wall clock (the system's, or one that follows tokio's in tests).
 //!
 //! [`Links`] ties the loop to the Directory handlers: the tokens of the channels it opened
 //! (accepted besides `channel_tokens`) and the `sync` messages that arrive for them.
 
 pub mod api;
+mod clock;
 pub mod config;
+mod control;
 pub mod manager;
+pub mod settings;
 pub mod state;
+pub mod status;
 pub(crate) mod token;
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -27,12 +33,14 @@ use herald_core::Config;
 use herald_core::health::Health;
 use subtle::{Choice, ConstantTimeEq};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
-pub use manager::{Clock, Control, Status};
+pub use clock::Clock;
+pub use control::Control;
 pub use state::StateStore;
+pub use status::{Status, status_rows};
 
-use crate::classroom_pubsub::ClassroomSpec;
-use crate::directory::DirectorySpec;
+use crate::source::source_of;
 use api::{Api, ApiConfig, CLASSROOM_API, DIRECTORY_API};
 use config::{RegistrationSpec, WatchSpec};
 use manager::Manager;
@@ -116,13 +124,14 @@ impl Links {
 pub fn declared(config: &Config) -> (Vec<RegistrationSpec>, Vec<WatchSpec>) {
     let mut registrations = Vec::new();
     let mut watches = Vec::new();
-    for source in &config.sources {
-        let any = source.spec.as_any();
-        if let Some(spec) = any.downcast_ref::<ClassroomSpec>() {
-            registrations.extend(spec.registrations.iter().cloned());
-        } else if let Some(spec) = any.downcast_ref::<DirectorySpec>() {
-            watches.extend(spec.watches.iter().cloned());
-        }
+    for source in config
+        .sources
+        .iter()
+        .filter_map(|s| source_of(s.spec.as_ref()))
+    {
+        let declared = source.subscriptions();
+        registrations.extend(declared.registrations);
+        watches.extend(declared.watches);
     }
     (registrations, watches)
 }
@@ -142,7 +151,7 @@ pub async fn start(
     health: Health,
     links: Links,
     clock: Clock,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    stop: CancellationToken,
 ) -> Result<Option<Lifecycle>, String> {
     let (registrations, watches) = declared(config);
     let held = {
@@ -159,16 +168,10 @@ pub async fn start(
     if registrations.is_empty() && watches.is_empty() && !held {
         return Ok(None);
     }
-    let google = config.google.clone().unwrap_or_default();
-    let base = config.file.parent().unwrap_or(std::path::Path::new(""));
+    let google = settings::GoogleConfig::of(config);
     let credentials: PathBuf = google
         .credentials
-        .map(|p| base.join(p))
-        .or_else(|| {
-            std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS")
-                .filter(|p| !p.is_empty())
-                .map(Into::into)
-        })
+        .or_else(settings::application_credentials)
         .ok_or_else(|| {
             "Classroom registrations and Directory channels (`registrations:`, `watch:`, or ones \
              recorded in the journal) need a service-account key: set `google.credentials` or \
@@ -188,7 +191,7 @@ pub async fn start(
         .map_err(|e| format!("cannot build the HTTP client for Google's APIs: {e}"))?;
     let api = Api::new(api_config, &registrations, client).await?;
     let manager = Manager::new(api, store, health, links, clock, registrations, watches).await?;
-    let (control, task) = manager.spawn(shutdown);
+    let (control, task) = manager.spawn(stop);
     Ok(Some(Lifecycle { control, task }))
 }
 

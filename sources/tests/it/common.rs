@@ -18,7 +18,7 @@ use herald_core::ingest::{Committed, Ingest, IngestError, RejectedInput};
 use herald_sources::ServerHandle;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures");
 pub const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys");
@@ -93,7 +93,8 @@ pub struct Gateway {
     pub ingest: Arc<MemoryIngest>,
     /// Holds the config file (and credentials) for as long as the gateway runs.
     _dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
+    /// Cancels the server's token when dropped, so a failed test stops its server too.
+    stop: Option<DropGuard>,
     handle: Option<ServerHandle>,
 }
 
@@ -113,14 +114,12 @@ impl Gateway {
         };
         let config = parse_config(&text, dir.path());
         let ingest = Arc::new(MemoryIngest::default());
-        let (stop, stopped) = oneshot::channel::<()>();
+        let stop = CancellationToken::new();
         let handle = herald_sources::serve(
             &config,
             ingest.clone(),
             Some(metrics_render()),
-            async move {
-                let _ = stopped.await;
-            },
+            stop.clone(),
         )
         .await
         .expect("the server starts");
@@ -128,7 +127,7 @@ impl Gateway {
             addr: handle.local_addr,
             ingest,
             _dir: dir,
-            stop: Some(stop),
+            stop: Some(stop.drop_guard()),
             handle: Some(handle),
         }
     }
@@ -139,9 +138,7 @@ impl Gateway {
 
     /// Asks the server to stop and waits until it has.
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        drop(self.stop.take());
         if let Some(handle) = self.handle.take() {
             tokio::time::timeout(Duration::from_secs(10), handle.stopped())
                 .await

@@ -18,10 +18,10 @@ use herald_sources::ServerHandle;
 use herald_sources::google::{self, Clock, Links, Status};
 use herald_testkit::google::{ACCESS_TOKEN, FakeGoogle};
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
-use crate::services::wait_until;
+use herald_testkit::wait::{eventually_async, until};
 
 const WAIT: Duration = Duration::from_secs(20);
 const SUBJECT: &str = "admin@district.example.edu";
@@ -56,7 +56,7 @@ struct Run {
     ingest: Arc<Counting>,
     server: ServerHandle,
     lifecycle: Option<google::Lifecycle>,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
 }
 
 impl Run {
@@ -68,17 +68,14 @@ impl Run {
             journal: journal.clone(),
             events: Mutex::new(Vec::new()),
         });
-        let (stop, stopping) = watch::channel(false);
-        let stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
+        let stop = CancellationToken::new();
         let links = Links::default();
         let server = herald_sources::serve_linked(
             &config,
             ingest.clone(),
             Some(metrics_render()),
             links.clone(),
-            stopped(stopping.clone()),
+            stop.clone(),
         )
         .await
         .unwrap();
@@ -89,7 +86,7 @@ impl Run {
             journal.health().clone(),
             links,
             clock,
-            stopped(stopping),
+            stop.clone(),
         )
         .await
         .unwrap();
@@ -115,6 +112,15 @@ impl Run {
         lifecycle.control.status().await.unwrap()
     }
 
+    /// Returns once the lifecycle loop has done a whole pass of its work after this call
+    /// began: the loop answers commands between passes, so the second of two status calls
+    /// is answered only after a pass that started after the first was answered. What the
+    /// loop would do on its own by now (a call, a recorded failure) has then been done.
+    async fn settled(&self) {
+        self.status().await;
+        self.status().await;
+    }
+
     async fn row(&self, name: &str) -> Status {
         let rows = self.status().await;
         rows.into_iter()
@@ -123,7 +129,7 @@ impl Run {
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         self.server.stopped().await;
         if let Some(lifecycle) = self.lifecycle {
             lifecycle.task.await.unwrap();
@@ -222,7 +228,7 @@ async fn registrations_are_created_with_the_right_grant_and_renewed_before_expir
     );
     let run = Run::start(dir.path(), &yaml, clock).await;
 
-    wait_until("both registrations created", WAIT, || {
+    until("both registrations created", WAIT, || {
         creates(&google).len() == 2
     })
     .await;
@@ -258,11 +264,11 @@ async fn registrations_are_created_with_the_right_grant_and_renewed_before_expir
 
     // Five days on (before 80% of the week) nothing is renewed …
     advance(hours(5.0 * 24.0)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    run.settled().await;
     assert_eq!(creates(&google).len(), 2);
     // … at 5.7 days both are, well before they expire.
     advance(hours(0.7 * 24.0)).await;
-    wait_until("both registrations renewed", WAIT, || {
+    until("both registrations renewed", WAIT, || {
         creates(&google).len() == 4
     })
     .await;
@@ -277,7 +283,7 @@ async fn registrations_are_created_with_the_right_grant_and_renewed_before_expir
     assert!(renewed.expires.unwrap() > expiry + chrono::TimeDelta::days(5));
     assert_eq!(renewed.health, "ok");
     // Classroom answered with new ids, so the replaced registrations were deleted.
-    wait_until("the replaced registrations deleted", WAIT, || {
+    until("the replaced registrations deleted", WAIT, || {
         google.registrations().iter().filter(|r| r.deleted).count() == 2
     })
     .await;
@@ -296,7 +302,7 @@ async fn channels_are_renewed_with_an_overlap_whose_duplicates_are_suppressed() 
     );
     let run = Run::start(dir.path(), &yaml, clock).await;
 
-    wait_until("the channel's sync answered", WAIT, || {
+    until("the channel's sync answered", WAIT, || {
         google.syncs().iter().any(|(_, status)| *status == 200)
     })
     .await;
@@ -326,7 +332,7 @@ async fn channels_are_renewed_with_an_overlap_whose_duplicates_are_suppressed() 
     // At 80% of the hour a second channel is opened; its sync is held back, so both stay open.
     google.hold_syncs(true);
     advance(hours(0.82)).await;
-    wait_until("a second channel opened", WAIT, || {
+    until("a second channel opened", WAIT, || {
         google.channels().len() == 2
     })
     .await;
@@ -353,7 +359,7 @@ async fn channels_are_renewed_with_an_overlap_whose_duplicates_are_suppressed() 
 
     // The new channel's sync arrives: the old one is stopped.
     google.release_syncs().await;
-    wait_until("the old channel stopped", WAIT, || {
+    until("the old channel stopped", WAIT, || {
         google.calls("/channels/stop").len() == 1
     })
     .await;
@@ -395,15 +401,15 @@ async fn a_failing_renewal_is_retried_and_shows_in_readyz_and_metrics() {
     let run = Run::start(dir.path(), &yaml, clock).await;
     let name = "failing-classroom/DOMAIN_ROSTER_CHANGES";
     let http = client();
-    wait_until("the registration created", WAIT, || {
+    until("the registration created", WAIT, || {
         creates(&google).len() == 1
     })
     .await;
 
     google.fail_always("create", 503, "The service is currently unavailable.");
     advance(hours(5.7 * 24.0)).await;
-    wait_until("a renewal attempted", WAIT, || creates(&google).len() >= 2).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until("a renewal attempted", WAIT, || creates(&google).len() >= 2).await;
+    run.settled().await;
     let row = run.row(name).await;
     assert_eq!(row.health, "renewal failing");
     assert!(
@@ -425,7 +431,7 @@ async fn a_failing_renewal_is_retried_and_shows_in_readyz_and_metrics() {
     // … five minutes from expiry, still failing, it is.
     let attempts = creates(&google).len();
     advance(hours(1.3 * 24.0) - Duration::from_secs(300)).await;
-    wait_until("retried again", WAIT, || creates(&google).len() > attempts).await;
+    until("retried again", WAIT, || creates(&google).len() > attempts).await;
     let reason = wait_for_readyz(&http, &run.url("/readyz"), 503)
         .await
         .to_string();
@@ -446,18 +452,11 @@ async fn a_failing_renewal_is_retried_and_shows_in_readyz_and_metrics() {
 
 /// Polls `/readyz` until it answers `status`; its body.
 async fn wait_for_readyz(http: &reqwest::Client, url: &str, status: u16) -> Value {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
+    eventually_async(&format!("/readyz to answer {status}"), WAIT, || async {
         let (got, body) = answer(http.get(url).send().await.unwrap()).await;
-        if got == status {
-            return body;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "/readyz stayed {got}: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (got == status).then_some(body)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -472,14 +471,14 @@ async fn a_restart_reuses_the_recorded_registrations_and_channels() {
         "[{event: delete, customer: my_customer}]",
     );
     let run = Run::start(dir.path(), &yaml, clock).await;
-    wait_until("created", WAIT, || {
+    until("created", WAIT, || {
         creates(&google).len() == 1 && google.syncs().len() == 1
     })
     .await;
     run.stop().await;
 
     let run = Run::start(dir.path(), &yaml, clock).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    run.settled().await;
     assert_eq!(creates(&google).len(), 1, "no second registration");
     assert_eq!(google.calls("/users/watch").len(), 1, "no second channel");
     let channel = google.channels()[0].clone();
@@ -507,7 +506,7 @@ async fn entries_removed_from_the_config_are_stopped_and_deleted() {
         "[{event: add, domain: district.example.edu}]",
     );
     let run = Run::start(dir.path(), &yaml, clock).await;
-    wait_until("created", WAIT, || {
+    until("created", WAIT, || {
         creates(&google).len() == 1 && google.syncs().len() == 1
     })
     .await;
@@ -519,7 +518,7 @@ async fn entries_removed_from_the_config_are_stopped_and_deleted() {
         google.google_yaml("sa.json", SUBJECT)
     );
     let run = Run::start(dir.path(), &yaml, clock).await;
-    wait_until(
+    until(
         "the channel stopped and the registration deleted",
         WAIT,
         || {
@@ -536,7 +535,7 @@ async fn entries_removed_from_the_config_are_stopped_and_deleted() {
         (delete.method.as_str(), delete.path.as_str()),
         ("DELETE", "/v1/registrations/registration-1")
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    run.settled().await;
     assert!(run.status().await.is_empty());
     assert!(run.journal.list_state("google/").unwrap().is_empty());
     run.stop().await;
@@ -561,8 +560,8 @@ async fn googles_documented_errors_say_what_to_do() {
     );
     let run = Run::start(dir.path(), &yaml, clock).await;
     let name = "errors-classroom/DOMAIN_ROSTER_CHANGES";
-    wait_until("the first attempt", WAIT, || !creates(&google).is_empty()).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until("the first attempt", WAIT, || !creates(&google).is_empty()).await;
+    run.settled().await;
     let row = run.row(name).await;
     let error = row.last_error.unwrap();
     assert!(error.contains("@MissingGrant"), "{error}");
@@ -574,8 +573,8 @@ async fn googles_documented_errors_say_what_to_do() {
     assert_eq!(row.health, "not created yet");
 
     advance(Duration::from_secs(31)).await;
-    wait_until("the retry", WAIT, || creates(&google).len() == 2).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until("the retry", WAIT, || creates(&google).len() == 2).await;
+    run.settled().await;
     let error = run.row(name).await.last_error.unwrap();
     assert!(
         error.contains("classroom-notifications@system.gserviceaccount.com"),

@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::common::*;
-use crate::services::{FakePubsub, SERVICE_ACCOUNT, SUBSCRIPTION, wait_until};
+use crate::services::{FakePubsub, SERVICE_ACCOUNT, SUBSCRIPTION};
+use herald_testkit::wait::until;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -32,7 +33,7 @@ async fn pulled_messages_become_events_and_are_acknowledged() {
     pubsub.publish("p-3", b"this is not a notification");
     let gateway = Gateway::start(&pull_source(&pubsub.url, ", ack_deadline: 60s")).await;
 
-    wait_until("all three acknowledged", WAIT, || pubsub.unacked() == 0).await;
+    until("all three acknowledged", WAIT, || pubsub.unacked() == 0).await;
     let events = gateway.ingest.events();
     let mut ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
     ids.sort();
@@ -76,7 +77,7 @@ async fn a_message_the_journal_cannot_take_is_handed_back_and_redelivered() {
     gateway.ingest.set_full(true);
     pubsub.publish("p-1", &roster());
 
-    wait_until("the message handed back", WAIT, || {
+    until("the message handed back", WAIT, || {
         pubsub.calls("modifyAckDeadline") >= 1
     })
     .await;
@@ -84,7 +85,7 @@ async fn a_message_the_journal_cannot_take_is_handed_back_and_redelivered() {
     assert!(gateway.ingest.events().is_empty());
 
     gateway.ingest.set_full(false);
-    wait_until("the redelivery acknowledged", WAIT, || {
+    until("the redelivery acknowledged", WAIT, || {
         pubsub.unacked() == 0
     })
     .await;
@@ -103,7 +104,7 @@ async fn a_lost_acknowledgement_brings_the_message_back_as_a_duplicate() {
     pubsub.publish("p-1", &roster());
     let gateway = Gateway::start(&pull_source(&pubsub.url, "")).await;
 
-    wait_until("the redelivery acknowledged", WAIT, || {
+    until("the redelivery acknowledged", WAIT, || {
         pubsub.unacked() == 0
     })
     .await;
@@ -134,12 +135,12 @@ async fn service_account_credentials_are_exchanged_for_a_cached_token() {
     pubsub.publish("p-1", &roster());
     let gateway = Gateway::start_in(&pull_source(&pubsub.url, ", credentials: sa.json"), dir).await;
 
-    wait_until("the first message acknowledged", WAIT, || {
+    until("the first message acknowledged", WAIT, || {
         pubsub.unacked() == 0
     })
     .await;
     pubsub.publish("p-2", &roster());
-    wait_until("the second message acknowledged", WAIT, || {
+    until("the second message acknowledged", WAIT, || {
         pubsub.unacked() == 0
     })
     .await;
@@ -155,7 +156,7 @@ async fn service_account_credentials_are_exchanged_for_a_cached_token() {
 async fn the_pull_loop_stops_on_shutdown() {
     let (pubsub, _server) = FakePubsub::start(Duration::from_secs(10), false).await;
     let gateway = Gateway::start(&pull_source(&pubsub.url, "")).await;
-    wait_until("a pull", WAIT, || pubsub.calls("pull") >= 1).await;
+    until("a pull", WAIT, || pubsub.calls("pull") >= 1).await;
     gateway.stop().await;
     let pulls = pubsub.calls("pull");
     tokio::time::sleep(Duration::from_millis(1200)).await;

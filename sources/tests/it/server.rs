@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
 
@@ -306,7 +307,7 @@ async fn start_up_errors_say_what_to_fix() {
         let config = parse_config(&yaml, dir.path());
         let ingest = ingest.clone();
         async move {
-            herald_sources::serve(&config, ingest, None, std::future::pending())
+            herald_sources::serve(&config, ingest, None, CancellationToken::new())
                 .await
                 .err()
                 .map(|e| e.to_string())

@@ -30,15 +30,6 @@ async fn serve(app: Router) -> (String, JoinHandle<()>) {
     (url, task)
 }
 
-/// Polls `condition` every 20 ms until it holds; panics after `timeout`.
-pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 
 type Keys = Arc<Mutex<Vec<Value>>>;
