@@ -35,6 +35,9 @@ if ! need systemd-analyze; then
   else sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y systemd; fi
 fi
 
+echo "== paths: the tests use nothing outside the checkout"
+./scripts/check-paths.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -1,5 +1,5 @@
 //! The `herald` command: run the gateway, check a config, try an event against the routes,
-//! manage dead letters (DESIGN.md §5), and see to the Google subscriptions Herald keeps alive.
+//! manage dead letters (docs/architecture.md §5), and see to the Google subscriptions Herald keeps alive.
 
 mod admin;
 mod check;
@@ -24,8 +24,9 @@ use clap::Parser;
 use herald_core::config::Registry;
 
 fn main() -> ExitCode {
-    // One rustls crypto provider for the whole process (DESIGN: reqwest, the TLS listener and
-    // lettre all use aws-lc-rs); installing it first means no library can pick another.
+    // One rustls crypto provider for the whole process (docs/architecture.md §16: reqwest, the
+    // TLS listener and lettre all use aws-lc-rs); installing it first means no library can pick
+    // another.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = cli::Cli::parse();
     let registry = registry();

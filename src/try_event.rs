@@ -84,7 +84,7 @@ fn decode_source(
             .with_context(|| format!("-H `{h}` is not `Name: value`"))?;
         headers.push((k.trim().to_owned(), v.trim().to_owned()));
     }
-    // A whole HTTP request (as in shared/fixtures/directory/*.http): take its headers too.
+    // A whole HTTP request (as in tests/fixtures/directory/*.http): take its headers too.
     let mut body = input;
     let normalized;
     if input.starts_with("POST ") || input.starts_with("PUT ") {

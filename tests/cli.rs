@@ -1,5 +1,5 @@
 //! `herald check` and `herald test` run as processes on the shipped routes.yaml, on broken
-//! configs, and on events made from the fixtures in ../shared/fixtures.
+//! configs, and on events made from the fixtures in tests/fixtures.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The fixtures sent over real HTTP to a real gateway become the events DESIGN.md §3 describes
+//! The fixtures sent over real HTTP to a real gateway become the events docs/architecture.md §3 describes
 //! and reach the sinks their routes name (issue #3), through the journal.
 
 mod common;

@@ -1,6 +1,6 @@
 //! The benchmark's baseline: a bare hyper server that reads each request body and answers
 //! 200, nothing else. Herald's numbers are reported as ratios to this one, measured in the same
-//! run on the same machine (DESIGN.md §9).
+//! run on the same machine (docs/architecture.md §9).
 //!
 //! `bare-server ADDR [WORK_US]`: with `WORK_US`, each request also burns that many
 //! microseconds of CPU before it is answered (a calibrated loop, not a sleep). `bench/budget.sh`

@@ -1,4 +1,4 @@
-//! The common event every source produces and every route and sink sees (DESIGN.md §3).
+//! The common event every source produces and every route and sink sees (docs/architecture.md §3).
 //!
 //! It is a CloudEvents 1.0 event in the JSON format (`specversion`, `id`, `source`, `type`,
 //! `subject`, `time`, `datacontenttype`, `data`) plus `meta`: the transport metadata of the

@@ -1,7 +1,7 @@
 //! herald-plugin: write a Herald sink as a shared library, without forking Herald.
 //!
 //! * [`abi`] — the C ABI: the `#[repr(C)]` vtable one symbol returns, its version handshake
-//!   and who frees which buffer. JSON bytes cross it, never Rust types (DESIGN.md §8).
+//!   and who frees which buffer. JSON bytes cross it, never Rust types (docs/architecture.md §8).
 //! * [`SinkPlugin`], [`Delivery`], [`DeliverError`] — the safe trait a plugin implements.
 //! * [`export_sink!`] — writes the `extern "C"` entry point and shims for a [`SinkPlugin`].
 //!

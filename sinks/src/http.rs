@@ -1,5 +1,5 @@
 //! What the HTTP sinks (webhook, Slack, plugins' hosts) share: one client per sink, the
-//! classification of answers into delivered / retryable / permanent (DESIGN.md §7), the
+//! classification of answers into delivered / retryable / permanent (docs/architecture.md §7), the
 //! `Retry-After` header, and masking URLs that carry secrets.
 
 use std::time::Duration;

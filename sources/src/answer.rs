@@ -1,4 +1,4 @@
-//! The answers of DESIGN.md §6: errors as JSON `{"error": "...", "reason": "..."}`, and
+//! The answers of docs/architecture.md §6: errors as JSON `{"error": "...", "reason": "..."}`, and
 //! reading a request body under `server.body_limit`.
 //!
 //! A handler returns a [`Problem`]; the server's per-source layer logs it once, with the

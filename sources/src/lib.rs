@@ -10,7 +10,7 @@
 //!   it also starts the pull loops;
 //! * [`google`] — keeping Classroom registrations and Directory channels alive (create,
 //!   renew before expiry, stop), with the state in the journal;
-//! * `answer` — the JSON answers of DESIGN.md §6 and reading a body under the limit;
+//! * `answer` — the JSON answers of docs/architecture.md §6 and reading a body under the limit;
 //! * `telemetry` — the metrics this crate records (through the `metrics` facade).
 //!
 //! Each source folder has `config.rs` (the routes.yaml keys and their pure validation),
@@ -41,7 +41,7 @@ pub use server::{ServeError, ServerHandle, serve, serve_linked};
 pub use source::{Source, source_of};
 
 /// Registers every source type this crate provides, and the `google:` section. A new source
-/// is its folder plus one line here (docs/architecture.md, "Adding a source").
+/// is its folder plus two lines here, `pub mod` and `add_source` (docs/architecture.md §14).
 pub fn register(registry: &mut Registry) {
     registry.add_source(classroom_pubsub::TYPE);
     registry.add_source(directory::TYPE);

@@ -1,8 +1,8 @@
 //! What the gateway asks of a source, whatever its type. Every source folder implements
 //! [`Source`] for its validated spec, so the server, `herald test --source` and the Google
-//! lifecycle never name a source type: adding a source is its folder plus one
-//! `registry.add_source(..)` line in [`crate::register`] (docs/architecture.md, "Adding a
-//! source").
+//! lifecycle never name a source type: adding a source is its folder plus two lines in
+//! `lib.rs`, `pub mod` and `registry.add_source(..)` in [`crate::register`]
+//! (docs/architecture.md §14).
 //!
 //! Core validates the config and knows sources only as [`SourceSpec`] (a description and an
 //! HTTP path), because core must not depend on the HTTP stack. A source type's validator

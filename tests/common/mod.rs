@@ -1,5 +1,5 @@
 //! Helpers shared by the end-to-end tests: paths, the herald binary, and the fixtures of
-//! `../shared/fixtures` turned into events.
+//! `tests/fixtures` turned into events.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ pub fn repo() -> PathBuf {
 }
 
 pub fn fixtures() -> PathBuf {
-    repo().join("../shared/fixtures")
+    repo().join("tests/fixtures")
 }
 
 pub fn herald() -> Command {
@@ -46,7 +46,7 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A Classroom notification (the decoded Pub/Sub `data`) as the Event DESIGN.md §3 describes.
+/// A Classroom notification (the decoded Pub/Sub `data`) as the Event docs/architecture.md §3 describes.
 pub fn classroom_event(notification: &Value, message_id: &str, publish_time: &str) -> Value {
     let collection = notification["collection"].as_str().unwrap();
     let event_type = notification["eventType"].as_str().unwrap().to_lowercase();
@@ -116,7 +116,7 @@ impl HttpRequest {
     }
 }
 
-/// A Directory webhook request as the Event DESIGN.md §3 describes (token left out).
+/// A Directory webhook request as the Event docs/architecture.md §3 describes (token left out).
 pub fn directory_event(req: &HttpRequest, received: &str) -> Value {
     let state = req.header("X-Goog-Resource-State");
     let data: Value = if req.body.is_empty() {

@@ -1,5 +1,5 @@
 //! routes.yaml: parse → validate (pure, collecting every mistake) → a [`Config`] that the
-//! gateway builds its pipeline from without any further config check (DESIGN.md §4).
+//! gateway builds its pipeline from without any further config check (docs/architecture.md §4).
 //!
 //! * `node` — the YAML tree with line:column for every key and value;
 //! * `env` — `${VAR}` / `${VAR:-default}`;
@@ -98,7 +98,8 @@ impl Config {
         self.sections
             .iter()
             .find(|s| s.name == name)
-            .and_then(|s| s.value.as_any().downcast_ref())
+            // `*s.value`, not the `Arc`: the `Arc` is a `Section` too, and would downcast to itself.
+            .and_then(|s| (*s.value).as_any().downcast_ref())
     }
 
     /// The fingerprint of section `name` (empty when absent): a reload compares them.

@@ -1,6 +1,6 @@
 //! The delivery engine: one worker per sink, each sending that sink's pending deliveries from
 //! the journal. Retry, backoff, rate limit, timeout and circuit breaking live here once for all
-//! sinks; a sink only sends and says whether a failure is worth retrying (DESIGN.md §7).
+//! sinks; a sink only sends and says whether a failure is worth retrying (docs/architecture.md §7).
 //!
 //! Sinks never share a queue or a worker, so one failing sink never delays another, and a
 //! retry re-sends only to the sink that failed.

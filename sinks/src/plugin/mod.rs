@@ -1,5 +1,5 @@
 //! `plugin`: a sink nobody here wrote, loaded from a shared library built with the
-//! `herald-plugin` SDK (DESIGN.md §8). The boundary is herald-plugin's C ABI: JSON bytes in,
+//! `herald-plugin` SDK (docs/architecture.md §8). The boundary is herald-plugin's C ABI: JSON bytes in,
 //! an outcome called back from the plugin's own threads.
 //!
 //! * `library` — loads a library once per process (never unloaded), checks the ABI version

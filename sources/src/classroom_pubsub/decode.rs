@@ -1,4 +1,4 @@
-//! A Pub/Sub message carrying a Classroom notification → the [`Event`] of DESIGN.md §3. Pure:
+//! A Pub/Sub message carrying a Classroom notification → the [`Event`] of docs/architecture.md §3. Pure:
 //! no I/O, no clock, so the running source, `herald test --source` and the fuzz targets
 //! decode alike.
 //!

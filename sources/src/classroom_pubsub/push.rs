@@ -1,6 +1,6 @@
 //! The push endpoint: Pub/Sub POSTs each message here. 204 once the event is committed;
 //! an undecodable message from an authenticated sender is kept as a rejected input and
-//! acknowledged (202), so Pub/Sub does not redeliver it forever (DESIGN.md §6).
+//! acknowledged (202), so Pub/Sub does not redeliver it forever (docs/architecture.md §6).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! A Directory API push notification (its `X-Goog-*` headers and JSON body) → the [`Event`]
-//! of DESIGN.md §3. Pure: the handler passes the time the request was received.
+//! of docs/architecture.md §3. Pure: the handler passes the time the request was received.
 //!
 //! * `id` is `<X-Goog-Channel-ID>/<X-Goog-Message-Number>` (a retry of one message is the
 //!   same event to the journal); `type` is `directory.users.<X-Goog-Resource-State>`;

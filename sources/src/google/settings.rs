@@ -137,6 +137,8 @@ mod tests {
         .unwrap_err()
         .iter()
         .map(|e| format!("{}: {}", e.loc, e.message))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect()
     }
 
@@ -163,7 +165,7 @@ mod tests {
             base_dir: Path::new("/etc/herald"),
         })
         .unwrap();
-        let google = section.as_any().downcast_ref::<GoogleConfig>().unwrap();
+        let google = (*section).as_any().downcast_ref::<GoogleConfig>().unwrap();
         assert_eq!(
             google.credentials.as_deref(),
             Some(Path::new("/etc/herald/keys/sa.json"))

@@ -1,5 +1,5 @@
 //! Helpers shared by the source tests: an in-memory journal, a gateway started on
-//! 127.0.0.1:0 from a routes.yaml text, the fixtures of `shared/fixtures`, and OIDC tokens
+//! 127.0.0.1:0 from a routes.yaml text, the fixtures of `tests/fixtures`, and OIDC tokens
 //! signed with the test keys of `tests/keys`.
 
 use std::collections::HashSet;
@@ -20,7 +20,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures");
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
 pub const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys");
 
 /// A journal in memory: events with duplicate suppression by `(source, id)`, rejected

@@ -1,5 +1,5 @@
-//! Every fixture of `shared/fixtures`, sent over HTTP, becomes exactly the event of
-//! DESIGN.md §3; redeliveries and retries become no second event.
+//! Every fixture of `tests/fixtures`, sent over HTTP, becomes exactly the event of
+//! docs/architecture.md §3; redeliveries and retries become no second event.
 
 use chrono::{DateTime, Utc};
 use herald_core::Event;

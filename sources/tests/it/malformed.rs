@@ -1,4 +1,4 @@
-//! Malformed inputs: each gets its documented answer (DESIGN.md §6) with a reason naming
+//! Malformed inputs: each gets its documented answer (docs/architecture.md §6) with a reason naming
 //! the problem, an authenticated one is kept as a rejected input with that reason, and the
 //! server goes on serving the next valid request.
 
