@@ -47,5 +47,16 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== example plugins (the shared libraries tests/plugins.rs loads)"
 cargo build --locked -p teams-sink -p misbehaving-sink -p wrong-abi-sink
 
+echo "== PostgreSQL (one server for the run, a database per test)"
+if ! need initdb && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  if [ "$(id -u)" -eq 0 ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql;
+  else sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; fi
+fi
+cargo build --locked -p herald-testkit --bin herald-test-postgres
+pg_dir="$(mktemp -d)"
+HERALD_TEST_POSTGRES="$(target/debug/herald-test-postgres start "$pg_dir")"
+export HERALD_TEST_POSTGRES
+trap 'target/debug/herald-test-postgres stop "$pg_dir" || true' EXIT
+
 echo "== cargo nextest"
 cargo nextest run --workspace --locked --no-fail-fast "$@"

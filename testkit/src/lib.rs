@@ -5,9 +5,11 @@
 //!   script, standing in for Slack, a webhook consumer or a Teams endpoint;
 //! * [`google`] — Google's token endpoint, Classroom registrations and Directory channels,
 //!   for the lifecycle tests;
+//! * [`postgres`] — a real PostgreSQL server on a free loopback port, a database per test;
 //! * [`wait`] — polling until the state a test expects holds (never a sleep as synchronisation).
 
 pub mod google;
+pub mod postgres;
 pub mod receiver;
 pub mod wait;
 
