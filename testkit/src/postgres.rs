@@ -111,23 +111,9 @@ impl Postgres {
                 }
             })
             .collect();
-        let status = Command::new(binary("createdb"))
-            .args([
-                "-h",
-                &self.host,
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                USER,
-                &name,
-            ])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run createdb: {e}"));
-        assert!(
-            status.status.success(),
-            "createdb {name}: {}",
-            text(&status)
-        );
+        let out = self.client("createdb").arg(&name).output();
+        let out = out.unwrap_or_else(|e| panic!("cannot run createdb: {e}"));
+        assert!(out.status.success(), "createdb {name}: {}", text(&out));
         self.url(&name)
     }
 
@@ -138,23 +124,30 @@ impl Postgres {
 
     /// Runs `sql` in database `name` with psql and returns its unaligned output.
     pub fn psql(&self, name: &str, sql: &str) -> String {
-        let out = Command::new(binary("psql"))
-            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        let out = self
+            .client("psql")
             .args([
-                "-h",
-                &self.host,
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                USER,
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
                 "-d",
                 name,
+                "-c",
+                sql,
             ])
-            .args(["-c", sql])
             .output()
             .unwrap_or_else(|e| panic!("cannot run psql: {e}"));
         assert!(out.status.success(), "psql `{sql}`: {}", text(&out));
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// A client program (`psql`, `createdb`) pointed at this server as [`USER`].
+    fn client(&self, program: &str) -> Command {
+        let mut command = Command::new(binary(program));
+        command.args(["-h", &self.host, "-p", &self.port.to_string(), "-U", USER]);
+        command
     }
 }
 
