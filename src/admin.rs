@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use herald_core::ingest::Ingest;
-use herald_core::journal::{DeadFilter, Journal, Tapped, now_millis};
+use herald_core::journal::{DeadFilter, Journal, JournalError, Tapped, now_millis};
 use herald_core::rules::FieldPath;
 
 use crate::reload::{ReloadError, Reloader};
@@ -121,31 +121,20 @@ async fn ready(State(s): State<AdminState>) -> Response {
 async fn list(State(s): State<AdminState>, Query(q): Query<Selection>) -> Response {
     match s.journal.dead_letters(&q.filter()) {
         Ok(letters) => Json(letters).into_response(),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "journal error",
-            &e.to_string(),
-        ),
+        Err(e) => journal_error(&e),
     }
 }
 
 async fn show(State(s): State<AdminState>, Path(id): Path<u64>) -> Response {
-    let filter = DeadFilter {
-        ids: vec![id],
-        ..DeadFilter::default()
-    };
-    match s.journal.dead_letters(&filter) {
-        Ok(mut letters) if !letters.is_empty() => Json(letters.remove(0)).into_response(),
-        Ok(_) => error(
+    // One record read by its id: a damaged one is a 500 naming it, not a 404.
+    match s.journal.dead_letter(id) {
+        Ok(Some(letter)) => Json(letter).into_response(),
+        Ok(None) => error(
             StatusCode::NOT_FOUND,
             "no such dead letter",
             &format!("no dead letter {id}"),
         ),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "journal error",
-            &e.to_string(),
-        ),
+        Err(e) => journal_error(&e),
     }
 }
 
@@ -155,11 +144,7 @@ async fn replay(State(s): State<AdminState>, Json(q): Json<Selection>) -> Respon
     let result = tokio::task::spawn_blocking(move || journal.replay(&q.filter(), &sinks)).await;
     match result {
         Ok(Ok(report)) => Json(report).into_response(),
-        Ok(Err(e)) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "journal error",
-            &e.to_string(),
-        ),
+        Ok(Err(e)) => journal_error(&e),
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "replay failed",
@@ -173,11 +158,7 @@ async fn purge(State(s): State<AdminState>, Json(q): Json<Selection>) -> Respons
     let result = tokio::task::spawn_blocking(move || journal.purge(&q.filter())).await;
     match result {
         Ok(Ok(n)) => Json(json!({"purged": n})).into_response(),
-        Ok(Err(e)) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "journal error",
-            &e.to_string(),
-        ),
+        Ok(Err(e)) => journal_error(&e),
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "purge failed",
@@ -391,6 +372,25 @@ fn no_google() -> Response {
     )
 }
 
+/// The status of a journal error: 503 when the same request may succeed later by itself (the
+/// journal is full, shutting down, or held by another process), 500 when an operator has to
+/// look (a damaged journal, an I/O failure). Every kind is named, so a new one needs a choice.
+fn journal_status(e: &JournalError) -> (StatusCode, &'static str) {
+    match e {
+        JournalError::Full(_) | JournalError::Closed | JournalError::Locked { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "journal unavailable")
+        }
+        JournalError::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "journal damaged"),
+        JournalError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "journal error"),
+    }
+}
+
+/// A journal error as an answer, with its message as the reason.
+fn journal_error(e: &JournalError) -> Response {
+    let (status, what) = journal_status(e);
+    error(status, what, &e.to_string())
+}
+
 fn error(status: StatusCode, error: &str, reason: &str) -> Response {
     (status, Json(json!({"error": error, "reason": reason}))).into_response()
 }
@@ -398,6 +398,49 @@ fn error(status: StatusCode, error: &str, reason: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn journal_errors_answer_503_when_waiting_helps_and_500_otherwise() {
+        use herald_core::journal::Limit;
+        let cases = [
+            (
+                JournalError::Full(Limit::Events {
+                    undelivered: 5,
+                    max: 5,
+                }),
+                503,
+                "journal unavailable",
+            ),
+            (JournalError::Closed, 503, "journal unavailable"),
+            (
+                JournalError::Locked {
+                    path: "/q/journal.redb".into(),
+                },
+                503,
+                "journal unavailable",
+            ),
+            (
+                JournalError::corrupt("dead letter 7", "the record is not JSON"),
+                500,
+                "journal damaged",
+            ),
+            (
+                JournalError::io("replaying dead letters", "EIO"),
+                500,
+                "journal error",
+            ),
+        ];
+        for (e, status, what) in cases {
+            let response = journal_error(&e);
+            assert_eq!(response.status().as_u16(), status, "{e}");
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["error"], what, "{e}");
+            assert_eq!(body["reason"], e.to_string(), "the message is the reason");
+        }
+    }
 
     #[test]
     fn query_strings_decode() {

@@ -106,7 +106,7 @@ impl Target {
     pub(crate) fn open(config: &Config) -> anyhow::Result<Target> {
         match journal::open_for_admin(&config.queue.path) {
             Ok(j) => Ok(Target::Journal(j)),
-            Err(JournalError::Locked(path)) => {
+            Err(JournalError::Locked { path }) => {
                 let info = RuntimeInfo::read(&config.queue.path).with_context(|| {
                     format!(
                         "the journal {path} is in use, and the gateway holding it left no {}",

@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::breaker::{Breaker, Gate};
 use super::policy::decide;
-use crate::journal::{DeliveryKey, Journal, OnRecorded, Outcome, PendingItem, now_millis};
+use crate::journal::{
+    DeliveryKey, Journal, JournalError, OnRecorded, Outcome, PendingItem, now_millis,
+};
 use crate::sink::{Delivery, DeliveryPolicy, Sink, SinkError};
 use crate::template::Templates;
 
@@ -30,6 +32,19 @@ const MAX_UNRECORDED: usize = 4096;
 /// Even without a wake-up, the worker looks at its backlog this often (deliveries replayed by
 /// `herald dlq replay` in another process arrive this way).
 const RESCAN: Duration = Duration::from_secs(5);
+/// After the journal could not be read, the worker tries again this soon.
+const AFTER_READ_ERROR: Duration = Duration::from_secs(1);
+/// After the journal reported damage, which reading it again does not mend: the worker tries
+/// again this seldom, and logs it once, until a read succeeds.
+const AFTER_CORRUPT: Duration = Duration::from_secs(60);
+
+/// How long a worker waits after reading its backlog failed with `e`.
+fn pause_after(e: &JournalError) -> Duration {
+    match e {
+        JournalError::Corrupt { .. } => AFTER_CORRUPT,
+        _ => AFTER_READ_ERROR,
+    }
+}
 
 pub(super) struct Worker {
     pub name: String,
@@ -106,6 +121,8 @@ impl Worker {
         let mut attempts = JoinSet::new();
         let mut cursor: Option<DeliveryKey> = None;
         let mut earliest: Option<i64> = None;
+        // Set while reads fail with a damaged journal (logged once, not every minute).
+        let mut damaged = false;
 
         'outer: while !shutdown.is_cancelled() {
             while attempts.try_join_next().is_some() {}
@@ -129,10 +146,23 @@ impl Worker {
                 .scan_pending(&self.name, cursor.clone(), PAGE)
                 .await
             {
-                Ok(items) => items,
+                Ok(items) => {
+                    if std::mem::take(&mut damaged) {
+                        tracing::info!(sink = %self.name, "pending deliveries can be read again");
+                    }
+                    items
+                }
                 Err(e) => {
-                    tracing::error!(sink = %self.name, error = %e, "cannot read pending deliveries");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let pause = pause_after(&e);
+                    if !matches!(e, JournalError::Corrupt { .. }) {
+                        tracing::error!(sink = %self.name, error = %e, "cannot read pending deliveries");
+                    } else if !std::mem::replace(&mut damaged, true) {
+                        tracing::error!(sink = %self.name, error = %e, "cannot read pending deliveries: the journal is damaged; trying again every {}s", pause.as_secs());
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
                     continue;
                 }
             };
@@ -354,4 +384,22 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_journal_is_read_again_seldom_other_failures_soon() {
+        assert_eq!(
+            pause_after(&JournalError::corrupt("the journal file", "bad page")),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            pause_after(&JournalError::io("reading", "EIO")),
+            Duration::from_secs(1)
+        );
+        assert_eq!(pause_after(&JournalError::Closed), Duration::from_secs(1));
+    }
 }

@@ -16,13 +16,18 @@
 //! readers alongside the writer (the sink workers read while the writer commits), and freed
 //! pages are reused, so the file does not grow under steady load once retention removes
 //! delivered events.
+//!
+//! **Errors** come in kinds a caller acts on differently ([`JournalError`]): full, shut down,
+//! held by another process, damaged, or an I/O failure. The `error` module says who does what
+//! with each.
 
+mod error;
 mod recent;
 mod records;
 mod store;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +37,7 @@ use async_trait::async_trait;
 use redb::Database;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
+pub use error::{JournalError, Limit};
 pub use records::{Attempt, DeadKind, DeadLetter, Millis, PendingState, now_millis, to_time};
 pub use store::{DeadFilter, DeliveryKey, FILE_NAME, Outcome, PendingItem, ReplayReport, Stats};
 
@@ -40,6 +46,7 @@ use crate::event::Event;
 use crate::health::Health;
 use crate::ingest::{Committed, Ingest, IngestError, RejectedInput};
 use crate::rules::RouteTable;
+use error::During;
 
 /// Routed events a slow `herald tap` may fall behind by before it misses some.
 const TAP_BUFFER: usize = 4096;
@@ -97,17 +104,6 @@ impl Notifies {
 /// The most commands applied in one transaction.
 pub const MAX_BATCH: usize = 2048;
 
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum JournalError {
-    #[error("{0}")]
-    Io(String),
-    /// Another process (a running gateway) has the journal open.
-    #[error("the journal {0} is in use by another process (a running gateway?)")]
-    Locked(String),
-    #[error("the journal is shut down")]
-    Closed,
-}
-
 /// Counters mirrored from the journal after every commit, read without a transaction.
 #[derive(Debug, Default)]
 pub(crate) struct Live {
@@ -128,6 +124,8 @@ pub struct Journal {
     tap: broadcast::Sender<Arc<Tapped>>,
     health: Health,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Events found damaged by a scan, each logged once.
+    damaged: std::sync::Mutex<BTreeSet<u64>>,
 }
 
 impl Journal {
@@ -139,7 +137,7 @@ impl Journal {
         sinks: &[String],
     ) -> Result<Journal, JournalError> {
         let db = Arc::new(store::open(&queue.path)?);
-        let stats = store::stats(&db)?;
+        let stats = store::stats(&db).during(COUNTERS)?;
         let live = Arc::new(Live {
             undelivered_events: AtomicU64::new(stats.undelivered_events),
             undelivered_bytes: AtomicU64::new(stats.undelivered_bytes),
@@ -161,7 +159,7 @@ impl Journal {
             tap: tap.clone(),
             retention_ms: i64::try_from(queue.retention.as_millis()).unwrap_or(i64::MAX),
         })
-        .map_err(|e| JournalError::Io(format!("cannot start the journal writer: {e}")))?;
+        .map_err(|e| JournalError::io("starting the journal's writer thread", e))?;
         Ok(Journal {
             db,
             dir: queue.path.clone(),
@@ -174,6 +172,7 @@ impl Journal {
             tap,
             health: Health::default(),
             writer: std::sync::Mutex::new(Some(handle)),
+            damaged: std::sync::Mutex::default(),
         })
     }
 
@@ -200,22 +199,24 @@ impl Journal {
     /// A small durable value kept for a part of the gateway (e.g. the Google subscription
     /// manager's channel ids), committed before this returns. `None` deletes it.
     pub fn put_state(&self, key: &str, value: Option<&[u8]>) -> Result<(), JournalError> {
-        store::put_state(&self.db, key, value)
+        store::put_state(&self.db, key, value).during(WRITING_STATE)
     }
 
     pub fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
-        store::get_state(&self.db, key)
+        store::get_state(&self.db, key).during(READING_STATE)
     }
 
     /// Every state key starting with `prefix`, with its value.
     pub fn list_state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, JournalError> {
-        store::list_state(&self.db, prefix)
+        store::list_state(&self.db, prefix).during(READING_STATE)
     }
 
     /// Moves every pending delivery of `sink` to the dead letters with `reason` (a sink
     /// removed from the config whose backlog could not be delivered). Returns how many.
     pub fn bury(&self, sink: &str, reason: &str) -> Result<usize, JournalError> {
-        let n = store::bury(&self.db, sink, reason)?;
+        let n = store::bury(&self.db, sink, reason).during(format_args!(
+            "moving the backlog of sink `{sink}` to the dead letters"
+        ))?;
         self.refresh_live()?;
         Ok(n)
     }
@@ -260,7 +261,9 @@ impl Journal {
             .map_err(|_| JournalError::Closed)
     }
 
-    /// Pending deliveries of `sink` after `after`, read from a snapshot.
+    /// Pending deliveries of `sink` after `after`, read from a snapshot. A delivery whose
+    /// event cannot be read is left out (it cannot be delivered; the others go on) and
+    /// logged, once per event.
     pub async fn scan_pending(
         &self,
         sink: &str,
@@ -269,20 +272,39 @@ impl Journal {
     ) -> Result<Vec<PendingItem>, JournalError> {
         let db = self.db.clone();
         let recent = self.recent.clone();
-        let sink = sink.to_owned();
-        tokio::task::spawn_blocking(move || {
-            store::scan_pending(&db, &recent, &sink, after.as_ref(), limit)
+        let owned = sink.to_owned();
+        let scanned = tokio::task::spawn_blocking(move || {
+            store::scan_pending(&db, &recent, &owned, after.as_ref(), limit)
         })
         .await
-        .map_err(|e| JournalError::Io(e.to_string()))?
+        .map_err(|e| JournalError::io("", format_args!("the reading task failed: {e}")))
+        .and_then(|scanned| scanned)
+        .during(format_args!(
+            "reading the pending deliveries of sink `{sink}`"
+        ))?;
+        if !scanned.damaged.is_empty() {
+            let mut logged = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
+            for (key, e) in &scanned.damaged {
+                if logged.insert(key.seq) {
+                    tracing::error!(sink = %key.sink, route = %key.route, error = %e, "a pending delivery's event cannot be read; it is skipped");
+                }
+            }
+        }
+        Ok(scanned.items)
     }
 
     pub fn stats(&self) -> Result<Stats, JournalError> {
-        store::stats(&self.db)
+        store::stats(&self.db).during(COUNTERS)
     }
 
     pub fn dead_letters(&self, filter: &DeadFilter) -> Result<Vec<DeadLetter>, JournalError> {
-        store::dead_letters(&self.db, filter)
+        store::dead_letters(&self.db, filter).during(READING_DEAD)
+    }
+
+    /// The dead letter `id`, if there is one; [`JournalError::Corrupt`] when its record
+    /// cannot be read (where [`Journal::dead_letters`] leaves it out).
+    pub fn dead_letter(&self, id: u64) -> Result<Option<DeadLetter>, JournalError> {
+        store::dead_letter(&self.db, id).during(READING_DEAD)
     }
 
     /// Replays dead letters and wakes the sinks that got deliveries.
@@ -291,7 +313,7 @@ impl Journal {
         filter: &DeadFilter,
         known_sinks: &[String],
     ) -> Result<ReplayReport, JournalError> {
-        let report = store::replay(&self.db, filter, known_sinks)?;
+        let report = store::replay(&self.db, filter, known_sinks).during(REPLAYING)?;
         for sink in &report.sinks {
             self.notifies.get(sink).notify_one();
         }
@@ -300,11 +322,11 @@ impl Journal {
     }
 
     pub fn purge(&self, filter: &DeadFilter) -> Result<usize, JournalError> {
-        store::purge(&self.db, filter)
+        store::purge(&self.db, filter).during(PURGING)
     }
 
     fn refresh_live(&self) -> Result<(), JournalError> {
-        let stats = store::stats(&self.db)?;
+        let stats = store::stats(&self.db).during(COUNTERS)?;
         self.live
             .undelivered_events
             .store(stats.undelivered_events, Ordering::Relaxed);
@@ -314,20 +336,24 @@ impl Journal {
         Ok(())
     }
 
-    fn full(&self) -> Option<String> {
+    /// [`JournalError::Full`] while the undelivered backlog is at `queue.max_events` or
+    /// `queue.max_bytes`: new events are refused until the sinks catch up.
+    pub fn room(&self) -> Result<(), JournalError> {
         let events = self.live.undelivered_events.load(Ordering::Relaxed);
         let bytes = self.live.undelivered_bytes.load(Ordering::Relaxed);
         if let Some(max) = self.max_events.filter(|max| events >= *max) {
-            return Some(format!(
-                "{events} undelivered events (queue.max_events is {max})"
-            ));
+            return Err(JournalError::Full(Limit::Events {
+                undelivered: events,
+                max,
+            }));
         }
         if let Some(max) = self.max_bytes.filter(|max| bytes >= *max) {
-            return Some(format!(
-                "{bytes} bytes of undelivered events (queue.max_bytes is {max})"
-            ));
+            return Err(JournalError::Full(Limit::Bytes {
+                undelivered: bytes,
+                max,
+            }));
         }
-        None
+        Ok(())
     }
 
     /// Stops the writer after it has committed every command already sent, and waits for it.
@@ -351,9 +377,7 @@ impl Journal {
 #[async_trait]
 impl Ingest for Journal {
     async fn commit(&self, event: Event) -> Result<Committed, IngestError> {
-        if let Some(why) = self.full() {
-            return Err(IngestError::Full(why));
-        }
+        self.room()?;
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(writer::Command::Append { event, reply })
@@ -362,7 +386,7 @@ impl Ingest for Journal {
         answer
             .await
             .map_err(|_| IngestError::Unavailable("the journal stopped before committing".into()))?
-            .map_err(|e| IngestError::Unavailable(e.to_string()))
+            .map_err(IngestError::from)
     }
 
     async fn reject(&self, input: RejectedInput) -> Result<(), IngestError> {
@@ -374,19 +398,38 @@ impl Ingest for Journal {
         answer
             .await
             .map_err(|_| IngestError::Unavailable("the journal stopped before committing".into()))?
-            .map_err(|e| IngestError::Unavailable(e.to_string()))
+            .map_err(IngestError::from)
     }
 
     fn ready(&self) -> Result<(), String> {
         if self.commands.is_closed() {
             return Err("the journal is shut down".into());
         }
-        if let Some(why) = self.full() {
-            return Err(format!("queue full: {why}"));
+        if let Err(JournalError::Full(limit)) = self.room() {
+            return Err(format!("queue full: {limit}"));
         }
         self.health.check()
     }
 }
+
+/// What a source answers for each kind: [`IngestError::Full`] for a full journal, and
+/// [`IngestError::Unavailable`] for the rest; both are a 503, which the senders retry.
+impl From<JournalError> for IngestError {
+    fn from(e: JournalError) -> IngestError {
+        match e {
+            JournalError::Full(limit) => IngestError::Full(limit.to_string()),
+            other => IngestError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+// What the journal was doing, for the context of an I/O error.
+const COUNTERS: &str = "reading the journal's counters";
+const READING_STATE: &str = "reading a state value";
+const WRITING_STATE: &str = "writing a state value";
+const READING_DEAD: &str = "reading the dead letters";
+const REPLAYING: &str = "replaying dead letters";
+const PURGING: &str = "purging dead letters";
 
 /// Opens a journal directory for `herald dlq` without starting a writer.
 pub fn open_for_admin(dir: &Path) -> Result<AdminJournal, JournalError> {
@@ -402,29 +445,32 @@ pub struct AdminJournal {
 
 impl AdminJournal {
     pub fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
-        store::get_state(&self.db, key)
+        store::get_state(&self.db, key).during(READING_STATE)
     }
     pub fn put_state(&self, key: &str, value: Option<&[u8]>) -> Result<(), JournalError> {
-        store::put_state(&self.db, key, value)
+        store::put_state(&self.db, key, value).during(WRITING_STATE)
     }
     pub fn list_state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, JournalError> {
-        store::list_state(&self.db, prefix)
+        store::list_state(&self.db, prefix).during(READING_STATE)
     }
     pub fn dead_letters(&self, filter: &DeadFilter) -> Result<Vec<DeadLetter>, JournalError> {
-        store::dead_letters(&self.db, filter)
+        store::dead_letters(&self.db, filter).during(READING_DEAD)
+    }
+    pub fn dead_letter(&self, id: u64) -> Result<Option<DeadLetter>, JournalError> {
+        store::dead_letter(&self.db, id).during(READING_DEAD)
     }
     pub fn replay(
         &self,
         filter: &DeadFilter,
         known_sinks: &[String],
     ) -> Result<ReplayReport, JournalError> {
-        store::replay(&self.db, filter, known_sinks)
+        store::replay(&self.db, filter, known_sinks).during(REPLAYING)
     }
     pub fn purge(&self, filter: &DeadFilter) -> Result<usize, JournalError> {
-        store::purge(&self.db, filter)
+        store::purge(&self.db, filter).during(PURGING)
     }
     pub fn stats(&self) -> Result<Stats, JournalError> {
-        store::stats(&self.db)
+        store::stats(&self.db).during(COUNTERS)
     }
 }
 

@@ -4,6 +4,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::error::{JournalError, json_detail};
 use crate::event::Event;
 use crate::ingest::RejectedInput;
 
@@ -30,6 +31,18 @@ pub fn encode_event(committed_at: Millis, json: &str) -> Vec<u8> {
 pub fn decode_event(bytes: &[u8]) -> Option<(Millis, &[u8])> {
     let (time, json) = bytes.split_at_checked(8)?;
     Some((Millis::from_be_bytes(time.try_into().ok()?), json))
+}
+
+/// The stored event `seq`: its commit time, the event, and its JSON exactly as stored.
+/// [`JournalError::Corrupt`] names the event when the record cannot be decoded.
+pub fn read_event(seq: u64, bytes: &[u8]) -> Result<(Millis, Event, &[u8]), JournalError> {
+    let what = || format!("event {seq}");
+    let (committed_at, json) = decode_event(bytes).ok_or_else(|| {
+        JournalError::corrupt(what(), "the record is shorter than its commit time")
+    })?;
+    let event =
+        serde_json::from_slice(json).map_err(|e| JournalError::corrupt(what(), json_detail(&e)))?;
+    Ok((committed_at, event, json))
 }
 
 /// One failed attempt of a delivery.
@@ -108,6 +121,13 @@ pub enum DeadKind {
 }
 
 impl DeadLetter {
+    /// The stored dead letter `id`; [`JournalError::Corrupt`] names it when the record
+    /// cannot be decoded.
+    pub fn decode(id: u64, bytes: &[u8]) -> Result<DeadLetter, JournalError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| JournalError::corrupt(format!("dead letter {id}"), json_detail(&e)))
+    }
+
     pub fn sink(&self) -> Option<&str> {
         match &self.kind {
             DeadKind::Delivery { sink, .. } => Some(sink),
@@ -176,5 +196,25 @@ mod tests {
         assert_eq!(at, 1234);
         assert_eq!(serde_json::from_slice::<Event>(json).unwrap(), event);
         assert_eq!(decode_event(b"short"), None);
+    }
+
+    #[test]
+    fn undecodable_records_are_corrupt_and_named() {
+        let e = read_event(42, b"short").unwrap_err();
+        assert!(
+            matches!(&e, JournalError::Corrupt { what, .. } if what == "event 42"),
+            "{e:?}"
+        );
+        let e = read_event(43, &encode_event(1, "{\"secret\": \"hunter2\"")).unwrap_err();
+        assert!(
+            matches!(&e, JournalError::Corrupt { what, .. } if what == "event 43"),
+            "{e:?}"
+        );
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let e = DeadLetter::decode(7, b"\xff garbage").unwrap_err();
+        assert!(
+            matches!(&e, JournalError::Corrupt { what, .. } if what == "dead letter 7"),
+            "{e:?}"
+        );
     }
 }

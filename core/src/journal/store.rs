@@ -23,19 +23,23 @@ use redb::{
 use super::JournalError;
 use super::recent::{Held, Recent};
 use super::records::{
-    Attempt, DeadKind, DeadLetter, Millis, PendingState, decode_event, encode_event,
+    Attempt, DeadKind, DeadLetter, Millis, PendingState, decode_event, encode_event, read_event,
 };
 use crate::event::Event;
 use crate::ingest::RejectedInput;
 use crate::rules::RouteTable;
 
-const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+pub(super) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const DEDUP: TableDefinition<&str, u64> = TableDefinition::new("dedup");
 const PENDING: TableDefinition<(&str, u64, &str), &[u8]> = TableDefinition::new("pending");
 const REFS: TableDefinition<u64, (u32, u32)> = TableDefinition::new("refs");
-const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
+pub(super) const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+
+/// `events` or `dead`, for tests that write a damaged record.
+#[cfg(test)]
+pub(super) type RawTable = TableDefinition<'static, u64, &'static [u8]>;
 
 const NEXT_SEQ: &str = "next_seq";
 const NEXT_DEAD: &str = "next_dead";
@@ -116,34 +120,31 @@ impl DeadFilter {
 
 pub fn open(dir: &Path) -> Result<Database, JournalError> {
     std::fs::create_dir_all(dir)
-        .map_err(|e| JournalError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        .map_err(|e| JournalError::io(format!("creating {}", dir.display()), e))?;
     let path = dir.join(FILE_NAME);
     let db = Database::builder()
         .set_cache_size(CACHE_BYTES)
         .create(&path)
-        .map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                JournalError::Locked(path.display().to_string())
-            }
-            other => JournalError::Io(format!("cannot open {}: {other}", path.display())),
-        })?;
-    let txn = db.begin_write().map_err(err)?;
+        .map_err(|e| super::error::opening(&path, e))?;
+    let txn = db.begin_write()?;
     {
         // Create every table so readers never meet a missing one.
-        txn.open_table(EVENTS).map_err(err)?;
-        txn.open_table(DEDUP).map_err(err)?;
-        txn.open_table(PENDING).map_err(err)?;
-        txn.open_table(REFS).map_err(err)?;
-        txn.open_table(DEAD).map_err(err)?;
-        txn.open_table(META).map_err(err)?;
-        txn.open_table(STATE).map_err(err)?;
+        txn.open_table(EVENTS)?;
+        txn.open_table(DEDUP)?;
+        txn.open_table(PENDING)?;
+        txn.open_table(REFS)?;
+        txn.open_table(DEAD)?;
+        txn.open_table(META)?;
+        txn.open_table(STATE)?;
     }
-    txn.commit().map_err(err)?;
+    txn.commit()?;
     Ok(db)
 }
 
-pub(super) fn err(e: impl std::fmt::Display) -> JournalError {
-    JournalError::Io(e.to_string())
+/// An event's JSON, as stored. Serializing cannot fail for an [`Event`]; if it did, it
+/// would be reported as an I/O error of the operation (HTTP 500), never as a damaged journal.
+fn event_json(event: &Event) -> Result<String, JournalError> {
+    serde_json::to_string(event).map_err(|e| JournalError::io("encoding an event", e))
 }
 
 fn dedup_key(source: &str, id: &str) -> String {
@@ -151,7 +152,7 @@ fn dedup_key(source: &str, id: &str) -> String {
 }
 
 fn meta_get(table: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, JournalError> {
-    Ok(table.get(key).map_err(err)?.map(|v| v.value()).unwrap_or(0))
+    Ok(table.get(key)?.map(|v| v.value()).unwrap_or(0))
 }
 
 /// Adds `delta` to a counter in `meta`.
@@ -162,7 +163,7 @@ fn meta_add(
 ) -> Result<u64, JournalError> {
     let current = meta_get(table, key)?;
     let next = current.saturating_add_signed(delta);
-    table.insert(key, next).map_err(err)?;
+    table.insert(key, next)?;
     Ok(next)
 }
 
@@ -223,15 +224,15 @@ pub enum Appended {
 
 impl<'t> Batch<'t> {
     pub fn new(txn: &'t WriteTransaction) -> Result<Self, JournalError> {
-        let meta = txn.open_table(META).map_err(err)?;
+        let meta = txn.open_table(META)?;
         let next_seq = meta_get(&meta, NEXT_SEQ)?.max(1);
         let next_dead = meta_get(&meta, NEXT_DEAD)?.max(1);
         Ok(Batch {
-            events: txn.open_table(EVENTS).map_err(err)?,
-            dedup: txn.open_table(DEDUP).map_err(err)?,
-            pending: txn.open_table(PENDING).map_err(err)?,
-            refs: txn.open_table(REFS).map_err(err)?,
-            dead: txn.open_table(DEAD).map_err(err)?,
+            events: txn.open_table(EVENTS)?,
+            dedup: txn.open_table(DEDUP)?,
+            pending: txn.open_table(PENDING)?,
+            refs: txn.open_table(REFS)?,
+            dead: txn.open_table(DEAD)?,
             meta,
             next_seq,
             next_dead,
@@ -256,14 +257,13 @@ impl<'t> Batch<'t> {
         let seq = self.next_seq;
         let seen = self
             .dedup
-            .insert(key.as_str(), seq)
-            .map_err(err)?
+            .insert(key.as_str(), seq)?
             .map(|first| first.value());
         if let Some(first) = seen {
-            self.dedup.insert(key.as_str(), first).map_err(err)?;
+            self.dedup.insert(key.as_str(), first)?;
             return Ok(Appended::Duplicate);
         }
-        let json = serde_json::to_string(event).map_err(err)?;
+        let json = event_json(event)?;
         let stored = self.store_event(&json, now)?;
         debug_assert_eq!(stored, seq);
         let targets = routes.targets(event);
@@ -279,7 +279,7 @@ impl<'t> Batch<'t> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let value = encode_event(now, json);
-        self.events.insert(seq, value.as_slice()).map_err(err)?;
+        self.events.insert(seq, value.as_slice())?;
         Ok(seq)
     }
 
@@ -298,8 +298,7 @@ impl<'t> Batch<'t> {
             // The same (route, sink) twice in one route list is one delivery.
             if self
                 .pending
-                .insert((*sink, seq, *route), &[][..])
-                .map_err(err)?
+                .insert((*sink, seq, *route), &[][..])?
                 .is_none()
             {
                 count += 1;
@@ -307,7 +306,7 @@ impl<'t> Batch<'t> {
                 bump(&mut self.pending_delta, sink, 1);
             }
         }
-        self.refs.insert(seq, (count, size)).map_err(err)?;
+        self.refs.insert(seq, (count, size))?;
         self.events_delta += 1;
         self.bytes_delta += i64::from(size);
         Ok(())
@@ -319,8 +318,7 @@ impl<'t> Batch<'t> {
         // Taken out in one B-tree walk; a retry puts it back with its new state.
         let Some(state) = self
             .pending
-            .remove(pkey)
-            .map_err(err)?
+            .remove(pkey)?
             .map(|v| PendingState::decode(v.value()))
         else {
             // Already settled (e.g. purged or replayed by an operator meanwhile).
@@ -332,9 +330,7 @@ impl<'t> Batch<'t> {
                 state.attempts += 1;
                 state.next_at = *next_at;
                 state.push_error(attempt.clone());
-                self.pending
-                    .insert(pkey, state.encode().as_slice())
-                    .map_err(err)?;
+                self.pending.insert(pkey, state.encode().as_slice())?;
             }
             Outcome::Delivered => {
                 self.settle(key)?;
@@ -342,10 +338,17 @@ impl<'t> Batch<'t> {
             Outcome::Dead { attempt, reason } => {
                 let mut attempts = state.errors;
                 attempts.extend(attempt.clone());
-                let event = self.events.get(key.seq).map_err(err)?.and_then(|v| {
-                    decode_event(v.value())
-                        .and_then(|(_, json)| serde_json::from_slice::<Event>(json).ok())
-                });
+                let event = match self.events.get(key.seq)? {
+                    Some(stored) => match read_event(key.seq, stored.value()) {
+                        Ok((_, event, _)) => Some(event),
+                        Err(e) => {
+                            // Settled all the same: a damaged event cannot be delivered.
+                            tracing::error!(sink = %key.sink, route = %key.route, error = %e, "a delivery of a damaged event is given up without a dead letter");
+                            None
+                        }
+                    },
+                    None => None,
+                };
                 if let Some(event) = event {
                     self.dead_letter(DeadKind::Delivery {
                         route: key.route.clone(),
@@ -365,14 +368,14 @@ impl<'t> Batch<'t> {
     fn settle(&mut self, key: &DeliveryKey) -> Result<(), JournalError> {
         bump(&mut self.pending_delta, &key.sink, -1);
         // Most events have one delivery: taking the row out is then the only walk.
-        let Some((left, size)) = self.refs.remove(key.seq).map_err(err)?.map(|v| v.value()) else {
+        let Some((left, size)) = self.refs.remove(key.seq)?.map(|v| v.value()) else {
             return Ok(());
         };
         if left <= 1 {
             self.events_delta -= 1;
             self.bytes_delta -= i64::from(size);
         } else {
-            self.refs.insert(key.seq, (left - 1, size)).map_err(err)?;
+            self.refs.insert(key.seq, (left - 1, size))?;
         }
         Ok(())
     }
@@ -389,9 +392,9 @@ impl<'t> Batch<'t> {
             created: chrono::Utc::now(),
             kind,
         };
-        self.dead
-            .insert(id, serde_json::to_vec(&letter).map_err(err)?.as_slice())
-            .map_err(err)?;
+        let value = serde_json::to_vec(&letter)
+            .map_err(|e| JournalError::io("encoding a dead letter", e))?;
+        self.dead.insert(id, value.as_slice())?;
         if let Some(sink) = letter.sink() {
             metrics::counter!("herald_dead_letters_total", "sink" => sink.to_owned()).increment(1);
         } else {
@@ -409,24 +412,24 @@ impl<'t> Batch<'t> {
         limit: usize,
     ) -> Result<usize, JournalError> {
         let mut expired = Vec::new();
-        for entry in self.events.range(0u64..).map_err(err)? {
-            let (seq, value) = entry.map_err(err)?;
+        for entry in self.events.range(0u64..)? {
+            let (seq, value) = entry?;
             let Some((committed_at, json)) = decode_event(value.value()) else {
                 continue;
             };
             if committed_at > now - retention_ms || expired.len() >= limit {
                 break;
             }
-            if self.refs.get(seq.value()).map_err(err)?.is_some() {
+            if self.refs.get(seq.value())?.is_some() {
                 continue; // still being delivered: kept however old
             }
             let event: Option<Event> = serde_json::from_slice(json).ok();
             expired.push((seq.value(), event.map(|e| dedup_key(&e.source, &e.id))));
         }
         for (seq, key) in &expired {
-            self.events.remove(*seq).map_err(err)?;
+            self.events.remove(*seq)?;
             if let Some(key) = key {
-                self.dedup.remove(key.as_str()).map_err(err)?;
+                self.dedup.remove(key.as_str())?;
             }
         }
         Ok(expired.len())
@@ -435,8 +438,8 @@ impl<'t> Batch<'t> {
     /// Writes the counters changed by this batch.
     pub fn finish(mut self) -> Result<Finished, JournalError> {
         let meta = &mut self.meta;
-        meta.insert(NEXT_SEQ, self.next_seq).map_err(err)?;
-        meta.insert(NEXT_DEAD, self.next_dead).map_err(err)?;
+        meta.insert(NEXT_SEQ, self.next_seq)?;
+        meta.insert(NEXT_DEAD, self.next_dead)?;
         let mut done = Finished {
             touched_sinks: self.touched_sinks,
             ..Finished::default()
@@ -459,6 +462,15 @@ impl<'t> Batch<'t> {
 
 // ---- reads -----------------------------------------------------------------------------
 
+/// What [`scan_pending`] read.
+#[derive(Debug, Default)]
+pub(super) struct Scanned {
+    pub items: Vec<PendingItem>,
+    /// Pending deliveries whose event cannot be read ([`JournalError::Corrupt`]): skipped, as
+    /// they cannot be delivered, so that the sink's other deliveries go on.
+    pub damaged: Vec<(DeliveryKey, JournalError)>,
+}
+
 /// Up to `limit` pending deliveries of `sink` after `after` (exclusive), in journal order.
 /// Events still in `recent` are taken from there instead of being read and parsed again.
 pub(super) fn scan_pending(
@@ -467,17 +479,18 @@ pub(super) fn scan_pending(
     sink: &str,
     after: Option<&DeliveryKey>,
     limit: usize,
-) -> Result<Vec<PendingItem>, JournalError> {
-    let txn = db.begin_read().map_err(err)?;
-    let pending = txn.open_table(PENDING).map_err(err)?;
-    let events = txn.open_table(EVENTS).map_err(err)?;
+) -> Result<Scanned, JournalError> {
+    let txn = db.begin_read()?;
+    let pending = txn.open_table(PENDING)?;
+    let events = txn.open_table(EVENTS)?;
     let start = match after {
         Some(k) => (sink, k.seq, k.route.as_str()),
         None => (sink, 0, ""),
     };
     let mut items = Vec::new();
-    for entry in pending.range(start..).map_err(err)? {
-        let (key, value) = entry.map_err(err)?;
+    let mut damaged = Vec::new();
+    for entry in pending.range(start..)? {
+        let (key, value) = entry?;
         let (s, seq, route) = key.value();
         if s != sink || items.len() >= limit {
             break;
@@ -485,6 +498,11 @@ pub(super) fn scan_pending(
         if after.is_some_and(|a| a.seq == seq && a.route == route) {
             continue;
         }
+        let key = || DeliveryKey {
+            sink: s.to_owned(),
+            seq,
+            route: route.to_owned(),
+        };
         let Held {
             committed_at,
             event,
@@ -493,14 +511,20 @@ pub(super) fn scan_pending(
         } = match recent.get(seq) {
             Some(held) => held,
             None => {
-                let Some(stored) = events.get(seq).map_err(err)? else {
+                let Some(stored) = events.get(seq)? else {
+                    let missing = "the record is missing, yet a delivery of it is pending";
+                    damaged.push((
+                        key(),
+                        JournalError::corrupt(format!("event {seq}"), missing),
+                    ));
                     continue;
                 };
-                let Some((committed_at, json)) = decode_event(stored.value()) else {
-                    continue;
-                };
-                let Ok(event) = serde_json::from_slice::<Event>(json) else {
-                    continue;
+                let (committed_at, event, json) = match read_event(seq, stored.value()) {
+                    Ok(read) => read,
+                    Err(e) => {
+                        damaged.push((key(), e));
+                        continue;
+                    }
                 };
                 // Valid JSON is UTF-8; the fallback only guards against a damaged file.
                 let json = match std::str::from_utf8(json) {
@@ -516,32 +540,28 @@ pub(super) fn scan_pending(
             }
         };
         items.push(PendingItem {
-            key: DeliveryKey {
-                sink: s.to_owned(),
-                seq,
-                route: route.to_owned(),
-            },
+            key: key(),
             state: PendingState::decode(value.value()),
             committed_at,
             event,
             json,
         });
     }
-    Ok(items)
+    Ok(Scanned { items, damaged })
 }
 
 pub fn stats(db: &Database) -> Result<Stats, JournalError> {
-    let txn = db.begin_read().map_err(err)?;
-    let meta = txn.open_table(META).map_err(err)?;
-    let dead = txn.open_table(DEAD).map_err(err)?;
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    let dead = txn.open_table(DEAD)?;
     let mut stats = Stats {
         undelivered_events: meta_get(&meta, UNDELIVERED_EVENTS)?,
         undelivered_bytes: meta_get(&meta, UNDELIVERED_BYTES)?,
-        dead_letters: dead.len().map_err(err)?,
+        dead_letters: dead.len()?,
         ..Stats::default()
     };
-    for entry in meta.range(PENDING_PREFIX..).map_err(err)? {
-        let (key, value) = entry.map_err(err)?;
+    for entry in meta.range(PENDING_PREFIX..)? {
+        let (key, value) = entry?;
         let Some(sink) = key.value().strip_prefix(PENDING_PREFIX) else {
             break;
         };
@@ -553,18 +573,34 @@ pub fn stats(db: &Database) -> Result<Stats, JournalError> {
 // ---- dead letters ----------------------------------------------------------------------
 
 pub fn dead_letters(db: &Database, filter: &DeadFilter) -> Result<Vec<DeadLetter>, JournalError> {
-    let txn = db.begin_read().map_err(err)?;
-    let dead = txn.open_table(DEAD).map_err(err)?;
+    let txn = db.begin_read()?;
+    let dead = txn.open_table(DEAD)?;
     let mut out = Vec::new();
-    for entry in dead.iter().map_err(err)? {
-        let (_, value) = entry.map_err(err)?;
-        if let Ok(letter) = serde_json::from_slice::<DeadLetter>(value.value())
-            && filter.matches(&letter)
-        {
+    for entry in dead.iter()? {
+        let (id, value) = entry?;
+        let letter = match DeadLetter::decode(id.value(), value.value()) {
+            Ok(letter) => letter,
+            Err(e) => {
+                // Listed without it, so that the others can still be listed and purged.
+                tracing::warn!(error = %e, "a dead letter cannot be read; it is left out");
+                continue;
+            }
+        };
+        if filter.matches(&letter) {
             out.push(letter);
         }
     }
     Ok(out)
+}
+
+/// The dead letter `id`, if there is one; [`JournalError::Corrupt`] if it cannot be read.
+pub fn dead_letter(db: &Database, id: u64) -> Result<Option<DeadLetter>, JournalError> {
+    let txn = db.begin_read()?;
+    let dead = txn.open_table(DEAD)?;
+    let Some(stored) = dead.get(id)? else {
+        return Ok(None);
+    };
+    DeadLetter::decode(id, stored.value()).map(Some)
 }
 
 /// What `dlq replay` did.
@@ -589,7 +625,7 @@ pub fn replay(
     known_sinks: &[String],
 ) -> Result<ReplayReport, JournalError> {
     let letters = dead_letters(db, filter)?;
-    let txn = db.begin_write().map_err(err)?;
+    let txn = db.begin_write()?;
     let mut report = ReplayReport::default();
     {
         let mut batch = Batch::new(&txn)?;
@@ -609,29 +645,29 @@ pub fn replay(
                 DeadKind::Delivery {
                     route, sink, event, ..
                 } => {
-                    let json = serde_json::to_string(event).map_err(err)?;
+                    let json = event_json(event)?;
                     let seq = batch.store_event(&json, now)?;
                     let size = u32::try_from(json.len()).unwrap_or(u32::MAX);
                     batch.add_deliveries(seq, size, &[(sink.as_str(), route.as_str())])?;
-                    batch.dead.remove(letter.id).map_err(err)?;
+                    batch.dead.remove(letter.id)?;
                     report.replayed.push(letter.id);
                 }
             }
         }
         report.sinks = batch.finish()?.touched_sinks.into_keys().collect();
     }
-    txn.commit().map_err(err)?;
+    txn.commit()?;
     Ok(report)
 }
 
 /// Moves every pending delivery of `sink` to the dead letters; returns how many.
 pub fn bury(db: &Database, sink: &str, reason: &str) -> Result<usize, JournalError> {
     let keys: Vec<DeliveryKey> = {
-        let txn = db.begin_read().map_err(err)?;
-        let pending = txn.open_table(PENDING).map_err(err)?;
+        let txn = db.begin_read()?;
+        let pending = txn.open_table(PENDING)?;
         let mut keys = Vec::new();
-        for entry in pending.range((sink, 0u64, "")..).map_err(err)? {
-            let (key, _) = entry.map_err(err)?;
+        for entry in pending.range((sink, 0u64, "")..)? {
+            let (key, _) = entry?;
             let (s, seq, route) = key.value();
             if s != sink {
                 break;
@@ -644,7 +680,7 @@ pub fn bury(db: &Database, sink: &str, reason: &str) -> Result<usize, JournalErr
         }
         keys
     };
-    let txn = db.begin_write().map_err(err)?;
+    let txn = db.begin_write()?;
     {
         let mut batch = Batch::new(&txn)?;
         let dead = Outcome::Dead {
@@ -656,38 +692,38 @@ pub fn bury(db: &Database, sink: &str, reason: &str) -> Result<usize, JournalErr
         }
         batch.finish()?;
     }
-    txn.commit().map_err(err)?;
+    txn.commit()?;
     Ok(keys.len())
 }
 
 pub fn put_state(db: &Database, key: &str, value: Option<&[u8]>) -> Result<(), JournalError> {
-    let txn = db.begin_write().map_err(err)?;
+    let txn = db.begin_write()?;
     {
-        let mut state = txn.open_table(STATE).map_err(err)?;
+        let mut state = txn.open_table(STATE)?;
         match value {
             Some(v) => {
-                state.insert(key, v).map_err(err)?;
+                state.insert(key, v)?;
             }
             None => {
-                state.remove(key).map_err(err)?;
+                state.remove(key)?;
             }
         }
     }
-    txn.commit().map_err(err)
+    Ok(txn.commit()?)
 }
 
 pub fn get_state(db: &Database, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
-    let txn = db.begin_read().map_err(err)?;
-    let state = txn.open_table(STATE).map_err(err)?;
-    Ok(state.get(key).map_err(err)?.map(|v| v.value().to_vec()))
+    let txn = db.begin_read()?;
+    let state = txn.open_table(STATE)?;
+    Ok(state.get(key)?.map(|v| v.value().to_vec()))
 }
 
 pub fn list_state(db: &Database, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, JournalError> {
-    let txn = db.begin_read().map_err(err)?;
-    let state = txn.open_table(STATE).map_err(err)?;
+    let txn = db.begin_read()?;
+    let state = txn.open_table(STATE)?;
     let mut out = Vec::new();
-    for entry in state.range(prefix..).map_err(err)? {
-        let (k, v) = entry.map_err(err)?;
+    for entry in state.range(prefix..)? {
+        let (k, v) = entry?;
         if !k.value().starts_with(prefix) {
             break;
         }
@@ -702,13 +738,13 @@ pub fn purge(db: &Database, filter: &DeadFilter) -> Result<usize, JournalError> 
         .into_iter()
         .map(|d| d.id)
         .collect();
-    let txn = db.begin_write().map_err(err)?;
+    let txn = db.begin_write()?;
     {
-        let mut dead = txn.open_table(DEAD).map_err(err)?;
+        let mut dead = txn.open_table(DEAD)?;
         for id in &ids {
-            dead.remove(*id).map_err(err)?;
+            dead.remove(*id)?;
         }
     }
-    txn.commit().map_err(err)?;
+    txn.commit()?;
     Ok(ids.len())
 }

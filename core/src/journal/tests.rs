@@ -274,6 +274,109 @@ async fn a_full_queue_refuses_new_events() {
         other => panic!("expected Full, got {other:?}"),
     }
     assert!(journal.ready().unwrap_err().contains("queue full"));
+    assert_eq!(
+        journal.room(),
+        Err(JournalError::Full(Limit::Events {
+            undelivered: 2,
+            max: 2
+        }))
+    );
+    journal.close().await;
+}
+
+#[tokio::test]
+async fn a_second_gateway_on_the_same_journal_is_told_it_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+    match Journal::open(&queue(dir.path()), routes(), &sinks()) {
+        Err(e @ JournalError::Locked { .. }) => {
+            assert!(e.is_unavailable());
+            assert!(e.to_string().contains("in use by another process"), "{e}");
+        }
+        Err(other) => panic!("expected Locked, got {other:?}"),
+        Ok(_) => panic!("expected Locked, got an open journal"),
+    }
+    journal.close().await;
+}
+
+#[tokio::test]
+async fn a_shut_down_journal_says_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+    journal.close().await;
+    let key = DeliveryKey {
+        sink: "audit".into(),
+        seq: 1,
+        route: "rest".into(),
+    };
+    assert_eq!(
+        journal.record(key, Outcome::Delivered).await,
+        Err(JournalError::Closed)
+    );
+    assert_eq!(journal.sweep().await, Err(JournalError::Closed));
+    assert!(matches!(
+        journal.commit(event("1", "x")).await,
+        Err(IngestError::Unavailable(_))
+    ));
+}
+
+/// Writes `bytes` as the raw record `key` of `table`, as a damaged file would hold it.
+fn damage(dir: &std::path::Path, table: store::RawTable, key: u64, bytes: &[u8]) {
+    let db = store::open(dir).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(table).unwrap().insert(key, bytes).unwrap();
+    txn.commit().unwrap();
+}
+
+#[tokio::test]
+async fn damaged_records_are_corrupt_naming_the_record_and_the_rest_still_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+    journal.commit(event("1", "x")).await.unwrap();
+    journal.commit(event("2", "x")).await.unwrap();
+    journal
+        .reject(RejectedInput {
+            source: "s".into(),
+            reason: "not JSON".into(),
+            received: Utc::now(),
+            meta: Default::default(),
+            body: "?".into(),
+        })
+        .await
+        .unwrap();
+    journal.close().await;
+    drop(journal);
+    damage(dir.path(), store::EVENTS, 1, b"\0\0\0\0\0\0\0\x01{not json");
+    damage(dir.path(), store::DEAD, 99, br#"{"id": "secret-ish"}"#);
+
+    // Opened again: nothing is held in memory, the events are read from the file.
+    let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+    let items = journal.scan_pending("audit", None, 10).await.unwrap();
+    let ids: Vec<_> = items.iter().map(|i| i.event.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["2"],
+        "the damaged event is skipped, the next one delivered"
+    );
+    assert!(
+        journal.damaged.lock().unwrap().contains(&1),
+        "and logged (once)"
+    );
+
+    let letters = journal.dead_letters(&DeadFilter::default()).unwrap();
+    assert_eq!(letters.len(), 1, "the readable dead letter is still listed");
+    let e = journal.dead_letter(99).unwrap_err();
+    match &e {
+        JournalError::Corrupt { what, .. } => assert_eq!(what, "dead letter 99"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(!e.is_unavailable());
+    assert!(!e.to_string().contains("secret-ish"), "{e}");
+    assert_eq!(journal.dead_letter(1000).unwrap(), None);
+    assert_eq!(
+        journal.dead_letter(letters[0].id).unwrap().as_ref(),
+        Some(&letters[0])
+    );
     journal.close().await;
 }
 
@@ -282,7 +385,7 @@ async fn a_second_process_cannot_open_a_journal_in_use() {
     let dir = tempfile::tempdir().unwrap();
     let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
     match open_for_admin(dir.path()) {
-        Err(JournalError::Locked(path)) => assert!(path.ends_with(FILE_NAME)),
+        Err(JournalError::Locked { path }) => assert!(path.ends_with(FILE_NAME)),
         Err(other) => panic!("expected Locked, got {other:?}"),
         Ok(_) => panic!("expected Locked, got an open journal"),
     }

@@ -8,9 +8,10 @@ use arc_swap::ArcSwap;
 use redb::Database;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::error::During;
 use super::recent::Held;
 use super::records::now_millis;
-use super::store::{self, Appended, Batch, DeliveryKey, Outcome};
+use super::store::{Appended, Batch, DeliveryKey, Outcome};
 use super::{JournalError, Live, MAX_BATCH};
 use crate::event::Event;
 use crate::ingest::{Committed, RejectedInput};
@@ -163,7 +164,7 @@ impl Writer {
         let mut tapped = Vec::new();
         let mut appended = Vec::new();
         let result = (|| -> Result<_, JournalError> {
-            let txn = self.db.begin_write().map_err(store::err)?;
+            let txn = self.db.begin_write()?;
             // A batch commits whole or not at all: after a failed write the transaction is
             // dropped, so no event is left stored without its deliveries.
             let mut failed = None;
@@ -220,9 +221,10 @@ impl Writer {
                 }
                 batch.finish()?
             };
-            txn.commit().map_err(store::err)?;
+            txn.commit()?;
             Ok(done)
-        })();
+        })()
+        .during("committing a batch");
 
         metrics::histogram!("herald_journal_commit_seconds")
             .record(started.elapsed().as_secs_f64());
