@@ -5,10 +5,12 @@
 //!   script, standing in for Slack, a webhook consumer or a Teams endpoint;
 //! * [`google`] — Google's token endpoint, Classroom registrations and Directory channels,
 //!   for the lifecycle tests;
+//! * [`tansu`] — a real Kafka broker (tansu, in memory) on 127.0.0.1;
 //! * [`wait`] — polling until the state a test expects holds (never a sleep as synchronisation).
 
 pub mod google;
 pub mod receiver;
+pub mod tansu;
 pub mod wait;
 
 pub use receiver::{Answer, Received, Receiver};
