@@ -281,7 +281,8 @@ fn config_mistakes_are_reported_where_they_are() {
         "routes.yaml:6:64: sink `e`: `properties.lingr.ms`: no such property in librdkafka",
         "routes.yaml:7:70: sink `f`: `properties.acks`: Invalid value",
         "routes.yaml:8:64: sink `g`: `properties.bootstrap.servers`: set it with the sink's `brokers` key",
-        "routes.yaml:9:64: sink `h`: `create_topic.partitions` must be at least 1",
+        // At the value itself, inside `create_topic`.
+        "routes.yaml:9:78: sink `h`: `create_topic.partitions` must be at least 1",
         "routes.yaml:10:47: sink `i`: template `topic`: syntax error",
         "routes.yaml:11:62: sink `j`: the producer is idempotent, which needs `acks: all`; set `enable.idempotence: false` to use `acks: 1`",
     ] {
