@@ -1,13 +1,15 @@
 //! `herald run`: assemble the pipeline from a validated config and run it until a signal.
 //!
-//! Start: metrics recorder → sinks built → journal opened (its writer thread starts) →
-//! delivery workers → admin listener → public listener and pull loops → the Google
+//! Start: metrics recorder → journal opened (its writer thread starts) → sinks built (by
+//! `sinks::Builder`, as a reload builds them, reporting to the journal's readiness) → delivery
+//! workers → admin listener → public listener and pull loops → the Google
 //! lifecycle (registrations and channels kept alive) → `gateway.json`.
 //! Stop (SIGTERM/SIGINT): the listeners stop accepting and finish their requests, delivery
 //! workers finish in-flight attempts up to `server.shutdown_timeout`, the journal commits what
 //! it was sent and closes. Undelivered events stay in the journal for the next start. A second
 //! signal exits at once: everything acknowledged is already durable.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,8 +18,8 @@ use std::time::Duration;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use herald_core::Config;
-use herald_core::config::{BuildContext, Registry};
-use herald_core::delivery::{Engine, RunningSink};
+use herald_core::config::Registry;
+use herald_core::delivery::Engine;
 use herald_core::ingest::Ingest;
 use herald_core::journal::Journal;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -26,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
 use crate::reload::{self, Reloader};
+use crate::sinks;
 use herald_sources::google;
 
 /// Where a running gateway can be reached; written to `<queue.path>/gateway.json`.
@@ -58,23 +61,28 @@ pub async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
     let prometheus = install_metrics()?;
     let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || prometheus.render());
 
-    let mut running = Vec::with_capacity(config.sinks.len());
-    for sink in &config.sinks {
-        let built = sink
-            .spec
-            .build(&BuildContext::default())
-            .map_err(|e| anyhow::anyhow!("sink `{}`: {e}", sink.name))?;
-        running.push(RunningSink {
-            name: sink.name.clone(),
-            sink: built,
-            policy: sink.policy.clone(),
-        });
-    }
     let sink_names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
-
     let routes = Arc::new(ArcSwap::from_pointee(config.routes.clone()));
     let templates = Arc::new(ArcSwap::from_pointee(config.templates.clone()));
     let journal = Arc::new(Journal::open(&config.queue, routes.clone(), &sink_names)?);
+
+    // The sinks report to the readiness `/readyz` reads, the journal's.
+    let stop = CancellationToken::new();
+    let builder = sinks::Builder::new(journal.health().clone(), stop.clone());
+    let mut running = Vec::with_capacity(config.sinks.len());
+    let mut leases = HashMap::with_capacity(config.sinks.len());
+    for sink in &config.sinks {
+        match builder.build(sink) {
+            Ok(built) => {
+                running.push(built.running);
+                leases.insert(sink.name.clone(), built.lease);
+            }
+            Err(e) => {
+                journal.close().await;
+                return Err(anyhow::anyhow!(e));
+            }
+        }
+    }
     let engine = Engine::start(
         journal.clone(),
         running,
@@ -85,7 +93,11 @@ pub async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
         config.file.clone(),
         registry,
         config.clone(),
-        engine,
+        reload::Running {
+            engine,
+            leases,
+            builder,
+        },
         routes,
         templates,
         journal.clone(),
@@ -95,7 +107,6 @@ pub async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
         reload::watch_file(reloader.clone());
     }
 
-    let stop = CancellationToken::new();
     let google_control = Arc::new(std::sync::OnceLock::new());
     let admin_state = AdminState {
         journal: journal.clone(),

@@ -8,6 +8,7 @@ mod dlq;
 mod gateway;
 mod google;
 mod reload;
+mod sinks;
 mod tap;
 mod try_event;
 

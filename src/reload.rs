@@ -10,23 +10,28 @@
 //! templates are swapped atomically (the journal writer routes each batch with the table it
 //! loaded for that batch, so an event is routed wholly by the old or wholly by the new one),
 //! then removed sinks drain what they hold for up to `server.shutdown_timeout` and what is left
-//! becomes dead letters naming the removed sink. Changes to the listeners, the journal or the
+//! becomes dead letters naming the removed sink. Sinks are built as at start-up
+//! (`sinks::Builder`); a removed or replaced sink's readiness checks (`kafka:<sink>`) go away
+//! with it, so `/readyz` does not stay red for a sink that no longer runs. Changes to the listeners, the journal or the
 //! sources need a new listener or journal: they are reported as "needs restart" and not
 //! applied, rather than half-applied.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use herald_core::Config;
-use herald_core::config::{self, BuildContext, ConfigErrors, Registry};
-use herald_core::delivery::{self, Engine, RunningSink};
+use herald_core::config::{self, ConfigErrors, Registry};
+use herald_core::delivery::{self, Engine};
 use herald_core::journal::Journal;
 use herald_core::rules::RouteTable;
 use herald_core::template::Templates;
 use serde::Serialize;
 use tokio::sync::Mutex;
+
+use crate::sinks::{Builder, Built, Lease};
 
 /// What a successful reload did.
 #[derive(Debug, Default, Serialize)]
@@ -69,6 +74,17 @@ pub struct Reloader {
 struct State {
     current: Config,
     engine: Option<Engine>,
+    /// One per running sink: replacing or removing it releases what the sink held.
+    leases: HashMap<String, Lease>,
+    builder: Builder,
+}
+
+/// The sinks as the gateway started them.
+pub struct Running {
+    pub engine: Engine,
+    pub leases: HashMap<String, Lease>,
+    /// Builds the sinks a reload adds or changes, as the start-up built the first ones.
+    pub builder: Builder,
 }
 
 impl Reloader {
@@ -76,7 +92,7 @@ impl Reloader {
         path: PathBuf,
         registry: Registry,
         config: Config,
-        engine: Engine,
+        running: Running,
         routes: Arc<ArcSwap<RouteTable>>,
         templates: Arc<ArcSwap<Templates>>,
         journal: Arc<Journal>,
@@ -87,7 +103,9 @@ impl Reloader {
             started: config.clone(),
             state: Mutex::new(State {
                 current: config,
-                engine: Some(engine),
+                engine: Some(running.engine),
+                leases: running.leases,
+                builder: running.builder,
             }),
             routes,
             templates,
@@ -179,7 +197,8 @@ impl Reloader {
             ..Report::default()
         };
 
-        // Build every new or changed sink before touching anything running.
+        // Build every new or changed sink before touching anything running. If one fails,
+        // those already built are dropped with their leases: nothing of them stays.
         let mut built = Vec::new();
         for sink in &new.sinks {
             let old = state.current.sink(&sink.name);
@@ -188,29 +207,22 @@ impl Reloader {
             {
                 continue;
             }
-            let running = sink
-                .spec
-                .build(&BuildContext::default())
-                .map_err(|e| ReloadError::Build(format!("sink `{}`: {e}", sink.name)))?;
-            built.push((
-                old.is_some(),
-                RunningSink {
-                    name: sink.name.clone(),
-                    sink: running,
-                    policy: sink.policy.clone(),
-                },
-            ));
+            let sink = state.builder.build(sink).map_err(ReloadError::Build)?;
+            built.push((old.is_some(), sink));
         }
-        for (replaces, sink) in built {
+        for (replaces, Built { running, lease }) in built {
+            let name = running.name.clone();
             if replaces {
-                report.changed.push(sink.name.clone());
-                if let Some(old) = engine.take(&sink.name) {
+                report.changed.push(name.clone());
+                if let Some(old) = engine.take(&name) {
                     old.stop().await;
                 }
             } else {
-                report.added.push(sink.name.clone());
+                report.added.push(name.clone());
             }
-            engine.add(sink);
+            engine.add(running);
+            // The replaced sink's lease (if any) is dropped here, after its worker stopped.
+            state.leases.insert(name, lease);
         }
 
         self.templates.store(Arc::new(new.templates.clone()));
@@ -221,6 +233,8 @@ impl Reloader {
                 && let Some(worker) = engine.take(&old.name)
             {
                 report.removed.push(old.name.clone());
+                // Its readiness checks go now; its backlog drains (or is buried) below.
+                state.leases.remove(&old.name);
                 let drain = self.started.server.shutdown_timeout;
                 tokio::spawn(delivery::retire(
                     self.journal.clone(),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use herald_testkit::wait::{eventually, until};
+use herald_testkit::wait::{eventually, eventually_async, until};
 use serde_json::Value;
 
 /// A config routing everything through route `name` to a file sink writing `<name>.jsonl`.
@@ -710,4 +710,77 @@ async fn an_attached_tap_does_not_hold_up_shutdown() {
         "shutdown took {took:?} with a tap attached"
     );
     drop(tap);
+}
+
+// ---- sinks' readiness checks reach /readyz ---------------------------------------------------
+
+/// `/readyz`: the status and the reason when not ready.
+async fn readyz(client: &reqwest::Client, g: &Gateway) -> (u16, String) {
+    let r = client
+        .get(format!("http://{}/readyz", g.admin))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    (
+        status,
+        body["reason"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// A Kafka sink built the way `herald run` and a reload build every sink reports its missing
+/// topic as `/readyz`'s `kafka:<sink>` check; a reload that changes the sink or removes it
+/// takes the old sink's check away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_sinks_missing_topic_shows_in_readyz_until_the_sink_changes_or_goes() {
+    let broker = herald_testkit::tansu::Tansu::start().await;
+    broker.create_topic("edu.present", 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let head = config_head().replacen("sources:", "  watch_config: false\nsources:", 1);
+    let with_topic = |topic: &str| {
+        format!(
+            "{head}sinks:\n  keep: {{ type: file, path: keep.jsonl }}\n  bus: {{ type: kafka, brokers: \"{}\", topic: {topic} }}\nroutes:\n  - name: all\n    to: [keep, bus]\n",
+            broker.brokers()
+        )
+    };
+    let g = Gateway::start(dir.path(), &with_topic("edu.missing"));
+    let client = reqwest::Client::new();
+    let (c, gw) = (&client, &g);
+    let not_ready = |want: &'static str| {
+        eventually_async(want, Duration::from_secs(30), move || async move {
+            let (status, reason) = readyz(c, gw).await;
+            (status == 503 && reason.contains(want)).then_some(reason)
+        })
+    };
+    let ready = || {
+        eventually_async(
+            "/readyz to be ready",
+            Duration::from_secs(30),
+            move || async move { (readyz(c, gw).await.0 == 200).then_some(()) },
+        )
+    };
+
+    let reason = not_ready("kafka:bus: topic `edu.missing` does not exist on the brokers").await;
+    assert!(!reason.contains("edu.present"), "{reason}");
+
+    // The sink changed to a topic that exists: the old sink's check went with it.
+    std::fs::write(&g.config, with_topic("edu.present")).unwrap();
+    let (status, body) = reload(&client, &g).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["report"]["changed"], serde_json::json!(["bus"]));
+    ready().await;
+
+    // Missing again, then the sink removed: ready, though nobody created the topic.
+    std::fs::write(&g.config, with_topic("edu.other")).unwrap();
+    assert_eq!(reload(&client, &g).await.0, 200);
+    not_ready("kafka:bus: topic `edu.other` does not exist on the brokers").await;
+    let without = format!(
+        "{head}sinks:\n  keep: {{ type: file, path: keep.jsonl }}\nroutes:\n  - name: all\n    to: [keep]\n"
+    );
+    std::fs::write(&g.config, without).unwrap();
+    let (status, body) = reload(&client, &g).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["report"]["removed"], serde_json::json!(["bus"]));
+    ready().await;
 }

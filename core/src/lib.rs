@@ -7,6 +7,7 @@
 //! * [`rules`] — conditions and the ordered, indexed route table;
 //! * [`template`] — MiniJinja templates compiled at load, rendered per delivery;
 //! * [`health`] — readiness checks other parts raise (`/readyz`);
+//! * [`encoding`] — small encodings written once (hex);
 //! * [`ingest`] — how sources hand events to the journal and when they may answer 2xx;
 //! * [`journal`] — the durable journal (redb): group commit, routing, pending deliveries,
 //!   dead letters, retention;
@@ -17,6 +18,7 @@
 pub mod backoff;
 pub mod config;
 pub mod delivery;
+pub mod encoding;
 pub mod event;
 pub mod health;
 pub mod ingest;

@@ -7,6 +7,8 @@
 //! * `registry` — sink, source and section types, registered by the crates implementing
 //!   them (`google:` is herald-sources' section);
 //! * `error` — [`ConfigErrors`], each `file:line:column: what was expected`;
+//! * `keys` — [`SinkKeys`]: a sink type's keys as its validator reads them, every mistake
+//!   named after the sink and the key;
 //! * `validate` — the validator: top-level sections, registered sections, sources, sinks;
 //! * `routes` — the validator's part for `routes:` and `unmatched:`.
 //!
@@ -16,6 +18,7 @@
 
 pub mod env;
 pub mod error;
+pub mod keys;
 pub mod model;
 pub mod node;
 pub mod registry;
@@ -28,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use error::{ConfigError, ConfigErrors, Diagnostics};
+pub use keys::SinkKeys;
 pub use model::{DeliveryOverrides, QueueConfig, ServerConfig, TlsConfig};
 pub use node::{Key, Loc, Node, NodeKind};
 pub use registry::{

@@ -8,8 +8,11 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use super::error::ConfigError;
 use super::node::{Loc, Node};
+use crate::health::Checks;
 use crate::sink::{DeliveryPolicy, Sink};
 
 /// What a sink type's validator is given.
@@ -74,9 +77,19 @@ pub trait SinkSpec: Send + Sync + fmt::Debug {
     fn describe(&self) -> String;
 }
 
-/// What building a sink may need from the running gateway.
+/// What building a sink may need from the running gateway. The gateway makes one for each
+/// sink it starts (`src/sinks.rs`, at start-up and on reload); `BuildContext::default()` is
+/// detached from any gateway (tests, tools): its checks are read by nobody and `stop` is
+/// never cancelled.
 #[derive(Clone, Debug, Default)]
-pub struct BuildContext {}
+pub struct BuildContext {
+    /// The gateway's readiness (`/readyz`), as this sink's own checks (name them
+    /// `<type>:<sink>`): they go away when the sink is removed or replaced.
+    pub health: Checks,
+    /// Cancelled when the sink is removed or replaced and when the gateway stops: background
+    /// tasks the sink starts (a periodic check) end with it.
+    pub stop: CancellationToken,
+}
 
 /// A sink type: its `type:` name, its template fields, defaults and validator.
 #[derive(Clone, Copy)]

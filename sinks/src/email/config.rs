@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use herald_core::config::units;
 use herald_core::config::{
-    ConfigError, Node, NodeKind, SinkInput, SinkType, TemplateField, ValidSink,
+    ConfigError, Node, NodeKind, SinkInput, SinkKeys, SinkType, TemplateField, ValidSink,
 };
 use herald_core::sink::DeliveryPolicy;
 use serde::Deserialize;
@@ -102,29 +102,19 @@ fn default_policy() -> DeliveryPolicy {
 }
 
 fn validate(input: &SinkInput<'_>) -> Result<ValidSink, Vec<ConfigError>> {
-    let name = input.name;
+    let mut keys = SinkKeys::new(input);
+    let config: EmailConfig = keys.typed()?;
     let node = input.node;
-    let config: EmailConfig = node
-        .deserialize()
-        .map_err(|e| vec![ConfigError::from_de(&format!("sink `{name}`"), e, node.loc)])?;
-    let at = |key: &str| node.get(key).map_or(node.loc, |n| n.loc);
-    let mut errors = Vec::new();
-    let mut error = |key: &str, message: String| {
-        errors.push(ConfigError::new(
-            at(key),
-            format!("sink `{name}`: {message}"),
-        ));
-    };
 
     let credentials = match (config.username, config.password) {
         (Some(user), Some(password)) => Some((user, password)),
         (None, None) => None,
         (Some(_), None) => {
-            error("username", "`username` needs a `password`".into());
+            keys.invalid("username", "needs a `password`");
             None
         }
         (None, Some(_)) => {
-            error("password", "`password` needs a `username`".into());
+            keys.invalid("password", "needs a `username`");
             None
         }
     };
@@ -132,54 +122,45 @@ fn validate(input: &SinkInput<'_>) -> Result<ValidSink, Vec<ConfigError>> {
     let server = match server {
         Ok(s) => Some(s),
         Err((key, message)) => {
-            error(key, message);
+            keys.error(key, message);
             None
         }
     };
     if let Some(ca) = &config.tls_ca
         && ca.as_os_str().is_empty()
     {
-        error(
-            "tls_ca",
-            "`tls_ca` is empty; give a PEM file of CA certificates".into(),
-        );
+        keys.invalid("tls_ca", "is empty; give a PEM file of CA certificates");
     }
     let digest = match config.digest {
         None => None,
         Some(d) => {
-            let max = d.max.unwrap_or(DEFAULT_DIGEST_MAX);
             if d.window.is_zero() {
-                error("digest", "`digest.window` must be longer than 0s".into());
+                keys.invalid("digest.window", "must be longer than 0s");
             }
-            if max < 2 {
-                error("digest", "`digest.max` must be at least 2".into());
-            }
+            let max = keys.at_least("digest.max", d.max.unwrap_or(DEFAULT_DIGEST_MAX), 2);
             Some(Digest {
                 window: d.window,
                 max,
             })
         }
     };
-    let max_connections = config.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
-    if max_connections == 0 {
-        error(
-            "max_connections",
-            "`max_connections` must be at least 1".into(),
-        );
-    }
+    let max_connections = keys.at_least(
+        "max_connections",
+        config.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        1,
+    );
     for key in ["from", "to", "cc", "bcc"] {
         if let Some(n) = node.get(key) {
-            errors.extend(check_literal_addresses(name, key, n));
+            check_literal_addresses(&mut keys, key, n);
         }
     }
     if matches!(config.to, Addresses::Many(ref v) if v.is_empty()) {
-        errors.push(ConfigError::new(
-            at("to"),
-            format!("sink `{name}`: `to` is empty; give at least one recipient"),
-        ));
+        keys.invalid("to", "is empty; give at least one recipient");
     }
-    let Some((host, port, security)) = server.filter(|_| errors.is_empty()) else {
-        return Err(errors);
+    keys.finish()?;
+    // Not reached without a server: a URL that is not one is a mistake above.
+    let Some((host, port, security)) = server else {
+        return Err(Vec::new());
     };
 
     let mut templates: Vec<TemplateField> = Vec::new();
@@ -300,22 +281,20 @@ fn entries(node: &Node) -> Vec<(String, herald_core::config::Loc)> {
 }
 
 /// Addresses written without a template are checked now, where they stand.
-fn check_literal_addresses(sink: &str, key: &str, node: &Node) -> Vec<ConfigError> {
-    entries(node)
-        .into_iter()
-        .filter(|(text, _)| !text.contains("{{") && !text.contains("{%"))
-        .filter_map(|(text, loc)| {
-            let parsed = address::parse_list(&text);
-            let message = match parsed {
-                Ok(list) if key == "from" && list.len() != 1 => {
-                    format!("`from` must be one address, found {}", list.len())
-                }
-                Ok(_) => return None,
-                Err(e) => format!("`{key}`: {e}"),
-            };
-            Some(ConfigError::new(loc, format!("sink `{sink}`: {message}")))
-        })
-        .collect()
+fn check_literal_addresses(keys: &mut SinkKeys<'_>, key: &str, node: &Node) {
+    for (text, loc) in entries(node) {
+        if text.contains("{{") || text.contains("{%") {
+            continue;
+        }
+        match address::parse_list(&text) {
+            Ok(list) if key == "from" && list.len() != 1 => keys.error_at(
+                loc,
+                format_args!("`from` must be one address, found {}", list.len()),
+            ),
+            Ok(_) => {}
+            Err(e) => keys.error_at(loc, format_args!("`{key}`: {e}")),
+        }
+    }
 }
 
 /// `to: [a@x, "{{ data.teacherEmail }}"]` is one template, its entries joined by commas (each

@@ -406,6 +406,8 @@ fn config_mistakes_are_reported_where_they_are() {
         "  d: { type: email, url: \"smtp://localhost\", from: h@example.edu, to: r@example.edu }\n",
         "  e: { type: email, url: \"smtp://localhost\", from: h@example.edu, to: r@example.edu, subject: s, digest: { window: soon } }\n",
         "  f: { type: email, url: \"smtp://localhost\", from: h@example.edu, to: r@example.edu, subject: \"{{ x\" }\n",
+        "  g: { type: email, url: \"smtp://localhost\", from: h@example.edu, to: r@example.edu, subject: s, digest: { window: 0s, max: 1 }, max_connections: 0 }\n",
+        "  h: { type: email, url: \"smtp://localhost\", password: hunter2, from: h@example.edu, to: [], subject: s }\n",
     ))
     .unwrap_err();
     for expected in [
@@ -415,9 +417,15 @@ fn config_mistakes_are_reported_where_they_are() {
         "routes.yaml:5:6: sink `d`: missing required field `subject`",
         "routes.yaml:6:116: sink `e`: `soon` is not a duration",
         "routes.yaml:7:95: sink `f`: template `subject`: syntax error",
+        "routes.yaml:8:116: sink `g`: `digest.window` must be longer than 0s",
+        "routes.yaml:8:125: sink `g`: `digest.max` must be at least 2",
+        "routes.yaml:8:147: sink `g`: `max_connections` must be at least 1",
+        "routes.yaml:9:56: sink `h`: `password` needs a `username`",
+        "routes.yaml:9:90: sink `h`: `to` is empty; give at least one recipient",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
+    assert!(!err.contains("hunter2"), "{err}");
 }
 
 #[tokio::test]

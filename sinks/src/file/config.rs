@@ -1,7 +1,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use herald_core::config::{ConfigError, SinkInput, SinkSpec, SinkType, TemplateField, ValidSink};
+use herald_core::config::{
+    ConfigError, SinkInput, SinkKeys, SinkSpec, SinkType, TemplateField, ValidSink,
+};
 use herald_core::sink::DeliveryPolicy;
 use serde::Deserialize;
 
@@ -56,20 +58,12 @@ fn local_policy() -> DeliveryPolicy {
 }
 
 fn validate_file(input: &SinkInput<'_>) -> Result<ValidSink, Vec<ConfigError>> {
-    let config: FileConfig = input.node.deserialize().map_err(|e| {
-        vec![ConfigError::from_de(
-            &format!("sink `{}`", input.name),
-            e,
-            input.node.loc,
-        )]
-    })?;
+    let mut keys = SinkKeys::new(input);
+    let config: FileConfig = keys.typed()?;
     if config.path.as_os_str().is_empty() {
-        let loc = input.node.get("path").map_or(input.node.loc, |n| n.loc);
-        return Err(vec![ConfigError::new(
-            loc,
-            format!("sink `{}`: `path` is empty", input.name),
-        )]);
+        keys.invalid("path", "is empty");
     }
+    keys.finish()?;
     let path = input.base_dir.join(&config.path);
     Ok(valid(
         input,
@@ -84,13 +78,7 @@ fn validate_file(input: &SinkInput<'_>) -> Result<ValidSink, Vec<ConfigError>> {
 }
 
 fn validate_stdout(input: &SinkInput<'_>) -> Result<ValidSink, Vec<ConfigError>> {
-    let config: StdoutConfig = input.node.deserialize().map_err(|e| {
-        vec![ConfigError::from_de(
-            &format!("sink `{}`", input.name),
-            e,
-            input.node.loc,
-        )]
-    })?;
+    let config: StdoutConfig = SinkKeys::new(input).typed()?;
     Ok(valid(
         input,
         FileSpec {

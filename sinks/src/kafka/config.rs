@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use herald_core::config::{
-    ConfigError, Loc, Node, NodeKind, SinkInput, SinkType, TemplateField, ValidSink,
+    ConfigError, Loc, Node, NodeKind, SinkInput, SinkKeys, SinkType, TemplateField, ValidSink,
 };
 use herald_core::sink::DeliveryPolicy;
 use serde::Deserialize;
@@ -83,13 +83,9 @@ fn default_policy() -> DeliveryPolicy {
 const OWN: &[(&str, &str)] = &[("bootstrap.servers", "brokers")];
 
 fn validate(input: &SinkInput<'_>) -> Result<ValidSink, Vec<ConfigError>> {
-    let name = input.name;
+    let mut keys = SinkKeys::new(input);
+    let config: KafkaConfig = keys.typed()?;
     let node = input.node;
-    let config: KafkaConfig = node
-        .deserialize()
-        .map_err(|e| vec![ConfigError::from_de(&format!("sink `{name}`"), e, node.loc)])?;
-    let at = |key: &str| node.get(key).map_or(node.loc, |n| n.loc);
-    let mut errors = Vec::new();
 
     let mut brokers = Vec::new();
     for (text, loc) in node.get("brokers").map(entries).unwrap_or_default() {
@@ -98,36 +94,27 @@ fn validate(input: &SinkInput<'_>) -> Result<ValidSink, Vec<ConfigError>> {
                 Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
                     brokers.push(broker.to_owned());
                 }
-                _ => errors.push(ConfigError::new(
-                    loc,
-                    format!("sink `{name}`: broker `{broker}` is not `host:port`"),
-                )),
+                _ => keys.error_at(loc, format_args!("broker `{broker}` is not `host:port`")),
             }
         }
     }
-    if brokers.is_empty() && errors.is_empty() {
-        errors.push(ConfigError::new(
-            at("brokers"),
-            format!("sink `{name}`: broker list is empty; set `brokers: host:9092`"),
-        ));
+    if brokers.is_empty() && !keys.has_errors() {
+        keys.error("brokers", "broker list is empty; set `brokers: host:9092`");
     }
     let literal_topic = (!is_template(&config.topic)).then(|| config.topic.trim().to_owned());
     if let Some(topic) = &literal_topic
         && let Err(message) = check_topic_name(topic)
     {
-        errors.push(ConfigError::new(
-            at("topic"),
-            format!("sink `{name}`: {message}"),
-        ));
+        keys.error("topic", message);
     }
     let mode = match config.mode.as_deref() {
         None | Some("structured") => Mode::Structured,
         Some("binary") => Mode::Binary,
         Some(other) => {
-            errors.push(ConfigError::new(
-                at("mode"),
-                format!("sink `{name}`: mode `{other}` is not `structured` or `binary`"),
-            ));
+            keys.error(
+                "mode",
+                format_args!("mode `{other}` is not `structured` or `binary`"),
+            );
             Mode::Structured
         }
     };
@@ -139,10 +126,10 @@ fn validate(input: &SinkInput<'_>) -> Result<ValidSink, Vec<ConfigError>> {
             };
             match check_property(&key.name, &text) {
                 Ok(()) => properties.push((key.name.clone(), text)),
-                Err((about_the_name, message)) => errors.push(ConfigError::new(
+                Err((about_the_name, message)) => keys.error_at(
                     if about_the_name { key.loc } else { value.loc },
-                    format!("sink `{name}`: `properties.{}`: {message}", key.name),
-                )),
+                    format_args!("`properties.{}`: {message}", key.name),
+                ),
             }
         }
     }
@@ -157,36 +144,18 @@ fn validate(input: &SinkInput<'_>) -> Result<ValidSink, Vec<ConfigError>> {
     let idempotent = !matches!(property("enable.idempotence"), Some("false"));
     let acks = property("acks").or(property("request.required.acks"));
     if idempotent && acks.is_some_and(|a| !matches!(a, "all" | "-1")) {
-        errors.push(ConfigError::new(
-            at("properties"),
-            format!("sink `{name}`: the producer is idempotent, which needs `acks: all`; set `enable.idempotence: false` to use `acks: {}`", acks.unwrap_or_default()),
-        ));
+        keys.error(
+            "properties",
+            format_args!("the producer is idempotent, which needs `acks: all`; set `enable.idempotence: false` to use `acks: {}`", acks.unwrap_or_default()),
+        );
     }
-    let create_topic = match config.create_topic {
-        None => None,
-        Some(c) => {
-            let partitions = c.partitions.unwrap_or(1);
-            if partitions < 1 {
-                errors.push(ConfigError::new(
-                    at("create_topic"),
-                    format!("sink `{name}`: `create_topic.partitions` must be at least 1"),
-                ));
-            }
-            if c.replication_factor.is_some_and(|r| r < 1) {
-                errors.push(ConfigError::new(
-                    at("create_topic"),
-                    format!("sink `{name}`: `create_topic.replication_factor` must be at least 1"),
-                ));
-            }
-            Some(CreateTopic {
-                partitions,
-                replication_factor: c.replication_factor,
-            })
-        }
-    };
-    if !errors.is_empty() {
-        return Err(errors);
-    }
+    let create_topic = config.create_topic.map(|c| CreateTopic {
+        partitions: keys.at_least("create_topic.partitions", c.partitions.unwrap_or(1), 1),
+        replication_factor: c
+            .replication_factor
+            .map(|r| keys.at_least("create_topic.replication_factor", r, 1)),
+    });
+    keys.finish()?;
 
     let templates = ["topic", "key"]
         .iter()
@@ -195,7 +164,7 @@ fn validate(input: &SinkInput<'_>) -> Result<ValidSink, Vec<ConfigError>> {
     Ok(ValidSink {
         templates,
         spec: Arc::new(KafkaSpec {
-            name: name.to_owned(),
+            name: input.name.to_owned(),
             brokers: brokers.join(","),
             literal_topic,
             mode,

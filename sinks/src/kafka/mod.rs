@@ -12,10 +12,14 @@
 //! idempotent producer replaces the producer.
 //!
 //! **Missing topics.** `herald check` cannot know whether a topic exists. The sink asks the
-//! brokers when it starts (for a literal topic) or when a topic is first used (templated), and
-//! again every 30 s while it is missing. A missing topic is logged with what to do, and
-//! reported as a failing readiness check `kafka:<sink>` through [`herald_core::health::Health`]
-//! (see `KafkaSpec::build_with`). With `create_topic: {partitions: N}` the sink creates it
+//! brokers when it starts (for a literal topic) or when a topic is first used (templated).
+//! A missing topic is logged with what to do, and reported as a failing readiness check
+//! `kafka:<sink>` in the gateway's `/readyz`, through the checks the gateway hands every sink
+//! in its [`BuildContext`](herald_core::config::BuildContext). A topic found missing (or that
+//! could not be checked) is looked at again every 30 s, by a background task and before a
+//! delivery, so creating it turns readiness green within 30 s even when nothing is delivered;
+//! the task ends when the sink is removed or replaced (the context's `stop`), and the sink's
+//! check goes with it. With `create_topic: {partitions: N}` the sink creates a missing topic
 //! through the admin API instead. A missing topic does not stop the gateway: its deliveries
 //! are retried, waiting in the journal, until the topic exists — the same as a broker outage.
 //!

@@ -3,7 +3,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use herald_core::config::{BuildContext, SinkSpec};
-use herald_core::health::Health;
 use herald_core::{Delivery, Event, Sink, SinkError};
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -12,7 +11,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
 use super::config::{check_topic_name, is_secret};
-use super::topics::Topics;
+use super::topics::{RECHECK, Topics};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Mode {
@@ -84,21 +83,30 @@ impl KafkaSpec {
         config
     }
 
-    /// Builds the running sink, reporting topic problems to `health` (`kafka:<name>`).
-    pub(super) fn build_with(&self, health: Health) -> Result<Arc<KafkaSink>, String> {
+    /// Builds the running sink, reporting topic problems to the context's checks
+    /// (`kafka:<name>`) and looking again at missing topics every `recheck` until the
+    /// context's `stop`.
+    pub(super) fn build_with(
+        &self,
+        context: &BuildContext,
+        recheck: Duration,
+    ) -> Result<Arc<KafkaSink>, String> {
         let producer = self.producer()?;
         let topics = Arc::new(Topics::new(
             self.name.clone(),
             self.client_config(),
             self.create_topic,
-            health,
+            context.health.clone(),
+            recheck,
         ));
-        // Say at start what `herald check` cannot know: whether the topic exists.
-        if let Some(topic) = &self.literal_topic
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let (topics, topic) = (topics.clone(), topic.clone());
-            runtime.spawn(async move { topics.ensure(&topic).await });
+        // Say at start what `herald check` cannot know: whether the topic exists; then keep
+        // looking at missing ones, so that readiness turns green once someone creates them.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(Topics::watch(
+                Arc::downgrade(&topics),
+                self.literal_topic.clone(),
+                context.stop.clone(),
+            ));
         }
         Ok(Arc::new(KafkaSink {
             spec: self.clone(),
@@ -146,10 +154,8 @@ impl KafkaSpec {
 }
 
 impl SinkSpec for KafkaSpec {
-    fn build(&self, _context: &BuildContext) -> Result<Arc<dyn Sink>, String> {
-        // The gateway's readiness checks are not in the build context yet; until they are,
-        // the sink reports to its own `Health` (and the log). See the module doc.
-        let sink: Arc<dyn Sink> = self.build_with(Health::default())?;
+    fn build(&self, context: &BuildContext) -> Result<Arc<dyn Sink>, String> {
+        let sink: Arc<dyn Sink> = self.build_with(context, RECHECK)?;
         Ok(sink)
     }
 

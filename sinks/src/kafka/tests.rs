@@ -5,10 +5,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use herald_core::Event;
+use herald_core::config::BuildContext;
 use herald_core::health::Health;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use super::sink::{CreateTopic, KafkaSpec, Mode};
+use super::topics::RECHECK;
 use crate::testing::kafka::Broker;
 use crate::testing::{Pipeline, build, deliver, load, user_event};
 
@@ -101,6 +104,14 @@ fn spec(broker: &Broker, topic: &str, create_topic: Option<CreateTopic>) -> Kafk
     }
 }
 
+/// A build context reporting to `health`, as the gateway's is.
+fn context(health: &Health) -> BuildContext {
+    BuildContext {
+        health: health.owned(),
+        stop: CancellationToken::new(),
+    }
+}
+
 async fn readiness(
     health: &Health,
     want: impl Fn(&Result<(), String>) -> bool,
@@ -117,7 +128,7 @@ async fn a_missing_topic_is_reported_at_start_and_delivery_waits_for_it() {
     let broker = Broker::start().await;
     let health = Health::default();
     let sink = spec(&broker, "edu.missing", None)
-        .build_with(health.clone())
+        .build_with(&context(&health), RECHECK)
         .unwrap();
     // Reported without any delivery: the check runs when the sink starts.
     let reason = readiness(&health, Result::is_err).await.unwrap_err();
@@ -160,13 +171,41 @@ async fn create_topic_creates_a_missing_topic_at_start() {
             replication_factor: None,
         }),
     )
-    .build_with(health.clone())
+    .build_with(&context(&health), RECHECK)
     .unwrap();
     let partitions = crate::testing::eventually_async(Duration::from_secs(20), || async {
         broker.partitions("edu.created").await
     })
     .await;
     assert_eq!(partitions, 3);
+    assert_eq!(health.check(), Ok(()));
+}
+
+/// Creating the topic turns readiness green by itself, deliveries or not; removing the sink
+/// (its context stopped, its checks released) ends the looking.
+#[tokio::test]
+async fn a_missing_topic_is_looked_at_again_until_it_exists() {
+    let broker = Broker::start().await;
+    let health = Health::default();
+    let _sink = spec(&broker, "edu.later", None)
+        .build_with(&context(&health), Duration::from_millis(200))
+        .unwrap();
+    let reason = readiness(&health, Result::is_err).await.unwrap_err();
+    assert_eq!(
+        reason,
+        "kafka:bus: topic `edu.later` does not exist on the brokers"
+    );
+    broker.create_topic("edu.later", 1).await;
+    readiness(&health, Result::is_ok).await.unwrap();
+
+    // A sink that goes away (as a reload removes it) takes its check with it.
+    let removed = context(&health);
+    let _gone = spec(&broker, "edu.never", None)
+        .build_with(&removed, Duration::from_millis(200))
+        .unwrap();
+    readiness(&health, Result::is_err).await.unwrap_err();
+    removed.stop.cancel();
+    removed.health.release();
     assert_eq!(health.check(), Ok(()));
 }
 
@@ -242,7 +281,8 @@ fn config_mistakes_are_reported_where_they_are() {
         "routes.yaml:6:64: sink `e`: `properties.lingr.ms`: no such property in librdkafka",
         "routes.yaml:7:70: sink `f`: `properties.acks`: Invalid value",
         "routes.yaml:8:64: sink `g`: `properties.bootstrap.servers`: set it with the sink's `brokers` key",
-        "routes.yaml:9:64: sink `h`: `create_topic.partitions` must be at least 1",
+        // At the value itself, inside `create_topic`.
+        "routes.yaml:9:78: sink `h`: `create_topic.partitions` must be at least 1",
         "routes.yaml:10:47: sink `i`: template `topic`: syntax error",
         "routes.yaml:11:62: sink `j`: the producer is idempotent, which needs `acks: all`; set `enable.idempotence: false` to use `acks: 1`",
     ] {

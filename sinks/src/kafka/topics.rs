@@ -1,24 +1,27 @@
 //! Whether the sink's topics exist: checked with a metadata request the first time a topic is
 //! used (at start for a literal topic), created through the admin API when `create_topic` is
 //! set, and reported to the gateway's readiness (`kafka:<sink>`) and the log when missing.
+//! A topic found missing (or that could not be checked) is checked again every 30 s by
+//! [`Topics::watch`], deliveries or not, so that creating it turns readiness green.
 //! A missing topic never fails the gateway's start: the deliveries to it wait in the journal,
 //! retried, until someone creates it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use herald_core::health::Health;
+use herald_core::health::Checks;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::sink::CreateTopic;
 
 /// A topic found missing (or that could not be checked) is looked at again after this.
-const RECHECK: Duration = Duration::from_secs(30);
+pub(super) const RECHECK: Duration = Duration::from_secs(30);
 /// How long a metadata request or a topic creation may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Templated topics can be many; past this many, new ones are not checked beforehand.
@@ -40,7 +43,9 @@ pub(super) struct Topics {
     sink: String,
     config: ClientConfig,
     create: Option<CreateTopic>,
-    health: Health,
+    health: Checks,
+    /// [`RECHECK`], shorter in tests.
+    recheck: Duration,
     state: Mutex<HashMap<String, State>>,
     /// One check at a time; deliveries waiting for it then read its result.
     checking: tokio::sync::Mutex<()>,
@@ -52,13 +57,15 @@ impl Topics {
         sink: String,
         config: ClientConfig,
         create: Option<CreateTopic>,
-        health: Health,
+        health: Checks,
+        recheck: Duration,
     ) -> Topics {
         Topics {
             sink,
             config,
             create,
             health,
+            recheck,
             state: Mutex::new(HashMap::new()),
             checking: tokio::sync::Mutex::new(()),
             admin: OnceLock::new(),
@@ -78,6 +85,44 @@ impl Topics {
         self.set(topic, state);
     }
 
+    /// Checks `first` (the literal topic, at start), then every `recheck` the topics that are
+    /// missing or could not be checked, until `stop` or until the sink is gone.
+    pub async fn watch(this: Weak<Topics>, first: Option<String>, stop: CancellationToken) {
+        if let (Some(topic), Some(topics)) = (&first, this.upgrade()) {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = topics.ensure(topic) => {}
+            }
+        }
+        loop {
+            let Some(recheck) = this.upgrade().map(|t| t.recheck) else {
+                return;
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(recheck) => {}
+            }
+            let Some(topics) = this.upgrade() else {
+                return;
+            };
+            for topic in topics.unsettled() {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = topics.ensure(&topic) => {}
+                }
+            }
+        }
+    }
+
+    /// The topics not known to exist.
+    fn unsettled(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, s)| **s != State::Exists)
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
     /// A record reached `topic`: it exists.
     pub fn delivered(&self, topic: &str) {
         if self.lock().get(topic) != Some(&State::Exists) {
@@ -90,7 +135,7 @@ impl Topics {
         let now = Instant::now();
         // With `create_topic`, check (and create) again before the next delivery.
         let checked = match self.create {
-            Some(_) => now.checked_sub(RECHECK).unwrap_or(now),
+            Some(_) => now.checked_sub(self.recheck).unwrap_or(now),
             None => now,
         };
         self.set(topic, State::Missing { checked });
@@ -101,7 +146,7 @@ impl Topics {
         match state.get(topic) {
             Some(State::Exists) => false,
             Some(State::Missing { checked } | State::Unknown { checked }) => {
-                checked.elapsed() >= RECHECK
+                checked.elapsed() >= self.recheck
             }
             None => state.len() < MAX_TRACKED,
         }

@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use herald_core::config::{ConfigError, SinkInput, SinkType, TemplateField, ValidSink};
+use herald_core::config::{ConfigError, SinkInput, SinkKeys, SinkType, TemplateField, ValidSink};
 use herald_core::sink::DeliveryPolicy;
 use serde::Deserialize;
 use serde_json::Value;
@@ -38,54 +38,40 @@ pub const PLUGIN: SinkType = SinkType {
 /// Not pure, by exception (see the module doc): loads the library and asks the plugin to
 /// check its config, so `herald check` finds what would stop the gateway.
 fn validate(input: &SinkInput<'_>) -> Result<ValidSink, Vec<ConfigError>> {
-    let name = input.name;
-    let node = input.node;
-    let config: PluginConfig = node
-        .deserialize()
-        .map_err(|e| vec![ConfigError::from_de(&format!("sink `{name}`"), e, node.loc)])?;
-    let at = |key: &str| node.get(key).map_or(node.loc, |n| n.loc);
+    let mut keys = SinkKeys::new(input);
+    let config: PluginConfig = keys.typed()?;
 
     if config.library.as_os_str().is_empty() {
-        return Err(vec![ConfigError::new(
-            at("library"),
-            format!("sink `{name}`: `library` is empty; give the path of the plugin's .so"),
-        )]);
+        keys.invalid("library", "is empty; give the path of the plugin's .so");
     }
     let plugin_config = match config.config {
         None => Value::Object(Default::default()),
         Some(value @ Value::Object(_)) => value,
         Some(_) => {
-            return Err(vec![ConfigError::new(
-                at("config"),
-                format!("sink `{name}`: `config` must be a mapping (the plugin's settings)"),
-            )]);
+            keys.invalid("config", "must be a mapping (the plugin's settings)");
+            Value::Null
         }
     };
+    keys.finish()?;
+    // Each step needs the one before it: the first that fails ends the validation.
+    let mut keys = SinkKeys::new(input);
     let path = input.base_dir.join(&config.library);
-    let library = library::load(&path).map_err(|e| {
-        vec![ConfigError::new(
-            at("library"),
-            format!("sink `{name}`: {e}"),
-        )]
-    })?;
+    let library = library::load(&path).map_err(|e| keys.fail("library", e))?;
     let json = serde_json::to_vec(&plugin_config).map_err(|e| {
-        vec![ConfigError::new(
-            at("config"),
-            format!("sink `{name}`: `config` cannot be written as JSON: {e}"),
-        )]
+        keys.fail(
+            "config",
+            format_args!("`config` cannot be written as JSON: {e}"),
+        )
     })?;
     library.validate(&json).map_err(|message| {
-        vec![ConfigError::new(
-            at("config"),
-            format!(
-                "sink `{name}`: plugin `{}` refuses its config: {message}",
-                library.name
-            ),
-        )]
+        keys.fail(
+            "config",
+            format_args!("plugin `{}` refuses its config: {message}", library.name),
+        )
     })?;
 
     Ok(ValidSink {
-        templates: TemplateField::from_map(node, "templates"),
+        templates: TemplateField::from_map(input.node, "templates"),
         spec: Arc::new(PluginSpec {
             library,
             config: json,

@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_core::config::model::parse_rate;
-use herald_core::config::{ConfigError, SinkInput, SinkType, TemplateField, ValidSink};
+use herald_core::config::{ConfigError, SinkInput, SinkKeys, SinkType, TemplateField, ValidSink};
 use herald_core::sink::DeliveryPolicy;
 use serde::Deserialize;
 
@@ -67,72 +67,49 @@ fn default_policy() -> DeliveryPolicy {
 }
 
 fn validate(input: &SinkInput<'_>) -> Result<ValidSink, Vec<ConfigError>> {
-    let name = input.name;
-    let node = input.node;
-    let config: SlackConfig = node
-        .deserialize()
-        .map_err(|e| vec![ConfigError::from_de(&format!("sink `{name}`"), e, node.loc)])?;
-    let at = |key: &str| node.get(key).map_or(node.loc, |n| n.loc);
-    let mut errors = Vec::new();
+    let mut keys = SinkKeys::new(input);
+    let config: SlackConfig = keys.typed()?;
 
-    let url = match reqwest::Url::parse(&config.webhook_url) {
-        Ok(url) if url.scheme() == "https" && url.host_str().is_some() => Some(url),
+    let url = match keys.url("webhook_url", &config.webhook_url, reqwest::Url::parse) {
+        Some(url) if url.scheme() == "https" && url.host_str().is_some() => Some(url),
         // Plain HTTP would send the secret URL in clear; only a local receiver may have it.
-        Ok(url) if url.scheme() == "http" && is_loopback(&url) => Some(url),
-        Ok(_) => {
-            errors.push(ConfigError::new(
-                at("webhook_url"),
-                format!("sink `{name}`: `webhook_url` must be an https:// URL (the incoming webhook Slack gave you)"),
-            ));
+        Some(url) if url.scheme() == "http" && is_loopback(&url) => Some(url),
+        Some(_) => {
+            keys.invalid(
+                "webhook_url",
+                "must be an https:// URL (the incoming webhook Slack gave you)",
+            );
             None
         }
-        // The parse error never quotes the URL: it is a secret.
-        Err(e) => {
-            errors.push(ConfigError::new(
-                at("webhook_url"),
-                format!("sink `{name}`: `webhook_url` is not a URL ({e})"),
-            ));
-            None
-        }
+        None => None,
     };
     let per_second = match config.rate_limit.as_deref().map(parse_rate) {
         None => Some(DEFAULT_RATE),
         Some(Ok(rate)) => rate,
         Some(Err(message)) => {
-            errors.push(ConfigError::new(
-                at("rate_limit"),
-                format!("sink `{name}`: `rate_limit`: {message}"),
-            ));
+            keys.error("rate_limit", format_args!("`rate_limit`: {message}"));
             None
         }
     };
-    let burst = config.burst.unwrap_or(DEFAULT_BURST);
-    if burst == 0 {
-        errors.push(ConfigError::new(
-            at("burst"),
-            format!("sink `{name}`: `burst` must be at least 1"),
-        ));
-    }
+    let burst = keys.at_least("burst", config.burst.unwrap_or(DEFAULT_BURST), 1);
     let max_pack = config.max_pack.unwrap_or(DEFAULT_MAX_PACK);
     if !(1..=MAX_PACK_LIMIT).contains(&max_pack) {
-        errors.push(ConfigError::new(
-            at("max_pack"),
-            format!(
-                "sink `{name}`: `max_pack` must be between 1 (never pack) and {MAX_PACK_LIMIT}"
-            ),
-        ));
+        keys.invalid(
+            "max_pack",
+            format_args!("must be between 1 (never pack) and {MAX_PACK_LIMIT}"),
+        );
     }
     if let Some(blocks) = &config.blocks
         && let Err(message) = check_blocks(blocks)
     {
-        errors.push(ConfigError::new(
-            at("blocks"),
-            format!("sink `{name}`: `blocks`: {message}"),
-        ));
+        keys.error("blocks", format_args!("`blocks`: {message}"));
     }
-    let Some(url) = url.filter(|_| errors.is_empty()) else {
-        return Err(errors);
+    keys.finish()?;
+    // Not reached without a URL: a URL that is not one is a mistake above.
+    let Some(url) = url else {
+        return Err(Vec::new());
     };
+    let node = input.node;
 
     let templates = ["text", "blocks", "username", "icon_emoji", "channel"]
         .iter()

@@ -1,39 +1,29 @@
-//! A real Kafka broker on 127.0.0.1 for the Kafka sink's tests: tansu with in-memory storage
-//! (`cargo install tansu --locked --features dynostore`, done by scripts/test.sh), which can be
-//! stopped and started again on the same port, and an rdkafka consumer that reads records
-//! back. tansu keeps nothing across a restart (memory storage) and creates no topic by itself.
+//! A real Kafka broker on 127.0.0.1 for the Kafka sink's tests: herald-testkit's tansu (in
+//! memory, restartable on the same port), and an rdkafka consumer that reads records back.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use herald_testkit::tansu::Tansu;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use tokio::process::{Child, Command};
 
-/// `tansu`: `$HERALD_TEST_TANSU`, else on PATH, else in cargo's bin directory.
-fn tansu() -> PathBuf {
-    if let Some(path) = std::env::var_os("HERALD_TEST_TANSU") {
-        return path.into();
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("tansu"))
-            .find(|p| p.is_file())
-    });
-    on_path.unwrap_or_else(|| {
-        let cargo_home = std::env::var_os("CARGO_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-            .unwrap_or_default();
-        cargo_home.join("bin").join("tansu")
-    })
+/// tansu (from herald-testkit) with a way to read records back.
+pub struct Broker {
+    tansu: Tansu,
 }
 
-pub struct Broker {
-    pub port: u16,
-    child: Option<Child>,
+impl std::ops::Deref for Broker {
+    type Target = Tansu;
+    fn deref(&self) -> &Tansu {
+        &self.tansu
+    }
+}
+
+impl std::ops::DerefMut for Broker {
+    fn deref_mut(&mut self) -> &mut Tansu {
+        &mut self.tansu
+    }
 }
 
 /// One record as a consumer reads it.
@@ -63,78 +53,9 @@ impl Record {
 
 impl Broker {
     pub async fn start() -> Broker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
-        let mut broker = Broker { port, child: None };
-        broker.run().await;
-        broker
-    }
-
-    pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    async fn run(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(tansu())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {} (scripts/test.sh installs it): {e}",
-                    tansu().display()
-                )
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen within 20 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        Broker {
+            tansu: Tansu::start().await,
         }
-    }
-
-    /// Kills the broker (as a crash would).
-    pub async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
-        }
-    }
-
-    /// Starts it again on the same port, empty.
-    pub async fn restart(&mut self) {
-        self.stop().await;
-        self.run().await;
-    }
-
-    /// Creates `topic` with tansu's own CLI.
-    pub async fn create_topic(&self, topic: &str, partitions: u32) {
-        let status = Command::new(tansu())
-            .args(["topic", "create", "--broker"])
-            .arg(format!("tcp://127.0.0.1:{}", self.port))
-            .args(["--partitions", &partitions.to_string(), topic])
-            .stdout(Stdio::null())
-            .status()
-            .await
-            .expect("run `tansu topic create`");
-        assert!(status.success(), "`tansu topic create {topic}` failed");
     }
 
     /// The number of partitions of `topic`, if it exists.

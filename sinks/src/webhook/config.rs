@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine;
-use herald_core::config::{ConfigError, SinkInput, SinkType, TemplateField, ValidSink};
+use herald_core::config::{ConfigError, SinkInput, SinkKeys, SinkType, TemplateField, ValidSink};
 use herald_core::sink::DeliveryPolicy;
 use serde::Deserialize;
 
@@ -39,33 +39,18 @@ pub const WEBHOOK: SinkType = SinkType {
 };
 
 fn validate(input: &SinkInput<'_>) -> Result<ValidSink, Vec<ConfigError>> {
-    let name = input.name;
-    let node = input.node;
-    let config: WebhookConfig = node
-        .deserialize()
-        .map_err(|e| vec![ConfigError::from_de(&format!("sink `{name}`"), e, node.loc)])?;
-    let at = |key: &str| node.get(key).map_or(node.loc, |n| n.loc);
-    let mut errors = Vec::new();
+    let mut keys = SinkKeys::new(input);
+    let config: WebhookConfig = keys.typed()?;
 
-    let url = match reqwest::Url::parse(&config.url) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
+    let url = match keys.url("url", &config.url, reqwest::Url::parse) {
+        Some(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
             Some(url)
         }
-        Ok(_) => {
-            errors.push(ConfigError::new(
-                at("url"),
-                format!("sink `{name}`: `url` must be an http:// or https:// URL"),
-            ));
+        Some(_) => {
+            keys.invalid("url", "must be an http:// or https:// URL");
             None
         }
-        // The parse error never quotes the URL, which may hold a secret.
-        Err(e) => {
-            errors.push(ConfigError::new(
-                at("url"),
-                format!("sink `{name}`: `url` is not a URL ({e})"),
-            ));
-            None
-        }
+        None => None,
     };
     let method = match config
         .method
@@ -77,19 +62,19 @@ fn validate(input: &SinkInput<'_>) -> Result<ValidSink, Vec<ConfigError>> {
         Some("PUT") => reqwest::Method::PUT,
         Some("PATCH") => reqwest::Method::PATCH,
         Some(other) => {
-            errors.push(ConfigError::new(
-                at("method"),
-                format!("sink `{name}`: method `{other}` is not POST, PUT or PATCH"),
-            ));
+            keys.error(
+                "method",
+                format_args!("method `{other}` is not POST, PUT or PATCH"),
+            );
             reqwest::Method::POST
         }
     };
     for header in config.headers.keys() {
         if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
-            errors.push(ConfigError::new(
-                at("headers"),
-                format!("sink `{name}`: `{header}` is not a valid header name"),
-            ));
+            keys.error(
+                "headers",
+                format_args!("`{header}` is not a valid header name"),
+            );
         }
     }
     let key = match &config.secret {
@@ -100,18 +85,20 @@ fn validate(input: &SinkInput<'_>) -> Result<ValidSink, Vec<ConfigError>> {
         {
             Some(Ok(key)) if !key.is_empty() => Some(key),
             _ => {
-                errors.push(ConfigError::new(
-                    at("secret"),
-                    format!("sink `{name}`: `secret` must be `whsec_` followed by base64 (the Standard Webhooks format)"),
-                ));
+                keys.invalid(
+                    "secret",
+                    "must be `whsec_` followed by base64 (the Standard Webhooks format)",
+                );
                 None
             }
         },
     };
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    let Some(url) = url else { return Err(errors) };
+    keys.finish()?;
+    // Not reached without a URL: a URL that is not one is a mistake above.
+    let Some(url) = url else {
+        return Err(Vec::new());
+    };
+    let node = input.node;
 
     let mut templates: Vec<TemplateField> = TemplateField::from_map(node, "headers");
     templates.extend(TemplateField::from_node(node, "body"));

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::Engine;
 use herald_core::config::{BuildContext, SinkSpec};
+use herald_core::encoding::hex;
 use herald_core::{Delivery, Sink, SinkError};
 use hmac::{Hmac, Mac};
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
@@ -113,10 +114,6 @@ fn message_id(d: &Delivery<'_>) -> String {
         d.event.source, d.event.id, d.route, d.sink
     ));
     format!("msg_{}", hex(&digest[..12]))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `v1,<base64 HMAC-SHA256 of "id.timestamp.body">` (Standard Webhooks).
