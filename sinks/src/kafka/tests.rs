@@ -149,11 +149,15 @@ async fn a_missing_topic_is_reported_at_start_and_delivery_waits_for_it() {
 
     // Once an operator creates it, the retry goes through and the sink is ready again.
     broker.create_topic("edu.missing", 1).await;
-    crate::testing::eventually_async(Duration::from_secs(20), || async {
-        deliver(&config, sink.as_ref(), "bus", &user_event(1))
-            .await
-            .ok()
-    })
+    crate::testing::eventually_async(
+        "a delivery to the new topic",
+        Duration::from_secs(20),
+        || async {
+            deliver(&config, sink.as_ref(), "bus", &user_event(1))
+                .await
+                .ok()
+        },
+    )
     .await;
     assert_eq!(health.check(), Ok(()));
     assert_eq!(broker.consume("edu.missing", 1, READ).await.len(), 1);
@@ -173,9 +177,11 @@ async fn create_topic_creates_a_missing_topic_at_start() {
     )
     .build_with(&context(&health), RECHECK)
     .unwrap();
-    let partitions = crate::testing::eventually_async(Duration::from_secs(20), || async {
-        broker.partitions("edu.created").await
-    })
+    let partitions = crate::testing::eventually_async(
+        "the topic's partitions",
+        Duration::from_secs(20),
+        || async { broker.partitions("edu.created").await },
+    )
     .await;
     assert_eq!(partitions, 3);
     assert_eq!(health.check(), Ok(()));
@@ -223,9 +229,15 @@ async fn a_broker_restart_loses_nothing() {
 
     broker.stop().await;
     pipeline.commit((20..40).map(user_event)).await;
-    // The deliveries fail (retryable) while the broker is down, and wait in the journal.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The deliveries fail (retryable) while the broker is down, and wait in the journal: every
+    // one has been tried and is still pending, none dead.
+    crate::testing::eventually_async("a failed attempt on each delivery", READ, || async {
+        let attempts = pipeline.attempts("bus").await;
+        (attempts.len() == 20 && attempts.iter().all(|n| *n >= 1)).then_some(())
+    })
+    .await;
     assert_eq!(pipeline.stats().pending.get("bus"), Some(&20));
+    assert!(pipeline.dead_letters().is_empty());
 
     // The broker comes back empty (memory storage): its operator recreates the topic.
     broker.restart().await;

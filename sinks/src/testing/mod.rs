@@ -7,7 +7,7 @@ pub mod smtp;
 pub mod tls;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use herald_core::config::{self, Config, Registry};
@@ -133,6 +133,13 @@ impl Pipeline {
         self.journal.stats().expect("journal stats")
     }
 
+    /// The attempts made so far on each of `sink`'s pending deliveries, in journal order.
+    pub async fn attempts(&self, sink: &str) -> Vec<u32> {
+        let pending = self.journal.scan_pending(sink, None, usize::MAX).await;
+        let pending = pending.expect("pending deliveries");
+        pending.iter().map(|item| item.state.attempts).collect()
+    }
+
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
         self.journal
             .dead_letters(&DeadFilter::default())
@@ -141,19 +148,10 @@ impl Pipeline {
 
     /// Waits until no delivery is pending (delivered or dead-lettered), at most `limit`.
     pub async fn settled(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            let stats = self.stats();
-            if stats.pending.values().all(|n| *n == 0) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "deliveries still pending after {limit:?}: {:?}",
-                stats.pending
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until("no delivery pending", limit, || {
+            self.stats().pending.values().all(|n| *n == 0)
+        })
+        .await;
     }
 
     pub async fn stop(mut self) {
@@ -164,32 +162,4 @@ impl Pipeline {
     }
 }
 
-/// Polls `check` until it returns `Some`, at most `limit`.
-pub async fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(t) = check() {
-            return t;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Awaits `check` until it returns `Some`, at most `limit`.
-pub async fn eventually_async<T, F: Future<Output = Option<T>>>(
-    limit: Duration,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(t) = check().await {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "timed out after {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+pub use herald_testkit::wait::{eventually, eventually_async, until};

@@ -627,7 +627,7 @@ fn key(prefix: &str, name: &str) -> String {
 fn random_token() -> String {
     let mut b = [0u8; 32];
     rand::rng().fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    herald_core::encoding::hex(&b)
 }
 
 #[cfg(test)]
