@@ -22,7 +22,7 @@ use arc_swap::ArcSwap;
 use herald_core::Config;
 use herald_core::config::{self, BuildContext, ConfigErrors, Registry};
 use herald_core::delivery::{self, Engine, RunningSink};
-use herald_core::journal::Journal;
+use herald_core::queue::Queue;
 use herald_core::rules::RouteTable;
 use herald_core::template::Templates;
 use serde::Serialize;
@@ -63,7 +63,7 @@ pub struct Reloader {
     state: Mutex<State>,
     routes: Arc<ArcSwap<RouteTable>>,
     templates: Arc<ArcSwap<Templates>>,
-    journal: Arc<Journal>,
+    journal: Arc<dyn Queue>,
 }
 
 struct State {
@@ -79,7 +79,7 @@ impl Reloader {
         engine: Engine,
         routes: Arc<ArcSwap<RouteTable>>,
         templates: Arc<ArcSwap<Templates>>,
-        journal: Arc<Journal>,
+        journal: Arc<dyn Queue>,
     ) -> Reloader {
         Reloader {
             path,

@@ -44,20 +44,53 @@ impl QueueAdmin for Journal {
         filter: &DeadFilter,
         known_sinks: &[String],
     ) -> Result<ReplayReport, JournalError> {
-        Journal::replay(self, filter, known_sinks)
+        // On the blocking pool: a replay may rewrite many records.
+        let db = self.db.clone();
+        let (filter, sinks) = (filter.clone(), known_sinks.to_vec());
+        let report = blocking(move || store::replay(&db, &filter, &sinks))
+            .await
+            .during(super::REPLAYING)?;
+        for sink in &report.sinks {
+            self.notifies.get(sink).notify_one();
+        }
+        self.refresh_live()?;
+        Ok(report)
     }
     async fn purge(&self, filter: &DeadFilter) -> Result<usize, JournalError> {
-        Journal::purge(self, filter)
+        let db = self.db.clone();
+        let filter = filter.clone();
+        blocking(move || store::purge(&db, &filter))
+            .await
+            .during(super::PURGING)
     }
+    // State values on the blocking pool: a write commits (fsync) outside the writer.
     async fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
-        Journal::get_state(self, key)
+        let (db, key) = (self.db.clone(), key.to_owned());
+        blocking(move || store::get_state(&db, &key))
+            .await
+            .during(super::READING_STATE)
     }
     async fn put_state(&self, key: &str, value: Option<&[u8]>) -> Result<(), JournalError> {
-        Journal::put_state(self, key, value)
+        let (db, key, value) = (self.db.clone(), key.to_owned(), value.map(<[u8]>::to_vec));
+        blocking(move || store::put_state(&db, &key, value.as_deref()))
+            .await
+            .during(super::WRITING_STATE)
     }
     async fn list_state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, JournalError> {
-        Journal::list_state(self, prefix)
+        let (db, prefix) = (self.db.clone(), prefix.to_owned());
+        blocking(move || store::list_state(&db, &prefix))
+            .await
+            .during(super::READING_STATE)
     }
+}
+
+/// Runs `work` on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, JournalError> + Send + 'static,
+) -> Result<T, JournalError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| JournalError::io("", format_args!("the journal's task failed: {e}")))?
 }
 
 #[async_trait]

@@ -337,7 +337,7 @@ impl Journal {
         store::purge(&self.db, filter).during(PURGING)
     }
 
-    fn refresh_live(&self) -> Result<(), JournalError> {
+    pub(super) fn refresh_live(&self) -> Result<(), JournalError> {
         let stats = store::stats(&self.db).during(COUNTERS)?;
         self.live
             .undelivered_events
@@ -437,11 +437,11 @@ impl From<JournalError> for IngestError {
 
 // What the journal was doing, for the context of an I/O error.
 const COUNTERS: &str = "reading the journal's counters";
-const READING_STATE: &str = "reading a state value";
-const WRITING_STATE: &str = "writing a state value";
+pub(super) const READING_STATE: &str = "reading a state value";
+pub(super) const WRITING_STATE: &str = "writing a state value";
 const READING_DEAD: &str = "reading the dead letters";
-const REPLAYING: &str = "replaying dead letters";
-const PURGING: &str = "purging dead letters";
+pub(super) const REPLAYING: &str = "replaying dead letters";
+pub(super) const PURGING: &str = "purging dead letters";
 
 /// Opens a journal directory for `herald dlq` without starting a writer.
 pub fn open_for_admin(dir: &Path) -> Result<AdminJournal, JournalError> {

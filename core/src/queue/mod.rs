@@ -45,9 +45,12 @@ use async_trait::async_trait;
 use tokio::sync::{Notify, broadcast};
 
 pub use crate::ingest::{Committed, Ingest, IngestError, RejectedInput};
+// The boundary's types. They were the journal's first and keep their home there; every
+// engine speaks them (`QueueError`'s kinds are what callers act on, whatever the engine).
 pub use crate::journal::{
-    DeadFilter, DeadLetter, DeliveryKey, JournalError as QueueError, Millis, OnRecorded, Outcome,
-    PendingItem, ReplayReport, Stats, Tapped,
+    Attempt, DeadFilter, DeadKind, DeadLetter, DeliveryKey, JournalError as QueueError, Limit,
+    Millis, OnRecorded, Outcome, PendingItem, PendingState, ReplayReport, Stats, Tapped,
+    now_millis, to_time,
 };
 pub use recording::Recording;
 
