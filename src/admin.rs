@@ -1,5 +1,6 @@
 //! The admin listener (`server.admin_listen`, loopback by default): metrics, health and the
-//! dead-letter API that `herald dlq` uses while a gateway holds the journal. It is separate
+//! dead-letter API that `herald dlq` uses while a gateway holds the journal. It reaches the
+//! queue only through the storage boundary (`Arc<dyn Queue>`, docs/architecture.md §10). It is separate
 //! from the public listener so that the port Google reaches exposes no admin surface.
 //!
 //! | method | path | what |
@@ -24,8 +25,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use herald_core::ingest::Ingest;
-use herald_core::journal::{DeadFilter, Journal, JournalError, Tapped, now_millis};
+use herald_core::queue::{DeadFilter, Queue, QueueError as JournalError, Tapped, now_millis};
 use herald_core::rules::FieldPath;
 
 use crate::reload::{ReloadError, Reloader};
@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 pub struct AdminState {
-    pub journal: Arc<Journal>,
+    pub journal: Arc<dyn Queue>,
     pub reloader: Arc<Reloader>,
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
     /// Set once the Google lifecycle started (after the public listener); empty when no
@@ -119,7 +119,7 @@ async fn ready(State(s): State<AdminState>) -> Response {
 }
 
 async fn list(State(s): State<AdminState>, Query(q): Query<Selection>) -> Response {
-    match s.journal.dead_letters(&q.filter()) {
+    match s.journal.dead_letters(&q.filter()).await {
         Ok(letters) => Json(letters).into_response(),
         Err(e) => journal_error(&e),
     }
@@ -127,7 +127,7 @@ async fn list(State(s): State<AdminState>, Query(q): Query<Selection>) -> Respon
 
 async fn show(State(s): State<AdminState>, Path(id): Path<u64>) -> Response {
     // One record read by its id: a damaged one is a 500 naming it, not a 404.
-    match s.journal.dead_letter(id) {
+    match s.journal.dead_letter(id).await {
         Ok(Some(letter)) => Json(letter).into_response(),
         Ok(None) => error(
             StatusCode::NOT_FOUND,
@@ -139,31 +139,18 @@ async fn show(State(s): State<AdminState>, Path(id): Path<u64>) -> Response {
 }
 
 async fn replay(State(s): State<AdminState>, Json(q): Json<Selection>) -> Response {
-    let journal = s.journal.clone();
     let sinks = s.reloader.sink_names().await;
-    let result = tokio::task::spawn_blocking(move || journal.replay(&q.filter(), &sinks)).await;
-    match result {
-        Ok(Ok(report)) => Json(report).into_response(),
-        Ok(Err(e)) => journal_error(&e),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "replay failed",
-            &e.to_string(),
-        ),
+    // The engine does the work off the async threads (the local one on the blocking pool).
+    match s.journal.replay(&q.filter(), &sinks).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => journal_error(&e),
     }
 }
 
 async fn purge(State(s): State<AdminState>, Json(q): Json<Selection>) -> Response {
-    let journal = s.journal.clone();
-    let result = tokio::task::spawn_blocking(move || journal.purge(&q.filter())).await;
-    match result {
-        Ok(Ok(n)) => Json(json!({"purged": n})).into_response(),
-        Ok(Err(e)) => journal_error(&e),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "purge failed",
-            &e.to_string(),
-        ),
+    match s.journal.purge(&q.filter()).await {
+        Ok(n) => Json(json!({"purged": n})).into_response(),
+        Err(e) => journal_error(&e),
     }
 }
 

@@ -8,7 +8,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use herald_core::config::{self, Config, Registry};
-use herald_core::journal::{self, DeadKind, DeadLetter, JournalError, ReplayReport, to_time};
+
+use herald_core::queue::{
+    self, DeadKind, DeadLetter, QueueAdmin, QueueError, ReplayReport, to_time,
+};
 
 use crate::admin::Selection;
 use crate::cli::{DlqArgs, DlqCommand};
@@ -96,17 +99,18 @@ pub fn run(args: &DlqArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The journal itself, or the running gateway that holds it.
+/// The queue itself (its admin part of the storage boundary, docs/architecture.md §10), or
+/// the running gateway that holds it.
 pub(crate) enum Target {
-    Journal(journal::AdminJournal),
+    Journal(std::sync::Arc<dyn QueueAdmin>),
     Gateway { base: String },
 }
 
 impl Target {
     pub(crate) fn open(config: &Config) -> anyhow::Result<Target> {
-        match journal::open_for_admin(&config.queue.path) {
+        match queue::open_admin(&config.queue) {
             Ok(j) => Ok(Target::Journal(j)),
-            Err(JournalError::Locked { path }) => {
+            Err(QueueError::Locked { path }) => {
                 let info = RuntimeInfo::read(&config.queue.path).with_context(|| {
                     format!(
                         "the journal {path} is in use, and the gateway holding it left no {}",
@@ -123,7 +127,7 @@ impl Target {
 
     fn list(&self, selection: &Selection) -> anyhow::Result<Vec<DeadLetter>> {
         match self {
-            Target::Journal(j) => Ok(j.dead_letters(&selection.filter())?),
+            Target::Journal(j) => Ok(block_on(j.dead_letters(&selection.filter()))??),
             Target::Gateway { base } => {
                 let mut query = Vec::new();
                 if let Some(s) = &selection.sink {
@@ -144,7 +148,7 @@ impl Target {
 
     fn replay(&self, selection: &Selection, sinks: &[String]) -> anyhow::Result<ReplayReport> {
         match self {
-            Target::Journal(j) => Ok(j.replay(&selection.filter(), sinks)?),
+            Target::Journal(j) => Ok(block_on(j.replay(&selection.filter(), sinks))??),
             Target::Gateway { base } => {
                 http(|c| c.post(format!("{base}/api/dlq/replay")).json(selection))
             }
@@ -153,7 +157,7 @@ impl Target {
 
     fn purge(&self, selection: &Selection) -> anyhow::Result<usize> {
         match self {
-            Target::Journal(j) => Ok(j.purge(&selection.filter())?),
+            Target::Journal(j) => Ok(block_on(j.purge(&selection.filter()))??),
             Target::Gateway { base } => {
                 let v: serde_json::Value =
                     http(|c| c.post(format!("{base}/api/dlq/purge")).json(selection))?;
@@ -161,6 +165,14 @@ impl Target {
             }
         }
     }
+}
+
+/// Runs one call of the queue from the (synchronous) CLI.
+pub(crate) fn block_on<F: std::future::Future>(work: F) -> anyhow::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(work))
 }
 
 /// One request to the running gateway's admin API.

@@ -21,7 +21,7 @@ use herald_core::Config;
 use herald_core::config::Registry;
 use herald_core::delivery::Engine;
 use herald_core::ingest::Ingest;
-use herald_core::journal::Journal;
+use herald_core::queue::{self, Queue};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -64,7 +64,8 @@ pub async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
     let sink_names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
     let routes = Arc::new(ArcSwap::from_pointee(config.routes.clone()));
     let templates = Arc::new(ArcSwap::from_pointee(config.templates.clone()));
-    let journal = Arc::new(Journal::open(&config.queue, routes.clone(), &sink_names)?);
+    // The queue, through the storage boundary: the engine `queue.engine` names (§10).
+    let journal: Arc<dyn Queue> = queue::open(&config.queue, routes.clone(), &sink_names)?;
 
     // The sinks report to the readiness `/readyz` reads, the journal's.
     let stop = CancellationToken::new();
@@ -123,7 +124,7 @@ pub async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
             .await
             .context("cannot start the HTTP server")?;
     // After the listener: a new channel's `sync` must find the source answering.
-    let store: Arc<dyn google::StateStore> = journal.clone();
+    let store: Arc<dyn queue::QueueAdmin> = journal.clone();
     let lifecycle = google::start(
         &config,
         store,

@@ -15,7 +15,7 @@ use herald_sources::google::{self, Status};
 use serde_json::json;
 
 use crate::cli::{GoogleArgs, GoogleCommand};
-use crate::dlq::{Target, http};
+use crate::dlq::{Target, block_on, http};
 
 pub fn run(args: &GoogleArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
     let Some(config) = args.config.load(registry) else {
@@ -29,9 +29,11 @@ pub fn run(args: &GoogleArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
                 Target::Journal(journal) => {
                     let (registrations, watches) = google::declared(&config);
                     let regs: Vec<state::RegistrationRecord> =
-                        state::load(journal, REGISTRATION_PREFIX).map_err(anyhow::Error::msg)?;
+                        block_on(state::load(&**journal, REGISTRATION_PREFIX))?
+                            .map_err(anyhow::Error::msg)?;
                     let chans: Vec<state::ChannelRecord> =
-                        state::load(journal, CHANNEL_PREFIX).map_err(anyhow::Error::msg)?;
+                        block_on(state::load(&**journal, CHANNEL_PREFIX))?
+                            .map_err(anyhow::Error::msg)?;
                     status_rows(
                         regs.iter(),
                         chans.iter(),

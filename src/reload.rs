@@ -25,7 +25,7 @@ use arc_swap::ArcSwap;
 use herald_core::Config;
 use herald_core::config::{self, ConfigErrors, Registry};
 use herald_core::delivery::{self, Engine};
-use herald_core::journal::Journal;
+use herald_core::queue::Queue;
 use herald_core::rules::RouteTable;
 use herald_core::template::Templates;
 use serde::Serialize;
@@ -68,7 +68,7 @@ pub struct Reloader {
     state: Mutex<State>,
     routes: Arc<ArcSwap<RouteTable>>,
     templates: Arc<ArcSwap<Templates>>,
-    journal: Arc<Journal>,
+    journal: Arc<dyn Queue>,
 }
 
 struct State {
@@ -95,7 +95,7 @@ impl Reloader {
         running: Running,
         routes: Arc<ArcSwap<RouteTable>>,
         templates: Arc<ArcSwap<Templates>>,
-        journal: Arc<Journal>,
+        journal: Arc<dyn Queue>,
     ) -> Reloader {
         Reloader {
             path,

@@ -9,8 +9,10 @@
 //! * [`health`] — readiness checks other parts raise (`/readyz`);
 //! * [`encoding`] — small encodings written once (hex);
 //! * [`ingest`] — how sources hand events to the journal and when they may answer 2xx;
-//! * [`journal`] — the durable journal (redb): group commit, routing, pending deliveries,
-//!   dead letters, retention;
+//! * [`queue`] — the storage boundary: the one interface (`Queue`, `QueueAdmin`, `Ingest`)
+//!   every part asks of the queue, and the engine `queue.engine` names (docs/architecture.md §10);
+//! * [`journal`] — the `local` engine: the durable journal (redb): group commit, routing,
+//!   pending deliveries, dead letters, retention, leases;
 //! * [`delivery`] — per-sink workers: concurrency, rate limit, retry with backoff, circuit
 //!   breaker, dead letters;
 //! * [`sink`] — the [`Sink`] trait, its retryable/permanent error and the delivery policy.
@@ -23,6 +25,7 @@ pub mod event;
 pub mod health;
 pub mod ingest;
 pub mod journal;
+pub mod queue;
 pub mod rules;
 pub mod sink;
 pub mod template;

@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 pub use error::{ConfigError, ConfigErrors, Diagnostics};
 pub use keys::SinkKeys;
-pub use model::{DeliveryOverrides, QueueConfig, ServerConfig, TlsConfig};
+pub use model::{DeliveryOverrides, QueueConfig, QueueEngine, ServerConfig, TlsConfig};
 pub use node::{Key, Loc, Node, NodeKind};
 pub use registry::{
     BuildContext, Registry, Section, SectionInput, SectionType, SinkInput, SinkSpec, SinkType,

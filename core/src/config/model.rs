@@ -87,6 +87,9 @@ fn default_shutdown_timeout() -> Duration {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
+    /// Which engine keeps the queue (docs/architecture.md §10); only `local` is built.
+    #[serde(default)]
+    pub engine: QueueEngine,
     /// Directory of the journal; relative to the config file's directory.
     #[serde(default = "default_queue_path")]
     pub path: PathBuf,
@@ -104,10 +107,42 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
+            engine: QueueEngine::default(),
             path: default_queue_path(),
             max_bytes: None,
             max_events: None,
             retention: default_retention(),
+        }
+    }
+}
+
+/// `queue.engine`: the engine behind the storage boundary (docs/architecture.md §10).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QueueEngine {
+    /// The embedded journal under `queue.path` (redb): nothing to install.
+    #[default]
+    Local,
+}
+
+impl QueueEngine {
+    pub fn name(self) -> &'static str {
+        match self {
+            QueueEngine::Local => "local",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for QueueEngine {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        match name.as_str() {
+            "local" => Ok(QueueEngine::Local),
+            "postgres" => Err(serde::de::Error::custom(
+                "the `postgres` queue engine is not built yet; use `engine: local` (the default)",
+            )),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown queue engine `{other}`; the only engine is `local`"
+            ))),
         }
     }
 }

@@ -328,3 +328,25 @@ fn unmatched_entries_must_be_sink_names() {
         ]
     );
 }
+
+#[test]
+fn the_queue_engine_is_local_and_postgres_is_not_built_yet() {
+    use super::QueueEngine;
+    assert_eq!(
+        parse_ok("queue: {engine: local}").queue.engine,
+        QueueEngine::Local
+    );
+    assert_eq!(parse_ok("").queue.engine, QueueEngine::Local, "the default");
+    let errors = parse_err("queue:\n  engine: postgres\n");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("routes.yaml:2:")
+            && errors[0].contains("the `postgres` queue engine is not built yet"),
+        "{errors:?}"
+    );
+    let errors = parse_err("queue: {engine: mysql}");
+    assert!(
+        errors[0].contains("unknown queue engine `mysql`; the only engine is `local`"),
+        "{errors:?}"
+    );
+}

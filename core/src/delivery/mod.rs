@@ -1,5 +1,5 @@
 //! The delivery engine: one worker per sink, each sending that sink's pending deliveries from
-//! the journal. Retry, backoff, rate limit, timeout and circuit breaking live here once for all
+//! the queue (through the storage boundary, `Arc<dyn Queue>`, docs/architecture.md §10). Retry, backoff, rate limit, timeout and circuit breaking live here once for all
 //! sinks; a sink only sends and says whether a failure is worth retrying (docs/architecture.md §7).
 //!
 //! Sinks never share a queue or a worker, so one failing sink never delays another, and a
@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 pub use breaker::{Breaker, Gate, State as CircuitState};
 pub use policy::decide;
 
-use crate::journal::Journal;
+use crate::queue::Queue;
 use crate::sink::{DeliveryPolicy, Sink};
 use crate::template::Templates;
 
@@ -46,7 +46,7 @@ impl WorkerHandle {
 
 /// The running workers, one per sink.
 pub struct Engine {
-    journal: Arc<Journal>,
+    journal: Arc<dyn Queue>,
     templates: Arc<ArcSwap<Templates>>,
     deadline: Duration,
     workers: HashMap<String, WorkerHandle>,
@@ -56,7 +56,7 @@ impl Engine {
     /// Starts one worker per sink. On stop, workers stop starting attempts and wait up to
     /// `deadline` for those in flight.
     pub fn start(
-        journal: Arc<Journal>,
+        journal: Arc<dyn Queue>,
         sinks: Vec<RunningSink>,
         templates: Arc<ArcSwap<Templates>>,
         deadline: Duration,
@@ -117,11 +117,12 @@ impl Engine {
 
 /// Lets the worker of a sink removed from the config deliver what it holds for up to
 /// `drain`, then stops it and moves what is left to the dead letters, naming the sink.
-pub async fn retire(journal: Arc<Journal>, name: String, worker: WorkerHandle, drain: Duration) {
+pub async fn retire(journal: Arc<dyn Queue>, name: String, worker: WorkerHandle, drain: Duration) {
     let deadline = tokio::time::Instant::now() + drain;
     loop {
         let left = journal
             .stats()
+            .await
             .map(|s| s.pending.get(&name).copied().unwrap_or(0))
             .unwrap_or(0);
         if left == 0 || tokio::time::Instant::now() >= deadline {
@@ -132,7 +133,7 @@ pub async fn retire(journal: Arc<Journal>, name: String, worker: WorkerHandle, d
     worker.stop().await;
     let reason =
         format!("sink `{name}` was removed from the config before this delivery could be made");
-    match journal.bury(&name, &reason) {
+    match journal.bury(&name, &reason).await {
         Ok(0) => tracing::info!(sink = %name, "removed sink drained"),
         Ok(n) => {
             tracing::warn!(sink = %name, dead_letters = n, "removed sink could not deliver everything; the rest is in the dead letters")

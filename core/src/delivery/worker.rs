@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::breaker::{Breaker, Gate};
 use super::policy::decide;
-use crate::journal::{
-    DeliveryKey, Journal, JournalError, OnRecorded, Outcome, PendingItem, now_millis,
+use crate::journal::now_millis;
+use crate::queue::{
+    Claim, DeliveryKey, OnRecorded, Outcome, PendingItem, Queue, QueueError as JournalError,
 };
 use crate::sink::{Delivery, DeliveryPolicy, Sink, SinkError};
 use crate::template::Templates;
@@ -50,7 +51,7 @@ pub(super) struct Worker {
     pub name: String,
     pub sink: Arc<dyn Sink>,
     pub policy: DeliveryPolicy,
-    pub journal: Arc<Journal>,
+    pub journal: Arc<dyn Queue>,
     pub templates: Arc<ArcSwap<Templates>>,
     pub notify: Arc<Notify>,
     pub shutdown: CancellationToken,
@@ -61,7 +62,7 @@ pub(super) struct Worker {
 struct Shared {
     sink: Arc<dyn Sink>,
     policy: DeliveryPolicy,
-    journal: Arc<Journal>,
+    journal: Arc<dyn Queue>,
     templates: Arc<ArcSwap<Templates>>,
     breaker: Mutex<Breaker>,
     /// Deliveries being attempted (`None`), or whose outcome was committed when the scan
@@ -141,9 +142,13 @@ impl Worker {
             // before it is visible to it and to later ones.
             let scan = shared.scans.fetch_add(1, Ordering::SeqCst) + 1;
             lock(&shared.inflight).retain(|_, settled| settled.is_none_or(|at| at >= scan));
+            // What this reads is this gateway's claim (docs/architecture.md §10); an
+            // outcome ends it. The local engine's claims never lapse, so a worker on it
+            // has nothing to renew.
+            let claim = Claim::new(self.journal.holder(), self.journal.lease());
             let items = match self
                 .journal
-                .scan_pending(&self.name, cursor.clone(), PAGE)
+                .scan_pending(&self.name, claim, cursor.clone(), PAGE)
                 .await
             {
                 Ok(items) => {

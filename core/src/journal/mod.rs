@@ -21,7 +21,9 @@
 //! held by another process, damaged, or an I/O failure. The `error` module says who does what
 //! with each.
 
+mod engine;
 mod error;
+mod leases;
 mod recent;
 mod records;
 mod store;
@@ -111,7 +113,8 @@ pub(crate) struct Live {
     undelivered_bytes: AtomicU64,
 }
 
-/// The open journal, shared by sources (as [`Ingest`]), the delivery engine and the admin API.
+/// The open journal: the `local` engine of the storage boundary ([`crate::queue::Queue`],
+/// docs/architecture.md §10), shared by sources, the delivery engine and the admin API.
 pub struct Journal {
     db: Arc<Database>,
     dir: PathBuf,
@@ -126,6 +129,12 @@ pub struct Journal {
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Events found damaged by a scan, each logged once.
     damaged: std::sync::Mutex<BTreeSet<u64>>,
+    /// This process's name in claims (docs/architecture.md §10).
+    holder: String,
+    /// Claims on unrouted events, by seq.
+    unrouted: Arc<leases::Leases<u64>>,
+    /// Leaderships, by name.
+    leaders: leases::Leases<String>,
 }
 
 impl Journal {
@@ -173,6 +182,9 @@ impl Journal {
             health: Health::default(),
             writer: std::sync::Mutex::new(Some(handle)),
             damaged: std::sync::Mutex::default(),
+            holder: format!("local/{}", std::process::id()),
+            unrouted: Arc::default(),
+            leaders: leases::Leases::default(),
         })
     }
 
@@ -325,7 +337,7 @@ impl Journal {
         store::purge(&self.db, filter).during(PURGING)
     }
 
-    fn refresh_live(&self) -> Result<(), JournalError> {
+    pub(super) fn refresh_live(&self) -> Result<(), JournalError> {
         let stats = store::stats(&self.db).during(COUNTERS)?;
         self.live
             .undelivered_events
@@ -425,11 +437,11 @@ impl From<JournalError> for IngestError {
 
 // What the journal was doing, for the context of an I/O error.
 const COUNTERS: &str = "reading the journal's counters";
-const READING_STATE: &str = "reading a state value";
-const WRITING_STATE: &str = "writing a state value";
+pub(super) const READING_STATE: &str = "reading a state value";
+pub(super) const WRITING_STATE: &str = "writing a state value";
 const READING_DEAD: &str = "reading the dead letters";
-const REPLAYING: &str = "replaying dead letters";
-const PURGING: &str = "purging dead letters";
+pub(super) const REPLAYING: &str = "replaying dead letters";
+pub(super) const PURGING: &str = "purging dead letters";
 
 /// Opens a journal directory for `herald dlq` without starting a writer.
 pub fn open_for_admin(dir: &Path) -> Result<AdminJournal, JournalError> {
@@ -438,7 +450,8 @@ pub fn open_for_admin(dir: &Path) -> Result<AdminJournal, JournalError> {
     })
 }
 
-/// The journal of a stopped gateway, for `herald dlq`.
+/// The journal of a stopped gateway, for `herald dlq` and `herald google status`: the
+/// [`crate::queue::QueueAdmin`] part of the boundary.
 pub struct AdminJournal {
     db: Database,
 }

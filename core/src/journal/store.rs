@@ -10,6 +10,7 @@
 //! | `dead` | dead-letter id | dead letter JSON |
 //! | `meta` | name | counters: next seq, undelivered events/bytes, pending per sink |
 //! | `state` | name | small durable values of other parts (Google channels, registrations) |
+//! | `unrouted` | seq | nothing: the event waits to be routed (`refs` holds `(0, size)` for it) |
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,6 +37,7 @@ const REFS: TableDefinition<u64, (u32, u32)> = TableDefinition::new("refs");
 pub(super) const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+const UNROUTED: TableDefinition<u64, ()> = TableDefinition::new("unrouted");
 
 /// `events` or `dead`, for tests that write a damaged record.
 #[cfg(test)]
@@ -136,6 +138,7 @@ pub fn open(dir: &Path) -> Result<Database, JournalError> {
         txn.open_table(DEAD)?;
         txn.open_table(META)?;
         txn.open_table(STATE)?;
+        txn.open_table(UNROUTED)?;
     }
     txn.commit()?;
     Ok(db)
@@ -198,6 +201,9 @@ pub struct Finished {
 /// The writes of one group commit, all in one transaction. The tables are opened once per
 /// batch, not once per command.
 pub struct Batch<'t> {
+    txn: &'t WriteTransaction,
+    /// Opened by the first command that needs it: most batches never do.
+    unrouted: Option<Table<'t, u64, ()>>,
     events: Table<'t, u64, &'static [u8]>,
     dedup: Table<'t, &'static str, u64>,
     pending: Table<'t, (&'static str, u64, &'static str), &'static [u8]>,
@@ -228,6 +234,8 @@ impl<'t> Batch<'t> {
         let next_seq = meta_get(&meta, NEXT_SEQ)?.max(1);
         let next_dead = meta_get(&meta, NEXT_DEAD)?.max(1);
         Ok(Batch {
+            txn,
+            unrouted: None,
             events: txn.open_table(EVENTS)?,
             dedup: txn.open_table(DEDUP)?,
             pending: txn.open_table(PENDING)?,
@@ -251,6 +259,23 @@ impl<'t> Batch<'t> {
         routes: &RouteTable,
         now: Millis,
     ) -> Result<Appended, JournalError> {
+        let Some((seq, json)) = self.store_new(event, now)? else {
+            return Ok(Appended::Duplicate);
+        };
+        let targets = routes.targets(event);
+        let pairs: Vec<(&str, &str)> = targets.iter().map(|t| (t.sink, t.route)).collect();
+        let size = u32::try_from(json.len()).unwrap_or(u32::MAX);
+        self.add_deliveries(seq, size, &pairs)?;
+        Ok(Appended::New { seq, json })
+    }
+
+    /// Stores `event` under a new seq with its JSON, unless `(source, id)` was seen within
+    /// the retention window (`None`).
+    fn store_new(
+        &mut self,
+        event: &Event,
+        now: Millis,
+    ) -> Result<Option<(u64, String)>, JournalError> {
         let key = dedup_key(&event.source, &event.id);
         // One B-tree walk for the common case, a new event: claim the key for the next seq,
         // and put the first one's seq back if the event was seen already.
@@ -261,16 +286,83 @@ impl<'t> Batch<'t> {
             .map(|first| first.value());
         if let Some(first) = seen {
             self.dedup.insert(key.as_str(), first)?;
-            return Ok(Appended::Duplicate);
+            return Ok(None);
         }
         let json = event_json(event)?;
         let stored = self.store_event(&json, now)?;
         debug_assert_eq!(stored, seq);
-        let targets = routes.targets(event);
-        let pairs: Vec<(&str, &str)> = targets.iter().map(|t| (t.sink, t.route)).collect();
+        Ok(Some((seq, json)))
+    }
+
+    /// Like [`Batch::append`], but the event waits unrouted: it counts as undelivered and
+    /// `refs` holds `(0, size)` for it, so retention keeps it, until
+    /// [`Batch::route_later`].
+    pub fn append_unrouted(
+        &mut self,
+        event: &Event,
+        now: Millis,
+    ) -> Result<Appended, JournalError> {
+        let Some((seq, json)) = self.store_new(event, now)? else {
+            return Ok(Appended::Duplicate);
+        };
         let size = u32::try_from(json.len()).unwrap_or(u32::MAX);
-        self.add_deliveries(seq, size, &pairs)?;
+        self.unrouted_table()?.insert(seq, ())?;
+        self.refs.insert(seq, (0, size))?;
+        self.events_delta += 1;
+        self.bytes_delta += i64::from(size);
         Ok(Appended::New { seq, json })
+    }
+
+    fn unrouted_table(&mut self) -> Result<&mut Table<'t, u64, ()>, JournalError> {
+        if self.unrouted.is_none() {
+            self.unrouted = Some(self.txn.open_table(UNROUTED)?);
+        }
+        match self.unrouted.as_mut() {
+            Some(table) => Ok(table),
+            None => Err(JournalError::io("opening the unrouted events", "no table")),
+        }
+    }
+
+    /// Routes the unrouted event `seq`: replaces its JSON with `json` if given, records its
+    /// `(sink, route)` deliveries and takes it off the unrouted events. `None` when it is
+    /// not unrouted (routed before): nothing changes, so it is routed exactly once.
+    pub fn route_later(
+        &mut self,
+        seq: u64,
+        json: Option<&str>,
+        pairs: &[(&str, &str)],
+    ) -> Result<Option<usize>, JournalError> {
+        if self.unrouted_table()?.remove(seq)?.is_none() {
+            return Ok(None);
+        }
+        let old_size = match self.refs.remove(seq)?.map(|v| v.value()) {
+            Some((_, size)) => size,
+            None => 0,
+        };
+        self.events_delta -= 1;
+        self.bytes_delta -= i64::from(old_size);
+        let size = match json {
+            Some(json) => {
+                let committed_at = match self.events.get(seq)? {
+                    Some(stored) => decode_event(stored.value()).map_or(0, |(at, _)| at),
+                    None => 0,
+                };
+                let value = encode_event(committed_at, json);
+                self.events.insert(seq, value.as_slice())?;
+                u32::try_from(json.len()).unwrap_or(u32::MAX)
+            }
+            None => old_size,
+        };
+        let count = self.add_deliveries(seq, size, pairs)?;
+        Ok(Some(usize::try_from(count).unwrap_or(usize::MAX)))
+    }
+
+    /// The stored event `seq`, if it is there and readable.
+    pub fn event(&self, seq: u64) -> Result<Option<Event>, JournalError> {
+        Ok(match self.events.get(seq)? {
+            Some(stored) => read_event(seq, stored.value()).ok().map(|(_, e, _)| e),
+            None => None,
+        })
     }
 
     /// Stores the event's JSON under a new seq; its length is what the event counts for
@@ -283,15 +375,15 @@ impl<'t> Batch<'t> {
         Ok(seq)
     }
 
-    /// Records `(sink, route)` deliveries of the stored event `seq`.
+    /// Records `(sink, route)` deliveries of the stored event `seq`; returns how many.
     fn add_deliveries(
         &mut self,
         seq: u64,
         size: u32,
         pairs: &[(&str, &str)],
-    ) -> Result<(), JournalError> {
+    ) -> Result<u32, JournalError> {
         if pairs.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let mut count = 0u32;
         for (sink, route) in pairs {
@@ -309,7 +401,7 @@ impl<'t> Batch<'t> {
         self.refs.insert(seq, (count, size))?;
         self.events_delta += 1;
         self.bytes_delta += i64::from(size);
-        Ok(())
+        Ok(count)
     }
 
     /// Records the outcome of one attempt.
@@ -548,6 +640,43 @@ pub(super) fn scan_pending(
         });
     }
     Ok(Scanned { items, damaged })
+}
+
+/// What [`scan_unrouted`] read: claimed events `(seq, committed_at, event)`, and claimed
+/// seqs whose event cannot be read.
+pub(super) type ScannedUnrouted = (Vec<(u64, Millis, Event)>, Vec<(u64, JournalError)>);
+
+/// Unrouted events in seq order, each offered to `take` (which claims it or not) until
+/// `limit` are taken. A damaged event is reported and skipped.
+pub(super) fn scan_unrouted(
+    db: &Database,
+    limit: usize,
+    mut take: impl FnMut(u64) -> bool,
+) -> Result<ScannedUnrouted, JournalError> {
+    let txn = db.begin_read()?;
+    let unrouted = txn.open_table(UNROUTED)?;
+    let events = txn.open_table(EVENTS)?;
+    let mut items = Vec::new();
+    let mut damaged = Vec::new();
+    for entry in unrouted.iter()? {
+        if items.len() >= limit {
+            break;
+        }
+        let seq = entry?.0.value();
+        if !take(seq) {
+            continue;
+        }
+        let Some(stored) = events.get(seq)? else {
+            let missing = "the record is missing, yet it waits to be routed";
+            damaged.push((seq, JournalError::corrupt(format!("event {seq}"), missing)));
+            continue;
+        };
+        match read_event(seq, stored.value()) {
+            Ok((committed_at, event, _)) => items.push((seq, committed_at, event)),
+            Err(e) => damaged.push((seq, e)),
+        }
+    }
+    Ok((items, damaged))
 }
 
 pub fn stats(db: &Database) -> Result<Stats, JournalError> {

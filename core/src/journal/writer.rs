@@ -22,6 +22,16 @@ pub(super) enum Command {
         event: Event,
         reply: oneshot::Sender<Result<Committed, JournalError>>,
     },
+    AppendUnrouted {
+        event: Event,
+        reply: oneshot::Sender<Result<Committed, JournalError>>,
+    },
+    RouteLater {
+        seq: u64,
+        event: Option<Event>,
+        deliveries: Vec<(String, String)>,
+        reply: oneshot::Sender<Result<Option<usize>, JournalError>>,
+    },
     Reject {
         input: RejectedInput,
         reply: oneshot::Sender<Result<(), JournalError>>,
@@ -86,6 +96,10 @@ enum Reply {
     Sweep(
         oneshot::Sender<Result<usize, JournalError>>,
         Result<usize, JournalError>,
+    ),
+    Routed(
+        oneshot::Sender<Result<Option<usize>, JournalError>>,
+        Result<Option<usize>, JournalError>,
     ),
     Then(super::OnRecorded, Result<(), JournalError>),
 }
@@ -198,6 +212,31 @@ impl Writer {
                             });
                             replies.push(Reply::Append(reply, r));
                         }
+                        Command::AppendUnrouted { event, reply } => {
+                            let r = batch.append_unrouted(&event, now);
+                            note_failure(&mut failed, &r);
+                            let r = r.map(|appended_as| match appended_as {
+                                Appended::New { .. } => Committed::New,
+                                Appended::Duplicate => Committed::Duplicate,
+                            });
+                            replies.push(Reply::Append(reply, r));
+                        }
+                        Command::RouteLater {
+                            seq,
+                            event,
+                            deliveries,
+                            reply,
+                        } => {
+                            let r = route_later(
+                                &mut batch,
+                                seq,
+                                event,
+                                &deliveries,
+                                tapping.then_some(&mut tapped),
+                            );
+                            note_failure(&mut failed, &r);
+                            replies.push(Reply::Routed(reply, r));
+                        }
                         Command::Reject { input, reply } => {
                             let r = batch.reject(input);
                             note_failure(&mut failed, &r);
@@ -260,6 +299,9 @@ impl Writer {
                         Reply::Sweep(tx, r) => {
                             let _ = tx.send(r);
                         }
+                        Reply::Routed(tx, r) => {
+                            let _ = tx.send(r);
+                        }
                         Reply::Then(then, r) => then.call(r),
                     }
                 }
@@ -277,6 +319,9 @@ impl Writer {
                         Reply::Sweep(tx, _) => {
                             let _ = tx.send(Err(e.clone()));
                         }
+                        Reply::Routed(tx, _) => {
+                            let _ = tx.send(Err(e.clone()));
+                        }
                         Reply::Then(then, _) => then.call(Err(e.clone())),
                     }
                 }
@@ -284,4 +329,42 @@ impl Writer {
         }
         stop
     }
+}
+
+/// Routes an unrouted event in the batch (docs/architecture.md §10), and puts it on the tap
+/// when one is attached. The event is not added to the window of recent events, which holds
+/// only increasing seqs: its deliveries read it from the journal.
+fn route_later(
+    batch: &mut Batch<'_>,
+    seq: u64,
+    event: Option<Event>,
+    deliveries: &[(String, String)],
+    tapped: Option<&mut Vec<super::Tapped>>,
+) -> Result<Option<usize>, JournalError> {
+    let json = match &event {
+        Some(event) => Some(
+            serde_json::to_string(event).map_err(|e| JournalError::io("encoding an event", e))?,
+        ),
+        None => None,
+    };
+    let pairs: Vec<(&str, &str)> = deliveries
+        .iter()
+        .map(|(route, sink)| (sink.as_str(), route.as_str()))
+        .collect();
+    let routed = batch.route_later(seq, json.as_deref(), &pairs)?;
+    if routed.is_some()
+        && let Some(tapped) = tapped
+    {
+        let event = match event {
+            Some(event) => Some(event),
+            None => batch.event(seq)?,
+        };
+        if let Some(event) = event {
+            tapped.push(super::Tapped {
+                event,
+                deliveries: deliveries.to_vec(),
+            });
+        }
+    }
+    Ok(routed)
 }

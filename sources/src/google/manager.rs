@@ -81,14 +81,8 @@ impl Manager {
         registrations: Vec<RegistrationSpec>,
         watches: Vec<WatchSpec>,
     ) -> Result<Manager, String> {
-        let loaded = Arc::clone(&store);
-        let (regs, chans) = tokio::task::spawn_blocking(move || {
-            let regs: Vec<RegistrationRecord> = state::load(&*loaded, REGISTRATION_PREFIX)?;
-            let chans: Vec<ChannelRecord> = state::load(&*loaded, CHANNEL_PREFIX)?;
-            Ok::<_, String>((regs, chans))
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+        let regs: Vec<RegistrationRecord> = state::load(&*store, REGISTRATION_PREFIX).await?;
+        let chans: Vec<ChannelRecord> = state::load(&*store, CHANNEL_PREFIX).await?;
         let manager = Manager {
             api,
             store,
@@ -521,11 +515,9 @@ impl Manager {
             Some(record) => Some(serde_json::to_vec(record).map_err(|e| e.to_string())?),
             None => None,
         };
-        let store = Arc::clone(&self.store);
-        let key = key.to_owned();
-        tokio::task::spawn_blocking(move || store.put(&key, bytes.as_deref()))
+        self.store
+            .put_state(key, bytes.as_deref())
             .await
-            .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot record the Google state in the journal: {e}"))
     }
 

@@ -155,15 +155,11 @@ pub async fn start(
 ) -> Result<Option<Lifecycle>, String> {
     let (registrations, watches) = declared(config);
     let held = {
-        let store = Arc::clone(&store);
-        tokio::task::spawn_blocking(move || {
-            Ok::<_, String>(
-                !store.list(state::REGISTRATION_PREFIX)?.is_empty()
-                    || !store.list(state::CHANNEL_PREFIX)?.is_empty(),
-            )
-        })
-        .await
-        .map_err(|e| e.to_string())??
+        let store = &*store;
+        let list =
+            |prefix| async move { store.list_state(prefix).await.map_err(|e| e.to_string()) };
+        !list(state::REGISTRATION_PREFIX).await?.is_empty()
+            || !list(state::CHANNEL_PREFIX).await?.is_empty()
     };
     if registrations.is_empty() && watches.is_empty() && !held {
         return Ok(None);

@@ -1,5 +1,5 @@
-//! What the lifecycle remembers across restarts, as JSON values in the journal's `state`
-//! table: one record per registration (`google/registration/<name>`) and per channel
+//! What the lifecycle remembers across restarts, as JSON values in the queue's state table
+//! (`QueueAdmin::get_state`/`put_state`/`list_state`, docs/architecture.md §10): one record per registration (`google/registration/<name>`) and per channel
 //! (`google/channel/<name>`). A restart reads them back, so it neither creates a second set
 //! of channels nor forgets one it must stop. A channel record holds the channel's token:
 //! the journal directory is the gateway's own (mode 0700 under systemd's `StateDirectory`).
@@ -12,31 +12,9 @@ use super::config::{Feed, WatchScope};
 pub const REGISTRATION_PREFIX: &str = "google/registration/";
 pub const CHANNEL_PREFIX: &str = "google/channel/";
 
-/// The durable values the lifecycle reads and writes; the journal implements it (and the
-/// CLI's read-only view of a stopped gateway's journal).
-pub trait StateStore: Send + Sync + 'static {
-    fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, String>;
-    /// `None` removes the key.
-    fn put(&self, key: &str, value: Option<&[u8]>) -> Result<(), String>;
-}
-
-impl StateStore for herald_core::journal::Journal {
-    fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
-        self.list_state(prefix).map_err(|e| e.to_string())
-    }
-    fn put(&self, key: &str, value: Option<&[u8]>) -> Result<(), String> {
-        self.put_state(key, value).map_err(|e| e.to_string())
-    }
-}
-
-impl StateStore for herald_core::journal::AdminJournal {
-    fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
-        self.list_state(prefix).map_err(|e| e.to_string())
-    }
-    fn put(&self, key: &str, value: Option<&[u8]>) -> Result<(), String> {
-        self.put_state(key, value).map_err(|e| e.to_string())
-    }
-}
+/// The durable values the lifecycle reads and writes: the state table of the storage
+/// boundary, on a running gateway's queue or a stopped one's (`herald google status`).
+pub use herald_core::queue::QueueAdmin as StateStore;
 
 /// A Classroom registration Herald created.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,12 +65,13 @@ pub struct Retiring {
 }
 
 /// Every record under `prefix`, skipping (and reporting) any that do not read back.
-pub fn load<T: for<'de> Deserialize<'de>>(
+pub async fn load<T: for<'de> Deserialize<'de>>(
     store: &dyn StateStore,
     prefix: &str,
 ) -> Result<Vec<T>, String> {
     let mut records = Vec::new();
-    for (key, value) in store.list(prefix)? {
+    let listed = store.list_state(prefix).await.map_err(|e| e.to_string())?;
+    for (key, value) in listed {
         match serde_json::from_slice(&value) {
             Ok(record) => records.push(record),
             Err(e) => tracing::error!(key = %key, "unreadable Google state record, ignored: {e}"),
@@ -101,7 +80,14 @@ pub fn load<T: for<'de> Deserialize<'de>>(
     Ok(records)
 }
 
-pub fn save<T: Serialize>(store: &dyn StateStore, key: &str, record: &T) -> Result<(), String> {
+pub async fn save<T: Serialize>(
+    store: &dyn StateStore,
+    key: &str,
+    record: &T,
+) -> Result<(), String> {
     let bytes = serde_json::to_vec(record).map_err(|e| e.to_string())?;
-    store.put(key, Some(&bytes))
+    store
+        .put_state(key, Some(&bytes))
+        .await
+        .map_err(|e| e.to_string())
 }
