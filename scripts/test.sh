@@ -53,10 +53,11 @@ if ! need initdb && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; 
   else sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; fi
 fi
 cargo build --locked -p herald-testkit --bin herald-test-postgres
+test_postgres="${CARGO_TARGET_DIR:-target}/debug/herald-test-postgres"
 pg_dir="$(mktemp -d)"
-HERALD_TEST_POSTGRES="$(target/debug/herald-test-postgres start "$pg_dir")"
+HERALD_TEST_POSTGRES="$("$test_postgres" start "$pg_dir")"
 export HERALD_TEST_POSTGRES
-trap 'target/debug/herald-test-postgres stop "$pg_dir" || true' EXIT
+trap '"$test_postgres" stop "$pg_dir" || true' EXIT
 
 echo "== cargo nextest"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
