@@ -32,11 +32,12 @@ use std::sync::Arc;
 
 pub use error::{ConfigError, ConfigErrors, Diagnostics};
 pub use keys::SinkKeys;
-pub use model::{DeliveryOverrides, QueueConfig, QueueEngine, ServerConfig, TlsConfig};
+pub use model::{DeliveryOverrides, EngineSpec, QueueConfig, QueueEngine, ServerConfig, TlsConfig};
 pub use node::{Key, Loc, Node, NodeKind};
 pub use registry::{
-    BuildContext, Registry, Section, SectionInput, SectionType, SinkInput, SinkSpec, SinkType,
-    SourceInput, SourceSpec, SourceType, TemplateField, ValidSink,
+    BuildContext, QueueEngineType, QueueInput, QueueResult, QueueSpec, Registry, Section,
+    SectionInput, SectionType, SinkInput, SinkSpec, SinkType, SourceInput, SourceSpec, SourceType,
+    TemplateField, ValidSink,
 };
 
 use crate::rules::RouteTable;

@@ -1,12 +1,15 @@
 //! The typed sections of routes.yaml that core owns: `server`, `queue`, and the
 //! `delivery:` key every sink may carry.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::registry::QueueSpec;
 use super::units;
 use crate::sink::DeliveryPolicy;
 
@@ -83,25 +86,30 @@ fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
-/// `queue:` — the durable journal.
+/// `queue:` — the durable queue. Core reads the keys every engine shares and `path` (the
+/// `local` engine's); another engine's own keys are read by the crate that registered it
+/// ([`crate::config::QueueEngineType`]) into `engine_spec` (docs/architecture.md §10).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
-    /// Which engine keeps the queue (docs/architecture.md §10); only `local` is built.
+    /// Which engine keeps the queue (docs/architecture.md §10).
     #[serde(default)]
     pub engine: QueueEngine,
-    /// Directory of the journal; relative to the config file's directory.
+    /// `local` only: directory of the journal; relative to the config file's directory.
     #[serde(default = "default_queue_path")]
     pub path: PathBuf,
-    /// When the journal holds this many bytes of undelivered events, sources answer 503.
+    /// When the queue holds this many bytes of undelivered events, sources answer 503.
     #[serde(default, deserialize_with = "units::opt_bytes")]
     pub max_bytes: Option<u64>,
-    /// When the journal holds this many undelivered events, sources answer 503.
+    /// When the queue holds this many undelivered events, sources answer 503.
     #[serde(default)]
     pub max_events: Option<u64>,
     /// How long delivered events are kept; also the duplicate-suppression window.
     #[serde(default = "default_retention", deserialize_with = "units::duration")]
     pub retention: Duration,
+    /// The engine's own keys as its crate validated them; `None` for `local`.
+    #[serde(skip)]
+    pub engine_spec: Option<EngineSpec>,
 }
 
 impl Default for QueueConfig {
@@ -112,22 +120,66 @@ impl Default for QueueConfig {
             max_bytes: None,
             max_events: None,
             retention: default_retention(),
+            engine_spec: None,
         }
     }
 }
 
-/// `queue.engine`: the engine behind the storage boundary (docs/architecture.md §10).
+/// A registered engine's validated keys. Two are equal when the keys were written the same
+/// (a reload compares queue configs); `Debug` shows the spec's own masked `Debug` and never
+/// the keys as written, which may hold a password.
+#[derive(Clone)]
+pub struct EngineSpec {
+    pub spec: Arc<dyn QueueSpec>,
+    /// A hash of the engine's keys as written (after `${VAR}`).
+    pub fingerprint: u64,
+}
+
+impl EngineSpec {
+    pub fn new(spec: Arc<dyn QueueSpec>, written: &str) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        written.hash(&mut hasher);
+        EngineSpec {
+            spec,
+            fingerprint: hasher.finish(),
+        }
+    }
+
+    /// The spec as the type its engine's crate made.
+    pub fn downcast<T: 'static>(&self) -> Option<&T> {
+        self.spec.as_any().downcast_ref()
+    }
+}
+
+impl PartialEq for EngineSpec {
+    fn eq(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint
+    }
+}
+
+impl fmt::Debug for EngineSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.spec, f)
+    }
+}
+
+/// `queue.engine`: the engine behind the storage boundary (docs/architecture.md §10). Core
+/// knows the names; the `postgres` engine's code is in its own crate (herald-queue-postgres).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum QueueEngine {
     /// The embedded journal under `queue.path` (redb): nothing to install.
     #[default]
     Local,
+    /// One queue shared by every gateway pointed at the same PostgreSQL database.
+    Postgres,
 }
 
 impl QueueEngine {
     pub fn name(self) -> &'static str {
         match self {
             QueueEngine::Local => "local",
+            QueueEngine::Postgres => "postgres",
         }
     }
 }
@@ -137,11 +189,9 @@ impl<'de> Deserialize<'de> for QueueEngine {
         let name = String::deserialize(d)?;
         match name.as_str() {
             "local" => Ok(QueueEngine::Local),
-            "postgres" => Err(serde::de::Error::custom(
-                "the `postgres` queue engine is not built yet; use `engine: local` (the default)",
-            )),
+            "postgres" => Ok(QueueEngine::Postgres),
             other => Err(serde::de::Error::custom(format!(
-                "unknown queue engine `{other}`; the only engine is `local`"
+                "unknown queue engine `{other}`; expected `local` (the default) or `postgres`"
             ))),
         }
     }

@@ -1,7 +1,10 @@
 //! The sink and source types the gateway knows, registered by the crates that implement them
 //! (`herald_sinks::register`, `herald_sources::register`). Core validates the parts of the
 //! config it owns (`type`, `delivery`, routes, templates) and hands each sink's and source's
-//! own keys to the validator of its type.
+//! own keys to the validator of its type. A queue engine other than the embedded `local`
+//! one registers its `queue:` keys and their validator the same way (`herald_queue_postgres::
+//! register`), so core knows which keys belong to which engine without depending on a
+//! database driver (docs/architecture.md §10).
 
 use std::any::Any;
 use std::fmt;
@@ -166,12 +169,46 @@ pub struct SectionType {
     pub validate: fn(&SectionInput<'_>) -> SectionResult,
 }
 
-/// The known sink, source and section types.
+/// What a queue engine's validator is given.
+pub struct QueueInput<'a> {
+    /// The `queue:` mapping with only the engine's own keys (those in
+    /// [`QueueEngineType::keys`]); core has read and checked the rest.
+    pub node: &'a Node,
+    /// The directory of the config file; relative paths are resolved against it.
+    pub base_dir: &'a Path,
+}
+
+/// A validated queue-engine config, as core sees it. The crate that registered the engine
+/// gets its own type back with one downcast, as for [`SourceSpec`]: core does not depend on
+/// the engine's driver. `Debug` and [`QueueSpec::describe`] must mask every secret.
+pub trait QueueSpec: Send + Sync + fmt::Debug + Any {
+    /// One line for `herald check`, with any secret masked.
+    fn describe(&self) -> String;
+
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// What a queue engine's validator returns.
+pub type QueueResult = Result<Arc<dyn QueueSpec>, Vec<ConfigError>>;
+
+/// A queue engine other than `local`: its `queue.engine` name, the keys only it takes, and
+/// their validator.
+#[derive(Clone, Copy)]
+pub struct QueueEngineType {
+    pub name: &'static str,
+    /// The `queue:` keys of this engine alone; each is a config error under another engine.
+    pub keys: &'static [&'static str],
+    /// Pure: no I/O, no network.
+    pub validate: fn(&QueueInput<'_>) -> QueueResult,
+}
+
+/// The known sink, source, section and queue-engine types.
 #[derive(Clone, Default)]
 pub struct Registry {
     sinks: Vec<SinkType>,
     sources: Vec<SourceType>,
     sections: Vec<SectionType>,
+    queue_engines: Vec<QueueEngineType>,
 }
 
 impl Registry {
@@ -188,6 +225,19 @@ impl Registry {
     pub fn add_section(&mut self, section: SectionType) -> &mut Self {
         self.sections.push(section);
         self
+    }
+
+    pub fn add_queue_engine(&mut self, engine: QueueEngineType) -> &mut Self {
+        self.queue_engines.push(engine);
+        self
+    }
+
+    pub fn queue_engines(&self) -> &[QueueEngineType] {
+        &self.queue_engines
+    }
+
+    pub fn queue_engine(&self, name: &str) -> Option<&QueueEngineType> {
+        self.queue_engines.iter().find(|e| e.name == name)
     }
 
     pub fn sections(&self) -> &[SectionType] {

@@ -329,24 +329,129 @@ fn unmatched_entries_must_be_sink_names() {
     );
 }
 
+/// A queue engine registered the way herald-queue-postgres registers: its own keys, read by
+/// its own validator.
+#[derive(Debug)]
+struct FakeEngine {
+    url: String,
+}
+
+impl QueueSpec for FakeEngine {
+    fn describe(&self) -> String {
+        format!("fake at {}", self.url)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+fn with_engine() -> Registry {
+    let mut r = registry();
+    r.add_queue_engine(QueueEngineType {
+        name: "postgres",
+        keys: &["url", "pool"],
+        validate: |input| {
+            let url = input
+                .node
+                .get("url")
+                .and_then(Node::as_str)
+                .ok_or_else(|| {
+                    vec![ConfigError::new(
+                        input.node.loc,
+                        "`queue`: `url` is required",
+                    )]
+                })?;
+            Ok(Arc::new(FakeEngine {
+                url: url.to_owned(),
+            }))
+        },
+    });
+    r
+}
+
+fn parse_engine(yaml: &str) -> Result<Config, Vec<String>> {
+    parse(yaml, Path::new("routes.yaml"), &with_engine(), &env)
+        .map_err(|e| e.to_string().lines().map(str::to_owned).collect())
+}
+
 #[test]
-fn the_queue_engine_is_local_and_postgres_is_not_built_yet() {
+fn the_queue_engine_is_local_by_default_and_postgres_only_when_registered() {
     use super::QueueEngine;
     assert_eq!(
         parse_ok("queue: {engine: local}").queue.engine,
         QueueEngine::Local
     );
     assert_eq!(parse_ok("").queue.engine, QueueEngine::Local, "the default");
+    assert!(parse_ok("").queue.engine_spec.is_none());
     let errors = parse_err("queue:\n  engine: postgres\n");
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(
-        errors[0].starts_with("routes.yaml:2:")
-            && errors[0].contains("the `postgres` queue engine is not built yet"),
-        "{errors:?}"
+    assert_eq!(
+        errors,
+        ["routes.yaml:2:11: `queue`: the `postgres` engine is not part of this build"]
     );
     let errors = parse_err("queue: {engine: mysql}");
     assert!(
-        errors[0].contains("unknown queue engine `mysql`; the only engine is `local`"),
+        errors[0]
+            .contains("unknown queue engine `mysql`; expected `local` (the default) or `postgres`"),
         "{errors:?}"
     );
+}
+
+#[test]
+fn a_registered_engine_reads_its_own_keys_and_core_the_shared_ones() {
+    let config = parse_engine(
+        "queue:\n  engine: postgres\n  url: pg://db\n  pool: 4\n  retention: 1h\n  max_events: 10\n",
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(config.queue.engine, QueueEngine::Postgres);
+    assert_eq!(config.queue.retention, Duration::from_secs(3600));
+    assert_eq!(config.queue.max_events, Some(10));
+    let spec = config
+        .queue
+        .engine_spec
+        .as_ref()
+        .expect("the engine's spec");
+    assert_eq!(spec.spec.describe(), "fake at pg://db");
+    assert_eq!(
+        spec.downcast::<FakeEngine>().map(|f| f.url.as_str()),
+        Some("pg://db")
+    );
+
+    // Equal when written the same (a reload compares queue configs), not otherwise.
+    let again = parse_engine(
+        "queue: {engine: postgres, url: pg://db, pool: 4, retention: 1h, max_events: 10}",
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(config.queue, again.queue);
+    let other = parse_engine(
+        "queue: {engine: postgres, url: pg://other, pool: 4, retention: 1h, max_events: 10}",
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_ne!(config.queue, other.queue);
+}
+
+#[test]
+fn a_key_of_another_engine_is_a_mistake_at_its_place() {
+    let errors = parse_engine("queue:\n  engine: postgres\n  url: pg://db\n  path: ./data\n")
+        .expect_err("path under postgres");
+    assert_eq!(
+        errors,
+        [
+            "routes.yaml:4:3: `queue`: `path` applies only to `engine: local`; this queue's engine is `postgres`"
+        ]
+    );
+    let errors = parse_engine("queue:\n  path: ./data\n  pool: 3\n").expect_err("pool under local");
+    assert_eq!(
+        errors,
+        [
+            "routes.yaml:3:3: `queue`: `pool` applies only to `engine: postgres`; this queue's engine is `local`"
+        ]
+    );
+    let errors = parse_engine("queue:\n  engine: postgres\n  url: pg://db\n  retenton: 1h\n")
+        .expect_err("a typo");
+    assert_eq!(
+        errors,
+        ["routes.yaml:4:3: `queue`: unknown key `retenton`; did you mean `retention`?"]
+    );
+    let errors = parse_engine("queue:\n  engine: postgres\n").expect_err("no url");
+    assert_eq!(errors, ["routes.yaml:2:3: `queue`: `url` is required"]);
 }

@@ -6,13 +6,18 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::error::{ConfigError, Diagnostics};
-use super::model::{DeliveryOverrides, QueueConfig, ServerConfig};
+use super::model::{DeliveryOverrides, EngineSpec, QueueConfig, QueueEngine, ServerConfig};
 use super::node::{Key, Loc, Node, NodeKind, did_you_mean, unknown_key_message};
-use super::registry::{Registry, SectionInput, SinkInput, SinkType, SourceInput};
+use super::registry::{QueueInput, Registry, SectionInput, SinkInput, SinkType, SourceInput};
 use super::{Config, SectionConfig, SinkConfig, SourceConfig};
 use crate::rules::RouteTable;
 use crate::sink::DeliveryPolicy;
 use crate::template::TemplatesBuilder;
+
+/// The `queue:` keys of every engine, which core reads.
+const COMMON_QUEUE_KEYS: &[&str] = &["engine", "retention", "max_events", "max_bytes"];
+/// The `queue:` keys of the `local` engine alone.
+const LOCAL_QUEUE_KEYS: &[&str] = &["path"];
 
 /// The top-level keys core owns; registered sections add theirs.
 const TOP_LEVEL_KEYS: &[&str] = &["server", "queue", "sources", "sinks", "routes", "unmatched"];
@@ -58,9 +63,7 @@ impl Validator<'_> {
         let server = self
             .section::<ServerConfig>(root, "server")
             .unwrap_or_default();
-        let mut queue = self
-            .section::<QueueConfig>(root, "queue")
-            .unwrap_or_default();
+        let mut queue = self.queue(root.get("queue"));
         if queue.path.is_relative() {
             queue.path = self.base_dir.join(&queue.path);
         }
@@ -81,6 +84,113 @@ impl Validator<'_> {
             routes: RouteTable::new(routes, unmatched),
             templates,
         }
+    }
+
+    /// `queue:`: core's keys into [`QueueConfig`], the engine's own keys to the engine's
+    /// validator. A key of another engine (`path` under `postgres`, `url` under `local`) is a
+    /// mistake at its line:column (docs/architecture.md §10).
+    fn queue(&mut self, node: Option<&Node>) -> QueueConfig {
+        let Some(node) = node.filter(|n| !matches!(n.kind, NodeKind::Null)) else {
+            return QueueConfig::default();
+        };
+        let Some(entries) = node.entries() else {
+            self.diags.error(
+                node.loc,
+                format!("`queue` must be a mapping, found {}", node.describe()),
+            );
+            return QueueConfig::default();
+        };
+        let engine = match node
+            .get("engine")
+            .map(|n| (n, n.deserialize::<QueueEngine>()))
+        {
+            None => QueueEngine::Local,
+            Some((_, Ok(engine))) => engine,
+            Some((n, Err(e))) => {
+                self.diags.push(ConfigError::from_de("`queue`", e, n.loc));
+                return QueueConfig::default();
+            }
+        };
+        let engine_type = match engine {
+            QueueEngine::Local => None,
+            other => match self.registry.queue_engine(other.name()) {
+                Some(t) => Some(*t),
+                None => {
+                    let loc = node.get("engine").map_or(node.loc, |n| n.loc);
+                    self.diags.error(
+                        loc,
+                        format!(
+                            "`queue`: the `{}` engine is not part of this build",
+                            other.name()
+                        ),
+                    );
+                    return QueueConfig::default();
+                }
+            },
+        };
+        let own_keys: &[&str] = engine_type.map_or(LOCAL_QUEUE_KEYS, |t| t.keys);
+        let mut core_entries = Vec::new();
+        let mut engine_entries = Vec::new();
+        for (key, value) in entries {
+            let name = key.name.as_str();
+            if COMMON_QUEUE_KEYS.contains(&name) {
+                core_entries.push((key.clone(), value.clone()));
+            } else if own_keys.contains(&name) {
+                match engine_type {
+                    None => core_entries.push((key.clone(), value.clone())),
+                    Some(_) => engine_entries.push((key.clone(), value.clone())),
+                }
+            } else if let Some(other) = self.engine_of_queue_key(name) {
+                self.diags.error(
+                    key.loc,
+                    format!(
+                        "`queue`: `{name}` applies only to `engine: {other}`; this queue's engine is `{}`",
+                        engine.name()
+                    ),
+                );
+            } else {
+                let known: Vec<&str> = COMMON_QUEUE_KEYS.iter().chain(own_keys).copied().collect();
+                self.diags.error(
+                    key.loc,
+                    format!("`queue`: {}", unknown_key_message(name, &known)),
+                );
+            }
+        }
+        let core_node = Node::new(node.loc, NodeKind::Map(core_entries));
+        let mut queue = match core_node.deserialize::<QueueConfig>() {
+            Ok(queue) => queue,
+            Err(e) => {
+                self.diags
+                    .push(ConfigError::from_de("`queue`", e, node.loc));
+                QueueConfig::default()
+            }
+        };
+        if let Some(engine_type) = engine_type {
+            let engine_node = Node::new(node.loc, NodeKind::Map(engine_entries));
+            let input = QueueInput {
+                node: &engine_node,
+                base_dir: self.base_dir,
+            };
+            match (engine_type.validate)(&input) {
+                Ok(spec) => {
+                    queue.engine_spec = Some(EngineSpec::new(spec, &engine_node.fingerprint()));
+                }
+                Err(errors) => self.diags.extend(errors),
+            }
+        }
+        queue
+    }
+
+    /// The engine whose key `name` is, when it is one engine's own.
+    fn engine_of_queue_key(&self, name: &str) -> Option<&'static str> {
+        if LOCAL_QUEUE_KEYS.contains(&name) {
+            return Some(QueueEngine::Local.name());
+        }
+        self.registry
+            .queue_engines()
+            .iter()
+            .find(|t| t.keys.contains(&name))
+            .map(|t| t.name)
     }
 
     /// Every registered section present in the file, validated by the crate that owns it.

@@ -1,7 +1,9 @@
 //! The storage boundary: everything the gateway asks of its queue, as one interface with
 //! engines behind it (docs/architecture.md §10). Today there is one engine, `local`: the
-//! embedded journal ([`crate::journal::Journal`]); `postgres` is designed for (every method
-//! below says what it must do) but not built, and `queue.engine: postgres` is refused.
+//! embedded journal ([`crate::journal::Journal`]), which [`open`] and [`open_admin`] open.
+//! `postgres` (crate herald-queue-postgres: config, schema and migrations so far) is designed
+//! for (every method below says what it must do) but its operations are not built; the
+//! binary chooses the engine (`src/queue.rs`) and refuses to run on `postgres` for now.
 //!
 //! The interface is three object-safe traits, one inside the other:
 //!
@@ -293,7 +295,17 @@ pub fn open(
         QueueEngine::Local => Ok(Arc::new(crate::journal::Journal::open(
             queue, routes, sinks,
         )?)),
+        other => Err(not_in_core(other)),
     }
+}
+
+/// Core opens only the `local` engine: another engine lives in its own crate, and the binary
+/// chooses (`src/queue.rs`, docs/architecture.md §10).
+fn not_in_core(engine: QueueEngine) -> QueueError {
+    QueueError::io(
+        format!("opening the `{}` queue", engine.name()),
+        "core opens only the `local` engine; the binary opens the others",
+    )
 }
 
 /// Opens a stopped gateway's queue for `herald dlq` and `herald google status`.
@@ -301,6 +313,7 @@ pub fn open(
 pub fn open_admin(queue: &QueueConfig) -> Result<Arc<dyn QueueAdmin>, QueueError> {
     match queue.engine {
         QueueEngine::Local => Ok(Arc::new(crate::journal::open_for_admin(&queue.path)?)),
+        other => Err(not_in_core(other)),
     }
 }
 
