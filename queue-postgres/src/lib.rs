@@ -1,0 +1,34 @@
+//! The `postgres` queue engine: one queue shared by every gateway pointed at the same
+//! PostgreSQL database (docs/architecture.md §10, issue 16). Built so far: its config, the
+//! connection (TLS with libpq's `sslmode`s over rustls) and the schema with its migrations;
+//! the queue operations behind `herald_core::queue::Queue` are not, and `herald run` refuses
+//! this engine until they are.
+//!
+//! * `config` — the engine's `queue:` keys, validated without I/O into a [`PgSpec`];
+//! * `tls` — rustls for the driver: `require`, `verify-ca`, `verify-full`;
+//! * `connect` — a client or a pool from a [`PgSpec`];
+//! * `migrate` — the versioned schema (`migrations/NNNN_*.sql`), applied under an advisory
+//!   lock, and the check that the database is not newer than this binary;
+//! * `error` — [`PgError`], which never carries the password.
+
+pub mod config;
+pub mod connect;
+mod error;
+pub mod migrate;
+pub mod tls;
+
+pub use config::{PgSpec, SslMode, spec_of};
+pub use connect::{connect, pool};
+pub use error::PgError;
+pub use migrate::{LATEST, Status, migrate, status};
+
+use herald_core::config::{QueueEngineType, Registry};
+
+/// Registers the `postgres` queue engine's keys and validator (docs/architecture.md §10).
+pub fn register(registry: &mut Registry) {
+    registry.add_queue_engine(QueueEngineType {
+        name: "postgres",
+        keys: config::KEYS,
+        validate: config::validate,
+    });
+}
