@@ -31,6 +31,19 @@ pub fn run(args: &CheckArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
         routes.len(),
         plural(routes.len()),
     );
+    // The queue, with any secret masked by the engine's own `describe` (§10).
+    match &config.queue.engine_spec {
+        Some(engine) => println!(
+            "  queue ({}): {}",
+            config.queue.engine.name(),
+            engine.spec.describe()
+        ),
+        None => println!(
+            "  queue ({}): {}",
+            config.queue.engine.name(),
+            config.queue.path.display()
+        ),
+    }
     for source in &config.sources {
         println!(
             "  source {} ({}): {}",

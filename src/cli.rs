@@ -27,6 +27,17 @@ pub enum Command {
     Tap(TapArgs),
     /// Classroom registrations and Directory channels that Herald keeps alive.
     Google(GoogleArgs),
+    /// Apply the postgres queue's pending schema migrations, or show its version (--status).
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print the database's schema version and this binary's; change nothing.
+    #[arg(long)]
+    pub status: bool,
 }
 
 #[derive(Debug, Args)]

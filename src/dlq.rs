@@ -9,9 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use herald_core::config::{self, Config, Registry};
 
-use herald_core::queue::{
-    self, DeadKind, DeadLetter, QueueAdmin, QueueError, ReplayReport, to_time,
-};
+use herald_core::queue::{DeadKind, DeadLetter, QueueAdmin, QueueError, ReplayReport, to_time};
 
 use crate::admin::Selection;
 use crate::cli::{DlqArgs, DlqCommand};
@@ -108,7 +106,7 @@ pub(crate) enum Target {
 
 impl Target {
     pub(crate) fn open(config: &Config) -> anyhow::Result<Target> {
-        match queue::open_admin(&config.queue) {
+        match crate::queue::open_admin(&config.queue) {
             Ok(j) => Ok(Target::Journal(j)),
             Err(QueueError::Locked { path }) => {
                 let info = RuntimeInfo::read(&config.queue.path).with_context(|| {

@@ -1,5 +1,6 @@
 //! The `herald` command: run the gateway, check a config, try an event against the routes,
-//! manage dead letters (docs/architecture.md §5), and see to the Google subscriptions Herald keeps alive.
+//! manage dead letters (docs/architecture.md §5), see to the Google subscriptions Herald keeps alive,
+//! and migrate the postgres queue's schema (§10).
 
 mod admin;
 mod check;
@@ -7,6 +8,8 @@ mod cli;
 mod dlq;
 mod gateway;
 mod google;
+mod migrate;
+mod queue;
 mod reload;
 mod sinks;
 mod tap;
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         cli::Command::Dlq(args) => dlq::run(args, &registry),
         cli::Command::Tap(args) => tap::run(args, &registry),
         cli::Command::Google(args) => google::run(args, &registry),
+        cli::Command::Migrate(args) => migrate::run(args, &registry),
     };
     match result {
         Ok(code) => code,
@@ -48,11 +52,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Every sink and source type this build has.
+/// Every sink, source and queue-engine type this build has.
 fn registry() -> Registry {
     let mut registry = Registry::default();
     herald_sinks::register(&mut registry);
     herald_sources::register(&mut registry);
+    herald_queue_postgres::register(&mut registry);
     registry
 }
 

@@ -48,8 +48,7 @@ async fn two_gateways_migrating_at_once_apply_each_migration_exactly_once() {
     for _ in 0..4 {
         clients.push(connect(&spec).await.unwrap_or_else(|e| panic!("{e}")));
     }
-    let results =
-        futures_util::future::join_all(clients.iter_mut().map(|client| migrate(client))).await;
+    let results = futures_util::future::join_all(clients.iter_mut().map(migrate)).await;
     let mut applied: Vec<i32> = Vec::new();
     for result in results {
         applied.extend(result.unwrap_or_else(|e| panic!("every migrate succeeds: {e}")));
