@@ -143,6 +143,44 @@ impl Postgres {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// Turns TLS on for a server this value started (not the run's shared one): writes the
+    /// PEM certificate chain and key into its directory and reloads it with `ssl = on`.
+    /// Clients may then ask for TLS; plain connections still work.
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self
+            .owned
+            .as_ref()
+            .ok_or("enable_tls needs a server of its own (Postgres::start_in)")?;
+        let cert = dir.join("server.crt");
+        let key = dir.join("server.key");
+        for (path, text) in [(&cert, cert_pem), (&key, key_pem)] {
+            std::fs::write(path, text)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
+            if is_root() {
+                run(Command::new("chown").arg("postgres:postgres").arg(path))?;
+            }
+        }
+        // One statement per call: ALTER SYSTEM cannot run inside a transaction block.
+        for sql in [
+            format!("ALTER SYSTEM SET ssl_cert_file = '{}'", cert.display()),
+            format!("ALTER SYSTEM SET ssl_key_file = '{}'", key.display()),
+            "ALTER SYSTEM SET ssl = on".to_owned(),
+            "SELECT pg_reload_conf()".to_owned(),
+        ] {
+            self.psql("postgres", &sql);
+        }
+        for _ in 0..100 {
+            if self.psql("postgres", "SHOW ssl") == "on" {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Err("the server did not turn TLS on; see its server.log".into())
+    }
+
     /// A client program (`psql`, `createdb`) pointed at this server as [`USER`].
     fn client(&self, program: &str) -> Command {
         let mut command = Command::new(binary(program));
