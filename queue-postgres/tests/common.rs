@@ -1,4 +1,5 @@
 //! Helpers for the postgres engine's tests against the testkit's real PostgreSQL.
+#![allow(dead_code)]
 
 use std::path::Path;
 
