@@ -52,6 +52,11 @@ fn url(pg: &Postgres, host: &str, mode: &str) -> String {
 #[tokio::test]
 async fn verify_full_checks_the_chain_and_the_host_and_verify_ca_the_chain_only() {
     let dir = tempfile::tempdir().unwrap();
+    // As root the server runs as `postgres`, which must reach its directory inside this one.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let pg = Postgres::start_in(&dir.path().join("pg")).unwrap_or_else(|e| panic!("{e}"));
     // The certificate names `localhost` only, not 127.0.0.1.
     let (ca, chain, key) = certificates(&["localhost"]);
