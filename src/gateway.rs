@@ -3,7 +3,8 @@
 //! Start: metrics recorder → journal opened (its writer thread starts) → sinks built (by
 //! `sinks::Builder`, as a reload builds them, reporting to the journal's readiness) → delivery
 //! workers → admin listener → public listener and pull loops → the Google
-//! lifecycle (registrations and channels kept alive) → `gateway.json`.
+//! lifecycle (registrations and channels kept alive) → the enrichment task (sources with
+//! `enrich:`, docs/architecture.md §11) → `gateway.json`.
 //! Stop (SIGTERM/SIGINT): the listeners stop accepting and finish their requests, delivery
 //! workers finish in-flight attempts up to `server.shutdown_timeout`, the journal commits what
 //! it was sent and closes. Undelivered events stay in the journal for the next start. A second
@@ -66,6 +67,8 @@ pub async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
     let templates = Arc::new(ArcSwap::from_pointee(config.templates.clone()));
     // The queue, through the storage boundary: the engine `queue.engine` names (§10).
     let journal: Arc<dyn Queue> = crate::queue::open(&config.queue, routes.clone(), &sink_names)?;
+    // Enrichment routes with the same table as commits, swapped by reload (§11).
+    let enrich_routes = routes.clone();
 
     // The sinks report to the readiness `/readyz` reads, the journal's.
     let stop = CancellationToken::new();
@@ -135,6 +138,11 @@ pub async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("google: {e}"))?;
+    // Enrichment (§11): routes the events of sources with `enrich:`; none without.
+    let enrich_task =
+        herald_sources::enrich::start(&config, journal.clone(), enrich_routes, stop.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("enrich: {e}"))?;
     let lifecycle_task = lifecycle.map(|l| {
         let _ = google_control.set(l.control);
         l.task
@@ -195,7 +203,16 @@ pub async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
             admin_task.abort();
         }
     };
-    tokio::join!(deliveries, lifecycle, admin);
+    let enrichment = async {
+        if let Some(mut task) = enrich_task
+            && tokio::time::timeout(deadline, &mut task).await.is_err()
+        {
+            // Its events stay unrouted in the journal and are enriched at the next start.
+            tracing::warn!("enrichment did not finish its lookup in time; stopped it");
+            task.abort();
+        }
+    };
+    tokio::join!(deliveries, lifecycle, admin, enrichment);
     journal.close().await;
     let _ = std::fs::remove_file(info_path);
     tracing::info!("stopped");

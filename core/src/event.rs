@@ -5,7 +5,8 @@
 //! notification (Pub/Sub attributes, `X-Goog-*` headers). `meta` is written as one JSON object
 //! member rather than as flat CloudEvents extension attributes, because extension names must be
 //! lower-case alphanumerics and Google's names (`registrationId`, `channelExpiration`) would not
-//! read back unchanged.
+//! read back unchanged. `enriched` is the same kind of top-level member: what enrichment
+//! looked up (docs/architecture.md §11), beside `data`, which stays what Google sent.
 
 use std::collections::BTreeMap;
 
@@ -37,6 +38,10 @@ pub struct Event {
     pub data: Value,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub meta: BTreeMap<String, String>,
+    /// What enrichment looked up (`course`, `person`), each an object with the `id` it
+    /// stands for and the configured fields (docs/architecture.md §11); empty otherwise.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub enriched: BTreeMap<String, Value>,
 }
 
 fn spec_version() -> String {
@@ -66,6 +71,7 @@ impl Event {
             datacontenttype: data_content_type(),
             data,
             meta: BTreeMap::new(),
+            enriched: BTreeMap::new(),
         }
     }
 

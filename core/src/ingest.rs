@@ -53,6 +53,16 @@ pub trait Ingest: Send + Sync + 'static {
     /// source answer 2xx.
     async fn commit(&self, event: Event) -> Result<Committed, IngestError>;
 
+    /// Stores `event` durably like [`Ingest::commit`] but unrouted: it waits in the queue
+    /// until the enrichment task routes it (`Queue::commit_unrouted`, docs/architecture.md
+    /// §11). A sink of events that cannot hold unrouted ones refuses.
+    async fn commit_for_enrichment(&self, event: Event) -> Result<Committed, IngestError> {
+        let _ = event;
+        Err(IngestError::Unavailable(
+            "this queue cannot hold events for enrichment".into(),
+        ))
+    }
+
     /// Stores an undecodable input with the dead letters.
     async fn reject(&self, input: RejectedInput) -> Result<(), IngestError>;
 

@@ -143,8 +143,36 @@ impl TemplatesBuilder {
 
 impl Templates {
     /// The template context for `event`: its fields by name (`type`, `data`, `meta`…).
+    /// Each object of `enriched` answers a field it lacks with the id it stands for, so a
+    /// lookup that failed renders `12345` rather than failing the delivery
+    /// (docs/architecture.md §11).
     pub fn context(event: &Event) -> Value {
-        Value::from_serialize(event)
+        if event.enriched.is_empty() {
+            return Value::from_serialize(event);
+        }
+        let serde_json::Value::Object(fields) = serde_json::to_value(event).unwrap_or_default()
+        else {
+            return Value::from_serialize(event);
+        };
+        let enriched: std::collections::BTreeMap<String, Value> = event
+            .enriched
+            .iter()
+            .map(|(what, value)| {
+                let value = match value {
+                    serde_json::Value::Object(map) => Value::from_object(OrId(map.clone())),
+                    other => Value::from_serialize(other),
+                };
+                (what.clone(), value)
+            })
+            .collect();
+        let context: std::collections::BTreeMap<String, Value> = fields
+            .into_iter()
+            .map(|(name, value)| match name.as_str() {
+                "enriched" => (name, Value::from(enriched.clone())),
+                _ => (name, Value::from_serialize(&value)),
+            })
+            .collect();
+        Value::from(context)
     }
 
     /// Renders every template field of `sink` for a delivery of `event` through `route`,
@@ -199,6 +227,27 @@ impl Templates {
 }
 
 /// MiniJinja's error without the internal template name, with the template line.
+/// An object of `enriched` in a template: its fields, and for a field it lacks (the lookup
+/// failed, or the field is not kept) its `id`.
+#[derive(Debug)]
+struct OrId(serde_json::Map<String, serde_json::Value>);
+
+impl minijinja::value::Object for OrId {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let key = key.as_str()?;
+        self.0
+            .get(key)
+            .or_else(|| self.0.get("id"))
+            .map(Value::from_serialize)
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        minijinja::value::Enumerator::Values(
+            self.0.keys().map(|k| Value::from(k.as_str())).collect(),
+        )
+    }
+}
+
 fn describe(e: &minijinja::Error) -> String {
     let mut text = match e.detail() {
         Some(detail) => format!("{}: {detail}", e.kind()),
@@ -269,6 +318,30 @@ mod tests {
             plain,
             Rendered::default(),
             "audit has no template on this route"
+        );
+    }
+
+    #[test]
+    fn enriched_fields_render_and_a_missing_one_renders_its_id() {
+        let mut b = TemplatesBuilder::default();
+        b.add_sink_field(
+            "chat",
+            "text",
+            "{{ enriched.person.name }} joined {{ enriched.course.name }} ({{ enriched.course.section }})",
+        )
+        .unwrap();
+        let t = b.build();
+        let mut e = event();
+        e.enriched.insert(
+            "course".into(),
+            json!({"id": "12345", "name": "AP Biology", "section": "Period 3"}),
+        );
+        e.enriched.insert("person".into(), json!({"id": "45678"}));
+        let text = t.render_event("r", "chat", &e).unwrap();
+        assert_eq!(
+            text.get("text"),
+            Some("45678 joined AP Biology (Period 3)"),
+            "the person's lookup failed: its id stands in"
         );
     }
 

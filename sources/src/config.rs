@@ -53,6 +53,14 @@ impl<'a> Checks<'a> {
         ));
     }
 
+    /// An error at `loc` (an item of a list).
+    pub fn error_at(&mut self, loc: Loc, message: impl AsRef<str>) {
+        self.errors.push(ConfigError::new(
+            loc,
+            format!("source `{}`: {}", self.input.name, message.as_ref()),
+        ));
+    }
+
     pub fn finish<T>(self, value: T) -> Result<T, Vec<ConfigError>> {
         if self.errors.is_empty() {
             Ok(value)

@@ -16,6 +16,9 @@ pub struct Intake {
     pub source: String,
     pub metrics: telemetry::SourceMetrics,
     ingest: Arc<dyn Ingest>,
+    /// The source has `enrich:`: its events are committed unrouted and routed by the
+    /// enrichment task (docs/architecture.md §11).
+    enriching: bool,
 }
 
 impl Intake {
@@ -24,13 +27,25 @@ impl Intake {
             source: source.to_owned(),
             metrics: telemetry::SourceMetrics::new(source),
             ingest,
+            enriching: false,
         }
+    }
+
+    /// Commits events unrouted, for the enrichment task to route.
+    pub fn enriching(mut self, enriching: bool) -> Self {
+        self.enriching = enriching;
+        self
     }
 
     /// Commits a decoded event; `Ok` only once it is durable (or already was).
     pub async fn commit(&self, event: Event) -> Result<Committed, IngestError> {
         self.metrics.decoded.increment(1);
-        let committed = self.ingest.commit(event).await?;
+        // Enrichment never delays the answer: the event is durable here, looked up later.
+        let committed = if self.enriching {
+            self.ingest.commit_for_enrichment(event).await?
+        } else {
+            self.ingest.commit(event).await?
+        };
         if committed == Committed::Duplicate {
             telemetry::duplicate(&self.source);
         }

@@ -8,6 +8,8 @@
 //! * [`server`] — the axum server: one listener, each HTTP source at its path, `/healthz`,
 //!   `/readyz`, `/metrics`, body limit, request timeout, optional TLS, graceful shutdown;
 //!   it also starts the pull loops;
+//! * [`enrich`] — looking up what a Classroom notification points to (course, person),
+//!   cached in the queue's state, before the event is routed (docs/architecture.md §11);
 //! * [`google`] — keeping Classroom registrations and Directory channels alive (create,
 //!   renew before expiry, stop), with the state in the journal;
 //! * `answer` — the JSON answers of docs/architecture.md §6 and reading a body under the limit;
@@ -28,6 +30,7 @@ mod answer;
 pub mod classroom_pubsub;
 mod config;
 pub mod directory;
+pub mod enrich;
 pub mod google;
 mod intake;
 pub mod server;

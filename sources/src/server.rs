@@ -124,7 +124,7 @@ pub async fn serve_linked(
             continue;
         };
         let context = StartContext {
-            intake: Intake::new(name, Arc::clone(&ingest)),
+            intake: Intake::new(name, Arc::clone(&ingest)).enriching(spec.enrich().is_some()),
             server,
             client: &client,
             links: &links,

@@ -54,6 +54,12 @@ pub trait Source: Send + Sync + fmt::Debug + 'static {
         headers: &[(String, String)],
     ) -> Result<Option<Event>, DecodeError>;
 
+    /// Its `enrich:` (docs/architecture.md §11): events are then committed unrouted and
+    /// routed by the enrichment task once looked up.
+    fn enrich(&self) -> Option<&crate::enrich::config::EnrichSpec> {
+        None
+    }
+
     /// The Google subscriptions this source asks Herald to keep alive.
     fn subscriptions(&self) -> Subscriptions {
         Subscriptions::default()

@@ -9,7 +9,12 @@
 //!   (`kind`, `id`, `resourceId`, `resourceUri`, `token`, `expiration` in ms as a string)
 //!   and, as Google does, POSTs its `sync` message to the address right away (or holds it
 //!   until the test releases it);
-//! * `POST /admin/directory_v1/channels/stop` — `{id, resourceId}`; 404 for an unknown one.
+//! * `POST /admin/directory_v1/channels/stop` — `{id, resourceId}`; 404 for an unknown one;
+//! * `GET /v1/courses/{id}` (`courses.get`), `GET /v1/courses/{courseId}/students/{userId}`
+//!   (`courses.students.get`), `GET /v1/courses/{courseId}/teachers/{userId}`
+//!   (`courses.teachers.get`) — Classroom's `Course`, `Student` and `Teacher` resources as
+//!   in Google's reference, for what the test added ([`FakeGoogle::add_course`],
+//!   [`FakeGoogle::add_person`]); 404 (`NOT_FOUND`) for the rest.
 //!
 //! Every call is recorded with method, path, query, body and bearer token. Failures can be
 //! scripted per endpoint. Expiries follow the clock the test gives, so a test that moves
@@ -87,6 +92,10 @@ struct Inner {
     /// Channel id → the status its `sync` got.
     syncs: Vec<(String, u16)>,
     counter: u64,
+    /// Course id → its `Course` resource.
+    courses: HashMap<String, Value>,
+    /// (`students`|`teachers`, course id, user id) → its `Student`/`Teacher` resource.
+    people: HashMap<(String, String, String), Value>,
 }
 
 #[derive(Clone)]
@@ -119,6 +128,8 @@ impl FakeGoogle {
             held: Vec::new(),
             syncs: Vec::new(),
             counter: 0,
+            courses: HashMap::new(),
+            people: HashMap::new(),
         }));
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -189,13 +200,55 @@ impl FakeGoogle {
         self.inner.lock().unwrap().syncs.clone()
     }
 
-    /// The next calls of `endpoint` (`create`, `delete`, `watch`, `stop`) fail with
+    /// The next calls of `endpoint` (`create`, `delete`, `watch`, `stop`, `courses.get`,
+    /// `courses.students.get`, `courses.teachers.get`) fail with
     /// `status` and Google's error body.
     pub fn fail(&self, endpoint: &'static str, times: usize, status: u16, message: &str) {
         let body = google_error(status, message);
         let mut inner = self.inner.lock().unwrap();
         let queue = inner.failures.entry(endpoint).or_default();
         queue.extend(std::iter::repeat_n((status, body), times));
+    }
+
+    /// A course `courses.get` answers, as Google's `Course` resource.
+    pub fn add_course(&self, id: &str, name: &str, section: &str) {
+        let course = json!({
+            "id": id, "name": name, "section": section, "room": "204",
+            "ownerId": "107000000000000000001", "courseState": "ACTIVE",
+            "creationTime": "2026-08-20T15:00:00.000Z", "enrollmentCode": "abc123",
+            "alternateLink": format!("https://classroom.google.com/c/{id}"),
+        });
+        self.inner
+            .lock()
+            .unwrap()
+            .courses
+            .insert(id.to_owned(), course);
+    }
+
+    /// A member of a course's roster (`role` `students` or `teachers`), as Google's
+    /// `Student`/`Teacher` resource with its `UserProfile`.
+    pub fn add_person(
+        &self,
+        role: &str,
+        course: &str,
+        user: &str,
+        given: &str,
+        family: &str,
+        email: &str,
+    ) {
+        let person = json!({
+            "courseId": course, "userId": user,
+            "profile": {
+                "id": user,
+                "name": {"givenName": given, "familyName": family, "fullName": format!("{given} {family}")},
+                "emailAddress": email,
+                "photoUrl": "//lh3.googleusercontent.com/a/default-user",
+            },
+        });
+        self.inner.lock().unwrap().people.insert(
+            (role.to_owned(), course.to_owned(), user.to_owned()),
+            person,
+        );
     }
 
     /// Every call of `endpoint` fails until [`FakeGoogle::recover`].
@@ -304,6 +357,19 @@ async fn handle(
         (&Method::DELETE, p) if p.starts_with("/v1/registrations/") => "delete",
         (&Method::POST, "/admin/directory/v1/users/watch") => "watch",
         (&Method::POST, "/admin/directory_v1/channels/stop") => "stop",
+        (&Method::GET, p) if p.starts_with("/v1/courses/") => {
+            match p
+                .trim_start_matches("/v1/courses/")
+                .split('/')
+                .collect::<Vec<_>>()
+                .as_slice()
+            {
+                [_] => "courses.get",
+                [_, "students", _] => "courses.students.get",
+                [_, "teachers", _] => "courses.teachers.get",
+                _ => "unknown",
+            }
+        }
         _ => "unknown",
     };
     let answer = {
@@ -416,6 +482,27 @@ async fn handle(
                     }
                     None => Err((404, google_error(404, "Channel not found"))),
                 }
+            }
+            "courses.get" => {
+                let id = path.trim_start_matches("/v1/courses/");
+                state
+                    .courses
+                    .get(id)
+                    .cloned()
+                    .ok_or((404, google_error(404, "Requested entity was not found.")))
+            }
+            "courses.students.get" | "courses.teachers.get" => {
+                let parts: Vec<&str> = path.trim_start_matches("/v1/courses/").split('/').collect();
+                let key = (
+                    parts[1].to_owned(),
+                    parts[0].to_owned(),
+                    parts[2].to_owned(),
+                );
+                state
+                    .people
+                    .get(&key)
+                    .cloned()
+                    .ok_or((404, google_error(404, "Requested entity was not found.")))
             }
             _ => Err((404, google_error(404, "no such method"))),
         }

@@ -401,6 +401,12 @@ impl Ingest for Journal {
             .map_err(IngestError::from)
     }
 
+    async fn commit_for_enrichment(&self, event: Event) -> Result<Committed, IngestError> {
+        crate::queue::Queue::commit_unrouted(self, event)
+            .await
+            .map_err(IngestError::from)
+    }
+
     async fn reject(&self, input: RejectedInput) -> Result<(), IngestError> {
         let (reply, answer) = oneshot::channel();
         self.commands

@@ -9,7 +9,9 @@ use serde_json::Value;
 use crate::event::Event;
 
 /// The top-level names a path may start with.
-pub const ROOTS: &[&str] = &["id", "source", "type", "subject", "time", "data", "meta"];
+pub const ROOTS: &[&str] = &[
+    "id", "source", "type", "subject", "time", "data", "meta", "enriched",
+];
 
 /// A parsed field path, resolved once at load.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +25,9 @@ pub enum FieldPath {
     Data(Vec<String>),
     /// `meta.<name>`: one transport attribute.
     Meta(String),
+    /// `enriched.<what>.<path>` (`enriched.course.name`): what enrichment looked up
+    /// (docs/architecture.md §11); absent until it did.
+    Enriched(Vec<String>),
 }
 
 impl FieldPath {
@@ -52,6 +57,19 @@ impl FieldPath {
                 }
                 Ok(FieldPath::Data(segments))
             }
+            "enriched" => {
+                let segments: Vec<String> = match rest {
+                    Some(rest) => rest.split('.').map(str::to_owned).collect(),
+                    None => Vec::new(),
+                };
+                if segments.is_empty() || segments.iter().any(String::is_empty) {
+                    return Err(format!(
+                        "`{text}` needs a path: `enriched.<what>.<field>`, e.g. \
+                         `enriched.course.name`"
+                    ));
+                }
+                Ok(FieldPath::Enriched(segments))
+            }
             "meta" => match rest {
                 Some(name) if !name.is_empty() => Ok(FieldPath::Meta(name.to_owned())),
                 _ => Err("`meta` needs a name: `meta.<name>`, e.g. `meta.channelId`".to_owned()),
@@ -62,7 +80,7 @@ impl FieldPath {
                     .unwrap_or_default();
                 Err(format!(
                     "unknown field `{text}`: a path starts with one of id, source, type, \
-                     subject, time, data.<path>, meta.<name>{hint}"
+                     subject, time, data.<path>, meta.<name>, enriched.<path>{hint}"
                 ))
             }
         }
@@ -80,16 +98,10 @@ impl FieldPath {
                 .map(|s| Found::Text(Cow::Borrowed(s))),
             FieldPath::Time => Some(Found::Text(Cow::Owned(event.time_text()))),
             FieldPath::Meta(name) => event.meta.get(name).map(|s| Found::Text(Cow::Borrowed(s))),
-            FieldPath::Data(segments) => {
-                let mut value = &event.data;
-                for segment in segments {
-                    value = match value {
-                        Value::Object(map) => map.get(segment)?,
-                        Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
-                        _ => return None,
-                    };
-                }
-                Some(Found::Json(value))
+            FieldPath::Data(segments) => walk(&event.data, segments).map(Found::Json),
+            FieldPath::Enriched(segments) => {
+                let (first, rest) = segments.split_first()?;
+                walk(event.enriched.get(first)?, rest).map(Found::Json)
             }
         }
     }
@@ -106,8 +118,21 @@ impl fmt::Display for FieldPath {
             FieldPath::Data(segments) if segments.is_empty() => f.write_str("data"),
             FieldPath::Data(segments) => write!(f, "data.{}", segments.join(".")),
             FieldPath::Meta(name) => write!(f, "meta.{name}"),
+            FieldPath::Enriched(segments) => write!(f, "enriched.{}", segments.join(".")),
         }
     }
+}
+
+/// The value at `segments` (object keys or array indexes) under `value`.
+fn walk<'e>(mut value: &'e Value, segments: &[String]) -> Option<&'e Value> {
+    for segment in segments {
+        value = match value {
+            Value::Object(map) => map.get(segment)?,
+            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(value)
 }
 
 /// A value found in an event.

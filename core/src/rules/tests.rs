@@ -248,3 +248,24 @@ proptest! {
         prop_assert_eq!(matched.len(), 1, "exactly one of the two matches: {:?}", matched);
     }
 }
+
+#[test]
+fn routes_match_on_enriched_fields() {
+    let path = FieldPath::parse("enriched.course.name").unwrap();
+    assert_eq!(
+        path,
+        FieldPath::Enriched(vec!["course".into(), "name".into()])
+    );
+    assert_eq!(path.to_string(), "enriched.course.name");
+    assert!(FieldPath::parse("enriched").is_err());
+    let glob = globset::Glob::new("AP *").unwrap().compile_matcher();
+    let ap = Condition::Field(path.clone(), Op::Glob(glob));
+    let mut e = event("classroom.courses.students.created", "classroom", "x");
+    assert!(!ap.matches(&e), "not enriched: the field is missing");
+    e.enriched
+        .insert("course".into(), json!({"id": "1", "name": "AP Biology"}));
+    assert!(ap.matches(&e));
+    e.enriched
+        .insert("course".into(), json!({"id": "1", "name": "Biology"}));
+    assert!(!ap.matches(&e));
+}

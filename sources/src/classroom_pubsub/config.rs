@@ -11,6 +11,7 @@ use herald_core::config::{ConfigError, SourceInput, units};
 use serde::Deserialize;
 
 use crate::config::{Checks, check_path, check_url, parse};
+use crate::enrich::config::EnrichSpec;
 use crate::google::config::{self as google, RegistrationConfig, RegistrationSpec};
 use crate::source::registered;
 
@@ -41,6 +42,10 @@ struct ClassroomConfig {
     /// lasts a week); needs `google:` credentials.
     #[serde(default)]
     registrations: Vec<RegistrationConfig>,
+    /// Look up what a notification points to (docs/architecture.md §11); read from the
+    /// node by `enrich::config::parse`, which reports each mistake at its key.
+    #[serde(default)]
+    enrich: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +98,8 @@ fn default_max_messages() -> u32 {
 pub struct ClassroomSpec {
     pub mode: Mode,
     pub registrations: Vec<RegistrationSpec>,
+    /// `enrich:`; `None` when absent or `false` (nothing changes then).
+    pub enrich: Option<EnrichSpec>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -163,6 +170,10 @@ impl ClassroomSpec {
                     .unwrap_or("Google or $PUBSUB_EMULATOR_HOST")
             ),
         };
+        let mode = match &self.enrich {
+            Some(enrich) => format!("{mode}; {}", enrich.describe()),
+            None => mode,
+        };
         match self.registrations.len() {
             0 => mode,
             n => format!(
@@ -210,9 +221,12 @@ pub fn validate_spec(input: &SourceInput<'_>) -> Result<ClassroomSpec, Vec<Confi
     };
     let registrations =
         google::registrations(input.name, config.topic, config.registrations, &mut checks);
+    let enrich = crate::enrich::config::parse(input.node, &mut checks);
+    let _ = config.enrich;
     checks.finish(ClassroomSpec {
         mode,
         registrations,
+        enrich,
     })
 }
 
@@ -311,6 +325,7 @@ mod tests {
                     auth: None
                 }),
                 registrations: Vec::new(),
+                enrich: None,
             }
         );
     }

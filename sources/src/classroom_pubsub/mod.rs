@@ -76,6 +76,10 @@ impl Source for ClassroomSpec {
         decode::decode_push(name, body, fallback).map(Some)
     }
 
+    fn enrich(&self) -> Option<&crate::enrich::config::EnrichSpec> {
+        self.enrich.as_ref()
+    }
+
     fn subscriptions(&self) -> Subscriptions {
         Subscriptions {
             registrations: self.registrations.clone(),

@@ -1,0 +1,301 @@
+//! `enrich:` of a source (docs/architecture.md §11): which lookups run, which of their fields
+//! are kept, how long an event may wait for Google, how long answers are cached. Pure.
+//!
+//! ```yaml
+//! enrich: true                 # = { course: true, person: [name] }
+//! enrich:
+//!   course: [name, section]    # courses.get; `true` = name, section, room, ownerId
+//!   person: [name, email]      # courses.students.get / courses.teachers.get; `true` = [name]
+//!   max_wait: 10m              # then routed with what is known, `meta.enrichment` says why
+//!   cache_ttl: 400d            # answers (404s included) are reused this long
+//! ```
+//!
+//! Student data is private by default: only the listed fields are kept, and e-mail
+//! addresses only when listed.
+
+use std::time::Duration;
+
+use herald_core::config::node::{Node, NodeKind};
+use herald_core::config::units;
+
+use crate::config::Checks;
+
+/// The fields `courses.get` may contribute, as named in `enriched.course`.
+pub const COURSE_FIELDS: &[&str] = &[
+    "name",
+    "section",
+    "room",
+    "ownerId",
+    "descriptionHeading",
+    "courseState",
+];
+/// `course: true`.
+pub const COURSE_DEFAULT: &[&str] = &["name", "section", "room", "ownerId"];
+/// The fields of a person's profile (`courses.students.get` / `courses.teachers.get`), as
+/// named in `enriched.person`: `name` is `profile.name.fullName`, `email`
+/// `profile.emailAddress`.
+pub const PERSON_FIELDS: &[&str] = &["name", "givenName", "familyName", "email"];
+/// `person: true`: names only; e-mail addresses are opt-in.
+pub const PERSON_DEFAULT: &[&str] = &["name"];
+/// How long an event waits for Google at most, by default.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(10 * 60);
+/// How long an answer is reused, by default: longer than any sensible `queue.retention`,
+/// so a removal weeks later still reads as a name.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(400 * 86_400);
+
+/// A validated `enrich:`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrichSpec {
+    /// `courses.get` fields kept; empty: no course lookup.
+    pub course: Vec<String>,
+    /// Profile fields kept; empty: no person lookup.
+    pub person: Vec<String>,
+    pub max_wait: Duration,
+    pub cache_ttl: Duration,
+}
+
+impl EnrichSpec {
+    /// One line for `herald check`.
+    pub fn describe(&self) -> String {
+        let list = |l: &[String]| {
+            if l.is_empty() {
+                "off".to_owned()
+            } else {
+                l.join(", ")
+            }
+        };
+        format!(
+            "enriched (course: {}; person: {}; max_wait {}s; cache_ttl {}s)",
+            list(&self.course),
+            list(&self.person),
+            self.max_wait.as_secs(),
+            self.cache_ttl.as_secs()
+        )
+    }
+
+    /// Whether any lookup is configured.
+    pub fn any(&self) -> bool {
+        !self.course.is_empty() || !self.person.is_empty()
+    }
+}
+
+fn owned(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Reads the source's `enrich` key (absent, `false`: `None`), reporting each mistake at
+/// its own key.
+pub fn parse(source: &Node, checks: &mut Checks<'_>) -> Option<EnrichSpec> {
+    let node = source.get("enrich")?;
+    let mut spec = EnrichSpec {
+        course: owned(COURSE_DEFAULT),
+        person: owned(PERSON_DEFAULT),
+        max_wait: DEFAULT_MAX_WAIT,
+        cache_ttl: DEFAULT_CACHE_TTL,
+    };
+    match &node.kind {
+        NodeKind::Bool(false) | NodeKind::Null => return None,
+        NodeKind::Bool(true) => return Some(spec),
+        NodeKind::Map(entries) => {
+            spec.course = Vec::new();
+            spec.person = Vec::new();
+            for (key, value) in entries {
+                let at = format!("enrich.{}", key.name);
+                match key.name.as_str() {
+                    "course" => {
+                        spec.course = fields(value, COURSE_FIELDS, COURSE_DEFAULT, &at, checks)
+                    }
+                    "person" => {
+                        spec.person = fields(value, PERSON_FIELDS, PERSON_DEFAULT, &at, checks)
+                    }
+                    "max_wait" | "cache_ttl" => {
+                        match value.scalar_text().map(|t| units::parse_duration(&t)) {
+                            Some(Ok(d)) if !d.is_zero() => {
+                                if key.name == "max_wait" {
+                                    spec.max_wait = d;
+                                } else {
+                                    spec.cache_ttl = d;
+                                }
+                            }
+                            Some(Ok(_)) => checks.error(&at, format!("`{at}` must not be zero")),
+                            Some(Err(e)) => checks.error(&at, format!("`{at}`: {e}")),
+                            None => checks.error(
+                                &at,
+                                format!("`{at}` must be a duration, e.g. `10m`, `400d`"),
+                            ),
+                        }
+                    }
+                    "coursework" | "user" | "rate_limit" => checks.error(
+                        &at,
+                        format!(
+                            "`{at}` is not built yet (docs/architecture.md §11); enrich knows \
+                             course, person, max_wait and cache_ttl"
+                        ),
+                    ),
+                    other => {
+                        let expected = ["course", "person", "max_wait", "cache_ttl"];
+                        checks.error(
+                            &at,
+                            herald_core::config::node::unknown_key_message(other, &expected),
+                        )
+                    }
+                }
+            }
+            if !spec.any() && checks_clean(node) {
+                checks.error(
+                    "enrich",
+                    "`enrich` names no lookup; add `course: true` and/or `person: true`, or \
+                     remove it",
+                );
+            }
+        }
+        _ => checks.error(
+            "enrich",
+            format!(
+                "`enrich` must be true, false or a mapping ({{ course: true, person: [name] }}), \
+                 found {}",
+                node.describe()
+            ),
+        ),
+    }
+    Some(spec)
+}
+
+/// Whether `enrich` has `course`/`person` keys at all (an explicit `false` for both is a
+/// mistake worth naming only when they are absent or all off).
+fn checks_clean(node: &Node) -> bool {
+    node.get("course")
+        .is_none_or(|n| n.kind == NodeKind::Bool(false))
+        && node
+            .get("person")
+            .is_none_or(|n| n.kind == NodeKind::Bool(false))
+}
+
+fn fields(
+    node: &Node,
+    known: &[&str],
+    default: &[&str],
+    at: &str,
+    checks: &mut Checks<'_>,
+) -> Vec<String> {
+    match &node.kind {
+        NodeKind::Bool(true) => owned(default),
+        NodeKind::Bool(false) | NodeKind::Null => Vec::new(),
+        NodeKind::Seq(items) => {
+            let mut kept = Vec::new();
+            for item in items {
+                match item.as_str() {
+                    Some(name) if known.contains(&name) => {
+                        if !kept.iter().any(|k| k == name) {
+                            kept.push(name.to_owned());
+                        }
+                    }
+                    _ => {
+                        let found = item.scalar_text().unwrap_or_else(|| item.describe().into());
+                        let hint =
+                            herald_core::config::node::did_you_mean(&found, known.iter().copied())
+                                .map(|s| format!("; did you mean `{s}`?"))
+                                .unwrap_or_default();
+                        checks.error_at(
+                            item.loc,
+                            format!(
+                                "`{at}`: unknown field `{found}`; known: {}{hint}",
+                                known.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+            kept
+        }
+        _ => {
+            checks.error(
+                at,
+                format!(
+                    "`{at}` must be true, false or a list of fields ({})",
+                    known.join(", ")
+                ),
+            );
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::classroom_pubsub::config::validate_spec;
+    use crate::config::tests::validate_yaml;
+
+    use super::*;
+
+    fn enrich(yaml: &str) -> Option<EnrichSpec> {
+        validate_yaml(validate_spec, "classroom", yaml)
+            .unwrap()
+            .enrich
+    }
+
+    fn errors(yaml: &str) -> Vec<String> {
+        validate_yaml(validate_spec, "classroom", yaml)
+            .unwrap_err()
+            .iter()
+            .map(|e| format!("{}: {}", e.loc, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn off_unless_asked() {
+        assert_eq!(enrich("{}"), None);
+        assert_eq!(enrich("enrich: false"), None);
+    }
+
+    #[test]
+    fn true_means_course_and_names() {
+        let spec = enrich("enrich: true").unwrap();
+        assert_eq!(spec.course, owned(COURSE_DEFAULT));
+        assert_eq!(spec.person, ["name"]);
+        assert_eq!(spec.max_wait, DEFAULT_MAX_WAIT);
+        assert_eq!(spec.cache_ttl, DEFAULT_CACHE_TTL);
+    }
+
+    #[test]
+    fn detailed() {
+        let spec = enrich(
+            "enrich:\n  course: [name]\n  person: [name, email]\n  max_wait: 30s\n  cache_ttl: 7d\n",
+        )
+        .unwrap();
+        assert_eq!(spec.course, ["name"]);
+        assert_eq!(spec.person, ["name", "email"]);
+        assert_eq!(spec.max_wait, Duration::from_secs(30));
+        assert_eq!(spec.cache_ttl, Duration::from_secs(7 * 86_400));
+        let spec = enrich("enrich: { person: true }").unwrap();
+        assert!(spec.course.is_empty());
+        assert_eq!(spec.person, ["name"], "e-mail addresses are opt-in");
+    }
+
+    #[test]
+    fn mistakes_at_their_line_and_column() {
+        let found = errors(
+            "enrich:\n  course: [name, titel]\n  person: yes please\n  max_wait: 10\n  curse: true\n",
+        );
+        let all = found.join("\n");
+        assert!(
+            all.contains("2:18") && all.contains("unknown field `titel`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("3:11") && all.contains("`enrich.person` must be"),
+            "{all}"
+        );
+        assert!(all.contains("4:13") && all.contains("has no unit"), "{all}");
+        assert!(all.contains("did you mean `course`?"), "{all}");
+        let found = errors("enrich: { coursework: true }");
+        assert!(found[0].contains("not built yet"), "{found:?}");
+        let found = errors("enrich: 3");
+        assert!(
+            found[0].contains("must be true, false or a mapping"),
+            "{found:?}"
+        );
+        let found = errors("enrich: { course: false }");
+        assert!(found[0].contains("names no lookup"), "{found:?}");
+    }
+}

@@ -1,0 +1,390 @@
+//! The enrichment task: one per gateway (docs/architecture.md §11). It claims unrouted
+//! events under a lease (`Queue::claim_unrouted`), looks up what each points to (each
+//! distinct lookup of a batch once, answered by the cache when it can), puts what it found
+//! in the event's `enriched` object and routes it with the current route table, exactly
+//! once (`Queue::route_later`). While Google fails or throttles, the events it could not
+//! enrich stay claimed (the lease renewed) and are tried again after a backoff
+//! (core/src/backoff.rs); past the source's `max_wait` an event is routed with what is
+//! known and `meta.enrichment: "failed: …"`. A restart loses nothing: the events are
+//! unrouted in the queue until routed, and a claim of a dead gateway runs out.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use herald_core::Event;
+use herald_core::backoff::Backoff;
+use herald_core::queue::{Claim, Queue, RouteLater, RoutedLater, UnroutedItem, now_millis};
+use herald_core::rules::RouteTable;
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::config::EnrichSpec;
+use super::lookup::{Answer, Failure, Key, Lookups};
+
+/// At most this many events are claimed at once.
+const BATCH: usize = 64;
+/// How often an idle task looks for unrouted events.
+const IDLE: Duration = Duration::from_millis(200);
+/// While Google fails: 500 ms doubling up to 1 min, with full jitter.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
+/// `meta.enrichment` on an event routed without all it should have had.
+pub const META: &str = "enrichment";
+
+/// Metric names (counters).
+pub const CACHE_HITS: &str = "herald_enrich_cache_hits_total";
+pub const CACHE_MISSES: &str = "herald_enrich_cache_misses_total";
+pub const CALLS: &str = "herald_enrich_calls_total";
+pub const FAILURES: &str = "herald_enrich_failures_total";
+pub const ROUTED: &str = "herald_enrich_routed_total";
+
+pub struct Enricher {
+    pub queue: Arc<dyn Queue>,
+    pub routes: Arc<ArcSwap<RouteTable>>,
+    /// Source name → its `enrich:`.
+    pub specs: HashMap<String, EnrichSpec>,
+    pub lookups: Lookups,
+}
+
+/// The lookups an event needs under `spec`, as (`enriched` member, key).
+pub fn keys_of(event: &Event, spec: &EnrichSpec) -> Vec<(&'static str, Key)> {
+    let ids = &event.data["resourceId"];
+    let Some(course) = ids["courseId"].as_str() else {
+        return Vec::new();
+    };
+    let mut keys = Vec::new();
+    if !spec.course.is_empty() {
+        keys.push((
+            "course",
+            Key::Course {
+                course: course.to_owned(),
+            },
+        ));
+    }
+    let role = match event.data["collection"].as_str() {
+        Some("courses.students") => Some("students"),
+        Some("courses.teachers") => Some("teachers"),
+        _ => None,
+    };
+    if let (Some(role), Some(user), false) = (role, ids["userId"].as_str(), spec.person.is_empty())
+    {
+        keys.push((
+            "person",
+            Key::Person {
+                role,
+                course: course.to_owned(),
+                user: user.to_owned(),
+            },
+        ));
+    }
+    keys
+}
+
+/// The event with `enriched` filled from `answers` (only `spec`'s fields), and what to say
+/// in `meta.enrichment` when something is missing.
+pub fn enrich(
+    event: &Event,
+    spec: &EnrichSpec,
+    keys: &[(&'static str, Key)],
+    answers: &HashMap<Key, Result<Answer, Failure>>,
+) -> Event {
+    let mut enriched = event.clone();
+    let mut failed = Vec::new();
+    let mut unknown = Vec::new();
+    for (member, key) in keys {
+        let (id, keep) = match key {
+            Key::Course { course } => (course, &spec.course),
+            Key::Person { user, .. } => (user, &spec.person),
+        };
+        let mut object = Map::new();
+        object.insert("id".into(), Value::from(id.as_str()));
+        match answers.get(key) {
+            Some(Ok(Answer::Found(fields))) => {
+                for field in keep {
+                    if let Some(value) = fields.get(field) {
+                        object.insert(field.clone(), value.clone());
+                    }
+                }
+            }
+            Some(Ok(Answer::NotFound)) => unknown.push(format!("{} not found", key.method())),
+            Some(Err(failure)) => failed.push(failure.reason.clone()),
+            None => failed.push(format!("{}: not looked up", key.method())),
+        }
+        enriched
+            .enriched
+            .insert((*member).to_owned(), Value::Object(object));
+    }
+    if !failed.is_empty() {
+        enriched
+            .meta
+            .insert(META.into(), format!("failed: {}", failed.join("; ")));
+    } else if !unknown.is_empty() {
+        enriched
+            .meta
+            .insert(META.into(), format!("unknown: {}", unknown.join("; ")));
+    }
+    enriched
+}
+
+impl Enricher {
+    /// Runs until `stop` is cancelled, then gives its claims up.
+    pub async fn run(self, stop: CancellationToken) {
+        tracing::info!(
+            sources = self.specs.len(),
+            "enriching Classroom events before routing"
+        );
+        let holder = self.queue.holder().to_owned();
+        let lease = self.queue.lease();
+        let mut held: Vec<UnroutedItem> = Vec::new();
+        let mut attempt: u32 = 0;
+        loop {
+            if stop.is_cancelled() {
+                break;
+            }
+            if held.len() < BATCH {
+                match self
+                    .queue
+                    .claim_unrouted(Claim::new(&holder, lease), BATCH - held.len())
+                    .await
+                {
+                    Ok(items) => held.extend(items),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "enrichment: cannot claim unrouted events")
+                    }
+                }
+            }
+            if held.is_empty() {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(IDLE) => {}
+                }
+                continue;
+            }
+            let (left, failing) = self.work(&holder, std::mem::take(&mut held)).await;
+            held = left;
+            if !failing {
+                attempt = 0;
+                continue;
+            }
+            attempt = attempt.saturating_add(1);
+            let mut wait = RETRY.jittered(attempt, &mut rand::rng());
+            // Wake up in time for the first event whose `max_wait` runs out.
+            let now = now_millis();
+            for item in &held {
+                if let Some(spec) = self.specs.get(&item.event.source) {
+                    let due = item
+                        .committed_at
+                        .saturating_add(millis(spec.max_wait))
+                        .saturating_sub(now);
+                    wait = wait.min(Duration::from_millis(
+                        u64::try_from(due.max(0)).unwrap_or(0),
+                    ));
+                }
+            }
+            wait = wait.min(lease / 3);
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let seqs: Vec<u64> = held.iter().map(|i| i.seq).collect();
+            match self
+                .queue
+                .renew_unrouted(Claim::new(&holder, lease), &seqs)
+                .await
+            {
+                Ok(lost) => held.retain(|i| !lost.contains(&i.seq)),
+                Err(e) => tracing::warn!(error = %e, "enrichment: cannot renew claims"),
+            }
+        }
+        let seqs: Vec<u64> = held.iter().map(|i| i.seq).collect();
+        if !seqs.is_empty() {
+            let _ = self.queue.release_unrouted(&holder, &seqs).await;
+        }
+        tracing::info!("enrichment stopped");
+    }
+
+    /// Enriches and routes what it can of `items`; returns those still waiting for Google,
+    /// and whether any lookup failed.
+    async fn work(&self, holder: &str, items: Vec<UnroutedItem>) -> (Vec<UnroutedItem>, bool) {
+        // Each distinct lookup of the batch once: 50 events of one course, one `courses.get`.
+        let mut needed: BTreeMap<Key, Duration> = BTreeMap::new();
+        let mut plans = Vec::with_capacity(items.len());
+        for item in &items {
+            let spec = self.specs.get(&item.event.source);
+            let keys = spec.map(|s| keys_of(&item.event, s)).unwrap_or_default();
+            for (_, key) in &keys {
+                let ttl = spec.map_or(Duration::ZERO, |s| s.cache_ttl);
+                let entry = needed.entry(key.clone()).or_insert(ttl);
+                *entry = (*entry).min(ttl);
+            }
+            plans.push(keys);
+        }
+        let mut answers: HashMap<Key, Result<Answer, Failure>> = HashMap::new();
+        for (key, ttl) in needed {
+            if let Some(answer) = self.lookups.cached(&key, ttl).await {
+                metrics::counter!(CACHE_HITS).increment(1);
+                answers.insert(key, Ok(answer));
+                continue;
+            }
+            metrics::counter!(CACHE_MISSES).increment(1);
+            metrics::counter!(CALLS, "method" => key.method()).increment(1);
+            let answer = self.lookups.fetch(&key).await;
+            if let Err(failure) = &answer {
+                metrics::counter!(FAILURES, "method" => key.method()).increment(1);
+                tracing::warn!(reason = %failure.reason, "enrichment: a lookup failed; retrying with backoff");
+            }
+            answers.insert(key, answer);
+        }
+        let failing = answers.values().any(Result::is_err);
+        let now = now_millis();
+        let table = self.routes.load();
+        let mut waiting = Vec::new();
+        for (item, keys) in items.into_iter().zip(plans) {
+            let complete = keys
+                .iter()
+                .all(|(_, k)| matches!(answers.get(k), Some(Ok(_))));
+            let Some(spec) = self.specs.get(&item.event.source) else {
+                // A source no longer enriching (config changed across a restart): route as is.
+                self.route(holder, &item, (*item.event).clone(), &table)
+                    .await;
+                continue;
+            };
+            let expired = now.saturating_sub(item.committed_at) >= millis(spec.max_wait);
+            if !complete && !expired {
+                waiting.push(item);
+                continue;
+            }
+            let event = enrich(&item.event, spec, &keys, &answers);
+            self.route(holder, &item, event, &table).await;
+        }
+        (waiting, failing)
+    }
+
+    async fn route(&self, holder: &str, item: &UnroutedItem, event: Event, table: &RouteTable) {
+        let deliveries = table
+            .targets(&event)
+            .into_iter()
+            .map(|t| (t.route.to_owned(), t.sink.to_owned()))
+            .collect();
+        let routed = RouteLater {
+            event: Some(event),
+            deliveries,
+        };
+        match self.queue.route_later(holder, item.seq, routed).await {
+            Ok(RoutedLater::Routed { .. }) => metrics::counter!(ROUTED).increment(1),
+            Ok(RoutedLater::AlreadyRouted) => {}
+            Ok(RoutedLater::NotHeld { .. }) => {
+                tracing::info!(
+                    seq = item.seq,
+                    "enrichment: another holder took the event over"
+                );
+            }
+            Err(e) => {
+                // Still unrouted: claimed again once the lease runs out.
+                tracing::warn!(seq = item.seq, error = %e, "enrichment: cannot route the event");
+            }
+        }
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use serde_json::json;
+
+    use super::*;
+    use crate::enrich::config::{DEFAULT_CACHE_TTL, DEFAULT_MAX_WAIT};
+
+    fn spec(course: &[&str], person: &[&str]) -> EnrichSpec {
+        EnrichSpec {
+            course: course.iter().map(|s| (*s).to_owned()).collect(),
+            person: person.iter().map(|s| (*s).to_owned()).collect(),
+            max_wait: DEFAULT_MAX_WAIT,
+            cache_ttl: DEFAULT_CACHE_TTL,
+        }
+    }
+
+    fn roster() -> Event {
+        Event::new(
+            "1",
+            "classroom",
+            "classroom.courses.students.created",
+            Utc::now(),
+            json!({"collection": "courses.students", "eventType": "CREATED",
+                   "resourceId": {"courseId": "12345", "userId": "45678"}}),
+        )
+    }
+
+    #[test]
+    fn keeps_configured_fields_and_the_ids() {
+        let spec = spec(&["name"], &["name"]);
+        let event = roster();
+        let keys = keys_of(&event, &spec);
+        assert_eq!(keys.len(), 2);
+        let mut answers = HashMap::new();
+        let found = |v: Value| Ok(Answer::Found(v.as_object().cloned().unwrap()));
+        answers.insert(
+            keys[0].1.clone(),
+            found(json!({"name": "AP Biology", "section": "3"})),
+        );
+        answers.insert(
+            keys[1].1.clone(),
+            found(json!({"name": "Jane Doe", "email": "jane@example.edu"})),
+        );
+        let e = enrich(&event, &spec, &keys, &answers);
+        assert_eq!(
+            e.enriched["course"],
+            json!({"id": "12345", "name": "AP Biology"})
+        );
+        assert_eq!(
+            e.enriched["person"],
+            json!({"id": "45678", "name": "Jane Doe"})
+        );
+        assert_eq!(e.data, event.data, "data stays as Google sent it");
+        assert!(!e.meta.contains_key(META));
+    }
+
+    #[test]
+    fn failures_and_unknowns_are_said() {
+        let spec = spec(&["name"], &["name"]);
+        let event = roster();
+        let keys = keys_of(&event, &spec);
+        let mut answers = HashMap::new();
+        answers.insert(keys[0].1.clone(), Ok(Answer::NotFound));
+        let e = enrich(&event, &spec, &keys, &answers);
+        assert_eq!(e.meta[META], "failed: courses.students.get: not looked up");
+        answers.insert(
+            keys[1].1.clone(),
+            Err(Failure {
+                reason: "courses.students.get: Google answered 503".into(),
+            }),
+        );
+        let e = enrich(&event, &spec, &keys, &answers);
+        assert_eq!(
+            e.meta[META],
+            "failed: courses.students.get: Google answered 503"
+        );
+        assert_eq!(e.enriched["person"], json!({"id": "45678"}));
+        answers.insert(keys[1].1.clone(), Ok(Answer::NotFound));
+        let e = enrich(&event, &spec, &keys, &answers);
+        assert_eq!(
+            e.meta[META],
+            "unknown: courses.get not found; courses.students.get not found"
+        );
+    }
+
+    #[test]
+    fn only_roster_events_look_people_up() {
+        let spec = spec(&["name"], &["name"]);
+        let mut event = roster();
+        event.data["collection"] = json!("courses.courseWork");
+        assert_eq!(keys_of(&event, &spec).len(), 1);
+        event.data = json!({"resourceId": {}});
+        assert!(keys_of(&event, &spec).is_empty());
+    }
+}
