@@ -65,7 +65,7 @@ pub async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
     let routes = Arc::new(ArcSwap::from_pointee(config.routes.clone()));
     let templates = Arc::new(ArcSwap::from_pointee(config.templates.clone()));
     // The queue, through the storage boundary: the engine `queue.engine` names (§10).
-    let journal: Arc<dyn Queue> = crate::queue::open(&config.queue, routes.clone(), &sink_names)?;
+    let journal: Arc<dyn Queue> = crate::queue::open(&config, routes.clone(), &sink_names).await?;
 
     // The sinks report to the readiness `/readyz` reads, the journal's.
     let stop = CancellationToken::new();

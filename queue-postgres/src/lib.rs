@@ -11,14 +11,19 @@
 //!   lock, and the check that the database is not newer than this binary;
 //! * `error` — [`PgError`], which never carries the password.
 
+mod admin;
 pub mod config;
 pub mod connect;
+mod engine;
 mod error;
 pub mod migrate;
+mod sql;
 pub mod tls;
 
+pub use admin::PgAdmin;
 pub use config::{PgSpec, SslMode, spec_of};
 pub use connect::{connect, pool};
+pub use engine::{MAX_BATCH, PgQueue, Registration, fingerprint};
 pub use error::PgError;
 pub use migrate::{LATEST, Status, migrate, status};
 

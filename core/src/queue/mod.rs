@@ -184,6 +184,14 @@ pub trait Queue: QueueAdmin + Ingest {
         DEFAULT_LEASE
     }
 
+    /// Whether claims on deliveries lapse unless renewed, so that a worker must renew its
+    /// in-flight claims every `lease / 3` ([`Queue::renew`]). The local engine's never do
+    /// (the worker's in-flight set is the claim); a shared engine's do (docs/architecture.md
+    /// §10.1, "Leases").
+    fn renews_claims(&self) -> bool {
+        false
+    }
+
     // ---- unrouted events ------------------------------------------------------------
 
     /// Like [`Ingest::commit`] (duplicate check, durable before it returns, backpressure),
