@@ -50,6 +50,9 @@ impl RuntimeInfo {
     }
 
     fn write(&self, queue_dir: &Path) -> anyhow::Result<PathBuf> {
+        // On the postgres engine nothing else creates the directory (docs/architecture.md §10.2).
+        std::fs::create_dir_all(queue_dir)
+            .with_context(|| format!("cannot create {}", queue_dir.display()))?;
         let path = queue_dir.join(Self::FILE);
         std::fs::write(&path, serde_json::to_vec_pretty(self)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
