@@ -1,8 +1,8 @@
 //! The `postgres` queue engine: one queue shared by every gateway pointed at the same
-//! PostgreSQL database (docs/architecture.md §10, issue 16). Built so far: its config, the
-//! connection (TLS with libpq's `sslmode`s over rustls) and the schema with its migrations;
-//! the queue operations behind `herald_core::queue::Queue` are not, and `herald run` refuses
-//! this engine until they are.
+//! PostgreSQL database (docs/architecture.md §10, §10.2, issue 16): its config, the
+//! connection (TLS with libpq's `sslmode`s over rustls), the schema with its migrations, and
+//! the queue operations behind `herald_core::queue::Queue` ([`PgQueue`], [`PgAdmin`]), except
+//! unrouted events.
 //!
 //! * `config` — the engine's `queue:` keys, validated without I/O into a [`PgSpec`];
 //! * `tls` — rustls for the driver: `require`, `verify-ca`, `verify-full`;
