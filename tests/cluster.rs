@@ -84,7 +84,7 @@ async fn three_gateways_share_the_queue_and_survive_a_kill() {
                 let Some(g) = ok else { continue };
                 acked.lock().unwrap().insert(format!("c/{number}"));
                 // 5%: the same notification again, to another gateway.
-                if number % 20 == 0 {
+                if number.is_multiple_of(20) {
                     let other = (g + 1) % 3;
                     if post(&client, listens[other], number).await {
                         resent.lock().unwrap().insert(format!("c/{number}"));
