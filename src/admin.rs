@@ -364,7 +364,10 @@ fn no_google() -> Response {
 /// look (a damaged journal, an I/O failure). Every kind is named, so a new one needs a choice.
 fn journal_status(e: &JournalError) -> (StatusCode, &'static str) {
     match e {
-        JournalError::Full(_) | JournalError::Closed | JournalError::Locked { .. } => {
+        JournalError::Full(_)
+        | JournalError::Closed
+        | JournalError::Locked { .. }
+        | JournalError::Unavailable { .. } => {
             (StatusCode::SERVICE_UNAVAILABLE, "journal unavailable")
         }
         JournalError::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "journal damaged"),

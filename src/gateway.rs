@@ -51,6 +51,9 @@ impl RuntimeInfo {
     }
 
     fn write(&self, queue_dir: &Path) -> anyhow::Result<PathBuf> {
+        // On the postgres engine nothing else creates the directory (docs/architecture.md §10.2).
+        std::fs::create_dir_all(queue_dir)
+            .with_context(|| format!("cannot create {}", queue_dir.display()))?;
         let path = queue_dir.join(Self::FILE);
         std::fs::write(&path, serde_json::to_vec_pretty(self)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -66,7 +69,7 @@ pub async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
     let routes = Arc::new(ArcSwap::from_pointee(config.routes.clone()));
     let templates = Arc::new(ArcSwap::from_pointee(config.templates.clone()));
     // The queue, through the storage boundary: the engine `queue.engine` names (§10).
-    let journal: Arc<dyn Queue> = crate::queue::open(&config.queue, routes.clone(), &sink_names)?;
+    let journal: Arc<dyn Queue> = crate::queue::open(&config, routes.clone(), &sink_names).await?;
     // Enrichment routes with the same table as commits, swapped by reload (§11).
     let enrich_routes = routes.clone();
 

@@ -2,43 +2,81 @@
 //! `local` engine; the `postgres` engine is herald-queue-postgres, which core does not
 //! depend on. Every caller (the gateway, `herald dlq`, `herald google status`) opens its queue
 //! here and never names an engine.
-//!
-//! The postgres engine's queue operations are not built yet (issue 16): its config is
-//! validated, `herald migrate` prepares its schema, and opening it is refused with
-//! [`POSTGRES_NOT_BUILT`].
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use herald_core::config::{QueueConfig, QueueEngine};
+use herald_core::config::{Config, QueueConfig, QueueEngine};
 use herald_core::queue::{self, Queue, QueueAdmin, QueueError};
 use herald_core::rules::RouteTable;
+use herald_queue_postgres as pg;
 
-/// Why the gateway does not run on `engine: postgres` yet.
-pub const POSTGRES_NOT_BUILT: &str = "the postgres queue engine's operations are not built \
-    yet: `herald migrate` prepares the database and `herald check` validates the config, but \
-    the gateway and `herald dlq`/`herald google` run only on `engine: local` (the default) \
-    for now";
+/// Why `config` cannot run on its queue engine, if it cannot: enrichment (§11) commits events
+/// unrouted, which the postgres engine does not do yet, so a source with `enrich:` under
+/// `engine: postgres` is refused by `herald check` and `herald run` rather than answering
+/// Google 503 for every notification.
+pub fn unsupported(config: &Config) -> Option<String> {
+    if config.queue.engine != QueueEngine::Postgres {
+        return None;
+    }
+    let mut enriching: Vec<String> = herald_sources::enrich::specs(config).into_keys().collect();
+    if enriching.is_empty() {
+        return None;
+    }
+    enriching.sort();
+    Some(format!(
+        "source{} {} use{} `enrich:`, which the postgres queue engine does not support yet; \
+         use `queue.engine: local` or remove `enrich:`",
+        if enriching.len() == 1 { "" } else { "s" },
+        enriching
+            .iter()
+            .map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if enriching.len() == 1 { "s" } else { "" },
+    ))
+}
 
-/// The running gateway's queue.
-pub fn open(
-    config: &QueueConfig,
+/// The running gateway's queue. On postgres: connects, migrates (refusing a schema newer
+/// than this binary) and registers the gateway with a fingerprint of its config file
+/// (docs/architecture.md §10.2).
+pub async fn open(
+    config: &Config,
     routes: Arc<ArcSwap<RouteTable>>,
     sinks: &[String],
 ) -> anyhow::Result<Arc<dyn Queue>> {
-    match config.engine {
-        QueueEngine::Local => Ok(queue::open(config, routes, sinks)?),
-        QueueEngine::Postgres => anyhow::bail!("queue: {POSTGRES_NOT_BUILT}"),
+    if let Some(why) = unsupported(config) {
+        anyhow::bail!("{}: {why}", config.file.display());
+    }
+    match config.queue.engine {
+        QueueEngine::Local => Ok(queue::open(&config.queue, routes, sinks)?),
+        QueueEngine::Postgres => {
+            let spec = pg::spec_of(&config.queue)
+                .context("queue: the postgres config was not validated")?;
+            let bytes = std::fs::read(&config.file).unwrap_or_else(|_| sinks.join("\n").into());
+            let registration = pg::Registration {
+                fingerprint: pg::fingerprint(&bytes),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            };
+            let queue = pg::PgQueue::open(spec, &config.queue, routes, sinks, registration).await?;
+            Ok(Arc::new(queue))
+        }
     }
 }
 
-/// A queue for the CLI, whether or not a gateway runs on it.
+/// A queue for the CLI, whether or not a gateway runs on it: on postgres, the database
+/// directly (connecting on first use).
 pub fn open_admin(config: &QueueConfig) -> Result<Arc<dyn QueueAdmin>, QueueError> {
     match config.engine {
         QueueEngine::Local => queue::open_admin(config),
-        QueueEngine::Postgres => Err(QueueError::io(
-            "opening the postgres queue",
-            POSTGRES_NOT_BUILT,
-        )),
+        QueueEngine::Postgres => {
+            let spec = pg::spec_of(config).ok_or_else(|| {
+                QueueError::io("opening the postgres queue", "its config was not validated")
+            })?;
+            let admin = pg::PgAdmin::open(spec)
+                .map_err(|e| QueueError::io("opening the postgres queue", e))?;
+            Ok(Arc::new(admin))
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! `engine: postgres` through the binary, against the testkit's real PostgreSQL
 //! (docs/architecture.md §10): `herald check` masks the password, `herald migrate [--status]`
-//! prepares the schema, and `herald run` refuses until the engine's operations exist.
+//! prepares the schema, `herald run` and `herald dlq` name an unreachable database without
+//! the password, and gateways on one database share the queue (tests/cluster.rs).
 
 mod common;
 
@@ -126,7 +127,7 @@ fn migrate_applies_the_schema_once_and_status_says_where_it_stands() {
 }
 
 #[test]
-fn run_refuses_the_postgres_engine_until_it_is_built() {
+fn run_and_dlq_name_an_unreachable_database_without_the_password() {
     let dir = tempfile::tempdir().unwrap();
     let path = config(dir.path(), "postgres://herald@127.0.0.1:5999/herald");
     let out = herald_with_password(&["run", "-c", &path]);
@@ -134,13 +135,14 @@ fn run_refuses_the_postgres_engine_until_it_is_built() {
     assert_no_secret(&out);
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("the postgres queue engine's operations are not built yet"),
+        stderr.contains("cannot connect to PostgreSQL at herald@127.0.0.1:5999/herald"),
         "{stderr}"
     );
     let out = herald_with_password(&["dlq", "list", "-c", &path]);
     assert_eq!(out.status.code(), Some(1));
+    assert_no_secret(&out);
     assert!(
-        text(&out.stderr).contains("not built yet"),
+        text(&out.stderr).contains("unavailable"),
         "{}",
         text(&out.stderr)
     );
@@ -160,4 +162,29 @@ fn migrate_names_an_unreachable_database_without_the_password() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// Enrichment commits events unrouted, which the postgres engine does not do yet: `check` and
+/// `run` refuse the combination by name instead of the gateway answering 503 to every push.
+#[test]
+fn enrichment_on_the_postgres_engine_is_refused_by_check_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "postgres://herald@127.0.0.1:5999/herald");
+    let mut yaml = std::fs::read_to_string(&path).unwrap();
+    yaml.push_str(
+        "sources:\n  classroom:\n    type: classroom_pubsub\n    path: /push/classroom\n    enrich: true\n",
+    );
+    std::fs::write(&path, yaml).unwrap();
+    for command in ["check", "run"] {
+        let out = herald_with_password(&[command, "-c", &path]);
+        assert_eq!(out.status.code(), Some(1), "{command}");
+        assert!(
+            text(&out.stderr).contains(
+                "source `classroom` uses `enrich:`, which the postgres queue engine does not support yet"
+            ),
+            "{command}: {}",
+            text(&out.stderr)
+        );
+        assert_no_secret(&out);
+    }
 }

@@ -1,8 +1,8 @@
 //! The `postgres` queue engine: one queue shared by every gateway pointed at the same
-//! PostgreSQL database (docs/architecture.md §10, issue 16). Built so far: its config, the
-//! connection (TLS with libpq's `sslmode`s over rustls) and the schema with its migrations;
-//! the queue operations behind `herald_core::queue::Queue` are not, and `herald run` refuses
-//! this engine until they are.
+//! PostgreSQL database (docs/architecture.md §10, §10.2, issue 16): its config, the
+//! connection (TLS with libpq's `sslmode`s over rustls), the schema with its migrations, and
+//! the queue operations behind `herald_core::queue::Queue` ([`PgQueue`], [`PgAdmin`]), except
+//! unrouted events.
 //!
 //! * `config` — the engine's `queue:` keys, validated without I/O into a [`PgSpec`];
 //! * `tls` — rustls for the driver: `require`, `verify-ca`, `verify-full`;
@@ -11,14 +11,19 @@
 //!   lock, and the check that the database is not newer than this binary;
 //! * `error` — [`PgError`], which never carries the password.
 
+mod admin;
 pub mod config;
 pub mod connect;
+mod engine;
 mod error;
 pub mod migrate;
+mod sql;
 pub mod tls;
 
+pub use admin::PgAdmin;
 pub use config::{PgSpec, SslMode, spec_of};
 pub use connect::{connect, pool};
+pub use engine::{MAX_BATCH, PgQueue, Registration, fingerprint};
 pub use error::PgError;
 pub use migrate::{LATEST, Status, migrate, status};
 

@@ -124,6 +124,13 @@ impl Worker {
         let mut earliest: Option<i64> = None;
         // Set while reads fail with a damaged journal (logged once, not every minute).
         let mut damaged = false;
+        // A shared engine's claims lapse unless renewed (docs/architecture.md §10.1,
+        // "Leases"): renew those in flight every lease/3. The local engine needs nothing,
+        // so no task runs for it.
+        let renewing = self
+            .journal
+            .renews_claims()
+            .then(|| tokio::spawn(renew_claims(shared.clone(), self.name.clone())));
 
         'outer: while !shutdown.is_cancelled() {
             while attempts.try_join_next().is_some() {}
@@ -257,8 +264,40 @@ impl Worker {
             tracing::warn!(sink = %self.name, left = attempts.len(), "deliveries still in flight at the shutdown deadline; they stay queued");
             attempts.abort_all();
         }
+        if let Some(renewing) = renewing {
+            renewing.abort();
+        }
         if let Err(e) = self.sink.flush().await {
             tracing::warn!(sink = %self.name, error = %e, "flush at shutdown failed");
+        }
+    }
+}
+
+/// Renews the worker's claims on the deliveries it is attempting, every lease/3, so that an
+/// attempt longer than the lease is not taken over by another gateway (docs/architecture.md
+/// §10.1). Runs until aborted.
+async fn renew_claims(shared: Arc<Shared>, sink: String) {
+    let lease = shared.journal.lease();
+    let every = (lease / 3).max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(every).await;
+        let keys: Vec<DeliveryKey> = lock(&shared.inflight)
+            .iter()
+            .filter(|(_, settled)| settled.is_none())
+            .map(|(key, _)| key.clone())
+            .collect();
+        if keys.is_empty() {
+            continue;
+        }
+        let claim = Claim::new(shared.journal.holder(), lease);
+        match shared.journal.renew(claim, &keys).await {
+            Ok(lost) if !lost.is_empty() => {
+                tracing::warn!(sink = %sink, lost = lost.len(), "claims on deliveries in flight lapsed; another gateway may attempt them too");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(sink = %sink, error = %e, "cannot renew claims on deliveries in flight")
+            }
         }
     }
 }

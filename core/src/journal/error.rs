@@ -6,6 +6,7 @@
 //! | [`Closed`](JournalError::Closed) | the writer is gone: the gateway is shutting down | sources and the admin API answer 503; an outcome that was not recorded leaves its delivery pending, to be attempted again after the restart |
 //! | [`Locked`](JournalError::Locked) | another process (a running gateway) holds the journal file | `herald dlq` asks that gateway through its admin listener instead; `herald run` refuses to start; the admin API answers 503 |
 //! | [`Corrupt`](JournalError::Corrupt) | a record cannot be decoded, or redb reports that the file is damaged | a sink worker backs off for a minute and logs it once instead of spinning; the admin API answers 500 |
+//! | [`Unavailable`](JournalError::Unavailable) | the queue's database cannot be reached (the postgres engine, docs/architecture.md §10.2: PostgreSQL down or restarting) | sources answer 503 and `/readyz` says `queue: …`; a sink worker pauses and tries again after a second; the admin API answers 503 |
 //! | [`Io`](JournalError::Io) | reading or writing the file failed (a disk error, a full disk) | sources answer 503; the admin API answers 500; a sink worker tries again after a second |
 //!
 //! Only the first three say "not now": the same request may succeed later without anyone
@@ -55,6 +56,9 @@ pub enum JournalError {
     Locked { path: String },
     /// `what` (e.g. `event 42`, `dead letter 7`, `the journal file`) cannot be read.
     Corrupt { what: String, detail: String },
+    /// The queue's database cannot be reached now (the postgres engine: PostgreSQL is down
+    /// or restarting, docs/architecture.md §10.2); it may be back by itself.
+    Unavailable { detail: String },
     /// Reading or writing the journal failed while doing `context` (may be empty).
     Io { context: String, detail: String },
 }
@@ -80,7 +84,10 @@ impl JournalError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            JournalError::Full(_) | JournalError::Closed | JournalError::Locked { .. }
+            JournalError::Full(_)
+                | JournalError::Closed
+                | JournalError::Locked { .. }
+                | JournalError::Unavailable { .. }
         )
     }
 
@@ -122,6 +129,9 @@ impl fmt::Display for JournalError {
             ),
             JournalError::Corrupt { what, detail } => {
                 write!(f, "the journal is damaged ({what}): {detail}")
+            }
+            JournalError::Unavailable { detail } => {
+                write!(f, "the queue's database is unavailable: {detail}")
             }
             JournalError::Io { context, detail } if context.is_empty() => {
                 write!(f, "journal I/O failed: {detail}")

@@ -66,7 +66,7 @@ impl OnRecorded {
         OnRecorded(Some(Box::new(then)))
     }
 
-    pub(crate) fn call(mut self, result: Result<(), JournalError>) {
+    pub fn call(mut self, result: Result<(), JournalError>) {
         if let Some(then) = self.0.take() {
             then(result);
         }

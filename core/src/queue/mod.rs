@@ -1,9 +1,7 @@
 //! The storage boundary: everything the gateway asks of its queue, as one interface with
-//! engines behind it (docs/architecture.md §10). Today there is one engine, `local`: the
-//! embedded journal ([`crate::journal::Journal`]), which [`open`] and [`open_admin`] open.
-//! `postgres` (crate herald-queue-postgres: config, schema and migrations so far) is designed
-//! for (every method below says what it must do) but its operations are not built; the
-//! binary chooses the engine (`src/queue.rs`) and refuses to run on `postgres` for now.
+//! engines behind it (docs/architecture.md §10): `local`, the embedded journal
+//! ([`crate::journal::Journal`]), which [`open`] and [`open_admin`] open, and `postgres`
+//! (crate herald-queue-postgres, §10.2), which the binary opens (`src/queue.rs`).
 //!
 //! The interface is three object-safe traits, one inside the other:
 //!
@@ -182,6 +180,14 @@ pub trait Queue: QueueAdmin + Ingest {
     /// The lease of claims, `queue.lease` when there is such a key ([`DEFAULT_LEASE`]).
     fn lease(&self) -> Duration {
         DEFAULT_LEASE
+    }
+
+    /// Whether claims on deliveries lapse unless renewed, so that a worker must renew its
+    /// in-flight claims every `lease / 3` ([`Queue::renew`]). The local engine's never do
+    /// (the worker's in-flight set is the claim); a shared engine's do (docs/architecture.md
+    /// §10.1, "Leases").
+    fn renews_claims(&self) -> bool {
+        false
     }
 
     // ---- unrouted events ------------------------------------------------------------

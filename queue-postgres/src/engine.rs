@@ -1,0 +1,1143 @@
+//! [`PgQueue`]: a running gateway's queue on PostgreSQL, shared with the other gateways on the
+//! same database (docs/architecture.md §10.1, §10.2).
+//!
+//! * **Group commit** (§10.1): commits, rejected inputs and outcomes go to one writer task,
+//!   which takes everything waiting (up to [`MAX_BATCH`]), runs it in one transaction (the
+//!   statements pipelined on one connection), commits, and only then answers. A deadlock
+//!   with another gateway's batch is retried.
+//! * **Claims**: `scan_pending` claims due rows with `FOR UPDATE SKIP LOCKED` for the lease;
+//!   outcomes apply only where the claim is still this gateway's.
+//! * **Wake-ups**: the commit's `NOTIFY herald_deliveries, sink` reaches every gateway's
+//!   listening connection ([`listen`]), which reconnects by itself.
+//! * **A monitor task** refreshes the backlog counters every second (backpressure), which is
+//!   also the probe telling `/readyz` whether PostgreSQL answers; refreshes this gateway's
+//!   `gateways` row; and, as the leader of `"sweep"`, removes delivered events past the
+//!   retention every minute.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use deadpool_postgres::Pool;
+use futures_util::future::join_all;
+use herald_core::config::{QueueConfig, QueueEngine};
+use herald_core::event::Event;
+use herald_core::health::Health;
+use herald_core::ingest::{Committed, Ingest, IngestError, RejectedInput};
+use herald_core::queue::{
+    Claim, DeadFilter, DeadLetter, DeliveryKey, Lead, Limit, Millis, OnRecorded, Outcome,
+    PendingItem, PendingState, Queue, QueueAdmin, QueueError, Recording, ReplayReport, RouteLater,
+    RoutedLater, Stats, Tapped, UnroutedItem,
+};
+use herald_core::rules::RouteTable;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, admin_impl, client, count, queue_error, text};
+use crate::config::PgSpec;
+use crate::error::PgError;
+use crate::sql;
+
+/// The most commands in one transaction.
+pub const MAX_BATCH: usize = 1024;
+/// How often the backlog is counted again (and PostgreSQL probed).
+const MONITOR_EVERY: Duration = Duration::from_secs(1);
+/// How often the leader of `"sweep"` sweeps.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Routed events a slow `herald tap` may fall behind by.
+const TAP_BUFFER: usize = 4096;
+/// Why unrouted events are refused on this engine (enrichment is not built, §11).
+const NO_UNROUTED: &str = "unrouted events (enrichment, docs/architecture.md §11) are not built \
+    on the postgres engine yet";
+
+enum Command {
+    Append {
+        event: Event,
+        routed: bool,
+        reply: oneshot::Sender<Result<Committed, QueueError>>,
+    },
+    Reject {
+        input: RejectedInput,
+        reply: oneshot::Sender<Result<(), QueueError>>,
+    },
+    Outcome {
+        key: DeliveryKey,
+        outcome: Outcome,
+        then: OnRecorded,
+    },
+    Stop {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// What the gateway's tasks share.
+struct Inner {
+    pool: Pool,
+    holder: String,
+    lease: Duration,
+    retention_ms: i64,
+    routes: Arc<ArcSwap<RouteTable>>,
+    notifies: RwLock<HashMap<String, Arc<Notify>>>,
+    tap: broadcast::Sender<Arc<Tapped>>,
+    health: Health,
+    undelivered_events: AtomicU64,
+    undelivered_bytes: AtomicU64,
+    max_events: Option<u64>,
+    max_bytes: Option<u64>,
+    /// Why PostgreSQL cannot be used now (`/readyz`), while it cannot.
+    down: Mutex<Option<String>>,
+    closed: AtomicBool,
+    /// Events whose JSON cannot be read, each logged once.
+    damaged: Mutex<BTreeSet<i64>>,
+    target: String,
+}
+
+impl Inner {
+    fn notify(&self, sink: &str) -> Arc<Notify> {
+        if let Some(n) = self.notifies.read().ok().and_then(|m| m.get(sink).cloned()) {
+            return n;
+        }
+        let mut map = self.notifies.write().unwrap_or_else(|p| p.into_inner());
+        map.entry(sink.to_owned()).or_default().clone()
+    }
+
+    fn wake_all(&self) {
+        let map = self.notifies.read().unwrap_or_else(|p| p.into_inner());
+        for n in map.values() {
+            n.notify_one();
+        }
+    }
+
+    /// Notes whether PostgreSQL answered, from an operation's result.
+    fn observe<T>(&self, result: &Result<T, QueueError>) {
+        match result {
+            Err(QueueError::Unavailable { detail }) => self.went_down(detail),
+            Ok(_) => self.came_back(),
+            Err(_) => {}
+        }
+    }
+
+    fn went_down(&self, why: &str) {
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        if down.is_none() {
+            tracing::error!(target_db = %self.target, reason = %why, "queue: PostgreSQL is unavailable; sources answer 503 and deliveries pause until it is back");
+        }
+        *down = Some(why.to_owned());
+    }
+
+    fn came_back(&self) {
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        if down.take().is_some() {
+            tracing::info!(target_db = %self.target, "queue: PostgreSQL is back");
+            drop(down);
+            self.wake_all();
+        }
+    }
+
+    fn room(&self) -> Result<(), QueueError> {
+        let events = self.undelivered_events.load(Ordering::Relaxed);
+        let bytes = self.undelivered_bytes.load(Ordering::Relaxed);
+        if let Some(max) = self.max_events.filter(|max| events >= *max) {
+            return Err(QueueError::Full(Limit::Events {
+                undelivered: events,
+                max,
+            }));
+        }
+        if let Some(max) = self.max_bytes.filter(|max| bytes >= *max) {
+            return Err(QueueError::Full(Limit::Bytes {
+                undelivered: bytes,
+                max,
+            }));
+        }
+        Ok(())
+    }
+
+    async fn refresh_backlog(&self) -> Result<(), QueueError> {
+        let client = client(&self.pool).await?;
+        let row = client
+            .query_one(sql::BACKLOG, &[])
+            .await
+            .map_err(|e| queue_error("counting the backlog", &e))?;
+        let events: i64 = row.try_get(0).map_err(|e| queue_error("", &e))?;
+        let bytes: i64 = row.try_get(1).map_err(|e| queue_error("", &e))?;
+        self.undelivered_events
+            .store(count(events), Ordering::Relaxed);
+        self.undelivered_bytes
+            .store(count(bytes), Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn try_lead(&self, name: &str, claim: Claim<'_>) -> Result<Lead, QueueError> {
+        let client = client(&self.pool).await?;
+        let e = |e: tokio_postgres::Error| queue_error("taking a leadership", &e);
+        let ttl = millis(claim.ttl);
+        if let Some(row) = client
+            .query_opt(sql::LEAD, &[&name, &claim.holder, &ttl])
+            .await
+            .map_err(e)?
+        {
+            return Ok(Lead::Leader {
+                until: row.try_get(0).map_err(e)?,
+            });
+        }
+        match client.query_opt(sql::LEADER, &[&name]).await.map_err(e)? {
+            Some(row) => Ok(Lead::Follower {
+                leader: row.try_get(0).map_err(e)?,
+                until: row.try_get(1).map_err(e)?,
+            }),
+            // Resigned in between: free now, the next call takes it.
+            None => Ok(Lead::Follower {
+                leader: String::new(),
+                until: 0,
+            }),
+        }
+    }
+
+    async fn sweep(&self) -> Result<usize, QueueError> {
+        let claim = Claim::new(&self.holder, self.lease.max(SWEEP_EVERY * 2));
+        if !self.try_lead("sweep", claim).await?.is_leader() {
+            return Ok(0);
+        }
+        let client = client(&self.pool).await?;
+        let n = client
+            .execute(sql::SWEEP, &[&self.retention_ms])
+            .await
+            .map_err(|e| queue_error("removing delivered events past the retention", &e))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The postgres engine's queue for a running gateway.
+pub struct PgQueue {
+    inner: Arc<Inner>,
+    pool: Pool,
+    commands: mpsc::Sender<Command>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// What the gateway tells the database about itself (the `gateways` table).
+#[derive(Clone, Debug, Default)]
+pub struct Registration {
+    /// A hash of the gateway's config (e.g. [`fingerprint`] of the config file).
+    pub fingerprint: String,
+    pub version: String,
+}
+
+/// The hex SHA-256 of `bytes`.
+pub fn fingerprint(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A name for this process, unique among the gateways: host, pid, start time.
+fn holder_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "herald".into());
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    format!("{host}/{}/{started:x}", std::process::id())
+}
+
+impl PgQueue {
+    /// Connects, migrates the schema (refusing one newer than this binary), registers the
+    /// gateway and starts the writer, the monitor and the listener.
+    pub async fn open(
+        spec: &PgSpec,
+        queue: &QueueConfig,
+        routes: Arc<ArcSwap<RouteTable>>,
+        sinks: &[String],
+        registration: Registration,
+    ) -> Result<PgQueue, PgError> {
+        let mut first = crate::connect(spec).await?;
+        crate::migrate(&mut first).await?;
+        drop(first);
+        let pool = crate::pool(spec)?;
+        let holder = holder_name();
+        let db = |context: &'static str| move |e: tokio_postgres::Error| PgError::db(context, &e);
+        {
+            let client = pool.get().await.map_err(|e| PgError::Connect {
+                target: spec.target(),
+                detail: e.to_string(),
+            })?;
+            let sinks = sinks.to_vec();
+            client
+                .execute(
+                    sql::REGISTER,
+                    &[
+                        &holder,
+                        &registration.fingerprint,
+                        &sinks,
+                        &registration.version,
+                    ],
+                )
+                .await
+                .map_err(db("registering the gateway"))?;
+        }
+        let (tap, _) = broadcast::channel(TAP_BUFFER);
+        let inner = Arc::new(Inner {
+            pool: pool.clone(),
+            holder,
+            lease: spec.lease,
+            retention_ms: millis(queue.retention),
+            routes,
+            notifies: RwLock::default(),
+            tap,
+            health: Health::default(),
+            undelivered_events: AtomicU64::new(0),
+            undelivered_bytes: AtomicU64::new(0),
+            max_events: queue.max_events,
+            max_bytes: queue.max_bytes,
+            down: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            damaged: Mutex::default(),
+            target: spec.target(),
+        });
+        for sink in sinks {
+            inner.notify(sink);
+        }
+        inner
+            .refresh_backlog()
+            .await
+            .map_err(|e| PgError::Connect {
+                target: spec.target(),
+                detail: e.to_string(),
+            })?;
+        let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+        let writer = tokio::spawn(write(inner.clone(), rx));
+        let tasks = vec![
+            tokio::spawn(monitor(inner.clone())),
+            tokio::spawn(listen(inner.clone(), spec.clone())),
+        ];
+        tracing::info!(holder = %inner.holder, target_db = %inner.target, "queue: postgres engine open");
+        Ok(PgQueue {
+            inner,
+            pool,
+            commands: tx,
+            writer: Mutex::new(Some(writer)),
+            tasks: Mutex::new(tasks),
+        })
+    }
+
+    fn replayed(&self, sinks: &[String]) {
+        for sink in sinks {
+            self.inner.notify(sink).notify_one();
+        }
+    }
+
+    async fn send(&self, command: Command) -> Result<(), QueueError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| QueueError::Closed)
+    }
+
+    async fn append(&self, event: Event, routed: bool) -> Result<Committed, QueueError> {
+        self.inner.room()?;
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Append {
+            event,
+            routed,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// The keys as three arrays, for `unnest`.
+    fn columns(keys: &[DeliveryKey]) -> (Vec<String>, Vec<i64>, Vec<String>) {
+        let sinks = keys.iter().map(|k| k.sink.clone()).collect();
+        let seqs = keys
+            .iter()
+            .map(|k| i64::try_from(k.seq).unwrap_or(i64::MAX))
+            .collect();
+        let routes = keys.iter().map(|k| k.route.clone()).collect();
+        (sinks, seqs, routes)
+    }
+}
+
+admin_impl!(PgQueue);
+
+#[async_trait]
+impl Ingest for PgQueue {
+    async fn commit(&self, event: Event) -> Result<Committed, IngestError> {
+        Ok(self.append(event, true).await?)
+    }
+
+    async fn reject(&self, input: RejectedInput) -> Result<(), IngestError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Reject { input, reply }).await?;
+        Ok(answer.await.map_err(|_| QueueError::Closed)??)
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        if self.inner.closed.load(Ordering::Relaxed) || self.commands.is_closed() {
+            return Err("queue: shut down".into());
+        }
+        if let Some(why) = self
+            .inner
+            .down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Err(format!(
+                "queue: PostgreSQL at {} is unavailable: {why}",
+                self.inner.target
+            ));
+        }
+        if let Err(QueueError::Full(limit)) = self.inner.room() {
+            return Err(format!("queue full: {limit}"));
+        }
+        self.inner.health.check()
+    }
+}
+
+#[async_trait]
+impl Queue for PgQueue {
+    fn holder(&self) -> &str {
+        &self.inner.holder
+    }
+
+    fn lease(&self) -> Duration {
+        self.inner.lease
+    }
+
+    fn renews_claims(&self) -> bool {
+        true
+    }
+
+    async fn commit_unrouted(&self, _event: Event) -> Result<Committed, QueueError> {
+        Err(QueueError::io("committing an unrouted event", NO_UNROUTED))
+    }
+
+    async fn claim_unrouted(
+        &self,
+        _claim: Claim<'_>,
+        _limit: usize,
+    ) -> Result<Vec<UnroutedItem>, QueueError> {
+        Err(QueueError::io("claiming unrouted events", NO_UNROUTED))
+    }
+
+    async fn renew_unrouted(
+        &self,
+        _claim: Claim<'_>,
+        _seqs: &[u64],
+    ) -> Result<Vec<u64>, QueueError> {
+        Err(QueueError::io("renewing unrouted events", NO_UNROUTED))
+    }
+
+    async fn release_unrouted(&self, _holder: &str, _seqs: &[u64]) -> Result<(), QueueError> {
+        Err(QueueError::io("releasing unrouted events", NO_UNROUTED))
+    }
+
+    async fn route_later(
+        &self,
+        _holder: &str,
+        _seq: u64,
+        _routed: RouteLater,
+    ) -> Result<RoutedLater, QueueError> {
+        Err(QueueError::io("routing an unrouted event", NO_UNROUTED))
+    }
+
+    async fn scan_pending(
+        &self,
+        sink: &str,
+        claim: Claim<'_>,
+        after: Option<DeliveryKey>,
+        limit: usize,
+    ) -> Result<Vec<PendingItem>, QueueError> {
+        let result = scan(&self.inner, sink, claim, after, limit).await;
+        self.inner.observe(&result);
+        result
+    }
+
+    async fn renew(
+        &self,
+        claim: Claim<'_>,
+        keys: &[DeliveryKey],
+    ) -> Result<Vec<DeliveryKey>, QueueError> {
+        let client = client(&self.pool).await?;
+        let (sinks, seqs, routes) = Self::columns(keys);
+        let e = |e: tokio_postgres::Error| queue_error("renewing claims", &e);
+        let rows = client
+            .query(
+                sql::RENEW,
+                &[&claim.holder, &millis(claim.ttl), &sinks, &seqs, &routes],
+            )
+            .await
+            .map_err(e)?;
+        let mut held = BTreeSet::new();
+        for row in &rows {
+            let sink: String = row.try_get(0).map_err(e)?;
+            let seq: i64 = row.try_get(1).map_err(e)?;
+            let route: String = row.try_get(2).map_err(e)?;
+            held.insert((sink, seq, route));
+        }
+        Ok(keys
+            .iter()
+            .filter(|k| {
+                !held.contains(&(
+                    k.sink.clone(),
+                    i64::try_from(k.seq).unwrap_or(i64::MAX),
+                    k.route.clone(),
+                ))
+            })
+            .cloned()
+            .collect())
+    }
+
+    async fn release(&self, holder: &str, keys: &[DeliveryKey]) -> Result<(), QueueError> {
+        let client = client(&self.pool).await?;
+        let (sinks, seqs, routes) = Self::columns(keys);
+        client
+            .execute(sql::RELEASE, &[&holder, &sinks, &seqs, &routes])
+            .await
+            .map_err(|e| queue_error("releasing claims", &e))?;
+        Ok(())
+    }
+
+    async fn record(&self, key: DeliveryKey, outcome: Outcome) -> Result<(), QueueError> {
+        let (reply, answer) = oneshot::channel();
+        let then = OnRecorded::new(move |result| {
+            let _ = reply.send(result);
+        });
+        self.record_then(key, outcome, then).await?;
+        answer.await.map_err(|_| QueueError::Closed)?
+    }
+
+    fn record_then(&self, key: DeliveryKey, outcome: Outcome, then: OnRecorded) -> Recording<'_> {
+        match self
+            .commands
+            .try_send(Command::Outcome { key, outcome, then })
+        {
+            Ok(()) => Recording::done(Ok(())),
+            // Dropped with the command: `then` is called with `Closed`.
+            Err(TrySendError::Closed(_)) => Recording::done(Err(QueueError::Closed)),
+            Err(TrySendError::Full(command)) => Recording::waiting(self.send(command)),
+        }
+    }
+
+    fn notify_for(&self, sink: &str) -> Arc<Notify> {
+        self.inner.notify(sink)
+    }
+
+    async fn bury(&self, sink: &str, reason: &str) -> Result<usize, QueueError> {
+        let client = client(&self.pool).await?;
+        let n = client
+            .execute(sql::BURY, &[&sink, &reason])
+            .await
+            .map_err(|e| queue_error("moving a removed sink's backlog to the dead letters", &e))?;
+        let _ = self.inner.refresh_backlog().await;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn tap(&self) -> broadcast::Receiver<Arc<Tapped>> {
+        self.inner.tap.subscribe()
+    }
+
+    fn health(&self) -> &Health {
+        &self.inner.health
+    }
+
+    fn room(&self) -> Result<(), QueueError> {
+        self.inner.room()
+    }
+
+    async fn sweep(&self) -> Result<usize, QueueError> {
+        self.inner.sweep().await
+    }
+
+    async fn try_lead(&self, name: &str, claim: Claim<'_>) -> Result<Lead, QueueError> {
+        self.inner.try_lead(name, claim).await
+    }
+
+    async fn resign(&self, name: &str, holder: &str) -> Result<(), QueueError> {
+        let client = client(&self.pool).await?;
+        client
+            .execute(sql::RESIGN, &[&name, &holder])
+            .await
+            .map_err(|e| queue_error("resigning a leadership", &e))?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command::Stop { reply }).await.is_ok() {
+            let _ = answer.await;
+        }
+        self.inner.closed.store(true, Ordering::Relaxed);
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
+        for task in self
+            .tasks
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default()
+        {
+            task.abort();
+        }
+        // Give this gateway's claims and leaderships up, so the others need not wait for
+        // the lease (a gateway killed instead leaves them to run out).
+        if let Ok(client) = self.pool.get().await {
+            let holder = &self.inner.holder;
+            if let Err(e) = client.execute(sql::RELEASE_ALL, &[holder]).await {
+                tracing::warn!(error = %crate::error::detail(&e), "queue: cannot release claims at shutdown");
+            }
+            let _ = client.execute(sql::RESIGN_ALL, &[holder]).await;
+        }
+        self.pool.close();
+    }
+}
+
+/// A page of `sink`'s deliveries, the due ones claimed (docs/architecture.md §10.1).
+async fn scan(
+    inner: &Inner,
+    sink: &str,
+    claim: Claim<'_>,
+    after: Option<DeliveryKey>,
+    limit: usize,
+) -> Result<Vec<PendingItem>, QueueError> {
+    let client = client(&inner.pool).await?;
+    let (after_seq, after_route) = match &after {
+        Some(k) => (i64::try_from(k.seq).unwrap_or(i64::MAX), k.route.clone()),
+        None => (-1, String::new()),
+    };
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let context = "reading pending deliveries";
+    let e = |e: tokio_postgres::Error| queue_error(context, &e);
+    let rows = client
+        .query(
+            sql::SCAN,
+            &[
+                &sink,
+                &after_seq,
+                &after_route,
+                &claim.holder,
+                &limit,
+                &millis(claim.ttl),
+            ],
+        )
+        .await
+        .map_err(e)?;
+    let mut items = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let seq: i64 = row.try_get(0).map_err(e)?;
+        let route: String = row.try_get(1).map_err(e)?;
+        let attempts: i32 = row.try_get(2).map_err(e)?;
+        let errors: String = row.try_get(3).map_err(e)?;
+        let next_at: i64 = row.try_get(4).map_err(e)?;
+        let committed_at: Millis = row.try_get(5).map_err(e)?;
+        let json: String = row.try_get(6).map_err(e)?;
+        let claimed: bool = row.try_get(7).map_err(e)?;
+        let event: Event = match serde_json::from_str(&json) {
+            Ok(event) => event,
+            Err(err) => {
+                let first = inner
+                    .damaged
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(seq);
+                if first {
+                    tracing::error!(sink, route = %route, seq, error = %admin::json_where(&err), "a pending delivery's event cannot be read; it is skipped");
+                }
+                continue;
+            }
+        };
+        items.push(PendingItem {
+            key: DeliveryKey {
+                sink: sink.to_owned(),
+                seq: u64::try_from(seq).unwrap_or(0),
+                route,
+            },
+            state: PendingState {
+                attempts: u32::try_from(attempts).unwrap_or(0),
+                // Claimed means due by the database's clock: due now, whatever this
+                // machine's clock says. The others are due later.
+                next_at: if claimed { 0 } else { next_at },
+                errors: serde_json::from_str(&errors).unwrap_or_default(),
+            },
+            committed_at,
+            event: Arc::new(event),
+            json: Arc::from(json),
+        });
+    }
+    Ok(items)
+}
+
+/// A command's data, ready for its statement. Short-lived (one batch), so the variants'
+/// sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Work {
+    Append {
+        source: String,
+        id: String,
+        size: i32,
+        json: String,
+        routed: bool,
+        routes: Vec<String>,
+        sinks: Vec<String>,
+        /// For the tap, when one is attached.
+        event: Option<Event>,
+    },
+    Reject {
+        reason: String,
+        source: String,
+        received: f64,
+        meta: String,
+        body: String,
+    },
+    Outcome {
+        key: DeliveryKey,
+        seq: i64,
+        outcome: Outcome,
+        attempt: String,
+    },
+}
+
+/// Whom to answer once the batch is committed (apart from [`Work`], which the statements
+/// borrow across awaits and so must be `Sync`).
+enum Reply {
+    Append(oneshot::Sender<Result<Committed, QueueError>>),
+    Unit(oneshot::Sender<Result<(), QueueError>>),
+    Then(OnRecorded),
+}
+
+/// What one statement of a batch did.
+enum Done {
+    Appended(Committed),
+    Unit,
+}
+
+/// The writer: group commit (docs/architecture.md §10.1).
+async fn write(inner: Arc<Inner>, mut commands: mpsc::Receiver<Command>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut stop = None;
+    while stop.is_none() {
+        let Some(first) = commands.recv().await else {
+            break;
+        };
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match commands.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        stop = apply(&inner, &mut batch).await;
+    }
+    // Commit what was sent before the stop, then confirm.
+    commands.close();
+    while let Ok(c) = commands.try_recv() {
+        batch.push(c);
+        if batch.len() >= MAX_BATCH {
+            apply(&inner, &mut batch).await;
+        }
+    }
+    apply(&inner, &mut batch).await;
+    if let Some(reply) = stop {
+        let _ = reply.send(());
+    }
+}
+
+/// Applies `commands` in one transaction and answers them; returns a stop request.
+async fn apply(inner: &Inner, commands: &mut Vec<Command>) -> Option<oneshot::Sender<()>> {
+    if commands.is_empty() {
+        return None;
+    }
+    let routes = inner.routes.load();
+    let tapping = inner.tap.receiver_count() > 0;
+    let mut stop = None;
+    let mut work = Vec::with_capacity(commands.len());
+    let mut replies = Vec::with_capacity(commands.len());
+    for command in commands.drain(..) {
+        match command {
+            Command::Append {
+                event,
+                routed,
+                reply,
+            } => {
+                let mut pairs: Vec<(String, String)> = Vec::new();
+                if routed {
+                    for t in routes.targets(&event) {
+                        let pair = (t.route.to_owned(), t.sink.to_owned());
+                        if !pairs.contains(&pair) {
+                            pairs.push(pair);
+                        }
+                    }
+                }
+                let json = event.to_json();
+                work.push(Work::Append {
+                    source: text(&event.source).into_owned(),
+                    id: text(&event.id).into_owned(),
+                    size: i32::try_from(json.len()).unwrap_or(i32::MAX),
+                    json,
+                    routed,
+                    routes: pairs.iter().map(|p| p.0.clone()).collect(),
+                    sinks: pairs.into_iter().map(|p| p.1).collect(),
+                    event: tapping.then_some(event),
+                });
+                replies.push(Reply::Append(reply));
+            }
+            Command::Reject { input, reply } => {
+                work.push(Work::Reject {
+                    reason: text(&input.reason).into_owned(),
+                    source: text(&input.source).into_owned(),
+                    received: input.received.timestamp_millis() as f64,
+                    meta: serde_json::to_string(&input.meta).unwrap_or_else(|_| "{}".into()),
+                    body: text(&input.body).into_owned(),
+                });
+                replies.push(Reply::Unit(reply));
+            }
+            Command::Outcome { key, outcome, then } => {
+                let attempt = match &outcome {
+                    Outcome::Retry { attempt, .. } => Some(attempt),
+                    Outcome::Dead { attempt, .. } => attempt.as_ref(),
+                    Outcome::Delivered => None,
+                };
+                let attempt = serde_json::to_string(&attempt.into_iter().collect::<Vec<_>>())
+                    .unwrap_or_else(|_| "[]".into());
+                work.push(Work::Outcome {
+                    seq: i64::try_from(key.seq).unwrap_or(i64::MAX),
+                    key,
+                    outcome,
+                    attempt,
+                });
+                replies.push(Reply::Then(then));
+            }
+            Command::Stop { reply } => stop = Some(reply),
+        }
+    }
+    if work.is_empty() {
+        return stop;
+    }
+    let started = std::time::Instant::now();
+    // A deadlock with another gateway's batch (both updating the same events) aborts one
+    // of them; it is run again.
+    let mut result = run_batch(inner, &work).await;
+    for _ in 0..3 {
+        match &result {
+            Err(Failed::Retry(_)) => result = run_batch(inner, &work).await,
+            _ => break,
+        }
+    }
+    metrics::histogram!("herald_journal_commit_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("herald_journal_batch_size").record(work.len() as f64);
+    let result = result.map_err(|f| match f {
+        Failed::Retry(e) | Failed::Error(e) => e,
+    });
+    inner.observe(&result);
+    match result {
+        Ok(done) => {
+            let mut touched = BTreeSet::new();
+            for ((w, d), reply) in work.into_iter().zip(done).zip(replies) {
+                if let (
+                    Work::Append {
+                        sinks,
+                        routes,
+                        event,
+                        size,
+                        ..
+                    },
+                    Done::Appended(Committed::New),
+                ) = (w, &d)
+                {
+                    inner.undelivered_events.fetch_add(1, Ordering::Relaxed);
+                    inner
+                        .undelivered_bytes
+                        .fetch_add(u64::try_from(size).unwrap_or(0), Ordering::Relaxed);
+                    if let Some(event) = event {
+                        let deliveries = routes.into_iter().zip(sinks.clone()).collect();
+                        let _ = inner.tap.send(Arc::new(Tapped { event, deliveries }));
+                    }
+                    touched.extend(sinks);
+                }
+                match (reply, d) {
+                    (Reply::Append(tx), Done::Appended(committed)) => {
+                        let _ = tx.send(Ok(committed));
+                    }
+                    (Reply::Append(tx), Done::Unit) => {
+                        let _ = tx.send(Ok(Committed::New));
+                    }
+                    (Reply::Unit(tx), _) => {
+                        let _ = tx.send(Ok(()));
+                    }
+                    (Reply::Then(then), _) => then.call(Ok(())),
+                }
+            }
+            // This gateway's workers at once; the others by the NOTIFY.
+            for sink in &touched {
+                inner.notify(sink).notify_one();
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "queue: commit failed; {} commands refused", work.len());
+            for reply in replies {
+                match reply {
+                    Reply::Append(tx) => {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                    Reply::Unit(tx) => {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                    Reply::Then(then) => then.call(Err(e.clone())),
+                }
+            }
+        }
+    }
+    stop
+}
+
+enum Failed {
+    /// A deadlock or serialization failure: the batch may be run again.
+    Retry(QueueError),
+    Error(QueueError),
+}
+
+/// Runs the batch in one transaction, its statements pipelined, and commits.
+async fn run_batch(inner: &Inner, work: &[Work]) -> Result<Vec<Done>, Failed> {
+    let context = "committing a batch";
+    let fail = |e: tokio_postgres::Error| {
+        let retry = matches!(e.code().map(|c| c.code()), Some("40P01" | "40001"));
+        let e = queue_error(context, &e);
+        if retry {
+            Failed::Retry(e)
+        } else {
+            Failed::Error(e)
+        }
+    };
+    let mut client = client(&inner.pool).await.map_err(Failed::Error)?;
+    let tx = client.transaction().await.map_err(fail)?;
+    let append = tx.prepare_cached(sql::APPEND).await.map_err(fail)?;
+    let reject = tx.prepare_cached(sql::REJECT).await.map_err(fail)?;
+    let delivered = tx.prepare_cached(sql::DELIVERED).await.map_err(fail)?;
+    let retry = tx.prepare_cached(sql::RETRY).await.map_err(fail)?;
+    let dead = tx.prepare_cached(sql::DEAD).await.map_err(fail)?;
+    let stmts = Statements {
+        append,
+        reject,
+        delivered,
+        retry,
+        dead,
+    };
+    let holder = inner.holder.as_str();
+    let statements = work.iter().map(|w| run_one(&tx, &stmts, holder, w));
+    let results = join_all(statements).await;
+    let mut done = Vec::with_capacity(results.len());
+    for r in results {
+        done.push(r.map_err(fail)?);
+    }
+    let touched: Vec<&str> = work
+        .iter()
+        .zip(&done)
+        .filter_map(|(w, d)| match (w, d) {
+            (Work::Append { sinks, .. }, Done::Appended(Committed::New)) => Some(sinks),
+            _ => None,
+        })
+        .flatten()
+        .map(String::as_str)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !touched.is_empty() {
+        tx.execute(sql::NOTIFY, &[&touched]).await.map_err(fail)?;
+    }
+    tx.commit().await.map_err(fail)?;
+    Ok(done)
+}
+
+/// Every second: the backlog counters (and so whether PostgreSQL answers); every lease/3 the
+/// gateway's `last_seen`; every minute the sweep, if this gateway leads it.
+async fn monitor(inner: Arc<Inner>) {
+    let mut ticks: u64 = 0;
+    let seen_every = (inner.lease.as_secs() / 3).max(1);
+    let sweep_every = SWEEP_EVERY.as_secs();
+    loop {
+        tokio::time::sleep(MONITOR_EVERY).await;
+        ticks += 1;
+        let result = inner.refresh_backlog().await;
+        inner.observe(&result);
+        if result.is_err() {
+            continue;
+        }
+        if ticks.is_multiple_of(seen_every)
+            && let Ok(client) = client(&inner.pool).await
+        {
+            let _ = client.execute(sql::SEEN, &[&inner.holder]).await;
+        }
+        if ticks.is_multiple_of(sweep_every) {
+            match inner.sweep().await {
+                Ok(n) if n > 0 => tracing::debug!(removed = n, "queue: swept delivered events"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "queue: sweep failed"),
+            }
+        }
+    }
+}
+
+/// The listening connection: `LISTEN herald_deliveries`, each notification waking the
+/// sink it names. Reconnects after a second when the connection ends, then wakes every
+/// sink (notifications sent meanwhile were missed).
+async fn listen(inner: Arc<Inner>, spec: PgSpec) {
+    let mut connected_before = false;
+    loop {
+        match listen_once(&inner, &spec, &mut connected_before).await {
+            Ok(()) => {}
+            Err(e) => tracing::debug!(error = %e, "queue: the listening connection ended"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn listen_once(
+    inner: &Arc<Inner>,
+    spec: &PgSpec,
+    connected_before: &mut bool,
+) -> Result<(), String> {
+    let tls = crate::tls::MakeRustlsConnect::new(spec.ssl, spec.ca.as_deref())
+        .map_err(|e| e.to_string())?;
+    let (client, mut connection) = spec
+        .pg
+        .connect(tls)
+        .await
+        .map_err(|e| crate::error::detail(&e))?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        use futures_util::StreamExt;
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                    if tx.send(n.payload().to_owned()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return Err(crate::error::detail(&e)),
+            }
+        }
+        Ok(())
+    });
+    client
+        .batch_execute(&format!("LISTEN {}", sql::CHANNEL))
+        .await
+        .map_err(|e| crate::error::detail(&e))?;
+    if std::mem::replace(connected_before, true) {
+        inner.wake_all();
+    }
+    while let Some(sink) = rx.recv().await {
+        let known = inner
+            .notifies
+            .read()
+            .ok()
+            .and_then(|m| m.get(&sink).cloned());
+        if let Some(n) = known {
+            n.notify_one();
+        }
+    }
+    drop(client);
+    driver.await.map_err(|e| e.to_string())?
+}
+
+struct Statements {
+    append: tokio_postgres::Statement,
+    reject: tokio_postgres::Statement,
+    delivered: tokio_postgres::Statement,
+    retry: tokio_postgres::Statement,
+    dead: tokio_postgres::Statement,
+}
+
+/// One command's statement in the batch's transaction.
+async fn run_one(
+    tx: &deadpool_postgres::Transaction<'_>,
+    stmts: &Statements,
+    holder: &str,
+    w: &Work,
+) -> Result<Done, tokio_postgres::Error> {
+    match w {
+        Work::Append {
+            source,
+            id,
+            size,
+            json,
+            routed,
+            routes,
+            sinks,
+            ..
+        } => {
+            let row = tx
+                .query_one(
+                    &stmts.append,
+                    &[source, id, size, json, routed, routes, sinks],
+                )
+                .await?;
+            let seq: Option<i64> = row.try_get(0)?;
+            Ok(Done::Appended(if seq.is_some() {
+                Committed::New
+            } else {
+                Committed::Duplicate
+            }))
+        }
+        Work::Reject {
+            reason,
+            source,
+            received,
+            meta,
+            body,
+            ..
+        } => {
+            tx.execute(&stmts.reject, &[reason, source, received, meta, body])
+                .await?;
+            Ok(Done::Unit)
+        }
+        Work::Outcome {
+            key,
+            seq,
+            outcome,
+            attempt,
+            ..
+        } => {
+            match outcome {
+                Outcome::Delivered => {
+                    tx.execute(&stmts.delivered, &[&key.sink, seq, &key.route, &holder])
+                        .await?
+                }
+                Outcome::Retry { next_at, .. } => {
+                    let next_at = *next_at as f64;
+                    tx.execute(
+                        &stmts.retry,
+                        &[&key.sink, seq, &key.route, &holder, &next_at, attempt],
+                    )
+                    .await?
+                }
+                Outcome::Dead { reason, .. } => {
+                    tx.execute(
+                        &stmts.dead,
+                        &[&key.sink, seq, &key.route, &holder, reason, attempt],
+                    )
+                    .await?
+                }
+            };
+            Ok(Done::Unit)
+        }
+    }
+}

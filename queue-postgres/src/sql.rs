@@ -1,0 +1,190 @@
+//! The statements of the postgres engine (docs/architecture.md §10.2, schema v1). Times go
+//! in and out as milliseconds since the epoch (`int8`), JSON columns as text, so the driver
+//! needs no chrono or serde feature.
+
+/// Commits one event (docs/architecture.md §10.1, `commit`): stores it unless `(source,
+/// event_id)` is there already (the duplicate key shared by every gateway), with its
+/// deliveries, in the batch's transaction. Answers `(seq, deliveries)`, `seq` NULL for a
+/// duplicate. `$5` false commits it unrouted.
+pub const APPEND: &str = "WITH e AS (
+    INSERT INTO events (source, event_id, size, event, routed, deliveries_left)
+    VALUES ($1, $2, $3, $4, $5, cardinality($6::text[]))
+    ON CONFLICT (source, event_id) DO NOTHING
+    RETURNING seq
+), d AS (
+    INSERT INTO deliveries (seq, route, sink)
+    SELECT e.seq, r.route, r.sink FROM e, unnest($6::text[], $7::text[]) AS r(route, sink)
+    RETURNING 1
+), u AS (
+    INSERT INTO unrouted (seq) SELECT seq FROM e WHERE NOT $5
+    RETURNING 1
+)
+SELECT (SELECT seq FROM e), (SELECT count(*) FROM d) + (SELECT count(*) FROM u)";
+
+/// Keeps an undecodable input with the dead letters.
+pub const REJECT: &str = "INSERT INTO dead_letters (kind, reason, source, received, meta, body)
+    VALUES ('rejected', $1, $2, to_timestamp($3::float8 / 1000), $4::text::jsonb, $5)";
+
+/// Wakes the workers of the sinks in `$1` on every gateway (LISTEN/NOTIFY, delivered at
+/// COMMIT).
+pub const NOTIFY: &str = "SELECT pg_notify('herald_deliveries', s) FROM unnest($1::text[]) AS s";
+pub const CHANNEL: &str = "herald_deliveries";
+
+// Outcomes (`record_then`): applied only where the claim is still the recorder's, or nobody's
+// (`$4`, docs/architecture.md §10.1): a holder whose lease ran out and was taken over
+// changes nothing.
+pub const DELIVERED: &str = "WITH d AS (
+    DELETE FROM deliveries
+    WHERE sink = $1 AND seq = $2 AND route = $3 AND (holder = $4 OR holder IS NULL)
+    RETURNING seq
+)
+UPDATE events SET deliveries_left = deliveries_left - 1 WHERE seq IN (SELECT seq FROM d)";
+
+/// `$5` next attempt (ms), `$6` a JSON array of the one failed attempt; keeps the first error
+/// and the latest ones, at most 20, as the local engine does.
+pub const RETRY: &str = "UPDATE deliveries SET
+    attempts = attempts + 1,
+    next_at = to_timestamp($5::float8 / 1000),
+    errors = CASE WHEN jsonb_array_length(errors) >= 20
+                  THEN (errors - 1) || $6::text::jsonb
+                  ELSE errors || $6::text::jsonb END,
+    holder = NULL,
+    lease_until = NULL
+WHERE sink = $1 AND seq = $2 AND route = $3 AND (holder = $4 OR holder IS NULL)";
+
+/// `$5` reason, `$6` a JSON array of the last attempt (or empty).
+pub const DEAD: &str = "WITH d AS (
+    DELETE FROM deliveries
+    WHERE sink = $1 AND seq = $2 AND route = $3 AND (holder = $4 OR holder IS NULL)
+    RETURNING seq, route, sink, errors
+), u AS (
+    UPDATE events SET deliveries_left = deliveries_left - 1
+    WHERE seq IN (SELECT seq FROM d)
+    RETURNING seq, event
+)
+INSERT INTO dead_letters (kind, route, sink, reason, attempts, event)
+SELECT 'delivery', d.route, d.sink, $5, d.errors || $6::text::jsonb, u.event
+FROM d JOIN u ON u.seq = d.seq";
+
+/// A page of a sink's pending deliveries after `($2, $3)` in `(seq, route)` order, leaving
+/// out those under another holder's running lease and those locked right now (`SKIP
+/// LOCKED`); the due ones are claimed for `$4` until now + `$6` ms. Answers every row of the
+/// page, with whether it was claimed.
+pub const SCAN: &str = "WITH page AS (
+    SELECT sink, seq, route, attempts, errors, next_at FROM deliveries
+    WHERE sink = $1 AND (seq, route) > ($2, $3)
+      AND (lease_until IS NULL OR lease_until < now())
+    ORDER BY seq, route
+    LIMIT $5
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE deliveries d SET holder = $4, lease_until = now() + $6::int8 * interval '1 millisecond'
+    FROM page
+    WHERE d.sink = page.sink AND d.seq = page.seq AND d.route = page.route
+      AND page.next_at <= now()
+    RETURNING d.seq, d.route
+)
+SELECT p.seq, p.route, p.attempts, p.errors::text,
+       (extract(epoch FROM p.next_at) * 1000)::int8,
+       (extract(epoch FROM e.committed_at) * 1000)::int8,
+       e.event, c.seq IS NOT NULL
+FROM page p
+JOIN events e ON e.seq = p.seq
+LEFT JOIN claimed c ON c.seq = p.seq AND c.route = p.route
+ORDER BY p.seq, p.route";
+
+pub const RENEW: &str = "UPDATE deliveries d
+SET lease_until = now() + $2::int8 * interval '1 millisecond'
+FROM unnest($3::text[], $4::int8[], $5::text[]) AS k(sink, seq, route)
+WHERE d.sink = k.sink AND d.seq = k.seq AND d.route = k.route AND d.holder = $1
+RETURNING d.sink, d.seq, d.route";
+
+pub const RELEASE: &str = "UPDATE deliveries d SET holder = NULL, lease_until = NULL
+FROM unnest($2::text[], $3::int8[], $4::text[]) AS k(sink, seq, route)
+WHERE d.sink = k.sink AND d.seq = k.seq AND d.route = k.route AND d.holder = $1";
+
+/// Every claim of a gateway, given up at close so the others need not wait for the lease.
+pub const RELEASE_ALL: &str =
+    "UPDATE deliveries SET holder = NULL, lease_until = NULL WHERE holder = $1";
+
+/// A removed sink's backlog to the dead letters, in one statement.
+pub const BURY: &str = "WITH d AS (
+    DELETE FROM deliveries WHERE sink = $1 RETURNING seq, route, sink, errors
+), c AS (
+    SELECT seq, count(*)::int4 AS n FROM d GROUP BY seq
+), u AS (
+    UPDATE events e SET deliveries_left = e.deliveries_left - c.n
+    FROM c WHERE e.seq = c.seq
+    RETURNING e.seq, e.event
+)
+INSERT INTO dead_letters (kind, route, sink, reason, attempts, event)
+SELECT 'delivery', d.route, d.sink, $2, d.errors, u.event FROM d JOIN u ON u.seq = d.seq";
+
+/// Undelivered events and their bytes: the backlog `max_events`/`max_bytes` limit.
+pub const BACKLOG: &str = "SELECT count(*), coalesce(sum(size), 0)::int8
+    FROM events WHERE NOT routed OR deliveries_left > 0";
+pub const PENDING: &str = "SELECT sink, count(*) FROM deliveries GROUP BY sink";
+pub const DEAD_COUNT: &str = "SELECT count(*) FROM dead_letters";
+
+/// Delivered events past the retention, at most 10,000 at a time (their deliveries are gone;
+/// the duplicate key goes with the row).
+pub const SWEEP: &str = "DELETE FROM events WHERE seq IN (
+    SELECT seq FROM events
+    WHERE routed AND deliveries_left = 0
+      AND committed_at < now() - $1::int8 * interval '1 millisecond'
+    ORDER BY committed_at
+    LIMIT 10000
+)";
+
+/// Takes the leadership `$1` for `$2` when it is free, expired or already `$2`'s.
+pub const LEAD: &str = "INSERT INTO leaders (name, holder, until)
+VALUES ($1, $2, now() + $3::int8 * interval '1 millisecond')
+ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, until = EXCLUDED.until
+WHERE leaders.holder = EXCLUDED.holder OR leaders.until < now()
+RETURNING (extract(epoch FROM until) * 1000)::int8";
+pub const LEADER: &str =
+    "SELECT holder, (extract(epoch FROM until) * 1000)::int8 FROM leaders WHERE name = $1";
+pub const RESIGN: &str = "DELETE FROM leaders WHERE name = $1 AND holder = $2";
+pub const RESIGN_ALL: &str = "DELETE FROM leaders WHERE holder = $1";
+
+/// Registers (or refreshes) a gateway.
+pub const REGISTER: &str = "INSERT INTO gateways (holder, config_fingerprint, sinks, version)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (holder) DO UPDATE SET config_fingerprint = EXCLUDED.config_fingerprint,
+    sinks = EXCLUDED.sinks, version = EXCLUDED.version, last_seen = now()";
+pub const SEEN: &str = "UPDATE gateways SET last_seen = now() WHERE holder = $1";
+
+/// The dead letters a filter selects (`$1` ids or NULL, `$2` sink, `$3` route, `$4` before
+/// in ms), oldest first.
+pub const DEAD_LETTERS: &str = "SELECT id, (extract(epoch FROM created_at) * 1000)::int8, kind,
+       route, sink, reason, attempts::text, event, source,
+       (extract(epoch FROM received) * 1000)::int8, meta::text, body
+FROM dead_letters
+WHERE ($1::int8[] IS NULL OR id = ANY($1))
+  AND ($2::text IS NULL OR sink = $2)
+  AND ($3::text IS NULL OR route = $3)
+  AND ($4::int8 IS NULL OR created_at < to_timestamp($4::float8 / 1000))
+ORDER BY id";
+pub const PURGE: &str = "DELETE FROM dead_letters
+WHERE ($1::int8[] IS NULL OR id = ANY($1))
+  AND ($2::text IS NULL OR sink = $2)
+  AND ($3::text IS NULL OR route = $3)
+  AND ($4::int8 IS NULL OR created_at < to_timestamp($4::float8 / 1000))";
+
+// Replay: the event goes back into `events` (or the row still there within the retention is
+// used: the duplicate key allows one row per event), with a fresh delivery.
+pub const REPLAY_EVENT: &str = "INSERT INTO events (source, event_id, size, event)
+VALUES ($1, $2, $3, $4) ON CONFLICT (source, event_id) DO NOTHING RETURNING seq";
+pub const FIND_EVENT: &str = "SELECT seq FROM events WHERE source = $1 AND event_id = $2";
+pub const REPLAY_DELIVERY: &str = "WITH d AS (
+    INSERT INTO deliveries (seq, route, sink) VALUES ($1, $2, $3)
+    ON CONFLICT DO NOTHING RETURNING seq
+)
+UPDATE events SET deliveries_left = deliveries_left + 1 WHERE seq IN (SELECT seq FROM d)";
+pub const DELETE_DEAD: &str = "DELETE FROM dead_letters WHERE id = $1";
+
+pub const GET_STATE: &str = "SELECT value FROM state WHERE key = $1";
+pub const PUT_STATE: &str = "INSERT INTO state (key, value) VALUES ($1, $2)
+ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()";
+pub const DELETE_STATE: &str = "DELETE FROM state WHERE key = $1";
+pub const LIST_STATE: &str = "SELECT key, value FROM state WHERE starts_with(key, $1) ORDER BY key";

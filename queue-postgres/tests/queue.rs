@@ -1,0 +1,303 @@
+//! The postgres engine's queue operations on a real PostgreSQL (docs/architecture.md §10.1,
+//! §10.2): group commit and duplicates across gateways, claims and leases, outcomes guarded
+//! by the holder, dead letters, state, leaders, backpressure, LISTEN/NOTIFY.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use chrono::Utc;
+use herald_core::config::QueueConfig;
+use herald_core::event::Event;
+use herald_core::ingest::{Committed, RejectedInput};
+use herald_core::queue::{
+    Attempt, Claim, DeadFilter, DeadKind, Lead, Outcome, Queue, QueueError, now_millis,
+};
+use herald_core::rules::{Condition, Route, RouteTable};
+use herald_queue_postgres::{PgQueue, Registration};
+use herald_testkit::postgres::Postgres;
+use serde_json::json;
+
+fn routes() -> Arc<ArcSwap<RouteTable>> {
+    let all = Route {
+        name: "all".into(),
+        condition: Condition::always(),
+        sinks: vec!["chat".into()],
+        continue_matching: false,
+    };
+    Arc::new(ArcSwap::from_pointee(RouteTable::new(vec![all], vec![])))
+}
+
+fn event(id: &str) -> Event {
+    Event::new(id, "directory", "add", Utc::now(), json!({"n": id}))
+}
+
+async fn open(url: &str, queue: &QueueConfig) -> Arc<dyn Queue> {
+    let spec = common::spec_in(
+        std::path::Path::new("/"),
+        &format!("url: '{url}', lease: 1s"),
+    );
+    let q = PgQueue::open(
+        &spec,
+        queue,
+        routes(),
+        &["chat".into()],
+        Registration::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    Arc::new(q)
+}
+
+const LEASE: Duration = Duration::from_secs(1);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_are_shared_claimed_once_and_recorded_by_their_holder() {
+    let url = Postgres::shared().database("pgq_claims");
+    let a = open(&url, &QueueConfig::default()).await;
+    let b = open(&url, &QueueConfig::default()).await;
+    assert_ne!(a.holder(), b.holder());
+    assert!(a.renews_claims());
+
+    // Concurrent commits share transactions; a duplicate is recognised by the other gateway.
+    let commits = (0..50).map(|i| {
+        let a = a.clone();
+        async move { a.commit(event(&format!("e{i}"))).await }
+    });
+    for r in futures_util::future::join_all(commits).await {
+        assert_eq!(r.unwrap(), Committed::New);
+    }
+    assert_eq!(b.commit(event("e7")).await.unwrap(), Committed::Duplicate);
+    let stats = b.stats().await.unwrap();
+    assert_eq!(stats.undelivered_events, 50);
+    assert_eq!(stats.pending.get("chat"), Some(&50));
+
+    // A claims a page; B sees none of it.
+    let page = a
+        .scan_pending("chat", Claim::new(a.holder(), LEASE), None, 20)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 20);
+    assert_eq!(page[0].event.id, "e0");
+    let rest = b
+        .scan_pending("chat", Claim::new(b.holder(), LEASE), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 30);
+    assert!(rest.iter().all(|i| i.key.seq > page[19].key.seq));
+
+    // A delivers the first; renews the second; lets the third lapse, which B then takes
+    // over and delivers; A's late outcome for it changes nothing.
+    a.record(page[0].key.clone(), Outcome::Delivered)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let lost = a
+        .renew(Claim::new(a.holder(), LEASE), &[page[1].key.clone()])
+        .await
+        .unwrap();
+    assert!(lost.is_empty());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let taken = b
+        .scan_pending("chat", Claim::new(b.holder(), LEASE), None, 100)
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = taken.iter().map(|i| i.key.seq).collect();
+    assert!(!seqs.contains(&page[0].key.seq), "delivered");
+    assert!(!seqs.contains(&page[1].key.seq), "renewed by A");
+    assert!(seqs.contains(&page[2].key.seq), "lapsed: taken over");
+    let lost = a
+        .renew(Claim::new(a.holder(), LEASE), &[page[2].key.clone()])
+        .await
+        .unwrap();
+    assert_eq!(lost, vec![page[2].key.clone()]);
+    let retry = Outcome::Retry {
+        attempt: Attempt {
+            at: now_millis(),
+            error: "late".into(),
+        },
+        next_at: now_millis(),
+    };
+    a.record(page[2].key.clone(), retry).await.unwrap();
+    b.record(page[2].key.clone(), Outcome::Delivered)
+        .await
+        .unwrap();
+    let stats = a.stats().await.unwrap();
+    assert_eq!(stats.pending.get("chat"), Some(&48));
+    assert_eq!(stats.undelivered_events, 48);
+
+    // Released claims are free at once.
+    let b_keys: Vec<_> = taken.iter().map(|i| i.key.clone()).collect();
+    b.release(b.holder(), &b_keys).await.unwrap();
+    let again = a
+        .scan_pending("chat", Claim::new(a.holder(), LEASE), None, 100)
+        .await
+        .unwrap();
+    assert!(again.iter().any(|i| i.key == b_keys[1]));
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_dead_letters_replay_purge_state_and_leaders() {
+    let url = Postgres::shared().database("pgq_dead");
+    let q = open(&url, &QueueConfig::default()).await;
+    q.commit(event("x")).await.unwrap();
+    let claim = Claim::new(q.holder(), LEASE);
+    let item = q
+        .scan_pending("chat", claim, None, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    let later = now_millis() + 60_000;
+    for n in 0..22 {
+        q.record(
+            item.key.clone(),
+            Outcome::Retry {
+                attempt: Attempt {
+                    at: n,
+                    error: format!("e{n}"),
+                },
+                next_at: later,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    // Not due: listed, not claimed, with its retry state.
+    let listed = q.scan_pending("chat", claim, None, 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state.attempts, 22);
+    assert_eq!(listed[0].state.errors.len(), 20);
+    assert_eq!(listed[0].state.errors[0].error, "e0");
+    assert_eq!(listed[0].state.errors[19].error, "e21");
+    assert!(listed[0].state.next_at >= later - 1000);
+    q.record(
+        item.key.clone(),
+        Outcome::Dead {
+            attempt: Some(Attempt {
+                at: 99,
+                error: "gone".into(),
+            }),
+            reason: "23 attempts".into(),
+        },
+    )
+    .await
+    .unwrap();
+    q.reject(RejectedInput {
+        source: "directory".into(),
+        reason: "not JSON".into(),
+        received: Utc::now(),
+        meta: Default::default(),
+        body: "nul \0 inside".into(),
+    })
+    .await
+    .unwrap();
+    let dead = q.dead_letters(&DeadFilter::default()).await.unwrap();
+    assert_eq!(dead.len(), 2);
+    match &dead[0].kind {
+        DeadKind::Delivery {
+            sink,
+            reason,
+            attempts,
+            event,
+            ..
+        } => {
+            assert_eq!(sink, "chat");
+            assert_eq!(reason, "23 attempts");
+            assert_eq!(attempts.len(), 21);
+            assert_eq!(event.id, "x");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(dead[1].kind, DeadKind::Rejected { .. }));
+    assert_eq!(
+        q.dead_letter(dead[0].id).await.unwrap(),
+        Some(dead[0].clone())
+    );
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.undelivered_events, stats.dead_letters), (0, 2));
+
+    // Replay: the event (still within the retention) gets a fresh delivery.
+    let report = q
+        .replay(&DeadFilter::default(), &["chat".into()])
+        .await
+        .unwrap();
+    assert_eq!(report.replayed, vec![dead[0].id]);
+    assert_eq!(report.skipped.len(), 1);
+    let fresh = q.scan_pending("chat", claim, None, 10).await.unwrap();
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(fresh[0].state.attempts, 0);
+    assert_eq!(fresh[0].event.id, "x");
+    assert_eq!(q.purge(&DeadFilter::default()).await.unwrap(), 1);
+    // Burying the sink's backlog.
+    assert_eq!(q.bury("chat", "sink removed").await.unwrap(), 1);
+    assert_eq!(q.stats().await.unwrap().undelivered_events, 0);
+
+    // State.
+    q.put_state("google/a", Some(b"1")).await.unwrap();
+    q.put_state("google/b", Some(b"2")).await.unwrap();
+    q.put_state("other", Some(b"3")).await.unwrap();
+    q.put_state("google/a", Some(b"one")).await.unwrap();
+    assert_eq!(
+        q.get_state("google/a").await.unwrap(),
+        Some(b"one".to_vec())
+    );
+    let listed = q.list_state("google/").await.unwrap();
+    assert_eq!(listed.len(), 2);
+    q.put_state("google/a", None).await.unwrap();
+    assert_eq!(q.get_state("google/a").await.unwrap(), None);
+
+    // Leaders.
+    let a = Claim::new("a", LEASE);
+    let b = Claim::new("b", LEASE);
+    assert!(q.try_lead("google", a).await.unwrap().is_leader());
+    assert!(
+        matches!(q.try_lead("google", b).await.unwrap(), Lead::Follower { leader, .. } if leader == "a")
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(q.try_lead("google", b).await.unwrap().is_leader());
+    q.resign("google", "b").await.unwrap();
+    assert!(q.try_lead("google", a).await.unwrap().is_leader());
+    q.close().await;
+    assert!(q.commit(event("late")).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_and_wake_ups_across_gateways() {
+    let url = Postgres::shared().database("pgq_full");
+    let config = QueueConfig {
+        max_events: Some(3),
+        ..QueueConfig::default()
+    };
+    let a = open(&url, &config).await;
+    let b = open(&url, &config).await;
+    let woken = b.notify_for("chat");
+    let wait = tokio::spawn(async move { woken.notified().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..3 {
+        a.commit(event(&format!("f{i}"))).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .expect("B woken by A's commit (NOTIFY)")
+        .unwrap();
+    assert!(matches!(a.room(), Err(QueueError::Full(_))));
+    assert!(a.commit(event("f3")).await.is_err());
+    assert!(
+        a.ready().unwrap_err().contains("queue full"),
+        "{:?}",
+        a.ready()
+    );
+    // B sees the shared backlog after its next count.
+    herald_testkit::wait::eventually_async(
+        "B counts the shared backlog",
+        Duration::from_secs(5),
+        || async { b.room().is_err().then_some(()) },
+    )
+    .await;
+    a.close().await;
+    b.close().await;
+}
