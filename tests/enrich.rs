@@ -67,8 +67,30 @@ routes:\n  - name: ap\n    match: {{ enriched.course.name: {{ glob: \"AP *\" }} 
 
 /// Pushes a `courses.students` CREATED notification as Pub/Sub does; the status.
 async fn push(client: &reqwest::Client, g: &Gateway, n: u64, course: &str, user: &str) -> u16 {
-    let notification = json!({"collection": "courses.students", "eventType": "CREATED",
+    push_roster(client, g, n, "CREATED", course, user).await
+}
+
+/// Pushes a `courses.students` notification of `kind` (`CREATED`, `DELETED`); the status.
+async fn push_roster(
+    client: &reqwest::Client,
+    g: &Gateway,
+    n: u64,
+    kind: &str,
+    course: &str,
+    user: &str,
+) -> u16 {
+    let notification = json!({"collection": "courses.students", "eventType": kind,
         "resourceId": {"courseId": course, "userId": user}});
+    push_notification(client, g, n, &notification).await
+}
+
+/// Pushes `notification` as Pub/Sub does, message id `n`; the status.
+async fn push_notification(
+    client: &reqwest::Client,
+    g: &Gateway,
+    n: u64,
+    notification: &serde_json::Value,
+) -> u16 {
     let envelope = json!({
         "message": {
             "data": base64::engine::general_purpose::STANDARD.encode(notification.to_string()),
@@ -85,6 +107,15 @@ async fn push(client: &reqwest::Client, g: &Gateway, n: u64, course: &str, user:
         .unwrap()
         .status()
         .as_u16()
+}
+
+fn person_gets(google: &FakeGoogle, course: &str, user: &str) -> usize {
+    let path = format!("/v1/courses/{course}/students/{user}");
+    google
+        .calls(&path)
+        .iter()
+        .filter(|c| c.path == path)
+        .count()
 }
 
 fn course_gets(google: &FakeGoogle, course: &str) -> usize {
@@ -277,4 +308,263 @@ async fn an_outage_past_max_wait_delivers_with_the_failure_marker_and_the_ids() 
     );
     let scope = google.grants()[0]["scope"].as_str().unwrap().to_owned();
     assert!(scope.contains("classroom.profile.emails"), "{scope}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_enrichment_then_restart_delivers_each_event_once_without_looking_up_again() {
+    let google = fake_google().await;
+    for user in 0..20 {
+        google.add_person(
+            "students",
+            "12345",
+            &format!("k{user}"),
+            "Student",
+            &user.to_string(),
+            "x@example.edu",
+        );
+    }
+    let hook = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_key(dir.path());
+    let mut g = Gateway::start(dir.path(), &config(&google, &hook, "true"));
+    let client = reqwest::Client::new();
+
+    // Ten events enriched and delivered: the course and ten people are in the cache.
+    for n in 0..10 {
+        assert_eq!(push(&client, &g, n, "12345", &format!("k{n}")).await, 204);
+    }
+    until("the first ten delivered", WAIT, || {
+        g.file_records("audit.jsonl").len() == 10
+    })
+    .await;
+    // Ten more acknowledged while Google fails the people: committed, unrouted, waiting.
+    google.fail_always(
+        "courses.students.get",
+        503,
+        "The service is currently unavailable.",
+    );
+    for n in 10..20 {
+        assert_eq!(push(&client, &g, n, "12345", &format!("k{n}")).await, 204);
+    }
+    until("the waiting events were tried", WAIT, || {
+        (10..20).all(|n| person_gets(&google, "12345", &format!("k{n}")) >= 1)
+    })
+    .await;
+    assert_eq!(g.file_records("audit.jsonl").len(), 10);
+
+    // kill -9 in the middle, Google recovers, the gateway comes back.
+    g.kill9();
+    google.recover();
+    let failed_before: Vec<usize> = (0..20)
+        .map(|n| person_gets(&google, "12345", &format!("k{n}")))
+        .collect();
+    g.restart();
+    until("all twenty delivered after the restart", WAIT, || {
+        g.file_records("audit.jsonl").len() >= 20
+    })
+    .await;
+    until("the webhook got all twenty", WAIT, || {
+        hook.received().len() >= 20
+    })
+    .await;
+
+    // Exactly once each, enriched.
+    let records = g.file_records("audit.jsonl");
+    assert_eq!(records.len(), 20);
+    let mut ids: Vec<String> = records
+        .iter()
+        .map(|r| r["event"]["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 20, "each event routed once");
+    for record in &records {
+        let event = &record["event"];
+        assert_eq!(event["enriched"]["course"]["name"], "AP Biology", "{event}");
+        assert!(
+            event["enriched"]["person"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("Student ")),
+            "{event}"
+        );
+        assert!(event["meta"].get("enrichment").is_none(), "{event}");
+    }
+    assert_eq!(hook.received().len(), 20, "each delivered once");
+    // Nothing looked up twice without need: the course once over both lives (the cache is
+    // durable), the ten people seen before the kill not again, the ten others once more.
+    assert_eq!(course_gets(&google, "12345"), 1);
+    for n in 0..10 {
+        assert_eq!(person_gets(&google, "12345", &format!("k{n}")), 1, "k{n}");
+    }
+    for (n, before) in failed_before.iter().enumerate().skip(10) {
+        assert_eq!(
+            person_gets(&google, "12345", &format!("k{n}")),
+            before + 1,
+            "k{n}: one successful lookup after the restart"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_after_the_student_was_seen_reads_the_name_from_the_cache() {
+    let google = fake_google().await;
+    let hook = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_key(dir.path());
+    let g = Gateway::start(dir.path(), &config(&google, &hook, "true"));
+    let client = reqwest::Client::new();
+
+    assert_eq!(push(&client, &g, 1, "12345", "45678").await, 204);
+    hook.wait_for(1).await;
+    // The student leaves the course: Google no longer knows them there.
+    google.remove_person("students", "12345", "45678");
+    assert_eq!(
+        push_roster(&client, &g, 2, "DELETED", "12345", "45678").await,
+        204
+    );
+    let received = hook.wait_for(2).await;
+    assert_eq!(received[1].text(), "Jane Doe joined AP Biology (Period 3)");
+    let records = g.file_records("audit.jsonl");
+    let removal = records
+        .iter()
+        .find(|r| r["event"]["data"]["eventType"] == "DELETED")
+        .expect("the removal");
+    assert_eq!(
+        removal["event"]["enriched"]["person"],
+        json!({"id": "45678", "name": "Jane Doe"})
+    );
+    assert!(removal["event"]["meta"].get("enrichment").is_none());
+    assert_eq!(
+        person_gets(&google, "12345", "45678"),
+        1,
+        "the removal was read from the cache"
+    );
+    // A student never seen, removed: marked unknown, not failed, and the 404 is cached.
+    assert_eq!(
+        push_roster(&client, &g, 3, "DELETED", "12345", "99999").await,
+        204
+    );
+    assert_eq!(
+        push_roster(&client, &g, 4, "DELETED", "12345", "99999").await,
+        204
+    );
+    until("both unknown removals", WAIT, || {
+        g.file_records("audit.jsonl").len() == 4
+    })
+    .await;
+    for record in &g.file_records("audit.jsonl")[2..] {
+        assert_eq!(
+            record["event"]["meta"]["enrichment"],
+            "unknown: courses.students.get not found"
+        );
+        assert_eq!(
+            record["event"]["enriched"]["person"],
+            json!({"id": "99999"})
+        );
+    }
+    assert_eq!(person_gets(&google, "12345", "99999"), 1, "404s are cached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coursework_and_submission_events_carry_the_title_and_the_state() {
+    let google = fake_google().await;
+    google.add_course_work("12345", "5550001", "Lab 3: Osmosis");
+    google.add_submission("12345", "5550001", "Cg4I_sub", "45678", "TURNED_IN");
+    let hook = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_key(dir.path());
+    let g = Gateway::start(
+        dir.path(),
+        &config(
+            &google,
+            &hook,
+            "{ course: [name], coursework: true, submission: [state, late] }",
+        ),
+    );
+    let client = reqwest::Client::new();
+    let work = json!({"collection": "courses.courseWork", "eventType": "CREATED",
+        "resourceId": {"courseId": "12345", "id": "5550001"}});
+    let submission = json!({"collection": "courses.courseWork.studentSubmissions",
+        "eventType": "MODIFIED",
+        "resourceId": {"courseId": "12345", "courseWorkId": "5550001", "id": "Cg4I_sub"}});
+    assert_eq!(push_notification(&client, &g, 1, &work).await, 204);
+    assert_eq!(push_notification(&client, &g, 2, &submission).await, 204);
+    until("both routed", WAIT, || {
+        g.file_records("audit.jsonl").len() == 2
+    })
+    .await;
+    let records = g.file_records("audit.jsonl");
+    let of = |kind: &str| {
+        records
+            .iter()
+            .find(|r| r["event"]["data"]["eventType"] == kind)
+            .map(|r| r["event"]["enriched"].clone())
+            .expect(kind)
+    };
+    assert_eq!(
+        of("CREATED"),
+        json!({"course": {"id": "12345", "name": "AP Biology"},
+               "courseWork": {"id": "5550001", "title": "Lab 3: Osmosis", "workType": "ASSIGNMENT",
+                              "state": "PUBLISHED", "maxPoints": 100}})
+    );
+    assert_eq!(
+        of("MODIFIED"),
+        json!({"course": {"id": "12345", "name": "AP Biology"},
+               "courseWork": {"id": "5550001", "title": "Lab 3: Osmosis", "workType": "ASSIGNMENT",
+                              "state": "PUBLISHED", "maxPoints": 100},
+               "submission": {"id": "Cg4I_sub", "state": "TURNED_IN", "late": false}})
+    );
+    assert_eq!(
+        google
+            .calls("/courseWork/5550001")
+            .iter()
+            .filter(|c| c.path.ends_with("/5550001"))
+            .count(),
+        1,
+        "the coursework looked up once for both events"
+    );
+    let scope = google.grants()[0]["scope"].as_str().unwrap().to_owned();
+    assert!(
+        scope.contains("classroom.coursework.students.readonly"),
+        "{scope}"
+    );
+    assert!(!scope.contains("rosters"), "{scope}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_past_cache_ttl_is_looked_up_again() {
+    let google = fake_google().await;
+    let hook = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_key(dir.path());
+    let g = Gateway::start(
+        dir.path(),
+        &config(&google, &hook, "{ course: [name, section], cache_ttl: 1s }"),
+    );
+    let client = reqwest::Client::new();
+    assert_eq!(push(&client, &g, 0, "12345", "45678").await, 204);
+    until("the first event", WAIT, || {
+        g.file_records("audit.jsonl").len() == 1
+    })
+    .await;
+    assert_eq!(course_gets(&google, "12345"), 1);
+    // Each event waits for its own delivery; once the answer is older than `cache_ttl`
+    // (swept, or no longer used), the next event asks Google again.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut n: usize = 1;
+    while course_gets(&google, "12345") < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never looked up again"
+        );
+        assert_eq!(push(&client, &g, n as u64, "12345", "45678").await, 204);
+        n += 1;
+        until("the next event", WAIT, || {
+            g.file_records("audit.jsonl").len() == n
+        })
+        .await;
+    }
+    for record in g.file_records("audit.jsonl") {
+        assert_eq!(record["event"]["enriched"]["course"]["name"], "AP Biology");
+    }
 }

@@ -14,7 +14,12 @@
 //!   (`courses.students.get`), `GET /v1/courses/{courseId}/teachers/{userId}`
 //!   (`courses.teachers.get`) — Classroom's `Course`, `Student` and `Teacher` resources as
 //!   in Google's reference, for what the test added ([`FakeGoogle::add_course`],
-//!   [`FakeGoogle::add_person`]); 404 (`NOT_FOUND`) for the rest.
+//!   [`FakeGoogle::add_person`]); `GET /v1/courses/{courseId}/courseWork/{id}`
+//!   (`courses.courseWork.get`) and
+//!   `GET /v1/courses/{courseId}/courseWork/{courseWorkId}/studentSubmissions/{id}`
+//!   (`courses.courseWork.studentSubmissions.get`), Google's `CourseWork` and
+//!   `StudentSubmission` ([`FakeGoogle::add_course_work`], [`FakeGoogle::add_submission`]);
+//!   404 (`NOT_FOUND`) for the rest.
 //!
 //! Every call is recorded with method, path, query, body and bearer token. Failures can be
 //! scripted per endpoint. Expiries follow the clock the test gives, so a test that moves
@@ -96,6 +101,10 @@ struct Inner {
     courses: HashMap<String, Value>,
     /// (`students`|`teachers`, course id, user id) → its `Student`/`Teacher` resource.
     people: HashMap<(String, String, String), Value>,
+    /// (course id, coursework id) → its `CourseWork` resource.
+    course_work: HashMap<(String, String), Value>,
+    /// (course id, coursework id, submission id) → its `StudentSubmission` resource.
+    submissions: HashMap<(String, String, String), Value>,
 }
 
 #[derive(Clone)]
@@ -130,6 +139,8 @@ impl FakeGoogle {
             counter: 0,
             courses: HashMap::new(),
             people: HashMap::new(),
+            course_work: HashMap::new(),
+            submissions: HashMap::new(),
         }));
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -251,6 +262,57 @@ impl FakeGoogle {
         );
     }
 
+    /// Coursework `courses.courseWork.get` answers, as Google's `CourseWork` resource.
+    pub fn add_course_work(&self, course: &str, id: &str, title: &str) {
+        let work = json!({
+            "courseId": course, "id": id, "title": title,
+            "description": "Read chapter 3 and answer the questions.",
+            "materials": [],
+            "state": "PUBLISHED",
+            "alternateLink": format!("https://classroom.google.com/c/{course}/a/{id}/details"),
+            "creationTime": "2026-11-02T15:00:00.000Z", "updateTime": "2026-11-02T15:00:00.000Z",
+            "dueDate": {"year": 2026, "month": 11, "day": 30},
+            "dueTime": {"hours": 23, "minutes": 59},
+            "maxPoints": 100,
+            "workType": "ASSIGNMENT",
+            "submissionModificationMode": "MODIFIABLE_UNTIL_TURNED_IN",
+            "assigneeMode": "ALL_STUDENTS",
+            "creatorUserId": "107000000000000000001",
+        });
+        self.inner
+            .lock()
+            .unwrap()
+            .course_work
+            .insert((course.to_owned(), id.to_owned()), work);
+    }
+
+    /// A student's submission `courses.courseWork.studentSubmissions.get` answers, as
+    /// Google's `StudentSubmission` resource.
+    pub fn add_submission(&self, course: &str, work: &str, id: &str, user: &str, state: &str) {
+        let submission = json!({
+            "courseId": course, "courseWorkId": work, "id": id, "userId": user,
+            "creationTime": "2026-11-02T15:00:00.000Z", "updateTime": "2026-11-20T09:14:00.000Z",
+            "state": state, "late": false, "draftGrade": 92, "assignedGrade": 92,
+            "alternateLink": format!("https://classroom.google.com/c/{course}/a/{work}/submissions/by-status/and-sort-last-name/student/{user}"),
+            "courseWorkType": "ASSIGNMENT",
+            "assignmentSubmission": {"attachments": []},
+        });
+        self.inner.lock().unwrap().submissions.insert(
+            (course.to_owned(), work.to_owned(), id.to_owned()),
+            submission,
+        );
+    }
+
+    /// Takes a member off a course's roster: `courses.students.get` / `courses.teachers.get`
+    /// answer 404 for them from now on, as Google does after a removal.
+    pub fn remove_person(&self, role: &str, course: &str, user: &str) {
+        self.inner.lock().unwrap().people.remove(&(
+            role.to_owned(),
+            course.to_owned(),
+            user.to_owned(),
+        ));
+    }
+
     /// Every call of `endpoint` fails until [`FakeGoogle::recover`].
     pub fn fail_always(&self, endpoint: &'static str, status: u16, message: &str) {
         let body = google_error(status, message);
@@ -367,6 +429,10 @@ async fn handle(
                 [_] => "courses.get",
                 [_, "students", _] => "courses.students.get",
                 [_, "teachers", _] => "courses.teachers.get",
+                [_, "courseWork", _] => "courses.courseWork.get",
+                [_, "courseWork", _, "studentSubmissions", _] => {
+                    "courses.courseWork.studentSubmissions.get"
+                }
                 _ => "unknown",
             }
         }
@@ -501,6 +567,23 @@ async fn handle(
                 state
                     .people
                     .get(&key)
+                    .cloned()
+                    .ok_or((404, google_error(404, "Requested entity was not found.")))
+            }
+            "courses.courseWork.get" | "courses.courseWork.studentSubmissions.get" => {
+                let parts: Vec<&str> = path.trim_start_matches("/v1/courses/").split('/').collect();
+                let found = match parts.as_slice() {
+                    [course, _, id] => state
+                        .course_work
+                        .get(&((*course).to_owned(), (*id).to_owned())),
+                    [course, _, work, _, id] => state.submissions.get(&(
+                        (*course).to_owned(),
+                        (*work).to_owned(),
+                        (*id).to_owned(),
+                    )),
+                    _ => None,
+                };
+                found
                     .cloned()
                     .ok_or((404, google_error(404, "Requested entity was not found.")))
             }

@@ -6,6 +6,8 @@
 //! enrich:
 //!   course: [name, section]    # courses.get; `true` = name, section, room, ownerId
 //!   person: [name, email]      # courses.students.get / courses.teachers.get; `true` = [name]
+//!   coursework: [title]        # courses.courseWork.get; `true` = title, workType, state, maxPoints
+//!   submission: [state, late]  # courses.courseWork.studentSubmissions.get; `true` = state, late, userId
 //!   max_wait: 10m              # then routed with what is known, `meta.enrichment` says why
 //!   cache_ttl: 400d            # answers (404s included) are reused this long
 //! ```
@@ -37,6 +39,31 @@ pub const COURSE_DEFAULT: &[&str] = &["name", "section", "room", "ownerId"];
 pub const PERSON_FIELDS: &[&str] = &["name", "givenName", "familyName", "email"];
 /// `person: true`: names only; e-mail addresses are opt-in.
 pub const PERSON_DEFAULT: &[&str] = &["name"];
+/// The fields of a `CourseWork` resource (`courses.courseWork.get`), as named in
+/// `enriched.courseWork`.
+pub const COURSEWORK_FIELDS: &[&str] = &[
+    "title",
+    "description",
+    "workType",
+    "state",
+    "maxPoints",
+    "alternateLink",
+    "creatorUserId",
+];
+/// `coursework: true`.
+pub const COURSEWORK_DEFAULT: &[&str] = &["title", "workType", "state", "maxPoints"];
+/// The fields of a `StudentSubmission` (`courses.courseWork.studentSubmissions.get`), as
+/// named in `enriched.submission`.
+pub const SUBMISSION_FIELDS: &[&str] = &[
+    "state",
+    "late",
+    "userId",
+    "assignedGrade",
+    "draftGrade",
+    "alternateLink",
+];
+/// `submission: true`.
+pub const SUBMISSION_DEFAULT: &[&str] = &["state", "late", "userId"];
 /// How long an event waits for Google at most, by default.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(10 * 60);
 /// How long an answer is reused, by default: longer than any sensible `queue.retention`,
@@ -50,6 +77,10 @@ pub struct EnrichSpec {
     pub course: Vec<String>,
     /// Profile fields kept; empty: no person lookup.
     pub person: Vec<String>,
+    /// `CourseWork` fields kept (coursework and submission events); empty: no lookup.
+    pub coursework: Vec<String>,
+    /// `StudentSubmission` fields kept (submission events); empty: no lookup.
+    pub submission: Vec<String>,
     pub max_wait: Duration,
     pub cache_ttl: Duration,
 }
@@ -65,9 +96,12 @@ impl EnrichSpec {
             }
         };
         format!(
-            "enriched (course: {}; person: {}; max_wait {}s; cache_ttl {}s)",
+            "enriched (course: {}; person: {}; coursework: {}; submission: {}; max_wait {}s; \
+             cache_ttl {}s)",
             list(&self.course),
             list(&self.person),
+            list(&self.coursework),
+            list(&self.submission),
             self.max_wait.as_secs(),
             self.cache_ttl.as_secs()
         )
@@ -75,7 +109,10 @@ impl EnrichSpec {
 
     /// Whether any lookup is configured.
     pub fn any(&self) -> bool {
-        !self.course.is_empty() || !self.person.is_empty()
+        !self.course.is_empty()
+            || !self.person.is_empty()
+            || !self.coursework.is_empty()
+            || !self.submission.is_empty()
     }
 }
 
@@ -90,6 +127,8 @@ pub fn parse(source: &Node, checks: &mut Checks<'_>) -> Option<EnrichSpec> {
     let mut spec = EnrichSpec {
         course: owned(COURSE_DEFAULT),
         person: owned(PERSON_DEFAULT),
+        coursework: Vec::new(),
+        submission: Vec::new(),
         max_wait: DEFAULT_MAX_WAIT,
         cache_ttl: DEFAULT_CACHE_TTL,
     };
@@ -108,6 +147,14 @@ pub fn parse(source: &Node, checks: &mut Checks<'_>) -> Option<EnrichSpec> {
                     "person" => {
                         spec.person = fields(value, PERSON_FIELDS, PERSON_DEFAULT, &at, checks)
                     }
+                    "coursework" => {
+                        spec.coursework =
+                            fields(value, COURSEWORK_FIELDS, COURSEWORK_DEFAULT, &at, checks)
+                    }
+                    "submission" => {
+                        spec.submission =
+                            fields(value, SUBMISSION_FIELDS, SUBMISSION_DEFAULT, &at, checks)
+                    }
                     "max_wait" | "cache_ttl" => {
                         match value.scalar_text().map(|t| units::parse_duration(&t)) {
                             Some(Ok(d)) if !d.is_zero() => {
@@ -125,15 +172,22 @@ pub fn parse(source: &Node, checks: &mut Checks<'_>) -> Option<EnrichSpec> {
                             ),
                         }
                     }
-                    "coursework" | "user" | "rate_limit" => checks.error(
+                    "user" | "rate_limit" => checks.error(
                         &at,
                         format!(
                             "`{at}` is not built yet (docs/architecture.md §11); enrich knows \
-                             course, person, max_wait and cache_ttl"
+                             course, person, coursework, submission, max_wait and cache_ttl"
                         ),
                     ),
                     other => {
-                        let expected = ["course", "person", "max_wait", "cache_ttl"];
+                        let expected = [
+                            "course",
+                            "person",
+                            "coursework",
+                            "submission",
+                            "max_wait",
+                            "cache_ttl",
+                        ];
                         checks.error(
                             &at,
                             herald_core::config::node::unknown_key_message(other, &expected),
@@ -144,8 +198,8 @@ pub fn parse(source: &Node, checks: &mut Checks<'_>) -> Option<EnrichSpec> {
             if !spec.any() && checks_clean(node) {
                 checks.error(
                     "enrich",
-                    "`enrich` names no lookup; add `course: true` and/or `person: true`, or \
-                     remove it",
+                    "`enrich` names no lookup; add `course: true`, `person: true`, \
+                     `coursework: true` or `submission: true`, or remove it",
                 );
             }
         }
@@ -161,14 +215,12 @@ pub fn parse(source: &Node, checks: &mut Checks<'_>) -> Option<EnrichSpec> {
     Some(spec)
 }
 
-/// Whether `enrich` has `course`/`person` keys at all (an explicit `false` for both is a
-/// mistake worth naming only when they are absent or all off).
+/// Whether every lookup key of `enrich` is absent or `false` (an empty list or a wrong
+/// value was reported at its own key already).
 fn checks_clean(node: &Node) -> bool {
-    node.get("course")
-        .is_none_or(|n| n.kind == NodeKind::Bool(false))
-        && node
-            .get("person")
-            .is_none_or(|n| n.kind == NodeKind::Bool(false))
+    ["course", "person", "coursework", "submission"]
+        .iter()
+        .all(|k| node.get(k).is_none_or(|n| n.kind == NodeKind::Bool(false)))
 }
 
 fn fields(
@@ -267,6 +319,11 @@ mod tests {
         assert_eq!(spec.person, ["name", "email"]);
         assert_eq!(spec.max_wait, Duration::from_secs(30));
         assert_eq!(spec.cache_ttl, Duration::from_secs(7 * 86_400));
+        assert!(spec.coursework.is_empty() && spec.submission.is_empty());
+        let spec = enrich("enrich: { coursework: true, submission: [state] }").unwrap();
+        assert_eq!(spec.coursework, owned(COURSEWORK_DEFAULT));
+        assert_eq!(spec.submission, ["state"]);
+        assert!(spec.course.is_empty() && spec.person.is_empty());
         let spec = enrich("enrich: { person: true }").unwrap();
         assert!(spec.course.is_empty());
         assert_eq!(spec.person, ["name"], "e-mail addresses are opt-in");
@@ -288,7 +345,7 @@ mod tests {
         );
         assert!(all.contains("4:13") && all.contains("has no unit"), "{all}");
         assert!(all.contains("did you mean `course`?"), "{all}");
-        let found = errors("enrich: { coursework: true }");
+        let found = errors("enrich: { user: true }");
         assert!(found[0].contains("not built yet"), "{found:?}");
         let found = errors("enrich: 3");
         assert!(

@@ -1,7 +1,10 @@
 //! The Classroom lookups of enrichment and their durable cache (docs/architecture.md §11).
 //!
 //! `courses.get` (`GET /v1/courses/{courseId}`), `courses.students.get` and
-//! `courses.teachers.get` (`GET /v1/courses/{courseId}/students|teachers/{userId}`), with the
+//! `courses.teachers.get` (`GET /v1/courses/{courseId}/students|teachers/{userId}`),
+//! `courses.courseWork.get` (`GET /v1/courses/{courseId}/courseWork/{id}`) and
+//! `courses.courseWork.studentSubmissions.get`
+//! (`GET /v1/courses/{courseId}/courseWork/{courseWorkId}/studentSubmissions/{id}`), with the
 //! `google:` credentials and read-only scopes, through the lifecycle's [`TokenSource`].
 //! Answers are cached in the queue's state table (`enrich/…` keys, behind the storage
 //! boundary, so both engines keep them) for `cache_ttl`, 404s included. Only the fields some
@@ -11,7 +14,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_core::queue::{Millis, QueueAdmin, now_millis};
+use herald_core::queue::{Millis, QueueAdmin, QueueError, now_millis};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -24,6 +27,10 @@ pub const COURSES_SCOPE: &str = "https://www.googleapis.com/auth/classroom.cours
 pub const ROSTERS_SCOPE: &str = "https://www.googleapis.com/auth/classroom.rosters.readonly";
 /// E-mail addresses in profiles, asked for only when a source keeps `email`.
 pub const EMAILS_SCOPE: &str = "https://www.googleapis.com/auth/classroom.profile.emails";
+/// Coursework and submissions (`courses.courseWork.get`,
+/// `courses.courseWork.studentSubmissions.get`), read-only.
+pub const COURSEWORK_SCOPE: &str =
+    "https://www.googleapis.com/auth/classroom.coursework.students.readonly";
 /// The prefix of cached answers in the state table.
 pub const CACHE_PREFIX: &str = "enrich/";
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -40,6 +47,17 @@ pub enum Key {
         course: String,
         user: String,
     },
+    /// `courses.courseWork.get`.
+    CourseWork {
+        course: String,
+        id: String,
+    },
+    /// `courses.courseWork.studentSubmissions.get`.
+    Submission {
+        course: String,
+        work: String,
+        id: String,
+    },
 }
 
 impl Key {
@@ -51,6 +69,19 @@ impl Key {
             Key::Person { role, course, user } => {
                 format!("{CACHE_PREFIX}{role}/{course}/{user}")
             }
+            Key::CourseWork { course, id } => format!("{CACHE_PREFIX}courseWork/{course}/{id}"),
+            Key::Submission { course, work, id } => {
+                format!("{CACHE_PREFIX}submission/{course}/{work}/{id}")
+            }
+        }
+    }
+
+    /// The id the lookup is about (the `id` of its `enriched` member).
+    pub fn id(&self) -> &str {
+        match self {
+            Key::Course { course } => course,
+            Key::Person { user, .. } => user,
+            Key::CourseWork { id, .. } | Key::Submission { id, .. } => id,
         }
     }
 
@@ -62,6 +93,8 @@ impl Key {
                 role: "teachers", ..
             } => "courses.teachers.get",
             Key::Person { .. } => "courses.students.get",
+            Key::CourseWork { .. } => "courses.courseWork.get",
+            Key::Submission { .. } => "courses.courseWork.studentSubmissions.get",
         }
     }
 
@@ -71,6 +104,15 @@ impl Key {
             Key::Person { role, course, user } => {
                 format!("/v1/courses/{}/{role}/{}", escape(course), escape(user))
             }
+            Key::CourseWork { course, id } => {
+                format!("/v1/courses/{}/courseWork/{}", escape(course), escape(id))
+            }
+            Key::Submission { course, work, id } => format!(
+                "/v1/courses/{}/courseWork/{}/studentSubmissions/{}",
+                escape(course),
+                escape(work),
+                escape(id)
+            ),
         }
     }
 }
@@ -111,16 +153,22 @@ struct Cached {
     answer: Answer,
 }
 
+/// The fields some source keeps, per lookup: only these are stored in the cache.
+#[derive(Clone, Debug, Default)]
+pub struct Kept {
+    pub course: BTreeSet<String>,
+    pub person: BTreeSet<String>,
+    pub coursework: BTreeSet<String>,
+    pub submission: BTreeSet<String>,
+}
+
 /// How the lookups are made and cached.
 pub struct Lookups {
     client: reqwest::Client,
     tokens: TokenSource,
     classroom_api: String,
     store: Arc<dyn QueueAdmin>,
-    /// The course fields some source keeps.
-    course_fields: BTreeSet<String>,
-    /// The person fields some source keeps.
-    person_fields: BTreeSet<String>,
+    kept: Kept,
 }
 
 impl Lookups {
@@ -129,17 +177,20 @@ impl Lookups {
         tokens: TokenSource,
         classroom_api: String,
         store: Arc<dyn QueueAdmin>,
-        course_fields: BTreeSet<String>,
-        person_fields: BTreeSet<String>,
+        kept: Kept,
     ) -> Lookups {
         Lookups {
             client,
             tokens,
             classroom_api,
             store,
-            course_fields,
-            person_fields,
+            kept,
         }
+    }
+
+    /// The store of the cache (the queue's state table).
+    pub fn store(&self) -> Arc<dyn QueueAdmin> {
+        self.store.clone()
     }
 
     /// The cached answer for `key` if younger than `ttl`.
@@ -216,10 +267,35 @@ impl Lookups {
             .await
             .map_err(|e| fail(format!("the answer is not JSON: {}", e.without_url())))?;
         Ok(Answer::Found(match key {
-            Key::Course { .. } => course_fields(&body, &self.course_fields),
-            Key::Person { .. } => person_fields(&body, &self.person_fields),
+            Key::Course { .. } => course_fields(&body, &self.kept.course),
+            Key::Person { .. } => person_fields(&body, &self.kept.person),
+            Key::CourseWork { .. } => scalar_fields(&body, &self.kept.coursework),
+            Key::Submission { .. } => scalar_fields(&body, &self.kept.submission),
         }))
     }
+}
+
+/// Removes the cached answers older than `ttl` at `now`, and any that cannot be read; how
+/// many (docs/architecture.md §11: an entry past `cache_ttl` is never used again, so it is
+/// not kept either). An answer removed is looked up again when an event needs it.
+pub async fn sweep(
+    store: &dyn QueueAdmin,
+    ttl: Duration,
+    now: Millis,
+) -> Result<usize, QueueError> {
+    let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    let mut removed = 0;
+    for (key, bytes) in store.list_state(CACHE_PREFIX).await? {
+        let stale = match serde_json::from_slice::<Cached>(&bytes) {
+            Ok(cached) => now.saturating_sub(cached.at) >= ttl,
+            Err(_) => true,
+        };
+        if stale {
+            store.put_state(&key, None).await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// The kept fields of a `Course` resource.
@@ -228,6 +304,18 @@ pub fn course_fields(body: &Value, keep: &BTreeSet<String>) -> Map<String, Value
         .filter_map(|field| {
             body.get(field)
                 .filter(|v| v.is_string())
+                .map(|v| (field.clone(), v.clone()))
+        })
+        .collect()
+}
+
+/// The kept fields of a `CourseWork` or `StudentSubmission` resource that are strings,
+/// numbers or booleans (`title`, `maxPoints`, `late`); anything else is left out.
+pub fn scalar_fields(body: &Value, keep: &BTreeSet<String>) -> Map<String, Value> {
+    keep.iter()
+        .filter_map(|field| {
+            body.get(field)
+                .filter(|v| v.is_string() || v.is_number() || v.is_boolean())
                 .map(|v| (field.clone(), v.clone()))
         })
         .collect()
@@ -288,5 +376,70 @@ mod tests {
         assert_eq!(key.path(), "/v1/courses/d%3Aalias%2Fx/students/me");
         assert_eq!(key.method(), "courses.students.get");
         assert_eq!(key.cache_key(), "enrich/students/d:alias/x/me");
+        let key = Key::Submission {
+            course: "1".into(),
+            work: "2".into(),
+            id: "Cg4I".into(),
+        };
+        assert_eq!(
+            key.path(),
+            "/v1/courses/1/courseWork/2/studentSubmissions/Cg4I"
+        );
+        assert_eq!(key.id(), "Cg4I");
+    }
+
+    #[tokio::test]
+    async fn the_sweep_removes_answers_past_the_ttl() {
+        use arc_swap::ArcSwap;
+        use herald_core::config::QueueConfig;
+        use herald_core::journal::Journal;
+        use herald_core::rules::RouteTable;
+
+        let dir = tempfile::tempdir().unwrap();
+        let queue = QueueConfig {
+            path: dir.path().to_path_buf(),
+            ..QueueConfig::default()
+        };
+        let routes = Arc::new(ArcSwap::from_pointee(RouteTable::new(vec![], vec![])));
+        let journal = Journal::open(&queue, routes, &[]).unwrap();
+        let put = |key: &str, at: Millis| {
+            let bytes = serde_json::to_vec(&Cached {
+                at,
+                answer: Answer::NotFound,
+            })
+            .unwrap();
+            (key.to_owned(), bytes)
+        };
+        for (key, bytes) in [
+            put("enrich/course/old", 1_000),
+            put("enrich/course/new", 9_000),
+        ] {
+            journal.put_state(&key, Some(&bytes)).unwrap();
+        }
+        journal
+            .put_state("enrich/course/garbage", Some(b"{"))
+            .unwrap();
+        journal.put_state("google/other", Some(b"kept")).unwrap();
+        let ttl = Duration::from_secs(5);
+        assert_eq!(sweep(&journal, ttl, 10_000).await.unwrap(), 2);
+        let left: Vec<String> = journal
+            .list_state("")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(left, ["enrich/course/new", "google/other"]);
+        assert_eq!(sweep(&journal, ttl, 14_000).await.unwrap(), 1);
+    }
+
+    #[test]
+    fn coursework_keeps_scalars() {
+        let work = json!({"title": "Lab 3", "maxPoints": 100, "dueDate": {"year": 2026},
+            "late": true, "state": "PUBLISHED"});
+        let kept = scalar_fields(&work, &keep(&["title", "maxPoints", "dueDate", "late"]));
+        assert_eq!(
+            Value::Object(kept),
+            json!({"title": "Lab 3", "maxPoints": 100, "late": true})
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! Enrichment (docs/architecture.md §11): a source with `enrich:` commits its events
 //! unrouted (`Ingest::commit_for_enrichment`, acknowledged once durable, never waiting on
 //! Google); one task per gateway claims them under a lease, looks up the course and the
-//! person they point to (Classroom `courses.get`, `courses.students.get`,
-//! `courses.teachers.get`), keeps the configured fields in the event's `enriched` object and
+//! person, coursework and submission they point to (Classroom `courses.get`,
+//! `courses.students.get`, `courses.teachers.get`, `courses.courseWork.get`,
+//! `courses.courseWork.studentSubmissions.get`), keeps the configured fields in the event's `enriched` object and
 //! routes it exactly once (`Queue::route_later`).
 //!
 //! * `config` — the `enrich:` key of a source;
@@ -28,7 +29,7 @@ use crate::google::settings::{self, GoogleConfig};
 use crate::google::token::{Grant, TokenSource};
 use crate::source::source_of;
 use config::EnrichSpec;
-use lookup::{COURSES_SCOPE, EMAILS_SCOPE, Lookups, ROSTERS_SCOPE};
+use lookup::{COURSES_SCOPE, COURSEWORK_SCOPE, EMAILS_SCOPE, Kept, Lookups, ROSTERS_SCOPE};
 
 /// The `enrich:` of every source that has one, by source name.
 pub fn specs(config: &Config) -> HashMap<String, EnrichSpec> {
@@ -56,6 +57,12 @@ pub fn scopes(specs: &HashMap<String, EnrichSpec>) -> Vec<&'static str> {
         .any(|s| s.person.iter().any(|f| f == "email"))
     {
         scopes.push(EMAILS_SCOPE);
+    }
+    if specs
+        .values()
+        .any(|s| !s.coursework.is_empty() || !s.submission.is_empty())
+    {
+        scopes.push(COURSEWORK_SCOPE);
     }
     scopes
 }
@@ -96,17 +103,17 @@ pub async fn start(
         .unwrap_or_else(|| CLASSROOM_API.to_owned())
         .trim_end_matches('/')
         .to_owned();
-    let course_fields: BTreeSet<String> = specs.values().flat_map(|s| s.course.clone()).collect();
-    let person_fields: BTreeSet<String> = specs.values().flat_map(|s| s.person.clone()).collect();
+    let union = |f: fn(&EnrichSpec) -> &Vec<String>| -> BTreeSet<String> {
+        specs.values().flat_map(|s| f(s).clone()).collect()
+    };
+    let kept = Kept {
+        course: union(|s| &s.course),
+        person: union(|s| &s.person),
+        coursework: union(|s| &s.coursework),
+        submission: union(|s| &s.submission),
+    };
     let store: Arc<dyn QueueAdmin> = queue.clone();
-    let lookups = Lookups::new(
-        client,
-        tokens,
-        classroom_api,
-        store,
-        course_fields,
-        person_fields,
-    );
+    let lookups = Lookups::new(client, tokens, classroom_api, store, kept);
     let enricher = task::Enricher {
         queue,
         routes,

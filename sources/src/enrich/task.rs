@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::config::EnrichSpec;
-use super::lookup::{Answer, Failure, Key, Lookups};
+use super::lookup::{Answer, Failure, Key, Lookups, sweep};
 
 /// At most this many events are claimed at once.
 const BATCH: usize = 64;
@@ -29,6 +29,10 @@ const BATCH: usize = 64;
 const IDLE: Duration = Duration::from_millis(200);
 /// While Google fails: 500 ms doubling up to 1 min, with full jitter.
 const RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
+/// How often the cache is swept at most and at least: a quarter of the longest
+/// `cache_ttl`, within these bounds.
+const SWEEP_MIN: Duration = Duration::from_secs(1);
+const SWEEP_MAX: Duration = Duration::from_secs(3600);
 /// `meta.enrichment` on an event routed without all it should have had.
 pub const META: &str = "enrichment";
 
@@ -38,6 +42,7 @@ pub const CACHE_MISSES: &str = "herald_enrich_cache_misses_total";
 pub const CALLS: &str = "herald_enrich_calls_total";
 pub const FAILURES: &str = "herald_enrich_failures_total";
 pub const ROUTED: &str = "herald_enrich_routed_total";
+pub const SWEPT: &str = "herald_enrich_cache_expired_total";
 
 pub struct Enricher {
     pub queue: Arc<dyn Queue>,
@@ -53,6 +58,7 @@ pub fn keys_of(event: &Event, spec: &EnrichSpec) -> Vec<(&'static str, Key)> {
     let Some(course) = ids["courseId"].as_str() else {
         return Vec::new();
     };
+    let collection = event.data["collection"].as_str();
     let mut keys = Vec::new();
     if !spec.course.is_empty() {
         keys.push((
@@ -62,7 +68,7 @@ pub fn keys_of(event: &Event, spec: &EnrichSpec) -> Vec<(&'static str, Key)> {
             },
         ));
     }
-    let role = match event.data["collection"].as_str() {
+    let role = match collection {
         Some("courses.students") => Some("students"),
         Some("courses.teachers") => Some("teachers"),
         _ => None,
@@ -75,6 +81,34 @@ pub fn keys_of(event: &Event, spec: &EnrichSpec) -> Vec<(&'static str, Key)> {
                 role,
                 course: course.to_owned(),
                 user: user.to_owned(),
+            },
+        ));
+    }
+    // The resource id "matches the arguments to the get method": `{courseId, id}` for
+    // coursework, `{courseId, courseWorkId, id}` for a submission.
+    let (work, submission) = match collection {
+        Some("courses.courseWork") => (ids["id"].as_str(), None),
+        Some("courses.courseWork.studentSubmissions") => {
+            (ids["courseWorkId"].as_str(), ids["id"].as_str())
+        }
+        _ => (None, None),
+    };
+    if let (Some(work), false) = (work, spec.coursework.is_empty()) {
+        keys.push((
+            "courseWork",
+            Key::CourseWork {
+                course: course.to_owned(),
+                id: work.to_owned(),
+            },
+        ));
+    }
+    if let (Some(work), Some(id), false) = (work, submission, spec.submission.is_empty()) {
+        keys.push((
+            "submission",
+            Key::Submission {
+                course: course.to_owned(),
+                work: work.to_owned(),
+                id: id.to_owned(),
             },
         ));
     }
@@ -93,12 +127,14 @@ pub fn enrich(
     let mut failed = Vec::new();
     let mut unknown = Vec::new();
     for (member, key) in keys {
-        let (id, keep) = match key {
-            Key::Course { course } => (course, &spec.course),
-            Key::Person { user, .. } => (user, &spec.person),
+        let keep = match key {
+            Key::Course { .. } => &spec.course,
+            Key::Person { .. } => &spec.person,
+            Key::CourseWork { .. } => &spec.coursework,
+            Key::Submission { .. } => &spec.submission,
         };
         let mut object = Map::new();
-        object.insert("id".into(), Value::from(id.as_str()));
+        object.insert("id".into(), Value::from(key.id()));
         match answers.get(key) {
             Some(Ok(Answer::Found(fields))) => {
                 for field in keep {
@@ -138,9 +174,31 @@ impl Enricher {
         let lease = self.queue.lease();
         let mut held: Vec<UnroutedItem> = Vec::new();
         let mut attempt: u32 = 0;
+        // The cache is shared by the sources: an entry goes once the longest `cache_ttl` has
+        // passed (a shorter one only stops being used, `Lookups::cached`).
+        let ttl = self
+            .specs
+            .values()
+            .map(|s| s.cache_ttl)
+            .max()
+            .unwrap_or(Duration::MAX);
+        let every = (ttl / 4).clamp(SWEEP_MIN, SWEEP_MAX);
+        let mut next_sweep = tokio::time::Instant::now();
         loop {
             if stop.is_cancelled() {
                 break;
+            }
+            if tokio::time::Instant::now() >= next_sweep {
+                next_sweep = tokio::time::Instant::now() + every;
+                let store = self.lookups.store();
+                match sweep(store.as_ref(), ttl, now_millis()).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        metrics::counter!(SWEPT).increment(n as u64);
+                        tracing::debug!(removed = n, "enrichment: expired cache entries removed");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "enrichment: cannot sweep the cache"),
+                }
             }
             if held.len() < BATCH {
                 match self
@@ -304,6 +362,8 @@ mod tests {
         EnrichSpec {
             course: course.iter().map(|s| (*s).to_owned()).collect(),
             person: person.iter().map(|s| (*s).to_owned()).collect(),
+            coursework: vec!["title".to_owned()],
+            submission: vec!["state".to_owned()],
             max_wait: DEFAULT_MAX_WAIT,
             cache_ttl: DEFAULT_CACHE_TTL,
         }
@@ -383,7 +443,16 @@ mod tests {
         let spec = spec(&["name"], &["name"]);
         let mut event = roster();
         event.data["collection"] = json!("courses.courseWork");
-        assert_eq!(keys_of(&event, &spec).len(), 1);
+        assert_eq!(keys_of(&event, &spec).len(), 1, "no `id`: the course only");
+        event.data["resourceId"] = json!({"courseId": "1", "id": "9"});
+        let keys = keys_of(&event, &spec);
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[1].0, "courseWork");
+        event.data["collection"] = json!("courses.courseWork.studentSubmissions");
+        event.data["resourceId"] = json!({"courseId": "1", "courseWorkId": "9", "id": "S"});
+        let keys = keys_of(&event, &spec);
+        let members: Vec<&str> = keys.iter().map(|(m, _)| *m).collect();
+        assert_eq!(members, ["course", "courseWork", "submission"]);
         event.data = json!({"resourceId": {}});
         assert!(keys_of(&event, &spec).is_empty());
     }
