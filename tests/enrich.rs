@@ -568,3 +568,171 @@ async fn an_answer_past_cache_ttl_is_looked_up_again() {
         assert_eq!(record["event"]["enriched"]["course"]["name"], "AP Biology");
     }
 }
+
+/// Posts a Directory notification (`state` e.g. `add`, `delete`) for user `id` as Google
+/// does: the `User` resource's `kind`, `id`, `etag` and `primaryEmail` only; the status.
+async fn notify_directory(
+    client: &reqwest::Client,
+    g: &Gateway,
+    n: u64,
+    state: &str,
+    id: &str,
+) -> u16 {
+    let body = json!({"kind": "admin#directory#user", "id": id, "etag": "\"e\"",
+        "primaryEmail": format!("{id}@example.edu")});
+    client
+        .post(g.url("/webhook/directory"))
+        .header("X-Goog-Channel-ID", "chan-1")
+        .header("X-Goog-Channel-Token", "dir-token")
+        .header("X-Goog-Channel-Expiration", "Tue, 01 Dec 2099 10:00:00 GMT")
+        .header("X-Goog-Resource-ID", "res-1")
+        .header(
+            "X-Goog-Resource-URI",
+            format!("https://admin.googleapis.com/admin/directory/v1/users?domain=example.edu&event={state}&alt=json"),
+        )
+        .header("X-Goog-Resource-State", state)
+        .header("X-Goog-Message-Number", n.to_string())
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn directory_config(google: &FakeGoogle, hook: &Receiver, enrich: &str) -> String {
+    format!(
+        "server: {{ listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0, shutdown_timeout: 2s }}\n{}\
+sources:\n  directory:\n    type: directory_webhook\n    channel_tokens: [dir-token]\n    enrich: {enrich}\n\
+sinks:\n  hook:\n    type: webhook\n    url: \"{}\"\n    body: \"{{{{ enriched.user.name }}}} ({{{{ enriched.user.orgUnitPath }}}}): {{{{ type }}}}\"\n  audit: {{ type: file, path: audit.jsonl }}\n\
+routes:\n  - name: students\n    match: {{ enriched.user.orgUnitPath: {{ glob: \"/Students*\" }} }}\n    to: [hook, audit]\n  - name: rest\n    to: [audit]\n",
+        google.google_yaml("sa.json", SUBJECT),
+        hook.url("/hook"),
+    )
+}
+
+fn user_gets(google: &FakeGoogle, id: &str) -> usize {
+    let path = format!("/admin/directory/v1/users/{id}");
+    google
+        .calls(&path)
+        .iter()
+        .filter(|c| c.path == path)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_event_gets_the_user_and_a_deleted_user_reads_from_the_cache() {
+    let google = fake_google().await;
+    google.add_user(
+        "1001",
+        "ann.lee@example.edu",
+        "Ann",
+        "Lee",
+        "/Students/Grade 9",
+    );
+    google.add_user("1002", "bob.ray@example.edu", "Bob", "Ray", "/Staff");
+    let hook = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_key(dir.path());
+    let g = Gateway::start(dir.path(), &directory_config(&google, &hook, "true"));
+    let client = reqwest::Client::new();
+
+    assert_eq!(notify_directory(&client, &g, 1, "add", "1001").await, 200);
+    assert_eq!(notify_directory(&client, &g, 2, "add", "1002").await, 200);
+    let received = hook.wait_for(1).await;
+    assert_eq!(
+        received[0].text(),
+        "Ann Lee (/Students/Grade 9): directory.users.add"
+    );
+    until("both events in the audit file", WAIT, || {
+        g.file_records("audit.jsonl").len() == 2
+    })
+    .await;
+    let records = g.file_records("audit.jsonl");
+    let ann = records
+        .iter()
+        .find(|r| r["event"]["data"]["id"] == "1001")
+        .expect("Ann's event");
+    assert_eq!(
+        ann["event"]["enriched"]["user"],
+        json!({"id": "1001", "name": "Ann Lee", "orgUnitPath": "/Students/Grade 9",
+            "suspended": false, "isAdmin": false}),
+        "e-mail addresses are opt-in"
+    );
+    assert_eq!(
+        ann["event"]["data"]["primaryEmail"], "1001@example.edu",
+        "data is Google's"
+    );
+    // The lookup asked for the Directory scope, as the subject.
+    let grant = google.grants().pop().expect("a token grant");
+    assert!(
+        grant["scope"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("admin.directory.user.readonly"),
+        "{grant}"
+    );
+    assert_eq!(grant["sub"], SUBJECT);
+    assert!(
+        google
+            .calls("/admin/directory/v1/users/")
+            .iter()
+            .all(|c| c.bearer.as_deref() == Some(ACCESS_TOKEN))
+    );
+
+    // Ann is deleted: users.get answers 404, the name is read from the cache.
+    google.delete_user("1001");
+    assert_eq!(
+        notify_directory(&client, &g, 3, "delete", "1001").await,
+        200
+    );
+    let received = hook.wait_for(2).await;
+    assert_eq!(
+        received[1].text(),
+        "Ann Lee (/Students/Grade 9): directory.users.delete"
+    );
+    assert_eq!(user_gets(&google, "1001"), 1, "the deletion read the cache");
+    // A user never seen, deleted: unknown, not failed.
+    assert_eq!(
+        notify_directory(&client, &g, 4, "delete", "1003").await,
+        200
+    );
+    until("the unknown deletion", WAIT, || {
+        g.file_records("audit.jsonl").len() == 4
+    })
+    .await;
+    let records = g.file_records("audit.jsonl");
+    let unknown = records
+        .iter()
+        .find(|r| r["event"]["data"]["id"] == "1003")
+        .expect("the unknown deletion");
+    assert_eq!(
+        unknown["event"]["meta"]["enrichment"],
+        "unknown: users.get not found"
+    );
+    assert_eq!(unknown["event"]["enriched"]["user"], json!({"id": "1003"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_body_that_carries_the_fields_needs_no_lookup() {
+    let google = fake_google().await;
+    let hook = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_key(dir.path());
+    let g = Gateway::start(
+        dir.path(),
+        &directory_config(&google, &hook, "{ user: [email] }"),
+    );
+    let client = reqwest::Client::new();
+    assert_eq!(notify_directory(&client, &g, 1, "add", "2001").await, 200);
+    until("the event in the audit file", WAIT, || {
+        g.file_records("audit.jsonl").len() == 1
+    })
+    .await;
+    let records = g.file_records("audit.jsonl");
+    assert_eq!(
+        records[0]["event"]["enriched"]["user"],
+        json!({"id": "2001", "email": "2001@example.edu"})
+    );
+    assert_eq!(user_gets(&google, "2001"), 0, "the body carried it");
+}

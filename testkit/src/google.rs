@@ -15,7 +15,8 @@
 //!   (`courses.teachers.get`) — Classroom's `Course`, `Student` and `Teacher` resources as
 //!   in Google's reference, for what the test added ([`FakeGoogle::add_course`],
 //!   [`FakeGoogle::add_person`]); `GET /v1/courses/{courseId}/courseWork/{id}`
-//!   (`courses.courseWork.get`) and
+//!   (`courses.courseWork.get`), `GET /admin/directory/v1/users/{userKey}` (`users.get`,
+//!   Google's `User` resource, [`FakeGoogle::add_user`]) and
 //!   `GET /v1/courses/{courseId}/courseWork/{courseWorkId}/studentSubmissions/{id}`
 //!   (`courses.courseWork.studentSubmissions.get`), Google's `CourseWork` and
 //!   `StudentSubmission` ([`FakeGoogle::add_course_work`], [`FakeGoogle::add_submission`]);
@@ -105,6 +106,8 @@ struct Inner {
     course_work: HashMap<(String, String), Value>,
     /// (course id, coursework id, submission id) → its `StudentSubmission` resource.
     submissions: HashMap<(String, String, String), Value>,
+    /// Directory user id → its `User` resource.
+    users: HashMap<String, Value>,
 }
 
 #[derive(Clone)]
@@ -141,6 +144,7 @@ impl FakeGoogle {
             people: HashMap::new(),
             course_work: HashMap::new(),
             submissions: HashMap::new(),
+            users: HashMap::new(),
         }));
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -303,6 +307,40 @@ impl FakeGoogle {
         );
     }
 
+    /// A Directory user `users.get` answers (by id or primary e-mail), as Google's `User`
+    /// resource (Admin SDK Directory API reference).
+    pub fn add_user(&self, id: &str, email: &str, given: &str, family: &str, org_unit: &str) {
+        let user = json!({
+            "kind": "admin#directory#user",
+            "id": id,
+            "etag": format!("\"etag-{id}\""),
+            "primaryEmail": email,
+            "name": {"givenName": given, "familyName": family, "fullName": format!("{given} {family}")},
+            "isAdmin": false,
+            "isDelegatedAdmin": false,
+            "lastLoginTime": "2026-11-19T08:01:12.000Z",
+            "creationTime": "2024-08-20T14:00:00.000Z",
+            "agreedToTerms": true,
+            "suspended": false,
+            "archived": false,
+            "changePasswordAtNextLogin": false,
+            "ipWhitelisted": false,
+            "emails": [{"address": email, "primary": true}],
+            "customerId": "C03az79cb",
+            "orgUnitPath": org_unit,
+            "isMailboxSetup": true,
+            "isEnrolledIn2Sv": false,
+            "isEnforcedIn2Sv": false,
+            "includeInGlobalAddressList": true,
+        });
+        self.inner.lock().unwrap().users.insert(id.to_owned(), user);
+    }
+
+    /// Deletes a Directory user: `users.get` answers 404 from now on.
+    pub fn delete_user(&self, id: &str) {
+        self.inner.lock().unwrap().users.remove(id);
+    }
+
     /// Takes a member off a course's roster: `courses.students.get` / `courses.teachers.get`
     /// answer 404 for them from now on, as Google does after a removal.
     pub fn remove_person(&self, role: &str, course: &str, user: &str) {
@@ -419,6 +457,12 @@ async fn handle(
         (&Method::DELETE, p) if p.starts_with("/v1/registrations/") => "delete",
         (&Method::POST, "/admin/directory/v1/users/watch") => "watch",
         (&Method::POST, "/admin/directory_v1/channels/stop") => "stop",
+        (&Method::GET, p)
+            if p.starts_with("/admin/directory/v1/users/")
+                && !p["/admin/directory/v1/users/".len()..].contains('/') =>
+        {
+            "users.get"
+        }
         (&Method::GET, p) if p.starts_with("/v1/courses/") => {
             match p
                 .trim_start_matches("/v1/courses/")
@@ -586,6 +630,16 @@ async fn handle(
                 found
                     .cloned()
                     .ok_or((404, google_error(404, "Requested entity was not found.")))
+            }
+            "users.get" => {
+                let key = path.trim_start_matches("/admin/directory/v1/users/");
+                let key = key.replace("%40", "@");
+                state
+                    .users
+                    .values()
+                    .find(|u| u["id"] == key.as_str() || u["primaryEmail"] == key.as_str())
+                    .cloned()
+                    .ok_or((404, google_error(404, "Resource Not Found: userKey")))
             }
             _ => Err((404, google_error(404, "no such method"))),
         }

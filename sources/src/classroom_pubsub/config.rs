@@ -221,7 +221,11 @@ pub fn validate_spec(input: &SourceInput<'_>) -> Result<ClassroomSpec, Vec<Confi
     };
     let registrations =
         google::registrations(input.name, config.topic, config.registrations, &mut checks);
-    let enrich = crate::enrich::config::parse(input.node, &mut checks);
+    let enrich = crate::enrich::config::parse(
+        input.node,
+        &mut checks,
+        crate::enrich::config::Kind::Classroom,
+    );
     let _ = config.enrich;
     checks.finish(ClassroomSpec {
         mode,

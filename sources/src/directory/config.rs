@@ -14,6 +14,7 @@ use herald_core::config::{ConfigError, SourceInput, units};
 use serde::Deserialize;
 
 use crate::config::{Checks, check_path, parse};
+use crate::enrich::config::EnrichSpec;
 use crate::google::config::{self as google, WatchConfig, WatchSpec};
 use crate::source::registered;
 
@@ -47,6 +48,10 @@ struct DirectoryConfig {
     /// How long each channel of `watch:` is asked to live (default 6h); renewed before.
     #[serde(default, deserialize_with = "units::opt_duration")]
     ttl: Option<std::time::Duration>,
+    /// `enrich:` (docs/architecture.md §11), read from the node by
+    /// `enrich::config::parse`, which reports each mistake at its key.
+    #[serde(default)]
+    enrich: Option<serde::de::IgnoredAny>,
 }
 
 /// A validated `directory_webhook` source. Its `Debug` masks the tokens.
@@ -57,6 +62,8 @@ pub struct DirectorySpec {
     pub channel_ids: Option<Vec<String>>,
     pub route_sync: bool,
     pub watches: Vec<WatchSpec>,
+    /// `enrich:`; `None` when absent or `false`.
+    pub enrich: Option<EnrichSpec>,
 }
 
 impl fmt::Debug for DirectorySpec {
@@ -70,6 +77,7 @@ impl fmt::Debug for DirectorySpec {
             .field("channel_ids", &self.channel_ids)
             .field("route_sync", &self.route_sync)
             .field("watches", &self.watches)
+            .field("enrich", &self.enrich)
             .finish()
     }
 }
@@ -94,8 +102,12 @@ impl DirectorySpec {
             0 => String::new(),
             n => format!(", {n} channel(s) kept open by Herald"),
         };
+        let enriched = match &self.enrich {
+            Some(enrich) => format!("; {}", enrich.describe()),
+            None => String::new(),
+        };
         format!(
-            "Directory webhook at {}, {tokens} (masked), {ids}, {sync}{watched}",
+            "Directory webhook at {}, {tokens} (masked), {ids}, {sync}{watched}{enriched}",
             self.path
         )
     }
@@ -153,12 +165,19 @@ pub fn validate_spec(input: &SourceInput<'_>) -> Result<DirectorySpec, Vec<Confi
             "`channel_ids` lists the accepted channel ids; remove it to accept any channel",
         );
     }
+    let enrich = crate::enrich::config::parse(
+        input.node,
+        &mut checks,
+        crate::enrich::config::Kind::Directory,
+    );
+    let _ = config.enrich;
     checks.finish(DirectorySpec {
         path,
         channel_tokens,
         channel_ids: config.channel_ids,
         route_sync: config.route_sync,
         watches,
+        enrich,
     })
 }
 

@@ -33,6 +33,10 @@ impl Source for DirectorySpec {
         DirectorySpec::describe(self)
     }
 
+    fn enrich(&self) -> Option<&crate::enrich::config::EnrichSpec> {
+        self.enrich.as_ref()
+    }
+
     fn http_path(&self) -> Option<&str> {
         Some(&self.path)
     }

@@ -2,12 +2,14 @@
 //! are kept, how long an event may wait for Google, how long answers are cached. Pure.
 //!
 //! ```yaml
-//! enrich: true                 # = { course: true, person: [name] }
+//! enrich: true                 # = { course: true, person: [name] } (classroom_pubsub)
+//!                              # = { user: [name, orgUnitPath, suspended, isAdmin] } (directory_webhook)
 //! enrich:
 //!   course: [name, section]    # courses.get; `true` = name, section, room, ownerId
 //!   person: [name, email]      # courses.students.get / courses.teachers.get; `true` = [name]
 //!   coursework: [title]        # courses.courseWork.get; `true` = title, workType, state, maxPoints
 //!   submission: [state, late]  # courses.courseWork.studentSubmissions.get; `true` = state, late, userId
+//!   user: [name, email]        # directory_webhook only: users.get; `true` = name, orgUnitPath, suspended, isAdmin
 //!   max_wait: 10m              # then routed with what is known, `meta.enrichment` says why
 //!   cache_ttl: 400d            # answers (404s included) are reused this long
 //! ```
@@ -64,6 +66,20 @@ pub const SUBMISSION_FIELDS: &[&str] = &[
 ];
 /// `submission: true`.
 pub const SUBMISSION_DEFAULT: &[&str] = &["state", "late", "userId"];
+/// The fields of a Directory `User` resource (`users.get`), as named in `enriched.user`:
+/// `name` is `name.fullName`, `email` `primaryEmail`.
+pub const USER_FIELDS: &[&str] = &[
+    "name",
+    "givenName",
+    "familyName",
+    "orgUnitPath",
+    "suspended",
+    "isAdmin",
+    "email",
+];
+/// `user: true` (and `enrich: true` on a `directory_webhook` source): e-mail addresses are
+/// opt-in.
+pub const USER_DEFAULT: &[&str] = &["name", "orgUnitPath", "suspended", "isAdmin"];
 /// How long an event waits for Google at most, by default.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(10 * 60);
 /// How long an answer is reused, by default: longer than any sensible `queue.retention`,
@@ -81,6 +97,8 @@ pub struct EnrichSpec {
     pub coursework: Vec<String>,
     /// `StudentSubmission` fields kept (submission events); empty: no lookup.
     pub submission: Vec<String>,
+    /// Directory `User` fields kept (`directory_webhook` events); empty: no lookup.
+    pub user: Vec<String>,
     pub max_wait: Duration,
     pub cache_ttl: Duration,
 }
@@ -95,6 +113,14 @@ impl EnrichSpec {
                 l.join(", ")
             }
         };
+        if !self.user.is_empty() {
+            return format!(
+                "enriched (user: {}; max_wait {}s; cache_ttl {}s)",
+                list(&self.user),
+                self.max_wait.as_secs(),
+                self.cache_ttl.as_secs()
+            );
+        }
         format!(
             "enriched (course: {}; person: {}; coursework: {}; submission: {}; max_wait {}s; \
              cache_ttl {}s)",
@@ -113,6 +139,7 @@ impl EnrichSpec {
             || !self.person.is_empty()
             || !self.coursework.is_empty()
             || !self.submission.is_empty()
+            || !self.user.is_empty()
     }
 }
 
@@ -120,17 +147,47 @@ fn owned(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// Which API a source's events point into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `classroom_pubsub`: course, person, coursework, submission.
+    Classroom,
+    /// `directory_webhook`: user.
+    Directory,
+}
+
+impl Kind {
+    fn lookups(self) -> &'static [&'static str] {
+        match self {
+            Kind::Classroom => &["course", "person", "coursework", "submission"],
+            Kind::Directory => &["user"],
+        }
+    }
+}
+
 /// Reads the source's `enrich` key (absent, `false`: `None`), reporting each mistake at
 /// its own key.
-pub fn parse(source: &Node, checks: &mut Checks<'_>) -> Option<EnrichSpec> {
+pub fn parse(source: &Node, checks: &mut Checks<'_>, kind: Kind) -> Option<EnrichSpec> {
     let node = source.get("enrich")?;
-    let mut spec = EnrichSpec {
-        course: owned(COURSE_DEFAULT),
-        person: owned(PERSON_DEFAULT),
-        coursework: Vec::new(),
-        submission: Vec::new(),
-        max_wait: DEFAULT_MAX_WAIT,
-        cache_ttl: DEFAULT_CACHE_TTL,
+    let mut spec = match kind {
+        Kind::Classroom => EnrichSpec {
+            course: owned(COURSE_DEFAULT),
+            person: owned(PERSON_DEFAULT),
+            coursework: Vec::new(),
+            submission: Vec::new(),
+            user: Vec::new(),
+            max_wait: DEFAULT_MAX_WAIT,
+            cache_ttl: DEFAULT_CACHE_TTL,
+        },
+        Kind::Directory => EnrichSpec {
+            course: Vec::new(),
+            person: Vec::new(),
+            coursework: Vec::new(),
+            submission: Vec::new(),
+            user: owned(USER_DEFAULT),
+            max_wait: DEFAULT_MAX_WAIT,
+            cache_ttl: DEFAULT_CACHE_TTL,
+        },
     };
     match &node.kind {
         NodeKind::Bool(false) | NodeKind::Null => return None,
@@ -138,8 +195,25 @@ pub fn parse(source: &Node, checks: &mut Checks<'_>) -> Option<EnrichSpec> {
         NodeKind::Map(entries) => {
             spec.course = Vec::new();
             spec.person = Vec::new();
+            spec.user = Vec::new();
             for (key, value) in entries {
                 let at = format!("enrich.{}", key.name);
+                let lookup = ["course", "person", "coursework", "submission", "user"]
+                    .contains(&key.name.as_str());
+                if lookup && !kind.lookups().contains(&key.name.as_str()) {
+                    let (this, that) = match kind {
+                        Kind::Classroom => ("classroom_pubsub", "directory_webhook"),
+                        Kind::Directory => ("directory_webhook", "classroom_pubsub"),
+                    };
+                    checks.error(
+                        &at,
+                        format!(
+                            "`{at}` is for {that} sources; a {this} source looks up {}",
+                            kind.lookups().join(", ")
+                        ),
+                    );
+                    continue;
+                }
                 match key.name.as_str() {
                     "course" => {
                         spec.course = fields(value, COURSE_FIELDS, COURSE_DEFAULT, &at, checks)
@@ -172,22 +246,17 @@ pub fn parse(source: &Node, checks: &mut Checks<'_>) -> Option<EnrichSpec> {
                             ),
                         }
                     }
-                    "user" | "rate_limit" => checks.error(
+                    "user" => spec.user = fields(value, USER_FIELDS, USER_DEFAULT, &at, checks),
+                    "rate_limit" => checks.error(
                         &at,
                         format!(
                             "`{at}` is not built yet (docs/architecture.md §11); enrich knows \
-                             course, person, coursework, submission, max_wait and cache_ttl"
+                             its lookups, max_wait and cache_ttl"
                         ),
                     ),
                     other => {
-                        let expected = [
-                            "course",
-                            "person",
-                            "coursework",
-                            "submission",
-                            "max_wait",
-                            "cache_ttl",
-                        ];
+                        let mut expected = kind.lookups().to_vec();
+                        expected.extend(["max_wait", "cache_ttl"]);
                         checks.error(
                             &at,
                             herald_core::config::node::unknown_key_message(other, &expected),
@@ -196,10 +265,15 @@ pub fn parse(source: &Node, checks: &mut Checks<'_>) -> Option<EnrichSpec> {
                 }
             }
             if !spec.any() && checks_clean(node) {
+                let add = match kind {
+                    Kind::Classroom => {
+                        "`course: true`, `person: true`, `coursework: true` or `submission: true`"
+                    }
+                    Kind::Directory => "`user: true`",
+                };
                 checks.error(
                     "enrich",
-                    "`enrich` names no lookup; add `course: true`, `person: true`, \
-                     `coursework: true` or `submission: true`, or remove it",
+                    format!("`enrich` names no lookup; add {add}, or remove it"),
                 );
             }
         }
@@ -218,7 +292,7 @@ pub fn parse(source: &Node, checks: &mut Checks<'_>) -> Option<EnrichSpec> {
 /// Whether every lookup key of `enrich` is absent or `false` (an empty list or a wrong
 /// value was reported at its own key already).
 fn checks_clean(node: &Node) -> bool {
-    ["course", "person", "coursework", "submission"]
+    ["course", "person", "coursework", "submission", "user"]
         .iter()
         .all(|k| node.get(k).is_none_or(|n| n.kind == NodeKind::Bool(false)))
 }
@@ -346,7 +420,9 @@ mod tests {
         assert!(all.contains("4:13") && all.contains("has no unit"), "{all}");
         assert!(all.contains("did you mean `course`?"), "{all}");
         let found = errors("enrich: { user: true }");
-        assert!(found[0].contains("not built yet"), "{found:?}");
+        assert!(found[0].contains("is for directory_webhook"), "{found:?}");
+        let found = errors("enrich: { rate_limt: 3 }");
+        assert!(found[0].contains("unknown"), "{found:?}");
         let found = errors("enrich: 3");
         assert!(
             found[0].contains("must be true, false or a mapping"),
@@ -354,5 +430,32 @@ mod tests {
         );
         let found = errors("enrich: { course: false }");
         assert!(found[0].contains("names no lookup"), "{found:?}");
+    }
+
+    #[test]
+    fn directory_users() {
+        use crate::directory::config::validate_spec;
+        let spec = |yaml: &str| {
+            validate_yaml(validate_spec, "directory", yaml)
+                .unwrap()
+                .enrich
+                .unwrap()
+        };
+        let s = spec("channel_tokens: [t]\nenrich: true");
+        assert_eq!(s.user, owned(USER_DEFAULT));
+        assert!(s.course.is_empty() && s.person.is_empty());
+        let s = spec("channel_tokens: [t]\nenrich: { user: [name, email], max_wait: 1m }");
+        assert_eq!(s.user, ["name", "email"]);
+        assert_eq!(s.max_wait, Duration::from_secs(60));
+        let found: Vec<String> = validate_yaml(
+            validate_spec,
+            "directory",
+            "channel_tokens: [t]\nenrich: { course: true }",
+        )
+        .unwrap_err()
+        .iter()
+        .map(|e| e.message.clone())
+        .collect();
+        assert!(found[0].contains("is for classroom_pubsub"), "{found:?}");
     }
 }

@@ -5,7 +5,9 @@
 //! `courses.courseWork.get` (`GET /v1/courses/{courseId}/courseWork/{id}`) and
 //! `courses.courseWork.studentSubmissions.get`
 //! (`GET /v1/courses/{courseId}/courseWork/{courseWorkId}/studentSubmissions/{id}`), with the
-//! `google:` credentials and read-only scopes, through the lifecycle's [`TokenSource`].
+//! `google:` credentials and read-only scopes, through the lifecycle's [`TokenSource`]; the
+//! Directory's `users.get` (`GET /admin/directory/v1/users/{userKey}`, scope
+//! `admin.directory.user.readonly`, with the `google:` section's `subject`).
 //! Answers are cached in the queue's state table (`enrich/…` keys, behind the storage
 //! boundary, so both engines keep them) for `cache_ttl`, 404s included. Only the fields some
 //! source keeps are stored. Nothing looked up is ever logged.
@@ -31,6 +33,8 @@ pub const EMAILS_SCOPE: &str = "https://www.googleapis.com/auth/classroom.profil
 /// `courses.courseWork.studentSubmissions.get`), read-only.
 pub const COURSEWORK_SCOPE: &str =
     "https://www.googleapis.com/auth/classroom.coursework.students.readonly";
+/// Directory users (`users.get`), read-only.
+pub const USERS_SCOPE: &str = "https://www.googleapis.com/auth/admin.directory.user.readonly";
 /// The prefix of cached answers in the state table.
 pub const CACHE_PREFIX: &str = "enrich/";
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -58,6 +62,10 @@ pub enum Key {
         work: String,
         id: String,
     },
+    /// The Directory's `users.get`, by the user's id.
+    User {
+        user: String,
+    },
 }
 
 impl Key {
@@ -73,6 +81,7 @@ impl Key {
             Key::Submission { course, work, id } => {
                 format!("{CACHE_PREFIX}submission/{course}/{work}/{id}")
             }
+            Key::User { user } => format!("{CACHE_PREFIX}user/{user}"),
         }
     }
 
@@ -80,7 +89,7 @@ impl Key {
     pub fn id(&self) -> &str {
         match self {
             Key::Course { course } => course,
-            Key::Person { user, .. } => user,
+            Key::Person { user, .. } | Key::User { user } => user,
             Key::CourseWork { id, .. } | Key::Submission { id, .. } => id,
         }
     }
@@ -95,6 +104,7 @@ impl Key {
             Key::Person { .. } => "courses.students.get",
             Key::CourseWork { .. } => "courses.courseWork.get",
             Key::Submission { .. } => "courses.courseWork.studentSubmissions.get",
+            Key::User { .. } => "users.get",
         }
     }
 
@@ -113,6 +123,7 @@ impl Key {
                 escape(work),
                 escape(id)
             ),
+            Key::User { user } => format!("/admin/directory/v1/users/{}", escape(user)),
         }
     }
 }
@@ -160,6 +171,7 @@ pub struct Kept {
     pub person: BTreeSet<String>,
     pub coursework: BTreeSet<String>,
     pub submission: BTreeSet<String>,
+    pub user: BTreeSet<String>,
 }
 
 /// How the lookups are made and cached.
@@ -167,6 +179,7 @@ pub struct Lookups {
     client: reqwest::Client,
     tokens: TokenSource,
     classroom_api: String,
+    directory_api: String,
     store: Arc<dyn QueueAdmin>,
     kept: Kept,
 }
@@ -176,6 +189,7 @@ impl Lookups {
         client: reqwest::Client,
         tokens: TokenSource,
         classroom_api: String,
+        directory_api: String,
         store: Arc<dyn QueueAdmin>,
         kept: Kept,
     ) -> Lookups {
@@ -183,6 +197,7 @@ impl Lookups {
             client,
             tokens,
             classroom_api,
+            directory_api,
             store,
             kept,
         }
@@ -231,7 +246,11 @@ impl Lookups {
             reason: format!("{method}: {reason}"),
         };
         let token = self.tokens.token(&self.client).await.map_err(fail)?;
-        let url = format!("{}{}", self.classroom_api, key.path());
+        let api = match key {
+            Key::User { .. } => &self.directory_api,
+            _ => &self.classroom_api,
+        };
+        let url = format!("{api}{}", key.path());
         let response = self
             .client
             .get(&url)
@@ -271,6 +290,7 @@ impl Lookups {
             Key::Person { .. } => person_fields(&body, &self.kept.person),
             Key::CourseWork { .. } => scalar_fields(&body, &self.kept.coursework),
             Key::Submission { .. } => scalar_fields(&body, &self.kept.submission),
+            Key::User { .. } => user_fields(&body, &self.kept.user),
         }))
     }
 }
@@ -334,6 +354,26 @@ pub fn person_fields(body: &Value, keep: &BTreeSet<String>) -> Map<String, Value
                 _ => return None,
             };
             value.as_str().map(|v| (field.clone(), Value::from(v)))
+        })
+        .collect()
+}
+
+/// The kept fields of a Directory `User` resource (`users.get`'s answer, or a notification's
+/// body when it carries them): `name` is `name.fullName`, `email` `primaryEmail`; values of
+/// another type than documented are left out.
+pub fn user_fields(body: &Value, keep: &BTreeSet<String>) -> Map<String, Value> {
+    keep.iter()
+        .filter_map(|field| {
+            let value = match field.as_str() {
+                "name" => body["name"]["fullName"].as_str().map(Value::from),
+                "givenName" => body["name"]["givenName"].as_str().map(Value::from),
+                "familyName" => body["name"]["familyName"].as_str().map(Value::from),
+                "email" => body["primaryEmail"].as_str().map(Value::from),
+                "orgUnitPath" => body["orgUnitPath"].as_str().map(Value::from),
+                "suspended" | "isAdmin" => body[field.as_str()].as_bool().map(Value::from),
+                _ => None,
+            }?;
+            Some((field.clone(), value))
         })
         .collect()
 }
@@ -430,6 +470,24 @@ mod tests {
             .collect();
         assert_eq!(left, ["enrich/course/new", "google/other"]);
         assert_eq!(sweep(&journal, ttl, 14_000).await.unwrap(), 1);
+    }
+
+    #[test]
+    fn users_keep_listed_fields() {
+        let user = json!({"kind": "admin#directory#user", "id": "1", "primaryEmail": "a@x.edu",
+            "name": {"givenName": "Ann", "familyName": "Lee", "fullName": "Ann Lee"},
+            "isAdmin": false, "suspended": "no", "orgUnitPath": "/Students"});
+        let kept = user_fields(
+            &user,
+            &keep(&["name", "isAdmin", "suspended", "orgUnitPath"]),
+        );
+        assert_eq!(
+            Value::Object(kept),
+            json!({"name": "Ann Lee", "isAdmin": false, "orgUnitPath": "/Students"})
+        );
+        let key = Key::User { user: "1".into() };
+        assert_eq!(key.path(), "/admin/directory/v1/users/1");
+        assert_eq!(key.cache_key(), "enrich/user/1");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! person, coursework and submission they point to (Classroom `courses.get`,
 //! `courses.students.get`, `courses.teachers.get`, `courses.courseWork.get`,
 //! `courses.courseWork.studentSubmissions.get`), keeps the configured fields in the event's `enriched` object and
-//! routes it exactly once (`Queue::route_later`).
+//! routes it exactly once (`Queue::route_later`). Directory events (`directory_webhook`
+//! with `enrich:`) get the user (`users.get`) unless their body carries what is kept.
 //!
 //! * `config` — the `enrich:` key of a source;
 //! * `lookup` — the Classroom calls and their durable cache (the queue's state table);
@@ -24,12 +25,14 @@ use herald_core::queue::{Queue, QueueAdmin};
 use herald_core::rules::RouteTable;
 use tokio_util::sync::CancellationToken;
 
-use crate::google::api::CLASSROOM_API;
+use crate::google::api::{CLASSROOM_API, DIRECTORY_API};
 use crate::google::settings::{self, GoogleConfig};
 use crate::google::token::{Grant, TokenSource};
 use crate::source::source_of;
 use config::EnrichSpec;
-use lookup::{COURSES_SCOPE, COURSEWORK_SCOPE, EMAILS_SCOPE, Kept, Lookups, ROSTERS_SCOPE};
+use lookup::{
+    COURSES_SCOPE, COURSEWORK_SCOPE, EMAILS_SCOPE, Kept, Lookups, ROSTERS_SCOPE, USERS_SCOPE,
+};
 
 /// The `enrich:` of every source that has one, by source name.
 pub fn specs(config: &Config) -> HashMap<String, EnrichSpec> {
@@ -63,6 +66,9 @@ pub fn scopes(specs: &HashMap<String, EnrichSpec>) -> Vec<&'static str> {
         .any(|s| !s.coursework.is_empty() || !s.submission.is_empty())
     {
         scopes.push(COURSEWORK_SCOPE);
+    }
+    if specs.values().any(|s| !s.user.is_empty()) {
+        scopes.push(USERS_SCOPE);
     }
     scopes
 }
@@ -103,6 +109,11 @@ pub async fn start(
         .unwrap_or_else(|| CLASSROOM_API.to_owned())
         .trim_end_matches('/')
         .to_owned();
+    let directory_api = google
+        .directory_api
+        .unwrap_or_else(|| DIRECTORY_API.to_owned())
+        .trim_end_matches('/')
+        .to_owned();
     let union = |f: fn(&EnrichSpec) -> &Vec<String>| -> BTreeSet<String> {
         specs.values().flat_map(|s| f(s).clone()).collect()
     };
@@ -111,9 +122,10 @@ pub async fn start(
         person: union(|s| &s.person),
         coursework: union(|s| &s.coursework),
         submission: union(|s| &s.submission),
+        user: union(|s| &s.user),
     };
     let store: Arc<dyn QueueAdmin> = queue.clone();
-    let lookups = Lookups::new(client, tokens, classroom_api, store, kept);
+    let lookups = Lookups::new(client, tokens, classroom_api, directory_api, store, kept);
     let enricher = task::Enricher {
         queue,
         routes,

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::config::EnrichSpec;
-use super::lookup::{Answer, Failure, Key, Lookups, sweep};
+use super::lookup::{Answer, Failure, Key, Lookups, sweep, user_fields};
 
 /// At most this many events are claimed at once.
 const BATCH: usize = 64;
@@ -54,6 +54,18 @@ pub struct Enricher {
 
 /// The lookups an event needs under `spec`, as (`enriched` member, key).
 pub fn keys_of(event: &Event, spec: &EnrichSpec) -> Vec<(&'static str, Key)> {
+    if !spec.user.is_empty() {
+        // A Directory notification's body is a `User` resource (at least `id`).
+        return match event.data["id"].as_str() {
+            Some(user) if !user.is_empty() => vec![(
+                "user",
+                Key::User {
+                    user: user.to_owned(),
+                },
+            )],
+            _ => Vec::new(),
+        };
+    }
     let ids = &event.data["resourceId"];
     let Some(course) = ids["courseId"].as_str() else {
         return Vec::new();
@@ -132,10 +144,12 @@ pub fn enrich(
             Key::Person { .. } => &spec.person,
             Key::CourseWork { .. } => &spec.coursework,
             Key::Submission { .. } => &spec.submission,
+            Key::User { .. } => &spec.user,
         };
         let mut object = Map::new();
         object.insert("id".into(), Value::from(key.id()));
-        match answers.get(key) {
+        let carried = from_body(event, spec, key).map(|fields| Ok(Answer::Found(fields)));
+        match carried.as_ref().or(answers.get(key)) {
             Some(Ok(Answer::Found(fields))) => {
                 for field in keep {
                     if let Some(value) = fields.get(field) {
@@ -163,12 +177,25 @@ pub fn enrich(
     enriched
 }
 
+/// What the event's own body already says for `key`, when it carries every field `spec`
+/// keeps (a Directory notification that carries the configured fields needs no
+/// `users.get`).
+pub fn from_body(event: &Event, spec: &EnrichSpec, key: &Key) -> Option<Map<String, Value>> {
+    match key {
+        Key::User { .. } => {
+            let fields = user_fields(&event.data, &spec.user.iter().cloned().collect());
+            (fields.len() == spec.user.len()).then_some(fields)
+        }
+        _ => None,
+    }
+}
+
 impl Enricher {
     /// Runs until `stop` is cancelled, then gives its claims up.
     pub async fn run(self, stop: CancellationToken) {
         tracing::info!(
             sources = self.specs.len(),
-            "enriching Classroom events before routing"
+            "enriching Classroom and Directory events before routing"
         );
         let holder = self.queue.holder().to_owned();
         let lease = self.queue.lease();
@@ -272,6 +299,9 @@ impl Enricher {
             let spec = self.specs.get(&item.event.source);
             let keys = spec.map(|s| keys_of(&item.event, s)).unwrap_or_default();
             for (_, key) in &keys {
+                if spec.is_some_and(|s| from_body(&item.event, s, key).is_some()) {
+                    continue;
+                }
                 let ttl = spec.map_or(Duration::ZERO, |s| s.cache_ttl);
                 let entry = needed.entry(key.clone()).or_insert(ttl);
                 *entry = (*entry).min(ttl);
@@ -299,15 +329,15 @@ impl Enricher {
         let table = self.routes.load();
         let mut waiting = Vec::new();
         for (item, keys) in items.into_iter().zip(plans) {
-            let complete = keys
-                .iter()
-                .all(|(_, k)| matches!(answers.get(k), Some(Ok(_))));
             let Some(spec) = self.specs.get(&item.event.source) else {
                 // A source no longer enriching (config changed across a restart): route as is.
                 self.route(holder, &item, (*item.event).clone(), &table)
                     .await;
                 continue;
             };
+            let complete = keys.iter().all(|(_, k)| {
+                matches!(answers.get(k), Some(Ok(_))) || from_body(&item.event, spec, k).is_some()
+            });
             let expired = now.saturating_sub(item.committed_at) >= millis(spec.max_wait);
             if !complete && !expired {
                 waiting.push(item);
@@ -364,6 +394,7 @@ mod tests {
             person: person.iter().map(|s| (*s).to_owned()).collect(),
             coursework: vec!["title".to_owned()],
             submission: vec!["state".to_owned()],
+            user: Vec::new(),
             max_wait: DEFAULT_MAX_WAIT,
             cache_ttl: DEFAULT_CACHE_TTL,
         }
