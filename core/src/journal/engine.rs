@@ -139,7 +139,15 @@ impl Queue for Journal {
         let (reply, answer) = oneshot::channel();
         self.send(writer::Command::AppendUnrouted { event, reply })
             .await?;
-        answer.await.map_err(|_| JournalError::Closed)?
+        let committed = answer.await.map_err(|_| JournalError::Closed)??;
+        if committed == Committed::New {
+            self.unrouted_notify.notify_one();
+        }
+        Ok(committed)
+    }
+
+    fn notify_unrouted(&self) -> Arc<Notify> {
+        self.unrouted_notify.clone()
     }
 
     async fn claim_unrouted(
@@ -193,6 +201,9 @@ impl Queue for Journal {
     async fn release_unrouted(&self, holder: &str, seqs: &[u64]) -> Result<(), JournalError> {
         for seq in seqs {
             self.unrouted.release(seq, holder);
+        }
+        if !seqs.is_empty() {
+            self.unrouted_notify.notify_one();
         }
         Ok(())
     }

@@ -133,6 +133,8 @@ pub struct Journal {
     holder: String,
     /// Claims on unrouted events, by seq.
     unrouted: Arc<leases::Leases<u64>>,
+    /// Woken when an unrouted event is committed or a claim on one given up.
+    unrouted_notify: Arc<Notify>,
     /// Leaderships, by name.
     leaders: leases::Leases<String>,
 }
@@ -184,6 +186,7 @@ impl Journal {
             damaged: std::sync::Mutex::default(),
             holder: format!("local/{}", std::process::id()),
             unrouted: Arc::default(),
+            unrouted_notify: Arc::default(),
             leaders: leases::Leases::default(),
         })
     }

@@ -197,6 +197,14 @@ pub trait Queue: QueueAdmin + Ingest {
     /// a holder claims it ([`Queue::claim_unrouted`]) and routes it ([`Queue::route_later`]).
     async fn commit_unrouted(&self, event: Event) -> Result<Committed, QueueError>;
 
+    /// Woken when unrouted events were committed (or claims on them given up), so the
+    /// enrichment task does not poll; it still looks now and then (claims of a dead holder
+    /// run out without a commit). An engine without a wake-up of its own keeps this
+    /// default, a `Notify` never woken: the task's slow safety poll then finds the events.
+    fn notify_unrouted(&self) -> Arc<Notify> {
+        Arc::new(Notify::new())
+    }
+
     /// Claims up to `limit` unrouted events nobody else holds, oldest first, for
     /// `claim.ttl`.
     async fn claim_unrouted(

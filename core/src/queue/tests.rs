@@ -318,3 +318,22 @@ async fn outcomes_are_handed_over_without_waiting_and_admin_works_on_a_stopped_q
     );
     assert_eq!(admin.stats().await.unwrap().pending.get("chat"), Some(&1));
 }
+
+#[tokio::test]
+async fn committing_an_unrouted_event_wakes_the_enrichment_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open_in(dir.path());
+    let woken = queue.notify_unrouted();
+    queue.commit_unrouted(event("1")).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), woken.notified())
+        .await
+        .expect("woken by the commit (the permit is kept until waited on)");
+    queue.commit_unrouted(event("1")).await.unwrap();
+    let a = Claim::new("a", Duration::from_secs(30));
+    let items = queue.claim_unrouted(a, 10).await.unwrap();
+    assert_eq!(items.len(), 1, "a duplicate adds nothing");
+    queue.release_unrouted("a", &[items[0].seq]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), woken.notified())
+        .await
+        .expect("a claim given up wakes the task too");
+}

@@ -6,7 +6,9 @@
 //! enrich stay claimed (the lease renewed) and are tried again after a backoff
 //! (core/src/backoff.rs); past the source's `max_wait` an event is routed with what is
 //! known and `meta.enrichment: "failed: …"`. A restart loses nothing: the events are
-//! unrouted in the queue until routed, and a claim of a dead gateway runs out.
+//! unrouted in the queue until routed, and a claim of a dead gateway runs out. The task is
+//! woken when unrouted events are committed (`Queue::notify_unrouted`) and otherwise looks
+//! every few seconds (`SAFETY_POLL`); at start it claims what was left unrouted at once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -25,8 +27,10 @@ use super::lookup::{Answer, Failure, Key, Lookups, sweep, user_fields};
 
 /// At most this many events are claimed at once.
 const BATCH: usize = 64;
-/// How often an idle task looks for unrouted events.
-const IDLE: Duration = Duration::from_millis(200);
+/// How often an idle task looks for unrouted events without being woken (the queue wakes
+/// it when one is committed, `Queue::notify_unrouted`): a claim of a dead holder runs out
+/// without a commit, and an engine may have no wake-up of its own.
+const SAFETY_POLL: Duration = Duration::from_secs(5);
 /// While Google fails: 500 ms doubling up to 1 min, with full jitter.
 const RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
 /// How often the cache is swept at most and at least: a quarter of the longest
@@ -211,6 +215,8 @@ impl Enricher {
             .unwrap_or(Duration::MAX);
         let every = (ttl / 4).clamp(SWEEP_MIN, SWEEP_MAX);
         let mut next_sweep = tokio::time::Instant::now();
+        let woken = self.queue.notify_unrouted();
+        // At start, whatever was left unrouted (a restart) is claimed without waiting.
         loop {
             if stop.is_cancelled() {
                 break;
@@ -242,7 +248,8 @@ impl Enricher {
             if held.is_empty() {
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(IDLE) => {}
+                    _ = woken.notified() => {}
+                    _ = tokio::time::sleep(SAFETY_POLL.min(next_sweep.saturating_duration_since(tokio::time::Instant::now()))) => {}
                 }
                 continue;
             }
