@@ -736,3 +736,41 @@ async fn a_directory_body_that_carries_the_fields_needs_no_lookup() {
     );
     assert_eq!(user_gets(&google, "2001"), 0, "the body carried it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_rate_limit_spaces_the_calls_instead_of_being_throttled() {
+    let google = fake_google().await;
+    let hook = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_key(dir.path());
+    let g = Gateway::start(
+        dir.path(),
+        &config(&google, &hook, "{ course: true, rate_limit: 1/s }"),
+    );
+    let client = reqwest::Client::new();
+    // Four distinct courses: four courses.get, at most one a second (burst 1).
+    for (n, course) in ["12345", "777", "888", "999"].iter().enumerate() {
+        assert_eq!(push(&client, &g, n as u64 + 1, course, "45678").await, 204);
+    }
+    until("the four events routed", WAIT, || {
+        g.file_records("audit.jsonl").len() == 4
+    })
+    .await;
+    let mut times: Vec<_> = google.calls("/v1/courses/").iter().map(|c| c.at).collect();
+    times.sort();
+    assert_eq!(times.len(), 4, "one courses.get per course");
+    // Ideally 3 s from the first to the last; a generous tolerance for a slow machine's
+    // clocks, still far above the few milliseconds unlimited calls take.
+    let spread = times[3] - times[0];
+    assert!(
+        spread >= chrono::TimeDelta::milliseconds(2_000),
+        "calls spread over {spread:?}"
+    );
+    assert!(
+        google
+            .calls("/v1/courses/")
+            .iter()
+            .all(|c| c.path.split('/').count() == 4),
+        "no person lookups were configured"
+    );
+}

@@ -12,6 +12,7 @@
 //!   user: [name, email]        # directory_webhook only: users.get; `true` = name, orgUnitPath, suspended, isAdmin
 //!   max_wait: 10m              # then routed with what is known, `meta.enrichment` says why
 //!   cache_ttl: 400d            # answers (404s included) are reused this long
+//!   rate_limit: 10/s           # calls to this source's API (Classroom or Directory), per gateway
 //! ```
 //!
 //! Student data is private by default: only the listed fields are kept, and e-mail
@@ -80,6 +81,10 @@ pub const USER_FIELDS: &[&str] = &[
 /// `user: true` (and `enrich: true` on a `directory_webhook` source): e-mail addresses are
 /// opt-in.
 pub const USER_DEFAULT: &[&str] = &["name", "orgUnitPath", "suspended", "isAdmin"];
+/// Calls per second to each API (Classroom, Directory) by default: well under Google's
+/// default quotas (Classroom 3,000 and Directory 2,400 queries a minute per project), so a
+/// burst of events never makes Google throttle; `rate_limit:` changes it.
+pub const DEFAULT_RATE: f64 = 10.0;
 /// How long an event waits for Google at most, by default.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(10 * 60);
 /// How long an answer is reused, by default: longer than any sensible `queue.retention`,
@@ -87,7 +92,7 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(400 * 86_400);
 
 /// A validated `enrich:`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct EnrichSpec {
     /// `courses.get` fields kept; empty: no course lookup.
     pub course: Vec<String>,
@@ -101,6 +106,10 @@ pub struct EnrichSpec {
     pub user: Vec<String>,
     pub max_wait: Duration,
     pub cache_ttl: Duration,
+    /// Calls per second to the API this source's lookups call (`None`: unlimited); the
+    /// burst is the calls of one second (at least 1). Sources sharing an API share its
+    /// limiter, at the lowest rate any of them sets.
+    pub rate_limit: Option<f64>,
 }
 
 impl EnrichSpec {
@@ -113,9 +122,13 @@ impl EnrichSpec {
                 l.join(", ")
             }
         };
+        let rate = match self.rate_limit {
+            Some(rate) => format!("{rate}/s"),
+            None => "unlimited".to_owned(),
+        };
         if !self.user.is_empty() {
             return format!(
-                "enriched (user: {}; max_wait {}s; cache_ttl {}s)",
+                "enriched (user: {}; max_wait {}s; cache_ttl {}s; rate {rate})",
                 list(&self.user),
                 self.max_wait.as_secs(),
                 self.cache_ttl.as_secs()
@@ -123,7 +136,7 @@ impl EnrichSpec {
         }
         format!(
             "enriched (course: {}; person: {}; coursework: {}; submission: {}; max_wait {}s; \
-             cache_ttl {}s)",
+             cache_ttl {}s; rate {rate})",
             list(&self.course),
             list(&self.person),
             list(&self.coursework),
@@ -178,6 +191,7 @@ pub fn parse(source: &Node, checks: &mut Checks<'_>, kind: Kind) -> Option<Enric
             user: Vec::new(),
             max_wait: DEFAULT_MAX_WAIT,
             cache_ttl: DEFAULT_CACHE_TTL,
+            rate_limit: Some(DEFAULT_RATE),
         },
         Kind::Directory => EnrichSpec {
             course: Vec::new(),
@@ -187,6 +201,7 @@ pub fn parse(source: &Node, checks: &mut Checks<'_>, kind: Kind) -> Option<Enric
             user: owned(USER_DEFAULT),
             max_wait: DEFAULT_MAX_WAIT,
             cache_ttl: DEFAULT_CACHE_TTL,
+            rate_limit: Some(DEFAULT_RATE),
         },
     };
     match &node.kind {
@@ -247,16 +262,20 @@ pub fn parse(source: &Node, checks: &mut Checks<'_>, kind: Kind) -> Option<Enric
                         }
                     }
                     "user" => spec.user = fields(value, USER_FIELDS, USER_DEFAULT, &at, checks),
-                    "rate_limit" => checks.error(
-                        &at,
-                        format!(
-                            "`{at}` is not built yet (docs/architecture.md §11); enrich knows \
-                             its lookups, max_wait and cache_ttl"
+                    "rate_limit" => match value
+                        .scalar_text()
+                        .map(|t| herald_core::config::model::parse_rate(&t))
+                    {
+                        Some(Ok(rate)) => spec.rate_limit = rate,
+                        Some(Err(e)) => checks.error(&at, format!("`{at}`: {e}")),
+                        None => checks.error(
+                            &at,
+                            format!("`{at}` must be a rate, e.g. `10/s`, `300/m` or `none`"),
                         ),
-                    ),
+                    },
                     other => {
                         let mut expected = kind.lookups().to_vec();
-                        expected.extend(["max_wait", "cache_ttl"]);
+                        expected.extend(["max_wait", "cache_ttl", "rate_limit"]);
                         checks.error(
                             &at,
                             herald_core::config::node::unknown_key_message(other, &expected),
@@ -393,7 +412,12 @@ mod tests {
         assert_eq!(spec.person, ["name", "email"]);
         assert_eq!(spec.max_wait, Duration::from_secs(30));
         assert_eq!(spec.cache_ttl, Duration::from_secs(7 * 86_400));
+        assert_eq!(spec.rate_limit, Some(DEFAULT_RATE));
         assert!(spec.coursework.is_empty() && spec.submission.is_empty());
+        let spec = enrich("enrich: { course: true, rate_limit: 30/m }").unwrap();
+        assert_eq!(spec.rate_limit, Some(0.5));
+        let spec = enrich("enrich: { course: true, rate_limit: none }").unwrap();
+        assert_eq!(spec.rate_limit, None);
         let spec = enrich("enrich: { coursework: true, submission: [state] }").unwrap();
         assert_eq!(spec.coursework, owned(COURSEWORK_DEFAULT));
         assert_eq!(spec.submission, ["state"]);
@@ -423,6 +447,8 @@ mod tests {
         assert!(found[0].contains("is for directory_webhook"), "{found:?}");
         let found = errors("enrich: { rate_limt: 3 }");
         assert!(found[0].contains("unknown"), "{found:?}");
+        let found = errors("enrich: { course: true, rate_limit: fast }");
+        assert!(found[0].contains("is not a rate"), "{found:?}");
         let found = errors("enrich: 3");
         assert!(
             found[0].contains("must be true, false or a mapping"),

@@ -13,9 +13,11 @@
 //! source keeps are stored. Nothing looked up is ever logged.
 
 use std::collections::BTreeSet;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use herald_core::queue::{Millis, QueueAdmin, QueueError, now_millis};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -174,6 +176,25 @@ pub struct Kept {
     pub user: BTreeSet<String>,
 }
 
+/// The calls per second to each API (`None`: unlimited).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Rates {
+    pub classroom: Option<f64>,
+    pub directory: Option<f64>,
+}
+
+/// A limiter of `rate` calls per second, with a burst of one second's calls (at least 1).
+pub fn limiter(rate: Option<f64>) -> Option<DefaultDirectRateLimiter> {
+    let rate = rate.filter(|r| r.is_finite() && *r > 0.0)?;
+    let burst = NonZeroU32::new((rate.floor() as u32).max(1))?;
+    let period = Duration::try_from_secs_f64(1.0 / rate).ok()?;
+    let quota = Quota::with_period(period)?.allow_burst(burst);
+    Some(RateLimiter::direct(quota))
+}
+
+/// Metric: seconds the lookups waited on the rate limiters (counter).
+pub const LIMITED_WAIT: &str = "herald_enrich_rate_limited_seconds_total";
+
 /// How the lookups are made and cached.
 pub struct Lookups {
     client: reqwest::Client,
@@ -182,6 +203,8 @@ pub struct Lookups {
     directory_api: String,
     store: Arc<dyn QueueAdmin>,
     kept: Kept,
+    classroom_limiter: Option<DefaultDirectRateLimiter>,
+    directory_limiter: Option<DefaultDirectRateLimiter>,
 }
 
 impl Lookups {
@@ -192,6 +215,7 @@ impl Lookups {
         directory_api: String,
         store: Arc<dyn QueueAdmin>,
         kept: Kept,
+        rates: Rates,
     ) -> Lookups {
         Lookups {
             client,
@@ -200,6 +224,8 @@ impl Lookups {
             directory_api,
             store,
             kept,
+            classroom_limiter: limiter(rates.classroom),
+            directory_limiter: limiter(rates.directory),
         }
     }
 
@@ -245,11 +271,17 @@ impl Lookups {
         let fail = |reason: String| Failure {
             reason: format!("{method}: {reason}"),
         };
-        let token = self.tokens.token(&self.client).await.map_err(fail)?;
-        let api = match key {
-            Key::User { .. } => &self.directory_api,
-            _ => &self.classroom_api,
+        let (api, limiter) = match key {
+            Key::User { .. } => (&self.directory_api, &self.directory_limiter),
+            _ => (&self.classroom_api, &self.classroom_limiter),
         };
+        // Waits for the API's rate limiter rather than calling (and being throttled).
+        if let Some(limiter) = limiter {
+            let started = std::time::Instant::now();
+            limiter.until_ready().await;
+            metrics::counter!(LIMITED_WAIT).increment(started.elapsed().as_secs());
+        }
+        let token = self.tokens.token(&self.client).await.map_err(fail)?;
         let url = format!("{api}{}", key.path());
         let response = self
             .client
@@ -470,6 +502,19 @@ mod tests {
             .collect();
         assert_eq!(left, ["enrich/course/new", "google/other"]);
         assert_eq!(sweep(&journal, ttl, 14_000).await.unwrap(), 1);
+    }
+
+    #[test]
+    fn a_limiter_of_one_a_second_lets_one_call_through_then_waits() {
+        let limiter = limiter(Some(1.0)).expect("a limiter");
+        assert!(limiter.check().is_ok(), "the burst is one call");
+        assert!(limiter.check().is_err(), "the next waits a second");
+        let ten = super::limiter(Some(10.0)).expect("a limiter");
+        assert_eq!((0..20).filter(|_| ten.check().is_ok()).count(), 10);
+        assert!(super::limiter(None).is_none());
+        assert!(super::limiter(Some(0.0)).is_none());
+        let slow = super::limiter(Some(0.5)).expect("a limiter");
+        assert!(slow.check().is_ok() && slow.check().is_err());
     }
 
     #[test]

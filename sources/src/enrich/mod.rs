@@ -31,7 +31,7 @@ use crate::google::token::{Grant, TokenSource};
 use crate::source::source_of;
 use config::EnrichSpec;
 use lookup::{
-    COURSES_SCOPE, COURSEWORK_SCOPE, EMAILS_SCOPE, Kept, Lookups, ROSTERS_SCOPE, USERS_SCOPE,
+    COURSES_SCOPE, COURSEWORK_SCOPE, EMAILS_SCOPE, Kept, Lookups, ROSTERS_SCOPE, Rates, USERS_SCOPE,
 };
 
 /// The `enrich:` of every source that has one, by source name.
@@ -71,6 +71,23 @@ pub fn scopes(specs: &HashMap<String, EnrichSpec>) -> Vec<&'static str> {
         scopes.push(USERS_SCOPE);
     }
     scopes
+}
+
+/// The calls per second to each API: the lowest rate of the sources calling it (a source
+/// with `rate_limit: none` leaves the API unlimited only if every other does too).
+pub fn rates(specs: &HashMap<String, EnrichSpec>) -> Rates {
+    let lowest = |directory: bool| {
+        let limits: Vec<Option<f64>> = specs
+            .values()
+            .filter(|s| s.user.is_empty() != directory)
+            .map(|s| s.rate_limit)
+            .collect();
+        limits.iter().flatten().copied().reduce(f64::min)
+    };
+    Rates {
+        classroom: lowest(false),
+        directory: lowest(true),
+    }
 }
 
 /// Starts the enrichment task when a source has `enrich:`; it ends once `stop` is
@@ -125,7 +142,15 @@ pub async fn start(
         user: union(|s| &s.user),
     };
     let store: Arc<dyn QueueAdmin> = queue.clone();
-    let lookups = Lookups::new(client, tokens, classroom_api, directory_api, store, kept);
+    let lookups = Lookups::new(
+        client,
+        tokens,
+        classroom_api,
+        directory_api,
+        store,
+        kept,
+        rates(&specs),
+    );
     let enricher = task::Enricher {
         queue,
         routes,

@@ -404,6 +404,7 @@ mod tests {
             user: Vec::new(),
             max_wait: DEFAULT_MAX_WAIT,
             cache_ttl: DEFAULT_CACHE_TTL,
+            rate_limit: None,
         }
     }
 
