@@ -14,6 +14,9 @@ use crate::cli::TestArgs;
 #[derive(Serialize)]
 struct Report<'a> {
     event: &'a Event,
+    /// What the source's `enrich:` would look up before routing (nothing is called).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    lookups: Vec<LookupReport>,
     /// Routes that matched, in order.
     routes: Vec<&'a str>,
     deliveries: Vec<DeliveryReport<'a>>,
@@ -30,6 +33,47 @@ struct DeliveryReport<'a> {
     rendered: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct LookupReport {
+    /// The `enriched` member it fills.
+    member: &'static str,
+    method: &'static str,
+    id: String,
+    /// The fields kept.
+    fields: Vec<String>,
+    /// The event's body already carries them: no call.
+    from_body: bool,
+}
+
+/// What `enrich:` of the event's source would look up (`herald test` calls nothing).
+fn lookups(config: &Config, event: &Event) -> Vec<LookupReport> {
+    use herald_sources::enrich::lookup::Key;
+    use herald_sources::enrich::task::{from_body, keys_of};
+    let specs = herald_sources::enrich::specs(config);
+    let Some(spec) = specs.get(&event.source) else {
+        return Vec::new();
+    };
+    keys_of(event, spec)
+        .into_iter()
+        .map(|(member, key)| {
+            let fields = match &key {
+                Key::Course { .. } => &spec.course,
+                Key::Person { .. } => &spec.person,
+                Key::CourseWork { .. } => &spec.coursework,
+                Key::Submission { .. } => &spec.submission,
+                Key::User { .. } => &spec.user,
+            };
+            LookupReport {
+                member,
+                method: key.method(),
+                id: key.id().to_owned(),
+                fields: fields.clone(),
+                from_body: from_body(event, spec, &key).is_some(),
+            }
+        })
+        .collect()
 }
 
 pub fn run(args: &TestArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
@@ -49,7 +93,18 @@ pub fn run(args: &TestArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
             }
         },
     };
-    let report = route(&config, &event);
+    // As when a lookup fails: each `enriched` member holds only the id it stands for, which
+    // a template reading a missing field renders.
+    let found = lookups(&config, &event);
+    let mut event = event;
+    for l in &found {
+        event
+            .enriched
+            .entry(l.member.to_owned())
+            .or_insert_with(|| serde_json::json!({ "id": l.id }));
+    }
+    let mut report = route(&config, &event);
+    report.lookups = found;
     let failed = report.deliveries.iter().any(|d| d.error.is_some());
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -152,6 +207,7 @@ fn route<'a>(config: &'a Config, event: &'a Event) -> Report<'a> {
         .collect();
     Report {
         event,
+        lookups: Vec::new(),
         routes,
         deliveries,
     }
@@ -193,6 +249,21 @@ fn print_text(report: &Report<'_>) {
     println!("event {} {} from {}", e.id, e.ty, e.source);
     if let Some(subject) = &e.subject {
         println!("  subject {subject}");
+    }
+    if !report.lookups.is_empty() {
+        println!(
+            "enrichment (source `{}` has enrich:; herald test looks nothing up: routes and \
+             templates below see only the ids, as after a failed lookup):",
+            e.source
+        );
+        for l in &report.lookups {
+            let how = if l.from_body {
+                "from the event's body, no call".to_owned()
+            } else {
+                format!("{} {}", l.method, l.id)
+            };
+            println!("  enriched.{} ← {how}: {}", l.member, l.fields.join(", "));
+        }
     }
     if report.deliveries.is_empty() {
         println!("no route matched; unmatched events are dropped (nothing would be sent)");

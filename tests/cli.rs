@@ -366,3 +366,38 @@ fn test_shows_each_sinks_destination_with_its_secrets_masked() {
         }
     }
 }
+
+#[test]
+fn test_shows_what_enrichment_would_look_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.yaml");
+    std::fs::write(
+        &path,
+        "sources:\n  classroom: { type: classroom_pubsub, enrich: { course: [name], person: [name, email] } }\nsinks:\n  out: { type: stdout, line: \"{{ enriched.person.name }}\" }\nroutes:\n  - name: all\n    to: [out]\n",
+    )
+    .unwrap();
+    let n = read_json(&fixtures().join("classroom/roster-student-created.json"));
+    let event = classroom_event(&n, "1", "2026-11-20T09:15:02Z").to_string();
+    let out = run(&["test", "-c", path.to_str().unwrap()], Some(&event));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("  enriched.course ← courses.get 12345: name\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  enriched.person ← courses.students.get 45678: name, email\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("      line: 45678\n"),
+        "the id stands in: {stdout}"
+    );
+    let out = run(
+        &["test", "-c", path.to_str().unwrap(), "--json"],
+        Some(&event),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["lookups"][1]["method"], "courses.students.get");
+    assert_eq!(report["lookups"][1]["from_body"], false);
+}
