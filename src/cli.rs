@@ -29,6 +29,28 @@ pub enum Command {
     Google(GoogleArgs),
     /// Apply the postgres queue's pending schema migrations, or show its version (--status).
     Migrate(MigrateArgs),
+    /// Move a stopped gateway's queue elsewhere (`copy --to`: a local journal into PostgreSQL).
+    Queue(QueueArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(subcommand)]
+    pub command: QueueCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Copy the local journal's pending deliveries (with their retry state), dead letters,
+    /// rejected inputs and Google state into the postgres queue that CONFIG names; running it
+    /// twice copies nothing twice. The gateway on the local journal must be stopped.
+    Copy {
+        /// The config file naming the postgres queue (`queue.engine: postgres`).
+        #[arg(long, value_name = "CONFIG")]
+        to: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

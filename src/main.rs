@@ -10,6 +10,7 @@ mod gateway;
 mod google;
 mod migrate;
 mod queue;
+mod queue_copy;
 mod reload;
 mod sinks;
 mod tap;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
         cli::Command::Tap(args) => tap::run(args, &registry),
         cli::Command::Google(args) => google::run(args, &registry),
         cli::Command::Migrate(args) => migrate::run(args, &registry),
+        cli::Command::Queue(args) => queue_copy::run(args, &registry),
     };
     match result {
         Ok(code) => code,

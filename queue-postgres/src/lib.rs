@@ -9,6 +9,8 @@
 //! * `connect` — a client or a pool from a [`PgSpec`];
 //! * `migrate` — the versioned schema (`migrations/NNNN_*.sql`), applied under an advisory
 //!   lock, and the check that the database is not newer than this binary;
+//! * `import` — [`Importer`]: another queue's pending deliveries, dead letters and state,
+//!   imported idempotently (`herald queue copy`);
 //! * `error` — [`PgError`], which never carries the password.
 
 mod admin;
@@ -16,6 +18,7 @@ pub mod config;
 pub mod connect;
 mod engine;
 mod error;
+mod import;
 pub mod migrate;
 mod sql;
 pub mod tls;
@@ -25,6 +28,7 @@ pub use config::{PgSpec, SslMode, spec_of};
 pub use connect::{connect, pool};
 pub use engine::{MAX_BATCH, PgQueue, Registration, fingerprint};
 pub use error::PgError;
+pub use import::{ImportEvent, Importer};
 pub use migrate::{LATEST, Status, migrate, status};
 
 use herald_core::config::{QueueEngineType, Registry};

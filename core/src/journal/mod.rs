@@ -494,6 +494,29 @@ impl AdminJournal {
     pub fn stats(&self) -> Result<Stats, JournalError> {
         store::stats(&self.db).during(COUNTERS)
     }
+
+    /// A page of `sink`'s pending deliveries after `after`, with their events and retry
+    /// state, due or not (`herald queue copy`). A delivery whose event cannot be read is
+    /// left out and counted in the second value.
+    pub fn pending(
+        &self,
+        sink: &str,
+        after: Option<&DeliveryKey>,
+        limit: usize,
+    ) -> Result<(Vec<PendingItem>, usize), JournalError> {
+        let scanned = store::scan_pending(&self.db, &recent::Recent::default(), sink, after, limit)
+            .during(format_args!(
+                "reading the pending deliveries of sink `{sink}`"
+            ))?;
+        Ok((scanned.items, scanned.damaged.len()))
+    }
+
+    /// How many events wait unrouted (enrichment, docs/architecture.md §11).
+    pub fn unrouted(&self) -> Result<usize, JournalError> {
+        let (items, damaged) = store::scan_unrouted(&self.db, usize::MAX, |_| true)
+            .during("reading the unrouted events")?;
+        Ok(items.len() + damaged.len())
+    }
 }
 
 #[cfg(test)]
