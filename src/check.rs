@@ -20,10 +20,6 @@ pub fn run(args: &CheckArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    if let Some(why) = crate::queue::unsupported(&config) {
-        eprintln!("{}: {why}", config.file.display());
-        return Ok(ExitCode::FAILURE);
-    }
     let routes = config.routes.routes();
     println!(
         "{}: OK — {} source{}, {} sink{}, {} route{}",

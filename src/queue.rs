@@ -12,32 +12,6 @@ use herald_core::queue::{self, Queue, QueueAdmin, QueueError};
 use herald_core::rules::RouteTable;
 use herald_queue_postgres as pg;
 
-/// Why `config` cannot run on its queue engine, if it cannot: enrichment (§11) commits events
-/// unrouted, which the postgres engine does not do yet, so a source with `enrich:` under
-/// `engine: postgres` is refused by `herald check` and `herald run` rather than answering
-/// Google 503 for every notification.
-pub fn unsupported(config: &Config) -> Option<String> {
-    if config.queue.engine != QueueEngine::Postgres {
-        return None;
-    }
-    let mut enriching: Vec<String> = herald_sources::enrich::specs(config).into_keys().collect();
-    if enriching.is_empty() {
-        return None;
-    }
-    enriching.sort();
-    Some(format!(
-        "source{} {} use{} `enrich:`, which the postgres queue engine does not support yet; \
-         use `queue.engine: local` or remove `enrich:`",
-        if enriching.len() == 1 { "" } else { "s" },
-        enriching
-            .iter()
-            .map(|s| format!("`{s}`"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        if enriching.len() == 1 { "s" } else { "" },
-    ))
-}
-
 /// The running gateway's queue. On postgres: connects, migrates (refusing a schema newer
 /// than this binary) and registers the gateway with a fingerprint of its config file
 /// (docs/architecture.md §10.2).
@@ -46,9 +20,6 @@ pub async fn open(
     routes: Arc<ArcSwap<RouteTable>>,
     sinks: &[String],
 ) -> anyhow::Result<Arc<dyn Queue>> {
-    if let Some(why) = unsupported(config) {
-        anyhow::bail!("{}: {why}", config.file.display());
-    }
     match config.queue.engine {
         QueueEngine::Local => Ok(queue::open(&config.queue, routes, sinks)?),
         QueueEngine::Postgres => {

@@ -161,3 +161,157 @@ async fn three_gateways_share_the_queue_and_survive_a_kill() {
         assert_eq!(g.terminate().code(), Some(0), "{}", g.log());
     }
 }
+
+/// The HTTP status of one Directory notification, `None` when there was no answer.
+async fn post_status(
+    client: &reqwest::Client,
+    listen: std::net::SocketAddr,
+    number: u64,
+) -> Option<u16> {
+    client
+        .post(format!("http://{listen}/webhook/directory"))
+        .header("Content-Type", "application/json")
+        .header("X-Goog-Channel-ID", "c")
+        .header("X-Goog-Channel-Token", TOKEN)
+        .header("X-Goog-Resource-ID", "r")
+        .header(
+            "X-Goog-Resource-URI",
+            "https://admin.googleapis.com/admin/directory/v1/users?domain=example.edu&event=add",
+        )
+        .header("X-Goog-Resource-State", "add")
+        .header("X-Goog-Message-Number", number.to_string())
+        .body(format!(
+            r#"{{"id":"{number}","primaryEmail":"u{number}@example.edu"}}"#
+        ))
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+/// `/readyz` on the admin listener: the status and the reason when not ready.
+async fn readyz(client: &reqwest::Client, g: &Gateway) -> (u16, String) {
+    let Ok(r) = client
+        .get(format!("http://{}/readyz", g.admin))
+        .send()
+        .await
+    else {
+        return (0, String::new());
+    };
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    (
+        status,
+        body["reason"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// Issue 16 item 8: PostgreSQL stopped and started again under load. While it is down the
+/// source answers 503 (Google retries) and `/readyz` names the queue; once it is back the
+/// gateway carries on by itself, and every acknowledged event is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_load_loses_nothing_acknowledged() {
+    let pg_dir = tempfile::tempdir().unwrap();
+    // A server of this test's own: the shared one serves other tests.
+    let pg = Postgres::start_in(&pg_dir.path().join("pg")).unwrap_or_else(|e| panic!("{e}"));
+    let url = pg.database("restart");
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "{}queue:\n  engine: postgres\n  url: '{url}'\n  lease: 1s\nsinks:\n  audit: {{ type: file, path: events.jsonl }}\nroutes:\n  - name: all\n    to: [audit]\n",
+        config_head()
+    );
+    let mut gateway = Gateway::start(dir.path(), &yaml);
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (client, acked, refused, sent, done) = (
+            client.clone(),
+            acked.clone(),
+            refused.clone(),
+            sent.clone(),
+            done.clone(),
+        );
+        let listen = gateway.listen;
+        tokio::spawn(async move {
+            let mut number = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                number += 1;
+                match post_status(&client, listen, number).await {
+                    Some(200..=299) => {
+                        acked.lock().unwrap().insert(format!("c/{number}"));
+                    }
+                    Some(503) => {
+                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    other => panic!("notification {number}: answered {other:?}"),
+                }
+                sent.store(number, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    until("100 acknowledged", Duration::from_secs(60), || {
+        acked.lock().unwrap().len() >= 100
+    })
+    .await;
+    pg.stop().unwrap_or_else(|e| panic!("{e}"));
+    until(
+        "a 503 while PostgreSQL is down",
+        Duration::from_secs(30),
+        || refused.load(std::sync::atomic::Ordering::Relaxed) > 0,
+    )
+    .await;
+    let (status, reason) = herald_testkit::wait::eventually_async(
+        "/readyz to name the queue",
+        Duration::from_secs(30),
+        || async {
+            let (status, reason) = readyz(&client, &gateway).await;
+            (status == 503 && reason.contains("queue")).then_some((status, reason))
+        },
+    )
+    .await;
+    assert!(
+        reason.contains("PostgreSQL") && !reason.contains("password"),
+        "{status}: {reason}"
+    );
+    let acked_while_down = acked.lock().unwrap().len();
+    pg.start().unwrap_or_else(|e| panic!("{e}"));
+    herald_testkit::wait::eventually_async(
+        "/readyz ready again",
+        Duration::from_secs(30),
+        || async { (readyz(&client, &gateway).await.0 == 200).then_some(()) },
+    )
+    .await;
+    until("100 more acknowledged", Duration::from_secs(60), || {
+        acked.lock().unwrap().len() >= acked_while_down + 100
+    })
+    .await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    until(
+        "every acknowledged event delivered",
+        Duration::from_secs(60),
+        || {
+            let delivered: HashSet<String> = ids(&gateway.file_records("events.jsonl"))
+                .into_iter()
+                .collect();
+            acked.is_subset(&delivered)
+        },
+    )
+    .await;
+    println!(
+        "restart: {} sent, {} acknowledged, {} refused with 503 while PostgreSQL was down ({reason})",
+        sent.load(std::sync::atomic::Ordering::Relaxed),
+        acked.len(),
+        refused.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert_eq!(gateway.terminate().code(), Some(0), "{}", gateway.log());
+}

@@ -1,4 +1,9 @@
 //! Durable delivery end to end (issue #4): a real gateway process, real HTTP, real crashes.
+//!
+//! The main behaviours (retries and backoff, dead letters and replay, backpressure, shutdown)
+//! run on both queue engines from one set of tests (`on_both_engines!`, issue 16): each is an
+//! `async fn(Engine)`, run once with the embedded journal and once on the testkit's real
+//! PostgreSQL (a database of its own per test, `lease: 1s`).
 
 mod common;
 
@@ -8,9 +13,50 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
+use herald_testkit::postgres::Postgres;
 use herald_testkit::wait::until;
 use herald_testkit::{Answer, Receiver};
 use serde_json::Value;
+
+/// The queue engine a test of this file runs on.
+#[derive(Clone, Copy, Debug)]
+enum Engine {
+    Local,
+    Postgres,
+}
+
+impl Engine {
+    /// The `queue:` section for this engine with `extra` keys (lines indented by two) added;
+    /// on postgres, a fresh database of the shared test server. Call it once per gateway
+    /// whose queue must outlive restarts.
+    fn queue(self, extra: &str) -> String {
+        match self {
+            Engine::Local if extra.is_empty() => String::new(),
+            Engine::Local => format!("queue:\n{extra}"),
+            Engine::Postgres => format!(
+                "queue:\n  engine: postgres\n  url: '{}'\n  lease: 1s\n{extra}",
+                Postgres::shared().database("delivery")
+            ),
+        }
+    }
+}
+
+/// Runs the `async fn(Engine)` `$name` as two tests, `$name::local` and `$name::postgres`.
+macro_rules! on_both_engines {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn local() {
+                super::$name(super::Engine::Local).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Engine::Postgres).await
+            }
+        }
+    };
+}
 
 fn ids(records: &[Value]) -> Vec<String> {
     records
@@ -154,18 +200,20 @@ async fn nothing_acknowledged_is_lost_by_a_crash() {
     }
 }
 
+on_both_engines!(a_sink_outage_delays_but_loses_nothing);
+
 /// A sink that answers 503 for a while, then 429 with `Retry-After: 2`, then recovers: every
 /// event arrives, none is dead-lettered, the retry waits out `Retry-After`, and the other sink
 /// of the route received everything meanwhile.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sink_outage_delays_but_loses_nothing() {
+async fn a_sink_outage_delays_but_loses_nothing(engine: Engine) {
     let rx = Receiver::start().await;
     rx.script((0..6).map(|_| Answer::status(503, "maintenance")));
     rx.script([Answer::status(429, "slow down").with_header("retry-after", "2")]);
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
-        "{}sinks:\n  hook:\n    type: webhook\n    url: \"{}\"\n    delivery: {{ initial_backoff: 50ms, max_backoff: 400ms, concurrency: 1 }}\n  audit: {{ type: file, path: events.jsonl }}\nroutes:\n  - name: all\n    to: [hook, audit]\n",
+        "{}{}sinks:\n  hook:\n    type: webhook\n    url: \"{}\"\n    delivery: {{ initial_backoff: 50ms, max_backoff: 400ms, concurrency: 1 }}\n  audit: {{ type: file, path: events.jsonl }}\nroutes:\n  - name: all\n    to: [hook, audit]\n",
         config_head(),
+        engine.queue(""),
         rx.url("/hook")
     );
     let gateway = Gateway::start(dir.path(), &yaml);
@@ -210,16 +258,18 @@ async fn a_sink_outage_delays_but_loses_nothing() {
     assert_eq!(letters, serde_json::json!([]), "nothing dead-lettered");
 }
 
+on_both_engines!(permanent_failures_dead_letter_and_replay);
+
 /// A receiver answering 400 sends the delivery to the dead letters at once; after the
 /// receiver is fixed, `herald dlq replay` delivers it and the dead letters are empty.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn permanent_failures_dead_letter_and_replay() {
+async fn permanent_failures_dead_letter_and_replay(engine: Engine) {
     let rx = Receiver::start().await;
     rx.otherwise(Answer::status(400, "unknown field `primaryEmail`"));
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
-        "{}sinks:\n  hook: {{ type: webhook, url: \"{}\" }}\nroutes:\n  - name: users\n    to: [hook]\n",
+        "{}{}sinks:\n  hook: {{ type: webhook, url: \"{}\" }}\nroutes:\n  - name: users\n    to: [hook]\n",
         config_head(),
+        engine.queue(""),
         rx.url("/")
     );
     let mut gateway = Gateway::start(dir.path(), &yaml);
@@ -301,14 +351,16 @@ async fn permanent_failures_dead_letter_and_replay() {
     assert_eq!(got[3].json()["id"], "perm/8");
 }
 
+on_both_engines!(a_full_queue_answers_503_and_memory_stays_bounded);
+
 /// With a tiny queue and a dead sink, the gateway answers 503 once full, says why on
 /// /readyz, and its memory stays bounded however much more is sent.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_queue_answers_503_and_memory_stays_bounded() {
+async fn a_full_queue_answers_503_and_memory_stays_bounded(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
-        "{}queue:\n  max_events: 50\nsinks:\n  dead: {{ type: webhook, url: \"http://127.0.0.1:9/\", delivery: {{ max_attempts: 1000 }} }}\nroutes:\n  - name: all\n    to: [dead]\n",
-        config_head()
+        "{}{}sinks:\n  dead: {{ type: webhook, url: \"http://127.0.0.1:9/\", delivery: {{ max_attempts: 1000 }} }}\nroutes:\n  - name: all\n    to: [dead]\n",
+        config_head(),
+        engine.queue("  max_events: 50\n")
     );
     let gateway = Gateway::start(dir.path(), &yaml);
     let client = reqwest::Client::new();
@@ -375,9 +427,9 @@ async fn black_hole() -> (String, Arc<std::sync::Mutex<usize>>) {
     (url, accepted)
 }
 
-fn hook_config(url: &str, shutdown_timeout: &str) -> String {
+fn hook_config(url: &str, shutdown_timeout: &str, queue: &str) -> String {
     format!(
-        "{}sinks:\n  hook: {{ type: webhook, url: \"{url}\", delivery: {{ timeout: 60s }} }}\nroutes:\n  - name: users\n    to: [hook]\n",
+        "{}{queue}sinks:\n  hook: {{ type: webhook, url: \"{url}\", delivery: {{ timeout: 60s }} }}\nroutes:\n  - name: users\n    to: [hook]\n",
         config_head().replace(
             "shutdown_timeout: 2s",
             &format!("shutdown_timeout: {shutdown_timeout}")
@@ -393,16 +445,18 @@ fn sigterm(pid: u32) {
     assert!(status.success());
 }
 
+on_both_engines!(sigterm_waits_out_the_deadline_and_a_second_signal_exits_at_once);
+
 /// SIGTERM with a delivery in flight waits for it up to `server.shutdown_timeout`, then exits
 /// 0; a second SIGTERM exits at once (130). Either way the event is delivered after the
 /// next start.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_waits_out_the_deadline_and_a_second_signal_exits_at_once() {
+async fn sigterm_waits_out_the_deadline_and_a_second_signal_exits_at_once(engine: Engine) {
     for second_signal in [false, true] {
         let (hole, accepted) = black_hole().await;
         let dir = tempfile::tempdir().unwrap();
         let deadline = if second_signal { "30s" } else { "3s" };
-        let mut gateway = Gateway::start(dir.path(), &hook_config(&hole, deadline));
+        let queue = engine.queue("");
+        let mut gateway = Gateway::start(dir.path(), &hook_config(&hole, deadline, &queue));
         let client = reqwest::Client::new();
         let number = if second_signal { 2 } else { 1 };
         let sent = directory_request(&client, &gateway, "stop", number)
@@ -448,7 +502,7 @@ async fn sigterm_waits_out_the_deadline_and_a_second_signal_exits_at_once() {
 
         // The destination works again: the next start delivers the acknowledged event.
         let rx = Receiver::start().await;
-        std::fs::write(&gateway.config, hook_config(&rx.url("/"), "2s")).unwrap();
+        std::fs::write(&gateway.config, hook_config(&rx.url("/"), "2s", &queue)).unwrap();
         gateway.restart();
         let got = rx.wait_for(1).await;
         assert_eq!(got[0].json()["id"], format!("stop/{number}"));

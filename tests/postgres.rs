@@ -164,10 +164,10 @@ fn migrate_names_an_unreachable_database_without_the_password() {
     );
 }
 
-/// Enrichment commits events unrouted, which the postgres engine does not do yet: `check` and
-/// `run` refuse the combination by name instead of the gateway answering 503 to every push.
+/// Enrichment commits events unrouted, which the postgres engine holds like the local one
+/// (queue-postgres/tests/queue.rs): `check` accepts a source with `enrich:` under postgres.
 #[test]
-fn enrichment_on_the_postgres_engine_is_refused_by_check_and_run() {
+fn enrichment_on_the_postgres_engine_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let path = config(dir.path(), "postgres://herald@127.0.0.1:5999/herald");
     let mut yaml = std::fs::read_to_string(&path).unwrap();
@@ -175,16 +175,10 @@ fn enrichment_on_the_postgres_engine_is_refused_by_check_and_run() {
         "sources:\n  classroom:\n    type: classroom_pubsub\n    path: /push/classroom\n    enrich: true\n",
     );
     std::fs::write(&path, yaml).unwrap();
-    for command in ["check", "run"] {
-        let out = herald_with_password(&[command, "-c", &path]);
-        assert_eq!(out.status.code(), Some(1), "{command}");
-        assert!(
-            text(&out.stderr).contains(
-                "source `classroom` uses `enrich:`, which the postgres queue engine does not support yet"
-            ),
-            "{command}: {}",
-            text(&out.stderr)
-        );
-        assert_no_secret(&out);
-    }
+    let out = herald_with_password(&["check", "-c", &path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains(": OK — 1 source"), "{stdout}");
+    assert!(stdout.contains("queue (postgres)"), "{stdout}");
+    assert_no_secret(&out);
 }

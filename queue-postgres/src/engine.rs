@@ -50,9 +50,6 @@ const MONITOR_EVERY: Duration = Duration::from_secs(1);
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Routed events a slow `herald tap` may fall behind by.
 const TAP_BUFFER: usize = 4096;
-/// Why unrouted events are refused on this engine (enrichment is not built, §11).
-const NO_UNROUTED: &str = "unrouted events (enrichment, docs/architecture.md §11) are not built \
-    on the postgres engine yet";
 
 enum Command {
     Append {
@@ -381,6 +378,10 @@ impl Ingest for PgQueue {
         Ok(self.append(event, true).await?)
     }
 
+    async fn commit_for_enrichment(&self, event: Event) -> Result<Committed, IngestError> {
+        Ok(self.append(event, false).await?)
+    }
+
     async fn reject(&self, input: RejectedInput) -> Result<(), IngestError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Reject { input, reply }).await?;
@@ -424,37 +425,61 @@ impl Queue for PgQueue {
         true
     }
 
-    async fn commit_unrouted(&self, _event: Event) -> Result<Committed, QueueError> {
-        Err(QueueError::io("committing an unrouted event", NO_UNROUTED))
+    async fn commit_unrouted(&self, event: Event) -> Result<Committed, QueueError> {
+        self.append(event, false).await
     }
 
     async fn claim_unrouted(
         &self,
-        _claim: Claim<'_>,
-        _limit: usize,
+        claim: Claim<'_>,
+        limit: usize,
     ) -> Result<Vec<UnroutedItem>, QueueError> {
-        Err(QueueError::io("claiming unrouted events", NO_UNROUTED))
+        let result = claim_unrouted(&self.inner, claim, limit).await;
+        self.inner.observe(&result);
+        result
     }
 
-    async fn renew_unrouted(
-        &self,
-        _claim: Claim<'_>,
-        _seqs: &[u64],
-    ) -> Result<Vec<u64>, QueueError> {
-        Err(QueueError::io("renewing unrouted events", NO_UNROUTED))
+    async fn renew_unrouted(&self, claim: Claim<'_>, seqs: &[u64]) -> Result<Vec<u64>, QueueError> {
+        let client = client(&self.pool).await?;
+        let e = |e: tokio_postgres::Error| queue_error("renewing claims on unrouted events", &e);
+        let keys = seq_column(seqs);
+        let rows = client
+            .query(
+                sql::RENEW_UNROUTED,
+                &[&claim.holder, &millis(claim.ttl), &keys],
+            )
+            .await
+            .map_err(e)?;
+        let mut held = BTreeSet::new();
+        for row in &rows {
+            let seq: i64 = row.try_get(0).map_err(e)?;
+            held.insert(seq);
+        }
+        Ok(seqs
+            .iter()
+            .copied()
+            .filter(|seq| !held.contains(&i64::try_from(*seq).unwrap_or(i64::MAX)))
+            .collect())
     }
 
-    async fn release_unrouted(&self, _holder: &str, _seqs: &[u64]) -> Result<(), QueueError> {
-        Err(QueueError::io("releasing unrouted events", NO_UNROUTED))
+    async fn release_unrouted(&self, holder: &str, seqs: &[u64]) -> Result<(), QueueError> {
+        let client = client(&self.pool).await?;
+        client
+            .execute(sql::RELEASE_UNROUTED, &[&holder, &seq_column(seqs)])
+            .await
+            .map_err(|e| queue_error("releasing claims on unrouted events", &e))?;
+        Ok(())
     }
 
     async fn route_later(
         &self,
-        _holder: &str,
-        _seq: u64,
-        _routed: RouteLater,
+        holder: &str,
+        seq: u64,
+        routed: RouteLater,
     ) -> Result<RoutedLater, QueueError> {
-        Err(QueueError::io("routing an unrouted event", NO_UNROUTED))
+        let result = route_later(&self.inner, holder, seq, routed).await;
+        self.inner.observe(&result);
+        result
     }
 
     async fn scan_pending(
@@ -603,10 +628,139 @@ impl Queue for PgQueue {
             if let Err(e) = client.execute(sql::RELEASE_ALL, &[holder]).await {
                 tracing::warn!(error = %crate::error::detail(&e), "queue: cannot release claims at shutdown");
             }
+            let _ = client.execute(sql::RELEASE_ALL_UNROUTED, &[holder]).await;
             let _ = client.execute(sql::RESIGN_ALL, &[holder]).await;
         }
         self.pool.close();
     }
+}
+
+/// Seqs as the database's `int8`.
+fn seq_column(seqs: &[u64]) -> Vec<i64> {
+    seqs.iter()
+        .map(|s| i64::try_from(*s).unwrap_or(i64::MAX))
+        .collect()
+}
+
+/// Claims unrouted events nobody holds (docs/architecture.md §10.1); one whose event cannot
+/// be read is released again and logged.
+async fn claim_unrouted(
+    inner: &Inner,
+    claim: Claim<'_>,
+    limit: usize,
+) -> Result<Vec<UnroutedItem>, QueueError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let client = client(&inner.pool).await?;
+    let e = |e: tokio_postgres::Error| queue_error("claiming unrouted events", &e);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client
+        .query(
+            sql::CLAIM_UNROUTED,
+            &[&claim.holder, &limit, &millis(claim.ttl)],
+        )
+        .await
+        .map_err(e)?;
+    let mut items = Vec::with_capacity(rows.len());
+    let mut damaged = Vec::new();
+    for row in &rows {
+        let seq: i64 = row.try_get(0).map_err(e)?;
+        let committed_at: Millis = row.try_get(1).map_err(e)?;
+        let json: String = row.try_get(2).map_err(e)?;
+        let lease_until: Millis = row.try_get(3).map_err(e)?;
+        match serde_json::from_str::<Event>(&json) {
+            Ok(event) => items.push(UnroutedItem {
+                seq: u64::try_from(seq).unwrap_or(0),
+                committed_at,
+                event: Arc::new(event),
+                lease_until,
+            }),
+            Err(err) => {
+                tracing::error!(seq, error = %admin::json_where(&err), "an unrouted event cannot be read; it is skipped");
+                damaged.push(seq);
+            }
+        }
+    }
+    if !damaged.is_empty() {
+        client
+            .execute(sql::RELEASE_UNROUTED, &[&claim.holder, &damaged])
+            .await
+            .map_err(e)?;
+    }
+    Ok(items)
+}
+
+/// Routes an unrouted event exactly once, in one transaction (docs/architecture.md §10.1):
+/// the locked `unrouted` row says whether it is still unrouted and who holds it.
+async fn route_later(
+    inner: &Inner,
+    holder: &str,
+    seq: u64,
+    routed: RouteLater,
+) -> Result<RoutedLater, QueueError> {
+    let e = |e: tokio_postgres::Error| queue_error("routing an unrouted event", &e);
+    let key = i64::try_from(seq).unwrap_or(i64::MAX);
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for pair in routed.deliveries {
+        if !pairs.contains(&pair) {
+            pairs.push(pair);
+        }
+    }
+    let routes: Vec<String> = pairs.iter().map(|p| text(&p.0).into_owned()).collect();
+    let sinks: Vec<String> = pairs.iter().map(|p| text(&p.1).into_owned()).collect();
+    let json = routed.event.as_ref().map(|ev| ev.to_json());
+    let size = json
+        .as_ref()
+        .map(|j| i32::try_from(j.len()).unwrap_or(i32::MAX));
+    let mut client = client(&inner.pool).await?;
+    let tx = client.transaction().await.map_err(e)?;
+    let Some(row) = tx.query_opt(sql::ROUTE_LOCK, &[&key]).await.map_err(e)? else {
+        return Ok(RoutedLater::AlreadyRouted);
+    };
+    let other: Option<String> = row.try_get(0).map_err(e)?;
+    let running: bool = row.try_get(1).map_err(e)?;
+    if let Some(other) = other
+        && running
+        && other != holder
+    {
+        return Ok(RoutedLater::NotHeld { holder: other });
+    }
+    tx.execute(sql::ROUTE_LATER, &[&key, &json, &size, &routes, &sinks])
+        .await
+        .map_err(e)?;
+    if !sinks.is_empty() {
+        let touched: Vec<&str> = sinks
+            .iter()
+            .map(String::as_str)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        tx.execute(sql::NOTIFY, &[&touched]).await.map_err(e)?;
+    }
+    tx.commit().await.map_err(e)?;
+    for sink in &sinks {
+        inner.notify(sink).notify_one();
+    }
+    if inner.tap.receiver_count() > 0 {
+        let event = match routed.event {
+            Some(event) => Some(event),
+            None => {
+                let row = client.query_opt(sql::EVENT, &[&key]).await.ok().flatten();
+                row.and_then(|r| r.try_get::<_, String>(0).ok())
+                    .and_then(|j| serde_json::from_str(&j).ok())
+            }
+        };
+        if let Some(event) = event {
+            let _ = inner.tap.send(Arc::new(Tapped {
+                event,
+                deliveries: pairs.clone(),
+            }));
+        }
+    }
+    Ok(RoutedLater::Routed {
+        deliveries: pairs.len(),
+    })
 }
 
 /// A page of `sink`'s deliveries, the due ones claimed (docs/architecture.md §10.1).
@@ -794,7 +948,7 @@ async fn apply(inner: &Inner, commands: &mut Vec<Command>) -> Option<oneshot::Se
                     routed,
                     routes: pairs.iter().map(|p| p.0.clone()).collect(),
                     sinks: pairs.into_iter().map(|p| p.1).collect(),
-                    event: tapping.then_some(event),
+                    event: (tapping && routed).then_some(event),
                 });
                 replies.push(Reply::Append(reply));
             }

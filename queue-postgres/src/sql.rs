@@ -188,3 +188,60 @@ pub const PUT_STATE: &str = "INSERT INTO state (key, value) VALUES ($1, $2)
 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()";
 pub const DELETE_STATE: &str = "DELETE FROM state WHERE key = $1";
 pub const LIST_STATE: &str = "SELECT key, value FROM state WHERE starts_with(key, $1) ORDER BY key";
+
+// Unrouted events (docs/architecture.md §10.1, enrichment §11): committed by `APPEND` with
+// `$5` false, claimed under a lease, routed exactly once by `ROUTE_*` in one transaction.
+
+/// Claims up to `$2` unrouted events nobody holds (never claimed, released, or their lease
+/// ran out), oldest first, for `$1` until now + `$3` ms. Answers each with its commit time,
+/// event and the lease's end.
+pub const CLAIM_UNROUTED: &str = "WITH c AS (
+    SELECT seq FROM unrouted
+    WHERE holder IS NULL OR lease_until IS NULL OR lease_until < now()
+    ORDER BY seq
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), u AS (
+    UPDATE unrouted SET holder = $1, lease_until = now() + $3::int8 * interval '1 millisecond'
+    FROM c WHERE unrouted.seq = c.seq
+    RETURNING unrouted.seq, unrouted.lease_until
+)
+SELECT u.seq, (extract(epoch FROM e.committed_at) * 1000)::int8, e.event,
+       (extract(epoch FROM u.lease_until) * 1000)::int8
+FROM u JOIN events e ON e.seq = u.seq
+ORDER BY u.seq";
+
+/// Extends `$1`'s claims on `$3` by `$2` ms; answers those still held (a lease that ran out
+/// but was not taken is still the holder's, as on the local engine).
+pub const RENEW_UNROUTED: &str = "UPDATE unrouted
+SET lease_until = now() + $2::int8 * interval '1 millisecond'
+WHERE seq = ANY($3) AND holder = $1
+RETURNING seq";
+
+pub const RELEASE_UNROUTED: &str =
+    "UPDATE unrouted SET holder = NULL, lease_until = NULL WHERE seq = ANY($2) AND holder = $1";
+pub const RELEASE_ALL_UNROUTED: &str =
+    "UPDATE unrouted SET holder = NULL, lease_until = NULL WHERE holder = $1";
+
+/// The unrouted row of `$1`, locked for the routing transaction, and whether its lease runs.
+/// No row: routed already (or swept: an unrouted event never is).
+pub const ROUTE_LOCK: &str = "SELECT holder, coalesce(lease_until > now(), false)
+    FROM unrouted WHERE seq = $1 FOR UPDATE";
+
+/// Routes `$1`: off the unrouted events, the event replaced by `$2` (of `$3` bytes) when
+/// given, with its deliveries (`$4` routes, `$5` sinks, distinct pairs).
+pub const ROUTE_LATER: &str = "WITH gone AS (
+    DELETE FROM unrouted WHERE seq = $1 RETURNING seq
+), e AS (
+    UPDATE events SET routed = true,
+        event = coalesce($2, event),
+        size = coalesce($3, size),
+        deliveries_left = cardinality($5::text[])
+    WHERE seq IN (SELECT seq FROM gone)
+    RETURNING seq
+)
+INSERT INTO deliveries (seq, route, sink)
+SELECT e.seq, r.route, r.sink FROM e, unnest($4::text[], $5::text[]) AS r(route, sink)";
+
+/// One event's JSON (for the tap after `ROUTE_LATER`).
+pub const EVENT: &str = "SELECT event FROM events WHERE seq = $1";

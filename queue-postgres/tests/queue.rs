@@ -301,3 +301,208 @@ async fn backpressure_and_wake_ups_across_gateways() {
     a.close().await;
     b.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrouted_events_are_claimed_taken_over_after_the_lease_and_routed_once() {
+    use herald_core::queue::{RouteLater, RoutedLater};
+    let url = Postgres::shared().database("pgq_unrouted");
+    let a = open(&url, &QueueConfig::default()).await;
+    let b = open(&url, &QueueConfig::default()).await;
+
+    // Committed unrouted: undelivered, no deliveries, a duplicate recognised by the other.
+    for i in 0..3 {
+        let id = format!("u{i}");
+        assert_eq!(a.commit_unrouted(event(&id)).await.unwrap(), Committed::New);
+    }
+    assert_eq!(
+        b.commit_unrouted(event("u1")).await.unwrap(),
+        Committed::Duplicate
+    );
+    let stats = b.stats().await.unwrap();
+    assert_eq!(stats.undelivered_events, 3);
+    assert_eq!(stats.pending.get("chat").copied().unwrap_or(0), 0);
+
+    // A claims two, B gets the third only.
+    let held = a
+        .claim_unrouted(Claim::new(a.holder(), LEASE), 2)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = held.iter().map(|i| i.event.id.as_str()).collect();
+    assert_eq!(ids, ["u0", "u1"]);
+    assert!(held[0].lease_until > now_millis());
+    let other = b
+        .claim_unrouted(Claim::new(b.holder(), LEASE), 10)
+        .await
+        .unwrap();
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0].event.id, "u2");
+    assert!(
+        b.claim_unrouted(Claim::new(b.holder(), LEASE), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // B cannot route A's while A's lease runs.
+    let to_chat = RouteLater {
+        event: None,
+        deliveries: vec![("all".into(), "chat".into()), ("all".into(), "chat".into())],
+    };
+    assert_eq!(
+        b.route_later(b.holder(), held[0].seq, to_chat.clone())
+            .await
+            .unwrap(),
+        RoutedLater::NotHeld {
+            holder: a.holder().to_owned()
+        }
+    );
+
+    // A routes u0 with an enriched event (one delivery: the pair counted once); a second
+    // call, by anyone, finds it routed.
+    let mut enriched = (*held[0].event).clone();
+    enriched.data = json!({"n": "u0", "enriched": true});
+    let routed = RouteLater {
+        event: Some(enriched),
+        ..to_chat.clone()
+    };
+    assert_eq!(
+        a.route_later(a.holder(), held[0].seq, routed)
+            .await
+            .unwrap(),
+        RoutedLater::Routed { deliveries: 1 }
+    );
+    assert_eq!(
+        a.route_later(a.holder(), held[0].seq, to_chat.clone())
+            .await
+            .unwrap(),
+        RoutedLater::AlreadyRouted
+    );
+    assert_eq!(
+        b.route_later(b.holder(), held[0].seq, to_chat.clone())
+            .await
+            .unwrap(),
+        RoutedLater::AlreadyRouted
+    );
+    let page = b
+        .scan_pending("chat", Claim::new(b.holder(), LEASE), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].event.data["enriched"], json!(true));
+
+    // A renews u1 while it holds it, then stops renewing: after the lease B takes it over,
+    // A's renewal reports it lost, B routes it; A's late routing changes nothing.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        a.renew_unrouted(Claim::new(a.holder(), LEASE), &[held[1].seq])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        b.claim_unrouted(Claim::new(b.holder(), LEASE), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "renewed by A"
+    );
+    // B's own lapsed claim on u2 may come back to it meanwhile; it waits for u1.
+    let u1 = held[1].seq;
+    herald_testkit::wait::eventually_async("B to take u1 over", Duration::from_secs(10), || {
+        let b = b.clone();
+        async move {
+            let items = b
+                .claim_unrouted(Claim::new(b.holder(), LEASE), 10)
+                .await
+                .ok()?;
+            items.iter().any(|i| i.seq == u1).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        a.renew_unrouted(Claim::new(a.holder(), LEASE), &[held[1].seq])
+            .await
+            .unwrap(),
+        vec![held[1].seq]
+    );
+    assert_eq!(
+        b.route_later(b.holder(), held[1].seq, to_chat.clone())
+            .await
+            .unwrap(),
+        RoutedLater::Routed { deliveries: 1 }
+    );
+    assert_eq!(
+        a.route_later(a.holder(), held[1].seq, to_chat.clone())
+            .await
+            .unwrap(),
+        RoutedLater::AlreadyRouted
+    );
+
+    // B releases u2: A may claim it at once; routed to nothing, it is delivered.
+    b.release_unrouted(b.holder(), &[other[0].seq])
+        .await
+        .unwrap();
+    let again = a
+        .claim_unrouted(Claim::new(a.holder(), LEASE), 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        a.route_later(a.holder(), again[0].seq, RouteLater::default())
+            .await
+            .unwrap(),
+        RoutedLater::Routed { deliveries: 0 }
+    );
+    let stats = a.stats().await.unwrap();
+    assert_eq!(stats.undelivered_events, 2, "u0 and u1 wait for chat");
+    assert_eq!(stats.pending.get("chat"), Some(&2));
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_routing_of_one_event_routes_it_exactly_once() {
+    use herald_core::queue::{RouteLater, RoutedLater};
+    let url = Postgres::shared().database("pgq_route_once");
+    let a = open(&url, &QueueConfig::default()).await;
+    let b = open(&url, &QueueConfig::default()).await;
+    for i in 0..20 {
+        a.commit_unrouted(event(&format!("r{i}"))).await.unwrap();
+    }
+    let items = a
+        .claim_unrouted(Claim::new(a.holder(), LEASE), 20)
+        .await
+        .unwrap();
+    assert_eq!(items.len(), 20);
+    // Both route every event at once after A's lease ran out (as a late holder would).
+    tokio::time::sleep(LEASE + Duration::from_millis(200)).await;
+    let to_chat = RouteLater {
+        event: None,
+        deliveries: vec![("all".into(), "chat".into())],
+    };
+    let mut calls = Vec::new();
+    for item in &items {
+        for q in [a.clone(), b.clone()] {
+            let routed = to_chat.clone();
+            let seq = item.seq;
+            calls.push(tokio::spawn(async move {
+                let holder = q.holder().to_owned();
+                q.route_later(&holder, seq, routed).await
+            }));
+        }
+    }
+    let mut routed = 0;
+    let mut already = 0;
+    for call in calls {
+        match call.await.unwrap().unwrap() {
+            RoutedLater::Routed { deliveries: 1 } => routed += 1,
+            RoutedLater::AlreadyRouted => already += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((routed, already), (20, 20));
+    let stats = b.stats().await.unwrap();
+    assert_eq!(stats.pending.get("chat"), Some(&20));
+    a.close().await;
+    b.close().await;
+}

@@ -68,28 +68,64 @@ impl Postgres {
             .arg("-D")
             .arg(&data))?;
         let port = free_port()?;
-        let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c max_connections=300 \
-             -c shared_buffers=64MB",
-            dir.display()
-        );
-        run(server_command(as_root, "pg_ctl")
-            .args(["-w", "-t", "60", "-D"])
-            .arg(&data)
-            .arg("-l")
-            .arg(dir.join("server.log"))
-            .args(["-o", &options, "start"]))?;
-        Ok(Postgres {
+        let server = Postgres {
             host: "127.0.0.1".into(),
             port,
             owned: Some(dir.to_owned()),
+        };
+        server.start()?;
+        Ok(server)
+    }
+
+    /// The directory of a server this value started; an error for the shared one, which
+    /// other tests use.
+    fn own_dir(&self) -> Result<&Path, String> {
+        self.owned.as_deref().ok_or_else(|| {
+            "the shared test server cannot be stopped or started by one test: use \
+             Postgres::start_in"
+                .to_owned()
         })
+    }
+
+    /// Starts a server this value started and [`Postgres::stop`]ped again, on the same port
+    /// with the same data; returns when it accepts connections.
+    pub fn start(&self) -> Result<(), String> {
+        let dir = self.own_dir()?;
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=300 \
+             -c shared_buffers=64MB",
+            self.port,
+            dir.display()
+        );
+        run(server_command(is_root(), "pg_ctl")
+            .args(["-w", "-t", "60", "-D"])
+            .arg(dir.join("data"))
+            .arg("-l")
+            .arg(dir.join("server.log"))
+            .args(["-o", &options, "start"]))
+    }
+
+    /// Stops a server this value started (`pg_ctl stop -m fast`: clients are disconnected,
+    /// committed data stays), keeping its directory for [`Postgres::start`].
+    pub fn stop(&self) -> Result<(), String> {
+        let dir = self.own_dir()?;
+        run(server_command(is_root(), "pg_ctl")
+            .args(["-w", "-t", "60", "-m", "fast", "-D"])
+            .arg(dir.join("data"))
+            .arg("stop"))
+    }
+
+    /// [`Postgres::stop`] then [`Postgres::start`].
+    pub fn restart(&self) -> Result<(), String> {
+        self.stop()?;
+        self.start()
     }
 
     /// Stops the server in `dir` (started by [`Postgres::start_in`]) and removes `dir`.
     pub fn stop_in(dir: &Path) -> Result<(), String> {
         let data = dir.join("data");
-        if data.exists() {
+        // Running (a server [`Postgres::stop`]ped has no pid file).
+        if data.join("postmaster.pid").exists() {
             run(server_command(is_root(), "pg_ctl")
                 .args(["-w", "-m", "immediate", "-D"])
                 .arg(&data)
