@@ -31,6 +31,17 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Move a stopped gateway's queue elsewhere (`copy --to`: a local journal into PostgreSQL).
     Queue(QueueArgs),
+    /// Remove a person from the enrichment cache, stored events, dead letters and rejected
+    /// inputs (not from what sinks already received); a stopped gateway on the local engine
+    Forget(ForgetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The Google user id (or e-mail address) as the events carry it
+    pub user_id: String,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ mod admin;
 mod check;
 mod cli;
 mod dlq;
+mod forget;
 mod gateway;
 mod google;
 mod migrate;
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
         cli::Command::Google(args) => google::run(args, &registry),
         cli::Command::Migrate(args) => migrate::run(args, &registry),
         cli::Command::Queue(args) => queue_copy::run(args, &registry),
+        cli::Command::Forget(args) => forget::run(args, &registry),
     };
     match result {
         Ok(code) => code,

@@ -379,6 +379,12 @@ macro_rules! admin_impl {
             async fn list_state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, QueueError> {
                 $crate::admin::list_state(&self.pool, prefix).await
             }
+            async fn forget(
+                &self,
+                user_id: &str,
+            ) -> Result<herald_core::queue::ForgetReport, QueueError> {
+                $crate::forget::forget(&self.pool, user_id).await
+            }
         }
     };
 }

@@ -18,6 +18,7 @@ pub mod config;
 pub mod connect;
 mod engine;
 mod error;
+mod forget;
 mod import;
 pub mod migrate;
 mod sql;

@@ -22,7 +22,7 @@ use crate::event::Event;
 use crate::health::Health;
 use crate::ingest::Committed;
 use crate::queue::{
-    Claim, Lead, Queue, QueueAdmin, Recording, RouteLater, RoutedLater, UnroutedItem,
+    Claim, ForgetReport, Lead, Queue, QueueAdmin, Recording, RouteLater, RoutedLater, UnroutedItem,
 };
 
 #[async_trait]
@@ -82,6 +82,14 @@ impl QueueAdmin for Journal {
             .await
             .during(super::READING_STATE)
     }
+    async fn forget(&self, _user_id: &str) -> Result<ForgetReport, JournalError> {
+        // The writer, the recent window and the counters' mirrors would go on holding what
+        // is deleted underneath them: the journal is changed only when no gateway runs.
+        Err(JournalError::io(
+            "forgetting a user",
+            "the local engine forgets only in a stopped gateway's journal: stop the gateway first",
+        ))
+    }
 }
 
 /// Runs `work` on the blocking pool.
@@ -125,6 +133,9 @@ impl QueueAdmin for AdminJournal {
     }
     async fn list_state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, JournalError> {
         AdminJournal::list_state(self, prefix)
+    }
+    async fn forget(&self, user_id: &str) -> Result<ForgetReport, JournalError> {
+        AdminJournal::forget(self, user_id)
     }
 }
 

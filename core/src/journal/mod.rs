@@ -466,6 +466,12 @@ pub struct AdminJournal {
 }
 
 impl AdminJournal {
+    /// `herald forget` on a stopped gateway's journal ([`crate::queue::QueueAdmin::forget`]).
+    pub fn forget(&self, user_id: &str) -> Result<crate::queue::ForgetReport, JournalError> {
+        crate::queue::forget::check_user_id(user_id)
+            .map_err(|why| JournalError::io("forgetting a user", why))?;
+        store::forget(&self.db, user_id).during("forgetting a user")
+    }
     pub fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
         store::get_state(&self.db, key).during(READING_STATE)
     }

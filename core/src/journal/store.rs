@@ -12,7 +12,7 @@
 //! | `state` | name | small durable values of other parts (Google channels, registrations) |
 //! | `unrouted` | seq | nothing: the event waits to be routed (`refs` holds `(0, size)` for it) |
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -28,6 +28,7 @@ use super::records::{
 };
 use crate::event::Event;
 use crate::ingest::RejectedInput;
+use crate::queue::ForgetReport;
 use crate::rules::RouteTable;
 
 pub(super) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -876,4 +877,99 @@ pub fn purge(db: &Database, filter: &DeadFilter) -> Result<usize, JournalError> 
     }
     txn.commit()?;
     Ok(ids.len())
+}
+
+/// `herald forget`: removes what names `user_id` (rules in [`crate::queue::forget`]) in one
+/// write transaction: events with their pending deliveries, unrouted marks, references and
+/// duplicate keys (the counters follow), dead letters, rejected inputs, cache entries.
+pub fn forget(db: &Database, user_id: &str) -> Result<ForgetReport, JournalError> {
+    use crate::queue::forget as rules;
+    let mut report = ForgetReport::default();
+    let txn = db.begin_write()?;
+    {
+        let mut batch = Batch::new(&txn)?;
+        // Events: read first, removed after (a table is not changed while it is iterated).
+        let mut doomed: Vec<(u64, Option<String>)> = Vec::new();
+        for entry in batch.events.iter()? {
+            let (seq, value) = entry?;
+            let Some((_, json)) = decode_event(value.value()) else {
+                continue;
+            };
+            if rules::event_json_names_user(json, user_id) {
+                let event: Option<Event> = serde_json::from_slice(json).ok();
+                doomed.push((seq.value(), event.map(|e| dedup_key(&e.source, &e.id))));
+            }
+        }
+        let seqs: BTreeSet<u64> = doomed.iter().map(|(seq, _)| *seq).collect();
+        if !seqs.is_empty() {
+            let mut pending_keys: Vec<(String, u64, String)> = Vec::new();
+            for entry in batch.pending.iter()? {
+                let (key, _) = entry?;
+                let (sink, seq, route) = key.value();
+                if seqs.contains(&seq) {
+                    pending_keys.push((sink.to_owned(), seq, route.to_owned()));
+                }
+            }
+            for (sink, seq, route) in &pending_keys {
+                batch
+                    .pending
+                    .remove((sink.as_str(), *seq, route.as_str()))?;
+                bump(&mut batch.pending_delta, sink, -1);
+            }
+            report.deliveries_dropped = pending_keys.len() as u64;
+            for (seq, dedup) in &doomed {
+                batch.events.remove(*seq)?;
+                if let Some(key) = dedup {
+                    batch.dedup.remove(key.as_str())?;
+                }
+                if let Some((_, size)) = batch.refs.remove(*seq)?.map(|v| v.value()) {
+                    batch.events_delta -= 1;
+                    batch.bytes_delta -= i64::from(size);
+                }
+                batch.unrouted_table()?.remove(*seq)?;
+            }
+            report.events = doomed.len() as u64;
+        }
+        // Dead letters and rejected inputs.
+        let mut dead_ids = Vec::new();
+        for entry in batch.dead.iter()? {
+            let (id, value) = entry?;
+            let Ok(letter) = DeadLetter::decode(id.value(), value.value()) else {
+                continue;
+            };
+            match &letter.kind {
+                DeadKind::Delivery { event, .. } if rules::event_names_user(event, user_id) => {
+                    report.dead_letters += 1;
+                    dead_ids.push(letter.id);
+                }
+                DeadKind::Rejected { input } if rules::rejected_names_user(input, user_id) => {
+                    report.rejected += 1;
+                    dead_ids.push(letter.id);
+                }
+                _ => {}
+            }
+        }
+        for id in dead_ids {
+            batch.dead.remove(id)?;
+        }
+        // The enrichment cache.
+        let mut state = txn.open_table(STATE)?;
+        let mut keys = Vec::new();
+        for entry in state.range(rules::CACHE_PREFIX..)? {
+            let (k, v) = entry?;
+            if !k.value().starts_with(rules::CACHE_PREFIX) {
+                break;
+            }
+            if rules::cache_entry_names_user(k.value(), v.value(), user_id) {
+                keys.push(k.value().to_owned());
+            }
+        }
+        for key in &keys {
+            state.remove(key.as_str())?;
+        }
+        report.cache_entries = keys.len() as u64;
+        batch.finish()?;
+    }
+    txn.commit()?;
+    Ok(report)
 }

@@ -6,6 +6,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::*;
+use crate::queue::QueueAdmin;
 use crate::rules::{Condition, FieldPath, Op, Route, RouteTable};
 
 fn routes() -> Arc<ArcSwap<RouteTable>> {
@@ -503,4 +504,97 @@ async fn an_outcome_handed_over_reports_its_commit_exactly_once() {
         Err(JournalError::Closed)
     );
     assert!(rx.try_recv().is_err(), "called once");
+}
+
+#[tokio::test]
+async fn forget_removes_exactly_what_names_the_user_on_a_stopped_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+    let roster = |id: &str, ty: &str, user: &str| {
+        Event::new(
+            id,
+            "classroom",
+            ty,
+            Utc::now(),
+            json!({"collection": "courses.students", "resourceId": {"courseId": "c1", "userId": user}}),
+        )
+    };
+    journal.commit(roster("1", "add", "u1")).await.unwrap(); // chat + audit
+    journal.commit(roster("2", "delete", "u1")).await.unwrap(); // audit
+    journal.commit(roster("3", "add", "u2")).await.unwrap(); // chat + audit
+    let chat = journal.scan_pending("chat", None, 10).await.unwrap();
+    let dead = Outcome::Dead {
+        attempt: None,
+        reason: "permanent error".into(),
+    };
+    journal.record(chat[0].key.clone(), dead).await.unwrap(); // u1's add: a dead letter
+    let audit = journal.scan_pending("audit", None, 10).await.unwrap();
+    journal
+        .record(audit[1].key.clone(), Outcome::Delivered)
+        .await
+        .unwrap(); // u1's delete: delivered
+    for (user, body) in [("u1", "{\"userId\": \"u1\""), ("u2", "garbage u2")] {
+        let input = RejectedInput {
+            source: "classroom".into(),
+            reason: format!("bad {user}"),
+            received: Utc::now(),
+            meta: Default::default(),
+            body: body.into(),
+        };
+        journal.reject(input).await.unwrap();
+    }
+    for key in ["enrich/user/u1", "enrich/students/c1/u1", "enrich/user/u2"] {
+        QueueAdmin::put_state(&journal, key, Some(b"{}"))
+            .await
+            .unwrap();
+    }
+    assert!(
+        QueueAdmin::forget(&journal, "u1").await.is_err(),
+        "a running journal refuses"
+    );
+    journal.close().await;
+    drop(journal);
+
+    let admin = open_for_admin(dir.path()).unwrap();
+    assert!(admin.forget("").is_err());
+    let report = admin.forget("u1").unwrap();
+    assert_eq!(
+        report,
+        crate::queue::ForgetReport {
+            cache_entries: 2,
+            events: 2,
+            deliveries_dropped: 1,
+            dead_letters: 1,
+            rejected: 1,
+        }
+    );
+    let stats = admin.stats().unwrap();
+    assert_eq!(stats.undelivered_events, 1, "u2's event");
+    assert_eq!(stats.pending.get("chat"), Some(&1));
+    assert_eq!(stats.pending.get("audit"), Some(&1));
+    assert_eq!(stats.dead_letters, 1, "u2's rejected input");
+    let left: Vec<String> = admin
+        .list_state("enrich/")
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(left, ["enrich/user/u2"]);
+    assert_eq!(
+        admin.forget("u1").unwrap(),
+        Default::default(),
+        "idempotent"
+    );
+    drop(admin);
+
+    // The gateway starts again on what is left: u1's event ids are free again.
+    let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+    let chat = journal.scan_pending("chat", None, 10).await.unwrap();
+    assert_eq!(chat.len(), 1);
+    assert_eq!(chat[0].event.id, "3");
+    assert_eq!(
+        journal.commit(roster("1", "add", "u1")).await,
+        Ok(Committed::New)
+    );
+    journal.close().await;
 }

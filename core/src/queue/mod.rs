@@ -36,6 +36,7 @@
 //! engine's `try_send` to its writer) and boxes a future only when the engine must wait
 //! (the writer's channel is full): no allocation and no extra await per delivery.
 
+pub mod forget;
 mod recording;
 
 use std::sync::Arc;
@@ -52,6 +53,7 @@ pub use crate::journal::{
     Millis, OnRecorded, Outcome, PendingItem, PendingState, ReplayReport, Stats, Tapped,
     now_millis, to_time,
 };
+pub use forget::ForgetReport;
 pub use recording::Recording;
 
 use crate::config::{QueueConfig, QueueEngine};
@@ -168,6 +170,17 @@ pub trait QueueAdmin: Send + Sync + 'static {
 
     /// Every state key starting with `prefix`, with its value, in key order.
     async fn list_state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, QueueError>;
+
+    /// `herald forget USER_ID`: deletes, in one transaction, the enrichment cache entries,
+    /// stored events, dead letters and rejected inputs that name `user_id` (the rules are
+    /// [`forget`]'s: an event by a JSON string equal to the id in `data` or `enriched`).
+    /// Records are deleted, never edited: an event goes with its pending deliveries, which
+    /// the report counts as dropped undelivered. What sinks already received is out of its
+    /// reach. The local engine forgets only on a stopped gateway's journal (a running
+    /// [`crate::journal::Journal`] answers [`QueueError::Io`] "stop the gateway first");
+    /// the postgres engine whether or not gateways run. An empty id, or one with control
+    /// characters, is refused.
+    async fn forget(&self, user_id: &str) -> Result<ForgetReport, QueueError>;
 }
 
 /// A running gateway's queue (see the module docs, and docs/architecture.md §10 for the
