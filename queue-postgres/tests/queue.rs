@@ -506,3 +506,74 @@ async fn concurrent_routing_of_one_event_routes_it_exactly_once() {
     a.close().await;
     b.close().await;
 }
+
+/// `herald forget` on postgres (docs/architecture.md §11): every event, dead letter, rejected
+/// input and cache entry naming the user goes, the other user's stay, and a second run finds
+/// nothing. Unlike the local engine's, it works while gateways run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_removes_exactly_what_names_the_user() {
+    let url = Postgres::shared().database("pgq_forget");
+    let q = open(&url, &QueueConfig::default()).await;
+    let roster = |id: &str, user: &str| {
+        Event::new(
+            id,
+            "classroom",
+            "add",
+            Utc::now(),
+            json!({"collection": "courses.students", "resourceId": {"courseId": "c1", "userId": user}}),
+        )
+    };
+    for (id, user) in [("1", "u1"), ("2", "u1"), ("3", "u1"), ("4", "u2")] {
+        assert_eq!(q.commit(roster(id, user)).await.unwrap(), Committed::New);
+    }
+    let page = q
+        .scan_pending("chat", Claim::new(q.holder(), LEASE), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 4);
+    let dead = Outcome::Dead {
+        attempt: None,
+        reason: "permanent error".into(),
+    };
+    q.record(page[0].key.clone(), dead).await.unwrap(); // u1's first: a dead letter
+    q.record(page[1].key.clone(), Outcome::Delivered)
+        .await
+        .unwrap(); // u1's second: delivered; the third stays pending
+    for (user, body) in [("u1", "{\"userId\": \"u1\"}"), ("u2", "garbage u2")] {
+        let input = RejectedInput {
+            source: "classroom".into(),
+            reason: format!("bad {user}"),
+            received: Utc::now(),
+            meta: Default::default(),
+            body: body.into(),
+        };
+        q.reject(input).await.unwrap();
+    }
+    for key in ["enrich/user/u1", "enrich/students/c1/u1", "enrich/user/u2"] {
+        q.put_state(key, Some(b"{}")).await.unwrap();
+    }
+
+    let report = q.forget("u1").await.unwrap();
+    assert_eq!(report.cache_entries, 2, "{report:?}");
+    assert_eq!(report.dead_letters, 1, "{report:?}");
+    assert_eq!(report.rejected, 1, "{report:?}");
+    assert_eq!(report.deliveries_dropped, 1, "u1's pending one: {report:?}");
+    assert_eq!(report.events, 3, "u1's three stored events: {report:?}");
+
+    let stats = q.stats().await.unwrap();
+    assert_eq!(stats.pending.get("chat").copied().unwrap_or(0), 1, "u2's");
+    let letters = q.dead_letters(&DeadFilter::default()).await.unwrap();
+    assert_eq!(letters.len(), 1, "u2's rejected input stays");
+    let left: Vec<String> = q
+        .list_state("enrich/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(left, ["enrich/user/u2"]);
+    let again = q.forget("u1").await.unwrap();
+    assert_eq!(again, Default::default(), "nothing left the second time");
+    // u1's event ids are free again: the duplicate keys went with the events.
+    assert_eq!(q.commit(roster("2", "u1")).await.unwrap(), Committed::New);
+}

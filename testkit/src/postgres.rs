@@ -13,6 +13,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -47,8 +48,12 @@ impl Postgres {
                 }
             }
             _ => {
-                let dir = std::env::temp_dir().join(format!("herald-pg-{}", unique()));
-                Postgres::start_in(&dir).unwrap_or_else(|e| panic!("{e}"))
+                let (host, port) = PROCESS_SERVER.get_or_init(start_for_this_process).clone();
+                Postgres {
+                    host,
+                    port,
+                    owned: None,
+                }
             }
         }
     }
@@ -233,6 +238,45 @@ impl Drop for Postgres {
             eprintln!("test postgres: {e}");
         }
     }
+}
+
+/// This test process's own server, when the run shares none: started once, and stopped by a
+/// watchdog shell when the process exits (a static is never dropped, and a server stopped
+/// after each test's `shared()` handle would be gone before the test connects).
+static PROCESS_SERVER: OnceLock<(String, u16)> = OnceLock::new();
+
+fn start_for_this_process() -> (String, u16) {
+    let dir = std::env::temp_dir().join(format!("herald-pg-{}", unique()));
+    let mut pg = Postgres::start_in(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let Some(dir) = pg.owned.take() else {
+        unreachable!("start_in owns its server")
+    };
+    let runuser = if is_root() {
+        "runuser -u postgres -- "
+    } else {
+        ""
+    };
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+         {runuser}'{pg_ctl}' -w -m immediate -D '{data}' stop >/dev/null 2>&1; rm -rf '{dir}'",
+        pid = std::process::id(),
+        pg_ctl = binary("pg_ctl").display(),
+        data = dir.join("data").display(),
+        dir = dir.display(),
+    );
+    let watchdog = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if let Err(e) = watchdog {
+        eprintln!(
+            "test postgres: no watchdog ({e}); stop {} by hand",
+            dir.display()
+        );
+    }
+    (pg.host.clone(), pg.port)
 }
 
 /// A server program: run as `postgres` when this process is root (the server refuses root).
