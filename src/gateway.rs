@@ -137,6 +137,7 @@ pub async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
         journal.health().clone(),
         links,
         google::Clock::System,
+        Some(journal.clone()),
         stop.clone(),
     )
     .await

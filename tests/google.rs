@@ -183,3 +183,89 @@ fn watching_without_credentials_stops_run_with_what_to_set() {
         "{said}"
     );
 }
+
+/// Two gateways on one PostgreSQL queue (issue 16): only the leader calls Google; when it is
+/// killed with `kill -9` the other takes over and renews before expiry, and no two renewals
+/// of the registration overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gateway_leads_the_lifecycle_and_another_takes_over() {
+    // Registrations live 7 days on the fake's clock; running it 7 days minus 10 s behind makes
+    // them expire 10 s after they are made, so Herald renews them every 8 s.
+    let behind = chrono::TimeDelta::days(7) - chrono::TimeDelta::seconds(10);
+    let google = FakeGoogle::start(
+        &std::fs::read(repo().join("sources/tests/keys/a.pub.pem")).unwrap(),
+        Arc::new(move || chrono::Utc::now() - behind),
+    )
+    .await;
+    let url = herald_testkit::postgres::Postgres::shared().database("google_leader");
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports = [free_port(), free_port()];
+    // The same routes.yaml on both (the channel's address is the first gateway's).
+    let mut gateways: Vec<Gateway> = dirs
+        .iter()
+        .zip(ports)
+        .map(|(d, port)| {
+            write_key(d.path());
+            let yaml = config(&google, ports[0]).replacen(
+                &format!("listen: 127.0.0.1:{}", ports[0]),
+                &format!("listen: 127.0.0.1:{port}"),
+                1,
+            );
+            let yaml = format!("{yaml}queue:\n  engine: postgres\n  url: '{url}'\n  lease: 1s\n");
+            Gateway::start(d.path(), &yaml)
+        })
+        .collect();
+    let creates = || -> Vec<herald_testkit::google::Call> {
+        google
+            .calls("/v1/registrations")
+            .into_iter()
+            .filter(|c| c.method.as_str() == "POST")
+            .collect()
+    };
+    until(
+        "the registration renewed twice",
+        Duration::from_secs(40),
+        || creates().len() >= 3,
+    )
+    .await;
+    let leads = |g: &Gateway| {
+        g.log()
+            .contains("this gateway now leads the Google lifecycle")
+    };
+    let leaders: Vec<usize> = (0..2).filter(|&i| leads(&gateways[i])).collect();
+    assert_eq!(leaders.len(), 1, "exactly one gateway leads");
+    let (leader, other) = (leaders[0], 1 - leaders[0]);
+    assert!(
+        gateways[other]
+            .log()
+            .contains("another gateway leads the Google lifecycle")
+    );
+    assert_eq!(google.calls("/users/watch").len(), 1, "one channel opened");
+
+    let before = creates().len();
+    gateways[leader].kill9();
+    until("the other gateway leads", Duration::from_secs(20), || {
+        leads(&gateways[other])
+    })
+    .await;
+    until(
+        "two renewals after the kill",
+        Duration::from_secs(40),
+        || creates().len() >= before + 2,
+    )
+    .await;
+    // Renewed before expiry (10 s), never twice at once.
+    let calls = creates();
+    for pair in calls.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(
+            gap > chrono::TimeDelta::seconds(3) && gap < chrono::TimeDelta::seconds(10),
+            "renewals {gap} apart: {:?}",
+            calls.iter().map(|c| c.at).collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(google.calls("/users/watch").len(), 1, "the channel kept");
+    let out = gateways[other].cli(&["google", "status"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(REGISTRATION));
+}

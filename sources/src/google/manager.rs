@@ -24,6 +24,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use herald_core::backoff::Backoff;
 use herald_core::health::Health;
+use herald_core::queue::{Claim, Lead, Queue};
 use rand::RngCore;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -47,6 +48,24 @@ const UNHEALTHY_BEFORE: TimeDelta = TimeDelta::minutes(10);
 /// A failed call is retried after 30 s, doubling up to 10 min.
 const RETRY: Backoff = Backoff::new(Duration::from_secs(30), Duration::from_secs(600));
 
+/// The name of the leadership the lifecycle takes on a shared queue (`Queue::try_lead`).
+pub const LEADERSHIP: &str = "google";
+/// Where a follower records a `sync` that reached it, for the leader (`<prefix><channel id>`).
+pub const SYNCED_PREFIX: &str = "google/synced/";
+
+/// On a queue several gateways share, only the gateway that holds the leadership
+/// [`LEADERSHIP`] calls Google (docs/architecture.md §10.2).
+struct Leadership {
+    queue: Arc<dyn Queue>,
+    holder: String,
+    lease: Duration,
+    /// Leading, and no Google call is started after this instant (`lease / 3` before the
+    /// lease runs out, so a slow call cannot overlap the next leader's).
+    calls_until: Option<tokio::time::Instant>,
+    /// The gateway that leads, as last heard; `None` before the first answer or on an error.
+    leader: Option<String>,
+}
+
 /// Why the last attempt on a subscription failed, and when to try again.
 #[derive(Clone, Debug)]
 struct Trouble {
@@ -68,10 +87,14 @@ pub struct Manager {
     trouble: BTreeMap<String, Trouble>,
     /// Health checks set by this manager, so a forgotten name is cleared too.
     checks: HashSet<String>,
+    /// `None` when this gateway alone uses its queue (the local engine): it always leads.
+    leadership: Option<Leadership>,
 }
 
 impl Manager {
-    /// Reads the records of an earlier run from `store`.
+    /// Reads the records of an earlier run from `store`. `queue`, when its claims lapse (a
+    /// shared engine), decides which gateway leads; without it this one always does.
+    #[allow(clippy::too_many_arguments)]
     pub async fn new(
         api: Api,
         store: Arc<dyn StateStore>,
@@ -80,6 +103,7 @@ impl Manager {
         clock: Clock,
         registrations: Vec<RegistrationSpec>,
         watches: Vec<WatchSpec>,
+        queue: Option<Arc<dyn Queue>>,
     ) -> Result<Manager, String> {
         let regs: Vec<RegistrationRecord> = state::load(&*store, REGISTRATION_PREFIX).await?;
         let chans: Vec<ChannelRecord> = state::load(&*store, CHANNEL_PREFIX).await?;
@@ -95,6 +119,13 @@ impl Manager {
             chans: chans.into_iter().map(|c| (c.name.clone(), c)).collect(),
             trouble: BTreeMap::new(),
             checks: HashSet::new(),
+            leadership: queue.filter(|q| q.renews_claims()).map(|queue| Leadership {
+                holder: queue.holder().to_owned(),
+                lease: queue.lease(),
+                queue,
+                calls_until: None,
+                leader: None,
+            }),
         };
         manager.publish_tokens();
         Ok(manager)
@@ -114,11 +145,17 @@ impl Manager {
             "keeping Google registrations and channels alive"
         );
         loop {
+            self.lead().await;
             self.take_synced().await;
-            self.work().await;
+            if self.leads() {
+                self.work().await;
+            }
             let now = self.clock.now();
             self.report(now);
-            let next = self.next_due(now);
+            let mut next = self.next_due(now);
+            if let Some(l) = &self.leadership {
+                next = next.min(now + TimeDelta::from_std(l.lease / 3).unwrap_or_default());
+            }
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = self.clock.sleep_until(next) => {}
@@ -126,6 +163,99 @@ impl Manager {
                 Some(command) = commands.recv() => self.command(command).await,
             }
         }
+        if let Some(l) = &self.leadership
+            && l.calls_until.is_some()
+            && let Err(e) = l.queue.resign(LEADERSHIP, &l.holder).await
+        {
+            tracing::warn!("could not give up the Google lifecycle's leadership: {e}");
+        }
+    }
+
+    /// Whether this gateway may call Google now.
+    fn leads(&self) -> bool {
+        match &self.leadership {
+            None => true,
+            Some(l) => l
+                .calls_until
+                .is_some_and(|until| tokio::time::Instant::now() < until),
+        }
+    }
+
+    /// Claims or renews the leadership (on a shared queue). A gateway that starts leading
+    /// reads the records again (the last leader changed them); a follower reads them every
+    /// time, so that it accepts the tokens of the channels the leader opens.
+    async fn lead(&mut self) {
+        let Some(l) = &mut self.leadership else {
+            return;
+        };
+        let asked = tokio::time::Instant::now();
+        let answer = l
+            .queue
+            .try_lead(LEADERSHIP, Claim::new(&l.holder, l.lease))
+            .await;
+        let was_leading = l.calls_until.is_some();
+        let reload = match answer {
+            Ok(Lead::Leader { .. }) => {
+                l.calls_until = Some(asked + l.lease - l.lease / 3);
+                l.leader = Some(l.holder.clone());
+                if !was_leading {
+                    tracing::info!(holder = %l.holder, "this gateway now leads the Google lifecycle");
+                }
+                !was_leading
+            }
+            Ok(Lead::Follower { leader, .. }) => {
+                l.calls_until = None;
+                if was_leading || l.leader.as_ref() != Some(&leader) {
+                    tracing::info!(leader = %leader, "another gateway leads the Google lifecycle");
+                }
+                l.leader = Some(leader);
+                true
+            }
+            Err(e) => {
+                l.calls_until = None;
+                l.leader = None;
+                tracing::warn!(
+                    "cannot claim the Google lifecycle's leadership, not calling Google: {e}"
+                );
+                false
+            }
+        };
+        if reload && let Err(e) = self.reload().await {
+            tracing::warn!("cannot read the Google state: {e}");
+            if let Some(l) = &mut self.leadership {
+                // A new leader must start from the last leader's records.
+                l.calls_until = None;
+            }
+        }
+    }
+
+    /// Reads the records from the store again.
+    async fn reload(&mut self) -> Result<(), String> {
+        let regs: Vec<RegistrationRecord> = state::load(&*self.store, REGISTRATION_PREFIX).await?;
+        let chans: Vec<ChannelRecord> = state::load(&*self.store, CHANNEL_PREFIX).await?;
+        self.regs = regs.into_iter().map(|r| (r.name.clone(), r)).collect();
+        self.chans = chans.into_iter().map(|c| (c.name.clone(), c)).collect();
+        self.publish_tokens();
+        Ok(())
+    }
+
+    /// The refusal of a command that calls Google on a gateway that does not lead.
+    fn not_leading(&self) -> Option<String> {
+        if self.leads() {
+            return None;
+        }
+        let leader = self.leadership.as_ref().and_then(|l| l.leader.clone());
+        Some(match leader {
+            Some(leader) => format!(
+                "gateway `{leader}` leads the Google lifecycle, not this one; run the command against it"
+            ),
+            None => "this gateway does not lead the Google lifecycle now; try again".to_owned(),
+        })
+    }
+
+    /// The gateway that leads the lifecycle, as last heard (`None` on the local engine).
+    pub fn leader(&self) -> Option<String> {
+        self.leadership.as_ref().and_then(|l| l.leader.clone())
     }
 
     async fn command(&mut self, command: Command) {
@@ -134,10 +264,18 @@ impl Manager {
                 let _ = reply.send(self.status(self.clock.now()));
             }
             Command::Renew(name, reply) => {
-                let _ = reply.send(self.renew_now(name).await);
+                let answer = match self.not_leading() {
+                    Some(e) => Err(e),
+                    None => self.renew_now(name).await,
+                };
+                let _ = reply.send(answer);
             }
             Command::Stop(name, reply) => {
-                let _ = reply.send(self.stop_now(&name).await);
+                let answer = match self.not_leading() {
+                    Some(e) => Err(e),
+                    None => self.stop_now(&name).await,
+                };
+                let _ = reply.send(answer);
             }
         }
     }
@@ -252,7 +390,7 @@ impl Manager {
     }
 
     fn may_try(&self, name: &str, now: DateTime<Utc>) -> bool {
-        self.trouble.get(name).is_none_or(|t| now >= t.retry_at)
+        self.leads() && self.trouble.get(name).is_none_or(|t| now >= t.retry_at)
     }
 
     async fn renew_registration(&mut self, spec: &RegistrationSpec) -> Result<(), String> {
@@ -330,7 +468,8 @@ impl Manager {
                 return Err(self.failed(&spec.name, e.message));
             }
         };
-        let synced = self.links.take_synced_id(&channel.id);
+        let synced =
+            self.links.take_synced_id(&channel.id) || self.synced_elsewhere(&channel.id).await;
         let retiring = match old {
             // A channel still retiring is stopped now: only one overlap at a time.
             Some(old) => {
@@ -431,7 +570,35 @@ impl Manager {
 
     /// Marks channels whose `sync` arrived.
     async fn take_synced(&mut self) {
-        let synced = self.links.take_synced();
+        let mut synced = self.links.take_synced();
+        if self.leadership.is_some() {
+            if !self.leads() {
+                // For the leader, which may be another gateway.
+                for id in synced {
+                    if let Err(e) = self
+                        .store
+                        .put_state(&key(SYNCED_PREFIX, &id), Some(b""))
+                        .await
+                    {
+                        tracing::warn!(channel = %id, "cannot record a channel's sync for the leader: {e}");
+                    }
+                }
+                return;
+            }
+            match self.store.list_state(SYNCED_PREFIX).await {
+                Ok(listed) => {
+                    for (k, _) in listed {
+                        if let Some(id) = k.strip_prefix(SYNCED_PREFIX) {
+                            synced.insert(id.to_owned());
+                        }
+                        if let Err(e) = self.store.put_state(&k, None).await {
+                            tracing::warn!("cannot delete a recorded sync: {e}");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("cannot read the syncs other gateways recorded: {e}"),
+            }
+        }
         if synced.is_empty() {
             return;
         }
@@ -453,6 +620,21 @@ impl Manager {
             {
                 self.chans.insert(name, record);
             }
+        }
+    }
+
+    /// Whether another gateway recorded the `sync` of channel `id` (on a shared queue).
+    async fn synced_elsewhere(&self, id: &str) -> bool {
+        if self.leadership.is_none() {
+            return false;
+        }
+        let key = key(SYNCED_PREFIX, id);
+        match self.store.get_state(&key).await {
+            Ok(Some(_)) => {
+                let _ = self.store.put_state(&key, None).await;
+                true
+            }
+            _ => false,
         }
     }
 

@@ -151,6 +151,7 @@ pub async fn start(
     health: Health,
     links: Links,
     clock: Clock,
+    queue: Option<Arc<dyn herald_core::queue::Queue>>,
     stop: CancellationToken,
 ) -> Result<Option<Lifecycle>, String> {
     let (registrations, watches) = declared(config);
@@ -186,7 +187,17 @@ pub async fn start(
         .build()
         .map_err(|e| format!("cannot build the HTTP client for Google's APIs: {e}"))?;
     let api = Api::new(api_config, &registrations, client).await?;
-    let manager = Manager::new(api, store, health, links, clock, registrations, watches).await?;
+    let manager = Manager::new(
+        api,
+        store,
+        health,
+        links,
+        clock,
+        registrations,
+        watches,
+        queue,
+    )
+    .await?;
     let (control, task) = manager.spawn(stop);
     Ok(Some(Lifecycle { control, task }))
 }

@@ -86,6 +86,7 @@ impl Run {
             journal.health().clone(),
             links,
             clock,
+            None,
             stop.clone(),
         )
         .await
