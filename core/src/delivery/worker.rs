@@ -3,7 +3,7 @@
 //! only the deliveries in flight and one page of the journal in memory: a long outage leaves
 //! its backlog on disk.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -74,6 +74,16 @@ struct Shared {
     /// Woken when an attempt ends, so a half-open circuit or a full worker goes on.
     ended: Notify,
     metrics: SinkMetrics,
+    /// Whether claims lapse unless renewed (a shared engine, docs/architecture.md §10.1).
+    /// Only then are `waiting` and `lapsed` used.
+    leased: bool,
+    /// Deliveries this worker's last scan claimed that are not being attempted yet (waiting
+    /// for a concurrency permit or the rate limit): renewed like those in flight, so a page
+    /// that takes longer than the lease is not taken over while it waits.
+    waiting: Mutex<HashSet<DeliveryKey>>,
+    /// Waiting deliveries whose claim lapsed anyway (another gateway may have them): not
+    /// attempted here.
+    lapsed: Mutex<HashSet<DeliveryKey>>,
 }
 
 /// The series a worker records on every attempt, registered once (a labelled macro call
@@ -111,6 +121,9 @@ impl Worker {
             scans: AtomicU64::new(0),
             ended: Notify::new(),
             metrics: SinkMetrics::new(&self.name),
+            leased: self.journal.renews_claims(),
+            waiting: Mutex::new(HashSet::new()),
+            lapsed: Mutex::new(HashSet::new()),
         });
         let limiter = rate_limiter(&self.policy);
         let semaphore = Arc::new(Semaphore::new(self.policy.concurrency));
@@ -196,6 +209,20 @@ impl Worker {
                 continue;
             }
 
+            if shared.leased {
+                // This page's due deliveries are this gateway's claims from now on; an
+                // earlier page's that were never started are left to lapse.
+                let now = now_millis();
+                let mut waiting = lock(&shared.waiting);
+                waiting.clear();
+                lock(&shared.lapsed).clear();
+                waiting.extend(
+                    items
+                        .iter()
+                        .filter(|item| item.state.next_at <= now)
+                        .map(|item| item.key.clone()),
+                );
+            }
             let mut probed = false;
             // Where the next page begins, once every item of this one was looked at.
             let last = items.last().map(|item| item.key.clone());
@@ -243,6 +270,13 @@ impl Worker {
                     },
                     _ = shutdown.cancelled() => break 'outer,
                 };
+                if shared.leased {
+                    lock(&shared.waiting).remove(&item.key);
+                    if lock(&shared.lapsed).remove(&item.key) {
+                        // Its claim lapsed while it waited: another gateway may attempt it.
+                        continue;
+                    }
+                }
                 lock(&shared.inflight).insert(item.key.clone(), None);
                 attempts.spawn(attempt(shared.clone(), item, permit, recording));
             }
@@ -281,17 +315,25 @@ async fn renew_claims(shared: Arc<Shared>, sink: String) {
     let every = (lease / 3).max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(every).await;
-        let keys: Vec<DeliveryKey> = lock(&shared.inflight)
+        let mut keys: Vec<DeliveryKey> = lock(&shared.inflight)
             .iter()
             .filter(|(_, settled)| settled.is_none())
             .map(|(key, _)| key.clone())
             .collect();
+        keys.extend(lock(&shared.waiting).iter().cloned());
         if keys.is_empty() {
             continue;
         }
         let claim = Claim::new(shared.journal.holder(), lease);
         match shared.journal.renew(claim, &keys).await {
             Ok(lost) if !lost.is_empty() => {
+                let mut waiting = lock(&shared.waiting);
+                let mut lapsed = lock(&shared.lapsed);
+                for key in &lost {
+                    if waiting.remove(key) {
+                        lapsed.insert(key.clone());
+                    }
+                }
                 tracing::warn!(sink = %sink, lost = lost.len(), "claims on deliveries in flight lapsed; another gateway may attempt them too");
             }
             Ok(_) => {}
