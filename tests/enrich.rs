@@ -17,6 +17,15 @@ use serde_json::json;
 const SUBJECT: &str = "admin@example.edu";
 const WAIT: Duration = Duration::from_secs(30);
 
+/// A gateway on `yaml` in a directory of its own, with the service-account key the
+/// `google:` section names; the directory lives as long as the returned handle.
+fn start_gateway(yaml: &str) -> (tempfile::TempDir, Gateway) {
+    let dir = tempfile::tempdir().unwrap();
+    write_key(dir.path());
+    let gateway = Gateway::start(dir.path(), yaml);
+    (dir, gateway)
+}
+
 fn write_key(dir: &std::path::Path) {
     let pem = std::fs::read_to_string(repo().join("sources/tests/keys/a.pem")).unwrap();
     let key = json!({
@@ -52,6 +61,20 @@ async fn fake_google() -> FakeGoogle {
         "jane.doe@example.edu",
     );
     google
+}
+
+/// `n` students of course 12345, ids `<prefix>0`…, named "Student 0"….
+fn add_students(google: &FakeGoogle, prefix: &str, n: u32) {
+    for user in 0..n {
+        google.add_person(
+            "students",
+            "12345",
+            &format!("{prefix}{user}"),
+            "Student",
+            &user.to_string(),
+            "x@example.edu",
+        );
+    }
 }
 
 fn config(google: &FakeGoogle, hook: &Receiver, enrich: &str) -> String {
@@ -131,9 +154,7 @@ fn course_gets(google: &FakeGoogle, course: &str) -> usize {
 async fn a_roster_event_reaches_the_webhook_with_names_routed_on_the_course_name() {
     let google = fake_google().await;
     let hook = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_key(dir.path());
-    let g = Gateway::start(dir.path(), &config(&google, &hook, "true"));
+    let (dir, g) = start_gateway(&config(&google, &hook, "true"));
     let client = reqwest::Client::new();
 
     assert_eq!(push(&client, &g, 1, "12345", "45678").await, 204);
@@ -195,20 +216,9 @@ async fn a_roster_event_reaches_the_webhook_with_names_routed_on_the_course_name
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_events_of_one_course_make_one_call_and_a_429_storm_delays_then_delivers() {
     let google = fake_google().await;
-    for user in 0..60 {
-        google.add_person(
-            "students",
-            "12345",
-            &format!("s{user}"),
-            "Student",
-            &user.to_string(),
-            "x@example.edu",
-        );
-    }
+    add_students(&google, "s", 60);
     let hook = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_key(dir.path());
-    let g = Gateway::start(dir.path(), &config(&google, &hook, "true"));
+    let (_dir, g) = start_gateway(&config(&google, &hook, "true"));
     let client = reqwest::Client::new();
 
     for n in 0..50 {
@@ -256,16 +266,11 @@ async fn fifty_events_of_one_course_make_one_call_and_a_429_storm_delays_then_de
 async fn an_outage_past_max_wait_delivers_with_the_failure_marker_and_the_ids() {
     let google = fake_google().await;
     let hook = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_key(dir.path());
-    let g = Gateway::start(
-        dir.path(),
-        &config(
-            &google,
-            &hook,
-            "{ course: true, person: [name, email], max_wait: 2s }",
-        ),
-    );
+    let (_dir, g) = start_gateway(&config(
+        &google,
+        &hook,
+        "{ course: true, person: [name, email], max_wait: 2s }",
+    ));
     google.fail_always("courses.get", 503, "The service is currently unavailable.");
     google.fail_always(
         "courses.students.get",
@@ -313,20 +318,9 @@ async fn an_outage_past_max_wait_delivers_with_the_failure_marker_and_the_ids() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_enrichment_then_restart_delivers_each_event_once_without_looking_up_again() {
     let google = fake_google().await;
-    for user in 0..20 {
-        google.add_person(
-            "students",
-            "12345",
-            &format!("k{user}"),
-            "Student",
-            &user.to_string(),
-            "x@example.edu",
-        );
-    }
+    add_students(&google, "k", 20);
     let hook = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_key(dir.path());
-    let mut g = Gateway::start(dir.path(), &config(&google, &hook, "true"));
+    let (_dir, mut g) = start_gateway(&config(&google, &hook, "true"));
     let client = reqwest::Client::new();
 
     // Ten events enriched and delivered: the course and ten people are in the cache.
@@ -409,9 +403,7 @@ async fn kill_9_mid_enrichment_then_restart_delivers_each_event_once_without_loo
 async fn a_removal_after_the_student_was_seen_reads_the_name_from_the_cache() {
     let google = fake_google().await;
     let hook = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_key(dir.path());
-    let g = Gateway::start(dir.path(), &config(&google, &hook, "true"));
+    let (_dir, g) = start_gateway(&config(&google, &hook, "true"));
     let client = reqwest::Client::new();
 
     assert_eq!(push(&client, &g, 1, "12345", "45678").await, 204);
@@ -471,16 +463,11 @@ async fn coursework_and_submission_events_carry_the_title_and_the_state() {
     google.add_course_work("12345", "5550001", "Lab 3: Osmosis");
     google.add_submission("12345", "5550001", "Cg4I_sub", "45678", "TURNED_IN");
     let hook = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_key(dir.path());
-    let g = Gateway::start(
-        dir.path(),
-        &config(
-            &google,
-            &hook,
-            "{ course: [name], coursework: true, submission: [state, late] }",
-        ),
-    );
+    let (_dir, g) = start_gateway(&config(
+        &google,
+        &hook,
+        "{ course: [name], coursework: true, submission: [state, late] }",
+    ));
     let client = reqwest::Client::new();
     let work = json!({"collection": "courses.courseWork", "eventType": "CREATED",
         "resourceId": {"courseId": "12345", "id": "5550001"}});
@@ -535,12 +522,11 @@ async fn coursework_and_submission_events_carry_the_title_and_the_state() {
 async fn an_answer_past_cache_ttl_is_looked_up_again() {
     let google = fake_google().await;
     let hook = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_key(dir.path());
-    let g = Gateway::start(
-        dir.path(),
-        &config(&google, &hook, "{ course: [name, section], cache_ttl: 1s }"),
-    );
+    let (_dir, g) = start_gateway(&config(
+        &google,
+        &hook,
+        "{ course: [name, section], cache_ttl: 1s }",
+    ));
     let client = reqwest::Client::new();
     assert_eq!(push(&client, &g, 0, "12345", "45678").await, 204);
     until("the first event", WAIT, || {
@@ -632,9 +618,7 @@ async fn a_directory_event_gets_the_user_and_a_deleted_user_reads_from_the_cache
     );
     google.add_user("1002", "bob.ray@example.edu", "Bob", "Ray", "/Staff");
     let hook = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_key(dir.path());
-    let g = Gateway::start(dir.path(), &directory_config(&google, &hook, "true"));
+    let (_dir, g) = start_gateway(&directory_config(&google, &hook, "true"));
     let client = reqwest::Client::new();
 
     assert_eq!(notify_directory(&client, &g, 1, "add", "1001").await, 200);
@@ -717,12 +701,7 @@ async fn a_directory_event_gets_the_user_and_a_deleted_user_reads_from_the_cache
 async fn a_directory_body_that_carries_the_fields_needs_no_lookup() {
     let google = fake_google().await;
     let hook = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_key(dir.path());
-    let g = Gateway::start(
-        dir.path(),
-        &directory_config(&google, &hook, "{ user: [email] }"),
-    );
+    let (_dir, g) = start_gateway(&directory_config(&google, &hook, "{ user: [email] }"));
     let client = reqwest::Client::new();
     assert_eq!(notify_directory(&client, &g, 1, "add", "2001").await, 200);
     until("the event in the audit file", WAIT, || {
@@ -741,12 +720,7 @@ async fn a_directory_body_that_carries_the_fields_needs_no_lookup() {
 async fn a_low_rate_limit_spaces_the_calls_instead_of_being_throttled() {
     let google = fake_google().await;
     let hook = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_key(dir.path());
-    let g = Gateway::start(
-        dir.path(),
-        &config(&google, &hook, "{ course: true, rate_limit: 1/s }"),
-    );
+    let (_dir, g) = start_gateway(&config(&google, &hook, "{ course: true, rate_limit: 1/s }"));
     let client = reqwest::Client::new();
     // Four distinct courses: four courses.get, at most one a second (burst 1).
     for (n, course) in ["12345", "777", "888", "999"].iter().enumerate() {

@@ -17,8 +17,6 @@
 //! `cargo bench -p herald-sinks --bench throughput [-- kafka|webhook|slack]`;
 //! `HERALD_BENCH_RECORDS` (default 50000) records per Kafka round.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +25,7 @@ use herald_core::config::{self, Config, Registry};
 use herald_core::template::Templates;
 use herald_core::{Delivery, Event, Sink};
 use herald_testkit::Receiver;
+use herald_testkit::tansu::Tansu;
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -138,70 +137,17 @@ fn median(mut xs: Vec<f64>) -> f64 {
 // ---------------------------------------------------------------------------------------
 // Kafka
 
-fn tansu() -> PathBuf {
-    if let Some(path) = std::env::var_os("HERALD_TEST_TANSU") {
-        return path.into();
-    }
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join("tansu"))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo/bin/tansu")
-        })
-}
-
 async fn kafka() {
     let records: usize = std::env::var("HERALD_BENCH_RECORDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50_000);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let _broker = tokio::process::Command::new(tansu())
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "memory://tansu/"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start tansu (scripts/test.sh installs it)");
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The tests' broker launcher (herald-testkit): tansu in memory on a free port.
+    let broker = Tansu::start().await;
     for topic in ["bench-plain", "bench-sink"] {
-        let ok = tokio::process::Command::new(tansu())
-            .args([
-                "topic",
-                "create",
-                "--broker",
-                &url,
-                "--partitions",
-                "1",
-                topic,
-            ])
-            .stdout(Stdio::null())
-            .status()
-            .await
-            .expect("tansu topic create")
-            .success();
-        assert!(ok, "create {topic}");
+        broker.create_topic(topic, 1).await;
     }
-    let brokers = format!("127.0.0.1:{port}");
+    let brokers = broker.brokers();
     let config = load(&format!(
         "sinks:\n  bus: {{ type: kafka, brokers: \"{brokers}\", topic: bench-sink, key: \"{{{{ subject }}}}\" }}\n"
     ));

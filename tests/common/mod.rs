@@ -302,8 +302,19 @@ pub fn directory_request(
     channel: &str,
     number: u64,
 ) -> reqwest::RequestBuilder {
+    directory_request_to(client, gateway.listen, channel, number)
+}
+
+/// [`directory_request`] to a listener given by its address (a gateway this test did not
+/// start through [`Gateway`], or one of several).
+pub fn directory_request_to(
+    client: &reqwest::Client,
+    listen: SocketAddr,
+    channel: &str,
+    number: u64,
+) -> reqwest::RequestBuilder {
     client
-        .post(gateway.url("/webhook/directory"))
+        .post(format!("http://{listen}/webhook/directory"))
         .header("Content-Type", "application/json; utf-8")
         .header("X-Goog-Channel-ID", channel)
         .header("X-Goog-Channel-Token", TOKEN)
