@@ -833,6 +833,7 @@ async fn scan(
             committed_at,
             event: Arc::new(event),
             json: Arc::from(json),
+            claimed,
         });
     }
     Ok(items)

@@ -81,6 +81,7 @@ async fn commits_are_shared_claimed_once_and_recorded_by_their_holder() {
         .unwrap();
     assert_eq!(page.len(), 20);
     assert_eq!(page[0].event.id, "e0");
+    assert!(page.iter().all(|i| i.claimed), "due: claimed by the scan");
     let rest = b
         .scan_pending("chat", Claim::new(b.holder(), LEASE), None, 100)
         .await
@@ -140,6 +141,59 @@ async fn commits_are_shared_claimed_once_and_recorded_by_their_holder() {
     b.close().await;
 }
 
+/// The cause of an old double delivery in the cluster test: a delivery a scan returns
+/// unclaimed because it is not due by the database's clock can be due by the gateway's a
+/// moment later. It is not the scanner's: the gateway that scans once it is due claims it,
+/// and the first scanner's outcome for it changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_not_yet_due_is_returned_unclaimed_and_claimed_once_due() {
+    let url = Postgres::shared().database("pgq_due_soon");
+    let a = open(&url, &QueueConfig::default()).await;
+    let b = open(&url, &QueueConfig::default()).await;
+    a.commit(event("soon")).await.unwrap();
+    let key = a
+        .scan_pending("chat", Claim::new(a.holder(), LEASE), None, 10)
+        .await
+        .unwrap()
+        .remove(0)
+        .key;
+    let retry = |next_at| Outcome::Retry {
+        attempt: Attempt {
+            at: now_millis(),
+            error: "503".into(),
+        },
+        next_at,
+    };
+    a.record(key.clone(), retry(now_millis() + 400))
+        .await
+        .unwrap();
+    let early = a
+        .scan_pending("chat", Claim::new(a.holder(), LEASE), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(early.len(), 1);
+    assert!(!early[0].claimed, "not due yet: not claimed");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let due = b
+        .scan_pending("chat", Claim::new(b.holder(), LEASE), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1);
+    assert!(due[0].claimed, "due: claimed by B's scan");
+    let again = a
+        .scan_pending("chat", Claim::new(a.holder(), LEASE), None, 10)
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "B's claim hides it from A: {again:?}");
+    // A acting on its early, unclaimed copy changes nothing; B's outcome ends it.
+    a.record(key.clone(), Outcome::Delivered).await.unwrap();
+    assert_eq!(a.stats().await.unwrap().pending.get("chat"), Some(&1));
+    b.record(key, Outcome::Delivered).await.unwrap();
+    assert_eq!(a.stats().await.unwrap().pending.get("chat"), None);
+    a.close().await;
+    b.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_dead_letters_replay_purge_state_and_leaders() {
     let url = Postgres::shared().database("pgq_dead");
@@ -169,6 +223,10 @@ async fn retries_dead_letters_replay_purge_state_and_leaders() {
     // Not due: listed, not claimed, with its retry state.
     let listed = q.scan_pending("chat", claim, None, 10).await.unwrap();
     assert_eq!(listed.len(), 1);
+    assert!(
+        !listed[0].claimed,
+        "not due by the database's clock: the worker must not attempt it"
+    );
     assert_eq!(listed[0].state.attempts, 22);
     assert_eq!(listed[0].state.errors.len(), 20);
     assert_eq!(listed[0].state.errors[0].error, "e0");

@@ -33,6 +33,9 @@ const MAX_UNRECORDED: usize = 4096;
 /// Even without a wake-up, the worker looks at its backlog this often (deliveries replayed by
 /// `herald dlq replay` in another process arrive this way).
 const RESCAN: Duration = Duration::from_secs(5);
+/// How soon a delivery a shared engine returned unclaimed, though due by this machine's
+/// clock, is looked at again (the clocks of the gateway and the database differ a little).
+const UNCLAIMED_RETRY_MS: i64 = 20;
 /// After the journal could not be read, the worker tries again this soon.
 const AFTER_READ_ERROR: Duration = Duration::from_secs(1);
 /// After the journal reported damage, which reading it again does not mend: the worker tries
@@ -219,7 +222,7 @@ impl Worker {
                 waiting.extend(
                     items
                         .iter()
-                        .filter(|item| item.state.next_at <= now)
+                        .filter(|item| item.claimed && item.state.next_at <= now)
                         .map(|item| item.key.clone()),
                 );
             }
@@ -231,9 +234,16 @@ impl Worker {
                     continue;
                 }
                 let now = now_millis();
-                if item.state.next_at > now {
-                    earliest =
-                        Some(earliest.map_or(item.state.next_at, |e| e.min(item.state.next_at)));
+                if !item.claimed || item.state.next_at > now {
+                    // Not this worker's to attempt yet. One a shared engine left unclaimed
+                    // (not due by the database's clock) may look due by this machine's: it
+                    // is looked at again a moment later, when the scan can claim it.
+                    let at = if item.claimed {
+                        item.state.next_at
+                    } else {
+                        item.state.next_at.max(now + UNCLAIMED_RETRY_MS)
+                    };
+                    earliest = Some(earliest.map_or(at, |e| e.min(at)));
                     continue;
                 }
                 let gate = if probed {
@@ -359,6 +369,7 @@ async fn attempt(
         committed_at,
         event,
         json,
+        ..
     } = item;
     let result = {
         let templates = shared.templates.load();

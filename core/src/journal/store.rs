@@ -75,6 +75,12 @@ pub struct PendingItem {
     pub event: Arc<Event>,
     /// `event` as CloudEvents JSON, exactly as stored: the sinks send it as is.
     pub json: Arc<str>,
+    /// Whether the caller may attempt it once `state.next_at` has come by its own clock.
+    /// Always on an engine without leases (everything a worker reads is its own). On a
+    /// shared engine only the deliveries the scan claimed: one it returned unclaimed (not
+    /// due by the database's clock when it scanned) is looked at again from `next_at` on,
+    /// never attempted without a claim, or two gateways would both send it.
+    pub claimed: bool,
 }
 
 /// How one attempt ended, as recorded.
@@ -638,6 +644,7 @@ pub(super) fn scan_pending(
             committed_at,
             event,
             json,
+            claimed: true,
         });
     }
     Ok(Scanned { items, damaged })
