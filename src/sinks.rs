@@ -65,6 +65,7 @@ impl Builder {
                 name: sink.name.clone(),
                 sink: built,
                 policy: sink.policy.clone(),
+                pace: sink.spec.pace(),
             },
             lease,
         })

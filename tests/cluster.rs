@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use herald_testkit::postgres::Postgres;
+use herald_testkit::receiver::Receiver;
 use herald_testkit::wait::until;
 use serde_json::Value;
 
@@ -311,4 +312,84 @@ async fn postgres_restarted_mid_load_loses_nothing_acknowledged() {
         refused.load(std::sync::atomic::Ordering::Relaxed),
     );
     assert_eq!(gateway.terminate().code(), Some(0), "{}", gateway.log());
+}
+
+/// Issue 16 item 6: a paced sink (`rate_limit: 1/s`, `burst: 1`) holds its pace for the
+/// whole cluster, a failover included. Three gateways share the queue; the receiver answers
+/// 429 above the pace, as Slack does. One gateway at a time has the sink's turn
+/// (docs/architecture.md §10.2, "Paced sinks"); it is killed with `kill -9` mid-way and
+/// another takes over after the lease. In every window `t` between two arrivals the
+/// receiver sees at most `rate × t + burst`, and never has to answer 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_sink_keeps_its_pace_across_the_cluster_and_a_failover() {
+    const EVENTS: u64 = 10;
+    let url = Postgres::shared().database("paced");
+    let receiver = Receiver::start().await;
+    receiver.pace(1.0, 1);
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let yaml = format!(
+        "{}queue:\n  engine: postgres\n  url: '{url}'\n  lease: 2s\nsinks:\n  hook:\n    type: webhook\n    url: \"{}\"\n    delivery: {{ rate_limit: 1/s, burst: 1, initial_backoff: 100ms }}\nroutes:\n  - name: all\n    to: [hook]\n",
+        config_head(),
+        receiver.url("/paced")
+    );
+    let mut gateways: Vec<Gateway> = dirs
+        .iter()
+        .map(|d| Gateway::start(d.path(), &yaml))
+        .collect();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    // All the events at once, round-robin: the backlog is the cluster's, the pace one.
+    for number in 1..=EVENTS {
+        let g = &gateways[(number % 3) as usize];
+        assert!(post(&client, g.listen, number).await, "event {number}");
+    }
+    let delivered = |n: usize| {
+        let receiver = receiver.clone();
+        move || {
+            let ids: HashSet<String> = receiver.received().iter().map(|r| r.text()).collect();
+            ids.len() >= n
+        }
+    };
+    until("three deliveries", Duration::from_secs(30), delivered(3)).await;
+    let turn = |g: &Gateway| g.log().contains("this gateway delivers the paced sink now");
+    let holders: Vec<usize> = (0..3).filter(|&i| turn(&gateways[i])).collect();
+    assert_eq!(holders.len(), 1, "one gateway has the turn: {holders:?}");
+    let killed = holders[0];
+    gateways[killed].kill9();
+    until(
+        "every event delivered after the failover",
+        Duration::from_secs(60),
+        delivered(EVENTS as usize),
+    )
+    .await;
+    let holders: Vec<usize> = (0..3)
+        .filter(|&i| i != killed && turn(&gateways[i]))
+        .collect();
+    assert_eq!(holders.len(), 1, "one survivor took the turn: {holders:?}");
+
+    let arrivals: Vec<std::time::Instant> = receiver.received().iter().map(|r| r.at).collect();
+    println!(
+        "paced: {} requests for {EVENTS} events, gaps {:?}",
+        arrivals.len(),
+        arrivals
+            .windows(2)
+            .map(|w| w[1].duration_since(w[0]).as_millis())
+            .collect::<Vec<_>>()
+    );
+    // rate × t + burst in every window between two arrivals, with 50 ms of jitter forgiven.
+    for i in 0..arrivals.len() {
+        for j in i + 1..arrivals.len() {
+            let t = arrivals[j].duration_since(arrivals[i]).as_secs_f64() + 0.05;
+            let sent = (j - i + 1) as f64;
+            assert!(
+                sent <= 1.0 * t + 1.0,
+                "{sent} requests within {t:.3}s (arrivals {i}..={j})"
+            );
+        }
+    }
+    assert_eq!(receiver.throttled(), 0, "the receiver had to answer 429");
+    for (i, g) in gateways.iter_mut().enumerate() {
+        if i != killed {
+            assert_eq!(g.terminate().code(), Some(0), "{}", g.log());
+        }
+    }
 }

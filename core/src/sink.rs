@@ -3,7 +3,9 @@
 //! timing out and rate limiting live in the delivery engine, once for all of them.
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -20,6 +22,93 @@ pub struct Delivery<'a> {
     pub route: &'a str,
     pub sink: &'a str,
     pub rendered: &'a Rendered,
+    /// Whether this gateway may still send for the sink. Always, except for a paced sink on
+    /// a shared queue, which one gateway at a time delivers (docs/architecture.md §10.2,
+    /// "Paced sinks"): a sink that sends later than `deliver` was called (Slack queues
+    /// deliveries behind its pace) checks [`Turn::holds`] right before sending and fails the
+    /// delivery as retryable once it does not.
+    pub turn: &'a Turn,
+}
+
+/// A gateway's turn at delivering a paced sink on a shared queue, ending at a deadline the
+/// engine moves on while it keeps the sink's leadership (docs/architecture.md §10.2). Clones
+/// share the deadline.
+#[derive(Clone, Debug, Default)]
+pub struct Turn {
+    /// `None`: always held (the local engine, or a sink without a pace).
+    state: Option<Arc<TurnState>>,
+}
+
+#[derive(Debug)]
+struct TurnState {
+    base: Instant,
+    /// The end of the turn, in milliseconds after `base`; 0: not held.
+    until: AtomicU64,
+}
+
+/// The turn of every delivery that is not paced on a shared queue.
+pub static ALWAYS: Turn = Turn { state: None };
+
+impl Turn {
+    /// A turn not held yet.
+    pub fn ended() -> Turn {
+        Turn {
+            state: Some(Arc::new(TurnState {
+                base: Instant::now(),
+                until: AtomicU64::new(0),
+            })),
+        }
+    }
+
+    /// Whether the turn runs now.
+    pub fn holds(&self) -> bool {
+        match &self.state {
+            None => true,
+            Some(state) => {
+                let now = u64::try_from(state.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+                now < state.until.load(Ordering::Acquire)
+            }
+        }
+    }
+
+    /// The turn runs until `until` (earlier or later than before).
+    pub fn run_until(&self, until: Instant) {
+        if let Some(state) = &self.state {
+            let ms = until
+                .checked_duration_since(state.base)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            state.until.store(ms, Ordering::Release);
+        }
+    }
+
+    /// Ends the turn now.
+    pub fn end(&self) {
+        if let Some(state) = &self.state {
+            state.until.store(0, Ordering::Release);
+        }
+    }
+}
+
+/// The pace a sink keeps by itself rather than through the engine's `rate_limit` (Slack's
+/// per webhook URL): on a shared queue the engine lets one gateway at a time deliver it and
+/// needs the pace to hand the sink over without exceeding it (docs/architecture.md §10.2).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Pace {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Pace {
+    /// How long a full burst takes to come back: the quiet a gateway leaves between its last
+    /// send and the next gateway's first.
+    pub fn refill(&self) -> Duration {
+        if self.per_second > 0.0 {
+            Duration::try_from_secs_f64(f64::from(self.burst.max(1)) / self.per_second)
+                .unwrap_or(Duration::MAX)
+        } else {
+            Duration::ZERO
+        }
+    }
 }
 
 /// A running sink.
@@ -120,6 +209,14 @@ impl Default for DeliveryPolicy {
 }
 
 impl DeliveryPolicy {
+    /// The engine's own pace for the sink (`rate_limit`, `burst`), if it has one.
+    pub fn pace(&self) -> Option<Pace> {
+        self.rate_per_second.map(|per_second| Pace {
+            per_second,
+            burst: self.burst.max(1),
+        })
+    }
+
     /// The backoff between attempts: `initial_backoff` doubling up to `max_backoff`.
     pub fn backoff(&self) -> crate::backoff::Backoff {
         crate::backoff::Backoff::new(self.initial_backoff, self.max_backoff)

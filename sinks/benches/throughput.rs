@@ -117,6 +117,7 @@ async fn run_sink(
                     route: "bench",
                     sink: name,
                     rendered: &rendered,
+                    turn: &herald_core::sink::ALWAYS,
                 })
                 .await
             }

@@ -62,6 +62,35 @@ struct Inner {
     script: VecDeque<Answer>,
     /// Answer when the script is used up.
     otherwise: Option<Answer>,
+    /// A rate limit the receiver enforces, as Slack does per webhook (see [`Receiver::pace`]).
+    pace: Option<Bucket>,
+    /// Requests answered 429 by the pace.
+    throttled: usize,
+}
+
+/// A token bucket: `burst` at once, refilled at `per_second`.
+struct Bucket {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// Takes a token if there is one; `slack` is the early arrival forgiven (network jitter).
+    fn take(&mut self, slack: std::time::Duration) -> bool {
+        let now = Instant::now();
+        let refilled = now.duration_since(self.at).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + refilled).min(self.burst);
+        self.at = now;
+        let forgiven = slack.as_secs_f64() * self.per_second;
+        if self.tokens + forgiven >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// A receiver running on 127.0.0.1 until dropped.
@@ -105,6 +134,23 @@ impl Receiver {
         self.inner.lock().unwrap().otherwise = Some(answer);
     }
 
+    /// Enforces a rate limit, as Slack does per webhook: a request above `per_second` with
+    /// `burst` at once is answered 429 with `Retry-After: 1` (and still recorded); an
+    /// arrival up to 50 ms early is forgiven as network jitter.
+    pub fn pace(&self, per_second: f64, burst: u32) {
+        self.inner.lock().unwrap().pace = Some(Bucket {
+            per_second,
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            at: Instant::now(),
+        });
+    }
+
+    /// How many requests the pace answered 429.
+    pub fn throttled(&self) -> usize {
+        self.inner.lock().unwrap().throttled
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.inner.lock().unwrap().received.clone()
     }
@@ -143,6 +189,19 @@ async fn record(
             body,
             at: Instant::now(),
         });
+        let within_pace = inner
+            .pace
+            .as_mut()
+            .is_none_or(|bucket| bucket.take(std::time::Duration::from_millis(50)));
+        if !within_pace {
+            inner.throttled += 1;
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "1")],
+                "rate limited",
+            )
+                .into_response();
+        }
         inner
             .script
             .pop_front()

@@ -78,6 +78,13 @@ pub trait SinkSpec: Send + Sync + fmt::Debug {
 
     /// One line for `herald check`, with any secret masked.
     fn describe(&self) -> String;
+
+    /// The pace the sink keeps by itself, if any (Slack's per webhook URL); the engine's own
+    /// `rate_limit` is in the delivery policy. On a shared queue a paced sink is delivered by
+    /// one gateway at a time (docs/architecture.md §10.2, "Paced sinks").
+    fn pace(&self) -> Option<crate::sink::Pace> {
+        None
+    }
 }
 
 /// What building a sink may need from the running gateway. The gateway makes one for each

@@ -7,6 +7,7 @@
 
 mod breaker;
 mod policy;
+mod turn;
 mod worker;
 
 use std::sync::Arc;
@@ -20,7 +21,7 @@ pub use breaker::{Breaker, Gate, State as CircuitState};
 pub use policy::decide;
 
 use crate::queue::Queue;
-use crate::sink::{DeliveryPolicy, Sink};
+use crate::sink::{DeliveryPolicy, Pace, Sink};
 use crate::template::Templates;
 
 /// A built sink with its delivery policy.
@@ -28,6 +29,8 @@ pub struct RunningSink {
     pub name: String,
     pub sink: Arc<dyn Sink>,
     pub policy: DeliveryPolicy,
+    /// The pace the sink keeps by itself ([`crate::config::SinkSpec::pace`]).
+    pub pace: Option<Pace>,
 }
 
 /// One sink's worker, stoppable on its own (a reload replaces or removes single sinks).
@@ -81,6 +84,7 @@ impl Engine {
             notify: self.journal.notify_for(&sink.name),
             name: sink.name,
             sink: sink.sink,
+            pace: sink.policy.pace().or(sink.pace),
             policy: sink.policy,
             journal: self.journal.clone(),
             templates: self.templates.clone(),

@@ -121,6 +121,7 @@ impl Setup {
                 name: name.into(),
                 sink,
                 policy,
+                pace: None,
             })
             .collect();
         let engine = Engine::start(journal.clone(), running, templates, Duration::from_secs(2));
@@ -410,6 +411,7 @@ async fn deliveries_pending_at_shutdown_are_sent_after_a_restart() {
             name: "s".into(),
             sink: up.clone(),
             policy: fast_policy(),
+            pace: None,
         }],
         templates,
         Duration::from_secs(1),

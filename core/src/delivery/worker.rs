@@ -19,11 +19,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::breaker::{Breaker, Gate};
 use super::policy::decide;
+use super::turn::Pacing;
 use crate::journal::now_millis;
 use crate::queue::{
     Claim, DeliveryKey, OnRecorded, Outcome, PendingItem, Queue, QueueError as JournalError,
 };
-use crate::sink::{Delivery, DeliveryPolicy, Sink, SinkError};
+use crate::sink::{ALWAYS, Delivery, DeliveryPolicy, Pace, Sink, SinkError};
 use crate::template::Templates;
 
 /// Pending deliveries read from the journal at a time.
@@ -54,6 +55,8 @@ pub(super) struct Worker {
     pub name: String,
     pub sink: Arc<dyn Sink>,
     pub policy: DeliveryPolicy,
+    /// The sink's pace (the engine's `rate_limit`, or one the sink keeps itself).
+    pub pace: Option<Pace>,
     pub journal: Arc<dyn Queue>,
     pub templates: Arc<ArcSwap<Templates>>,
     pub notify: Arc<Notify>,
@@ -87,6 +90,8 @@ struct Shared {
     /// Waiting deliveries whose claim lapsed anyway (another gateway may have them): not
     /// attempted here.
     lapsed: Mutex<HashSet<DeliveryKey>>,
+    /// A paced sink on a shared queue: this gateway's turn at it (turn.rs).
+    pacing: Option<Pacing>,
 }
 
 /// The series a worker records on every attempt, registered once (a labelled macro call
@@ -127,6 +132,10 @@ impl Worker {
             leased: self.journal.renews_claims(),
             waiting: Mutex::new(HashSet::new()),
             lapsed: Mutex::new(HashSet::new()),
+            pacing: self
+                .pace
+                .filter(|_| self.journal.renews_claims())
+                .map(|pace| Pacing::new(&self.name, pace, self.journal.lease())),
         });
         let limiter = rate_limiter(&self.policy);
         let semaphore = Arc::new(Semaphore::new(self.policy.concurrency));
@@ -140,6 +149,8 @@ impl Worker {
         let mut earliest: Option<i64> = None;
         // Set while reads fail with a damaged journal (logged once, not every minute).
         let mut damaged = false;
+        // A paced sink's turn just taken: nothing is sent before this (turn.rs).
+        let mut quiet_until: Option<Instant> = None;
         // A shared engine's claims lapse unless renewed (docs/architecture.md §10.1,
         // "Leases"): renew those in flight every lease/3. The local engine needs nothing,
         // so no task runs for it.
@@ -159,6 +170,30 @@ impl Worker {
                     _ = shutdown.cancelled() => {}
                 }
                 continue;
+            }
+
+            // A paced sink on a shared queue: only the gateway whose turn it is scans (and
+            // so claims) its deliveries; the others try to take the turn every lease/3.
+            if let Some(pacing) = &shared.pacing {
+                if !pacing.turn.holds() {
+                    match pacing.take(&*self.journal).await {
+                        Some(first) => quiet_until = Some(first),
+                        None => {
+                            tokio::select! {
+                                _ = tokio::time::sleep(renew_every(self.journal.lease())) => {}
+                                _ = shutdown.cancelled() => {}
+                            }
+                            continue;
+                        }
+                    }
+                }
+                if let Some(at) = quiet_until.take().filter(|at| *at > Instant::now()) {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    continue;
+                }
             }
 
             // Scans run one after another, so once this one begins, every outcome committed
@@ -280,6 +315,18 @@ impl Worker {
                     },
                     _ = shutdown.cancelled() => break 'outer,
                 };
+                if let Some(pacing) = &shared.pacing
+                    && !pacing.turn.holds()
+                {
+                    // The turn ended while this waited for the pace: what this page claimed
+                    // goes back at once to the gateway that has the turn now.
+                    let keys: Vec<DeliveryKey> = lock(&shared.waiting).drain().collect();
+                    if let Err(e) = self.journal.release(self.journal.holder(), &keys).await {
+                        tracing::warn!(sink = %self.name, error = %e, "cannot give back claims at the end of the turn; they lapse after the lease");
+                    }
+                    cursor = None;
+                    continue 'outer;
+                }
                 if shared.leased {
                     lock(&shared.waiting).remove(&item.key);
                     if lock(&shared.lapsed).remove(&item.key) {
@@ -311,6 +358,9 @@ impl Worker {
         if let Some(renewing) = renewing {
             renewing.abort();
         }
+        if let Some(pacing) = &shared.pacing {
+            pacing.hand_over(&*self.journal).await;
+        }
         if let Err(e) = self.sink.flush().await {
             tracing::warn!(sink = %self.name, error = %e, "flush at shutdown failed");
         }
@@ -322,9 +372,14 @@ impl Worker {
 /// §10.1). Runs until aborted.
 async fn renew_claims(shared: Arc<Shared>, sink: String) {
     let lease = shared.journal.lease();
-    let every = (lease / 3).max(Duration::from_millis(100));
+    let every = renew_every(lease);
     loop {
         tokio::time::sleep(every).await;
+        if let Some(pacing) = &shared.pacing
+            && pacing.turn.holds()
+        {
+            pacing.take(&*shared.journal).await;
+        }
         let mut keys: Vec<DeliveryKey> = lock(&shared.inflight)
             .iter()
             .filter(|(_, settled)| settled.is_none())
@@ -382,6 +437,7 @@ async fn attempt(
                     route: &key.route,
                     sink: &key.sink,
                     rendered: &rendered,
+                    turn: shared.pacing.as_ref().map_or(&ALWAYS, |p| &p.turn),
                 };
                 let send =
                     std::panic::AssertUnwindSafe(shared.sink.deliver(delivery)).catch_unwind();
@@ -469,6 +525,11 @@ fn rate_limiter(policy: &DeliveryPolicy) -> Option<DefaultDirectRateLimiter> {
     let period = Duration::from_secs_f64(1.0 / per_second);
     let quota = Quota::with_period(period)?.allow_burst(burst);
     Some(RateLimiter::direct(quota))
+}
+
+/// How often claims and a paced sink's turn are renewed on a shared queue.
+fn renew_every(lease: Duration) -> Duration {
+    (lease / 3).max(Duration::from_millis(100))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -41,6 +41,7 @@ async fn deliver(config: &config::Config, route: &str, sink: &str, event: &Event
             route,
             sink,
             rendered: &rendered,
+            turn: &herald_core::sink::ALWAYS,
         })
         .await
         .unwrap();

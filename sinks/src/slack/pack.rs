@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use herald_core::SinkError;
+use herald_core::sink::Turn;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -83,6 +84,9 @@ pub(super) struct Job {
     pub part: Part,
     /// Send this part in a message of its own (its pack was refused for its content).
     pub alone: bool,
+    /// This gateway's turn at the sink (docs/architecture.md §10.2, "Paced sinks"): a job
+    /// still waiting when it ends is not sent here.
+    pub turn: Turn,
     pub done: oneshot::Sender<Result<(), SinkError>>,
 }
 
@@ -106,7 +110,7 @@ impl<P: Post> Packer<P> {
     }
 
     /// Queues `part` and waits for the result of the message that carries it.
-    pub async fn send(&self, part: Part) -> Result<(), SinkError> {
+    pub async fn send(&self, part: Part, turn: Turn) -> Result<(), SinkError> {
         let jobs = self.jobs.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             if let Some(post) = lock(&self.post).take() {
@@ -118,6 +122,7 @@ impl<P: Post> Packer<P> {
         let job = Job {
             part,
             alone: false,
+            turn,
             done,
         };
         if jobs.send(job).is_err() {
@@ -150,6 +155,17 @@ async fn run<P: Post>(
         }
         // A caller that gave up (the engine's timeout) will retry; do not send it now too.
         queue.retain(|job| !job.done.is_closed());
+        // On a shared queue another gateway may have the sink's turn by now: what waited
+        // here past this gateway's turn goes back to the queue, unsent.
+        let (ended, waiting): (VecDeque<Job>, VecDeque<Job>) =
+            queue.drain(..).partition(|job| !job.turn.holds());
+        queue = waiting;
+        finish(
+            ended.into_iter().collect(),
+            &Err(SinkError::retryable(
+                "this gateway's turn at the sink ended before the message was sent",
+            )),
+        );
         let batch = take_pack(&mut queue, max_pack);
         if batch.is_empty() {
             continue;
@@ -353,6 +369,7 @@ mod tests {
             Job {
                 part: p,
                 alone: false,
+                turn: Turn::default(),
                 done: oneshot::channel().0,
             }
         };

@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_core::config::{BuildContext, SinkSpec};
+use herald_core::sink::Pace;
 use herald_core::{Delivery, Sink, SinkError};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -62,6 +63,13 @@ impl SinkSpec for SlackSpec {
         }))
     }
 
+    fn pace(&self) -> Option<Pace> {
+        self.per_second.map(|per_second| Pace {
+            per_second,
+            burst: self.burst,
+        })
+    }
+
     fn describe(&self) -> String {
         let rate = match self.per_second {
             Some(r) if r >= 1.0 => format!("{r}/s"),
@@ -85,7 +93,7 @@ struct SlackSink {
 impl Sink for SlackSink {
     async fn deliver(&self, d: Delivery<'_>) -> Result<(), SinkError> {
         let part = part(d.rendered)?;
-        self.packer.send(part).await
+        self.packer.send(part, d.turn.clone()).await
     }
 }
 

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::testing::{Answer, Pipeline, Receiver, build, deliver, load, user_event};
+use crate::testing::{
+    Answer, Pipeline, Receiver, build, deliver, deliver_in_turn, load, user_event,
+};
 
 fn sink_yaml(rx: &Receiver, extra: &str) -> String {
     format!(
@@ -69,6 +71,39 @@ async fn the_default_rate_is_one_message_a_second_after_a_small_burst() {
     );
     assert_eq!(rx.received().len(), 6, "no message was sent twice");
     pipeline.stop().await;
+}
+
+/// On a shared queue a paced Slack sink is delivered by one gateway at a time
+/// (docs/architecture.md §10.2, "Paced sinks"). Deliveries still waiting behind the pace
+/// when this gateway's turn ends are not posted: they fail as retryable, for the gateway
+/// that has the turn now.
+#[tokio::test]
+async fn deliveries_waiting_when_the_turn_ends_are_not_sent() {
+    let rx = Receiver::start().await;
+    let config = load(&format!(
+        "sinks:\n{}",
+        sink_yaml(&rx, "    rate_limit: 1/s\n    burst: 1\n    max_pack: 1\n")
+    ))
+    .unwrap();
+    let sink = build(&config, "chat");
+    let turn = herald_core::sink::Turn::ended();
+    turn.run_until(Instant::now() + Duration::from_millis(500));
+    let sends = (0..3).map(|n| {
+        let (config, sink, turn) = (&config, sink.as_ref(), &turn);
+        async move { deliver_in_turn(config, sink, "chat", &user_event(n), turn).await }
+    });
+    let results = futures_util::future::join_all(sends).await;
+    // The first goes at once; the next would go a second later, after the turn.
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    for failed in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(failed.is_retryable(), "{failed:?}");
+        assert!(failed.message().contains("turn"), "{failed:?}");
+    }
+    assert_eq!(rx.received().len(), 1, "nothing posted after the turn");
 }
 
 #[tokio::test]

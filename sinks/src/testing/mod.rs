@@ -51,6 +51,17 @@ pub async fn deliver(
     sink: &str,
     event: &Event,
 ) -> Result<(), SinkError> {
+    deliver_in_turn(config, built, sink, event, &herald_core::sink::ALWAYS).await
+}
+
+/// [`deliver`] during a gateway's `turn` at a paced sink (docs/architecture.md §10.2).
+pub async fn deliver_in_turn(
+    config: &Config,
+    built: &dyn Sink,
+    sink: &str,
+    event: &Event,
+    turn: &herald_core::sink::Turn,
+) -> Result<(), SinkError> {
     let rendered = config
         .templates
         .render("r", sink, &Templates::context(event))
@@ -62,6 +73,7 @@ pub async fn deliver(
             route: "r",
             sink,
             rendered: &rendered,
+            turn,
         })
         .await
 }
@@ -111,6 +123,7 @@ impl Pipeline {
                 name: s.name.clone(),
                 sink: s.spec.build(&Default::default()).expect("the sink builds"),
                 policy: s.policy.clone(),
+                pace: s.spec.pace(),
             })
             .collect();
         let templates = Arc::new(ArcSwap::from_pointee(config.templates.clone()));

@@ -54,6 +54,7 @@ async fn send(config: &config::Config, sink: &str, event: &Event) -> Result<(), 
             route: "r",
             sink,
             rendered: &rendered,
+            turn: &herald_core::sink::ALWAYS,
         })
         .await
 }
