@@ -112,9 +112,20 @@ pub async fn serve(
 }
 
 async fn ready(State(s): State<AdminState>) -> Response {
+    // Notes do not make the gateway unready (it still accepts and delivers its own sinks):
+    // e.g. deliveries on a shared queue for a sink this gateway lacks.
+    let notes = s.journal.notes();
     match s.journal.ready() {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
-        Err(reason) => error(StatusCode::SERVICE_UNAVAILABLE, "not ready", &reason),
+        Ok(()) if notes.is_empty() => Json(json!({"status": "ready"})).into_response(),
+        Ok(()) => Json(json!({"status": "ready", "notes": notes})).into_response(),
+        Err(reason) if notes.is_empty() => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "not ready", &reason)
+        }
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "not ready", "reason": reason, "notes": notes})),
+        )
+            .into_response(),
     }
 }
 

@@ -244,6 +244,17 @@ impl Reloader {
                 ));
             }
         }
+        // A shared queue tells the other gateways which sinks this one has now
+        // (docs/architecture.md §10.2, "Sinks some gateways lack").
+        let names: Vec<String> = new.sinks.iter().map(|s| s.name.clone()).collect();
+        let bytes = std::fs::read(&self.path).unwrap_or_else(|_| names.join("\n").into());
+        if let Err(e) = self
+            .journal
+            .register(&names, &herald_queue_postgres::fingerprint(&bytes))
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record this gateway's sinks in the shared queue");
+        }
         state.current = new;
         Ok(report)
     }

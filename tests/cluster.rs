@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::*;
 use herald_testkit::postgres::Postgres;
-use herald_testkit::receiver::Receiver;
-use herald_testkit::wait::until;
+use herald_testkit::receiver::{Answer, Receiver};
+use herald_testkit::wait::{eventually_async, until};
 use serde_json::Value;
 
 fn ids(records: &[Value]) -> Vec<String> {
@@ -391,5 +391,124 @@ async fn a_paced_sink_keeps_its_pace_across_the_cluster_and_a_failover() {
         if i != killed {
             assert_eq!(g.terminate().code(), Some(0), "{}", g.log());
         }
+    }
+}
+
+/// Issue 16 item 6: a gateway whose config lacks a sink leaves that sink's deliveries to
+/// the gateways that have it, and says so in `/readyz` (still ready: it accepts and
+/// delivers its own sinks). A sink removed from one gateway's config by a reload is not
+/// buried while another gateway has it; once none has it, `/readyz` says they wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_one_gateway_lacks_is_left_to_the_others_and_named_in_readyz() {
+    let url = Postgres::shared().database("lacking");
+    let receiver = Receiver::start().await;
+    receiver.otherwise(Answer::status(503, "down for maintenance"));
+    let sinks = format!(
+        "  hook:\n    type: webhook\n    url: \"{}\"\n    delivery: {{ initial_backoff: 100ms, max_backoff: 200ms }}\n",
+        receiver.url("/sis")
+    );
+    let config = |with_hook: bool| {
+        format!(
+            "{}queue:\n  engine: postgres\n  url: '{url}'\n  lease: 1s\nsinks:\n  audit: {{ type: file, path: events.jsonl }}\n{}routes:\n  - name: all\n    to: [audit{}]\n",
+            config_head(),
+            if with_hook { sinks.as_str() } else { "" },
+            if with_hook { ", hook" } else { "" },
+        )
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = Gateway::start(dir_a.path(), &config(true));
+    let mut b = Gateway::start(dir_b.path(), &config(true));
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for number in 1..=5 {
+        assert!(post(&client, b.listen, number).await);
+    }
+    until(
+        "the hook refused a delivery",
+        Duration::from_secs(20),
+        || !receiver.received().is_empty(),
+    )
+    .await;
+
+    // B drops the sink: A still has it, so nothing is buried.
+    std::fs::write(dir_b.path().join("routes.yaml"), config(false)).unwrap();
+    let reloaded = client
+        .post(format!("http://{}/-/reload", b.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reloaded.status(), 200);
+    let notes = eventually_async(
+        "B's /readyz names the sink it lacks",
+        Duration::from_secs(20),
+        || async {
+            let (status, body) = readyz_body(&client, &b).await;
+            let notes = body["notes"].to_string();
+            (status == 200 && notes.contains("sink `hook`") && notes.contains("left to"))
+                .then_some(notes)
+        },
+    )
+    .await;
+    assert!(notes.contains("5 deliveries pending"), "{notes}");
+    // Longer than B's drain (shutdown_timeout 2s), after which it used to bury them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let dead = b.cli(&["dlq", "list", "--json"]);
+    assert!(dead.status.success(), "{}", text(&dead.stderr));
+    assert_eq!(
+        text(&dead.stdout).trim(),
+        "[]",
+        "nothing buried while A has the sink"
+    );
+
+    // The receiver is back: A delivers them all; B's note goes.
+    receiver.otherwise(Answer::status(200, "ok"));
+    eventually_async(
+        "A delivered every hook delivery and B's note went",
+        Duration::from_secs(30),
+        || async {
+            let (_, body) = readyz_body(&client, &b).await;
+            body.get("notes").is_none().then_some(())
+        },
+    )
+    .await;
+    let events: HashSet<String> = receiver.received().iter().map(|r| r.text()).collect();
+    assert_eq!(events.len(), 5, "the five events reached the hook");
+
+    // With A gone, a new event's hook delivery has no gateway to make it: B says so.
+    assert_eq!(a.terminate().code(), Some(0), "{}", a.log());
+    receiver.otherwise(Answer::status(503, "down again"));
+    std::fs::write(dir_a.path().join("routes.yaml"), config(true)).unwrap();
+    let mut a2 = Gateway::start(dir_a.path(), &config(true));
+    assert!(post(&client, a2.listen, 6).await);
+    assert_eq!(a2.terminate().code(), Some(0), "{}", a2.log());
+    let notes = eventually_async(
+        "B says no gateway has the sink",
+        Duration::from_secs(20),
+        || async {
+            let notes = readyz_body(&client, &b).await.1["notes"].to_string();
+            notes
+                .contains("no running gateway has this sink")
+                .then_some(notes)
+        },
+    )
+    .await;
+    assert!(
+        notes.contains("sink `hook`: 1 deliveries pending"),
+        "{notes}"
+    );
+    assert_eq!(b.terminate().code(), Some(0), "{}", b.log());
+}
+
+/// `/readyz` of `g`: the status and the JSON body.
+async fn readyz_body(client: &reqwest::Client, g: &Gateway) -> (u16, Value) {
+    match client
+        .get(format!("http://{}/readyz", g.admin))
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
     }
 }

@@ -91,9 +91,38 @@ struct Inner {
     /// Events whose JSON cannot be read, each logged once.
     damaged: Mutex<BTreeSet<i64>>,
     target: String,
+    /// This gateway's sinks and version, as registered.
+    sinks: RwLock<Vec<String>>,
+    version: String,
+    /// Pending deliveries for sinks this gateway lacks (`/readyz`'s notes), as last counted.
+    foreign: Mutex<Vec<String>>,
 }
 
 impl Inner {
+    /// The notes on pending deliveries for sinks this gateway does not have
+    /// (docs/architecture.md §10.2, "Sinks some gateways lack").
+    async fn count_foreign(
+        &self,
+        client: &deadpool_postgres::Client,
+    ) -> Result<Vec<String>, tokio_postgres::Error> {
+        let sinks = self.sinks.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let rows = client
+            .query(sql::FOREIGN, &[&sinks, &millis(self.lease)])
+            .await?;
+        let mut notes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let sink: String = row.try_get(0)?;
+            let pending: i64 = row.try_get(1)?;
+            let holders: Vec<String> = row.try_get(2)?;
+            notes.push(if holders.is_empty() {
+                format!("sink `{sink}`: {pending} deliveries pending, and no running gateway has this sink in its config; they wait until one does")
+            } else {
+                format!("sink `{sink}`: {pending} deliveries pending, not in this gateway's config; left to {}", holders.join(", "))
+            });
+        }
+        Ok(notes)
+    }
+
     fn notify(&self, sink: &str) -> Arc<Notify> {
         if let Some(n) = self.notifies.read().ok().and_then(|m| m.get(sink).cloned()) {
             return n;
@@ -306,6 +335,9 @@ impl PgQueue {
             closed: AtomicBool::new(false),
             damaged: Mutex::default(),
             target: spec.target(),
+            sinks: RwLock::new(sinks.to_vec()),
+            version: registration.version.clone(),
+            foreign: Mutex::default(),
         });
         for sink in sinks {
             inner.notify(sink);
@@ -572,6 +604,51 @@ impl Queue for PgQueue {
             .map_err(|e| queue_error("moving a removed sink's backlog to the dead letters", &e))?;
         let _ = self.inner.refresh_backlog().await;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    async fn register(&self, sinks: &[String], fingerprint: &str) -> Result<(), QueueError> {
+        *self.inner.sinks.write().unwrap_or_else(|p| p.into_inner()) = sinks.to_vec();
+        let client = client(&self.pool).await?;
+        let sinks = sinks.to_vec();
+        client
+            .execute(
+                sql::REGISTER,
+                &[
+                    &self.inner.holder,
+                    &fingerprint,
+                    &sinks,
+                    &self.inner.version,
+                ],
+            )
+            .await
+            .map_err(|e| queue_error("registering the gateway's sinks", &e))?;
+        if let Ok(notes) = self.inner.count_foreign(&client).await {
+            *self.inner.foreign.lock().unwrap_or_else(|p| p.into_inner()) = notes;
+        }
+        Ok(())
+    }
+
+    async fn others_with(&self, sink: &str) -> Result<Vec<String>, QueueError> {
+        let client = client(&self.pool).await?;
+        let rows = client
+            .query(
+                sql::OTHERS_WITH,
+                &[&sink, &self.inner.holder, &millis(self.inner.lease)],
+            )
+            .await
+            .map_err(|e| queue_error("asking which gateways have a sink", &e))?;
+        rows.iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(|e| queue_error("asking which gateways have a sink", &e))
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.inner
+            .foreign
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn tap(&self) -> broadcast::Receiver<Arc<Tapped>> {
@@ -1138,6 +1215,12 @@ async fn monitor(inner: Arc<Inner>) {
             && let Ok(client) = client(&inner.pool).await
         {
             let _ = client.execute(sql::SEEN, &[&inner.holder]).await;
+            match inner.count_foreign(&client).await {
+                Ok(notes) => *inner.foreign.lock().unwrap_or_else(|p| p.into_inner()) = notes,
+                Err(e) => {
+                    tracing::debug!(error = %e, "queue: cannot count other sinks' deliveries")
+                }
+            }
         }
         if ticks.is_multiple_of(sweep_every) {
             match inner.sweep().await {

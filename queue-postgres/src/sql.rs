@@ -154,6 +154,21 @@ ON CONFLICT (holder) DO UPDATE SET config_fingerprint = EXCLUDED.config_fingerpr
     sinks = EXCLUDED.sinks, version = EXCLUDED.version, last_seen = now()";
 pub const SEEN: &str = "UPDATE gateways SET last_seen = now() WHERE holder = $1";
 
+/// The sinks with pending deliveries that are not among `$1` (this gateway's), how many,
+/// and the gateways seen within `$2` ms that have each.
+pub const FOREIGN: &str = "SELECT d.sink, count(*)::int8,
+       coalesce((SELECT array_agg(g.holder ORDER BY g.holder) FROM gateways g
+                 WHERE d.sink = ANY(g.sinks)
+                   AND g.last_seen > now() - $2::int8 * interval '1 millisecond'), '{}')
+FROM deliveries d WHERE NOT (d.sink = ANY($1::text[]))
+GROUP BY d.sink ORDER BY d.sink";
+
+/// The gateways other than `$2` seen within `$3` ms that have the sink `$1`.
+pub const OTHERS_WITH: &str = "SELECT holder FROM gateways
+WHERE $1 = ANY(sinks) AND holder <> $2
+  AND last_seen > now() - $3::int8 * interval '1 millisecond'
+ORDER BY holder";
+
 /// The dead letters a filter selects (`$1` ids or NULL, `$2` sink, `$3` route, `$4` before
 /// in ms), oldest first.
 pub const DEAD_LETTERS: &str = "SELECT id, (extract(epoch FROM created_at) * 1000)::int8, kind,

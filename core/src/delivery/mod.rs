@@ -120,8 +120,26 @@ impl Engine {
 }
 
 /// Lets the worker of a sink removed from the config deliver what it holds for up to
-/// `drain`, then stops it and moves what is left to the dead letters, naming the sink.
+/// `drain`, then stops it and moves what is left to the dead letters, naming the sink;
+/// unless other gateways sharing the queue still have the sink, which then deliver it.
 pub async fn retire(journal: Arc<dyn Queue>, name: String, worker: WorkerHandle, drain: Duration) {
+    // On a shared queue, other gateways that still have the sink deliver its backlog: this
+    // one stops at once and buries nothing (docs/architecture.md §10.2).
+    match journal.others_with(&name).await {
+        Ok(others) if !others.is_empty() => {
+            worker.stop().await;
+            tracing::info!(sink = %name, gateways = %others.join(", "), "removed sink's deliveries left to the other gateways that have it");
+            return;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            // Not knowing, keep the deliveries: burying them could take them from a
+            // gateway that still has the sink.
+            worker.stop().await;
+            tracing::warn!(sink = %name, error = %e, "cannot tell whether other gateways have the removed sink; its deliveries stay pending");
+            return;
+        }
+    }
     let deadline = tokio::time::Instant::now() + drain;
     loop {
         let left = journal

@@ -284,6 +284,27 @@ pub trait Queue: QueueAdmin + Ingest {
     /// removed from the config); returns how many.
     async fn bury(&self, sink: &str, reason: &str) -> Result<usize, QueueError>;
 
+    // ---- the other gateways (a shared engine; on the local engine there are none) -----
+
+    /// Records this gateway's sinks and the fingerprint of its config for the other
+    /// gateways (after a reload; the engine registers the gateway when it opens).
+    async fn register(&self, _sinks: &[String], _fingerprint: &str) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    /// The other running gateways that have `sink` in their config: a sink removed here is
+    /// left to them rather than buried.
+    async fn others_with(&self, _sink: &str) -> Result<Vec<String>, QueueError> {
+        Ok(Vec::new())
+    }
+
+    /// What `/readyz` says beside readiness, without making the gateway unready: on a
+    /// shared engine, deliveries pending for sinks this gateway does not have, and who
+    /// makes them.
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     // ---- the rest -------------------------------------------------------------------
 
     /// Every event routed from now on, with its deliveries (`herald tap`); live, not durable.
