@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 
 use anyhow::bail;
-use herald_core::config::Registry;
+use herald_core::config::{QueueEngine, Registry};
 use herald_sources::google::state::{self, CHANNEL_PREFIX, REGISTRATION_PREFIX};
 use herald_sources::google::status_rows;
 use herald_sources::google::{self, Status};
@@ -46,7 +46,17 @@ pub fn run(args: &GoogleArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                print_status(&rows, matches!(target, Target::Journal(_)));
+                let renewing = match &target {
+                    Target::Gateway { .. } => Renewing::ThisGateway,
+                    Target::Journal(queue) => match queue.engine() {
+                        QueueEngine::Local => Renewing::Nobody,
+                        _ => match block_on(queue.leader(google::manager::LEADERSHIP))?? {
+                            Some((holder, until)) => Renewing::Leader { holder, until },
+                            None => Renewing::Nobody,
+                        },
+                    },
+                };
+                print_status(&rows, &renewing);
             }
         }
         GoogleCommand::Renew { name } => {
@@ -81,7 +91,16 @@ fn running<'t>(target: &'t Target, what: &str) -> anyhow::Result<&'t str> {
     }
 }
 
-fn print_status(rows: &[Status], stopped: bool) {
+/// Who keeps the registrations and channels alive, as `status` can tell.
+enum Renewing {
+    /// The gateway `status` asked (a local journal in use).
+    ThisGateway,
+    /// On a shared queue, the gateway leading the Google lifecycle, until its lease ends.
+    Leader { holder: String, until: i64 },
+    Nobody,
+}
+
+fn print_status(rows: &[Status], renewing: &Renewing) {
     if rows.is_empty() {
         println!("no Classroom registrations or Directory channels are declared or recorded");
         return;
@@ -113,8 +132,15 @@ fn print_status(rows: &[Status], stopped: bool) {
             println!("    last error ({} failures): {error}", row.failures);
         }
     }
-    if stopped {
-        println!("(the gateway is not running: nothing is being renewed)");
+    match renewing {
+        Renewing::ThisGateway => {}
+        Renewing::Leader { holder, until } => {
+            let until = chrono::DateTime::from_timestamp_millis(*until)
+                .map(|t| t.format("%H:%M:%SZ").to_string())
+                .unwrap_or_else(|| "?".into());
+            println!("(renewed by the leading gateway {holder}, its lease running until {until})");
+        }
+        Renewing::Nobody => println!("(no gateway is running: nothing is being renewed)"),
     }
 }
 

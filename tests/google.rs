@@ -267,5 +267,12 @@ async fn one_gateway_leads_the_lifecycle_and_another_takes_over() {
     assert_eq!(google.calls("/users/watch").len(), 1, "the channel kept");
     let out = gateways[other].cli(&["google", "status"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains(REGISTRATION));
+    let status = text(&out.stdout);
+    assert!(status.contains(REGISTRATION), "{status}");
+    // It names the gateway that renews (holder `host/pid/start`): the survivor.
+    let survivor = format!("/{}/", gateways[other].pid());
+    assert!(
+        status.contains("renewed by the leading gateway") && status.contains(&survivor),
+        "{status}"
+    );
 }

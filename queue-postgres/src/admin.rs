@@ -278,6 +278,18 @@ pub(crate) async fn purge(pool: &Pool, filter: &DeadFilter) -> Result<usize, Que
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
+pub(crate) async fn leader(
+    pool: &Pool,
+    name: &str,
+) -> Result<Option<(String, herald_core::queue::Millis)>, QueueError> {
+    let client = client(pool).await?;
+    let e = |e: tokio_postgres::Error| queue_error("reading a leadership", &e);
+    match client.query_opt(sql::LEADER, &[&name]).await.map_err(e)? {
+        Some(row) => Ok(Some((row.try_get(0).map_err(e)?, row.try_get(1).map_err(e)?))),
+        None => Ok(None),
+    }
+}
+
 pub(crate) async fn get_state(pool: &Pool, key: &str) -> Result<Option<Vec<u8>>, QueueError> {
     let client = client(pool).await?;
     let e = |e: tokio_postgres::Error| queue_error("reading a state value", &e);
@@ -384,6 +396,12 @@ macro_rules! admin_impl {
                 user_id: &str,
             ) -> Result<herald_core::queue::ForgetReport, QueueError> {
                 $crate::forget::forget(&self.pool, user_id).await
+            }
+            async fn leader(
+                &self,
+                name: &str,
+            ) -> Result<Option<(String, herald_core::queue::Millis)>, QueueError> {
+                $crate::admin::leader(&self.pool, name).await
             }
         }
     };

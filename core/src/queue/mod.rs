@@ -181,6 +181,13 @@ pub trait QueueAdmin: Send + Sync + 'static {
     /// the postgres engine whether or not gateways run. An empty id, or one with control
     /// characters, is refused.
     async fn forget(&self, user_id: &str) -> Result<ForgetReport, QueueError>;
+
+    /// Who holds the leadership `name` ([`Queue::try_lead`]) and until when, if anyone does
+    /// (`herald google status` on a shared engine). The local engine has one gateway and
+    /// records no leaders: `None`.
+    async fn leader(&self, _name: &str) -> Result<Option<(String, Millis)>, QueueError> {
+        Ok(None)
+    }
 }
 
 /// A running gateway's queue (see the module docs, and docs/architecture.md §10 for the
