@@ -49,7 +49,7 @@ pub fn run(args: &GoogleArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
                 let renewing = match &target {
                     Target::Gateway { .. } => Renewing::ThisGateway,
                     Target::Journal(queue) => match queue.engine() {
-                        QueueEngine::Local => Renewing::Nobody,
+                        QueueEngine::Local => Renewing::Stopped,
                         _ => match block_on(queue.leader(google::manager::LEADERSHIP))?? {
                             Some((holder, until)) => Renewing::Leader { holder, until },
                             None => Renewing::Nobody,
@@ -97,6 +97,9 @@ enum Renewing {
     ThisGateway,
     /// On a shared queue, the gateway leading the Google lifecycle, until its lease ends.
     Leader { holder: String, until: i64 },
+    /// The local journal, not in use: its gateway is stopped.
+    Stopped,
+    /// On a shared queue, no gateway leads.
     Nobody,
 }
 
@@ -140,7 +143,10 @@ fn print_status(rows: &[Status], renewing: &Renewing) {
                 .unwrap_or_else(|| "?".into());
             println!("(renewed by the leading gateway {holder}, its lease running until {until})");
         }
-        Renewing::Nobody => println!("(no gateway is running: nothing is being renewed)"),
+        Renewing::Stopped => println!("(the gateway is not running: nothing is being renewed)"),
+        Renewing::Nobody => {
+            println!("(no gateway leads the Google lifecycle: nothing is being renewed)")
+        }
     }
 }
 

@@ -285,7 +285,10 @@ pub(crate) async fn leader(
     let client = client(pool).await?;
     let e = |e: tokio_postgres::Error| queue_error("reading a leadership", &e);
     match client.query_opt(sql::LEADER, &[&name]).await.map_err(e)? {
-        Some(row) => Ok(Some((row.try_get(0).map_err(e)?, row.try_get(1).map_err(e)?))),
+        Some(row) => Ok(Some((
+            row.try_get(0).map_err(e)?,
+            row.try_get(1).map_err(e)?,
+        ))),
         None => Ok(None),
     }
 }
