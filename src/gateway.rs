@@ -249,6 +249,12 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)?
         .set_buckets_for_metric(Matcher::Full("herald_journal_batch_size".into()), &sizes)?
+        // Enrichment waits up to `max_wait` (minutes), beyond the latencies' 2.5 s; a full
+        // name wins over the suffix.
+        .set_buckets_for_metric(
+            Matcher::Full(herald_sources::enrich::task::WAIT.into()),
+            herald_sources::enrich::task::WAIT_BUCKETS,
+        )?
         .install_recorder()?;
     let upkeep = handle.clone();
     tokio::spawn(async move {

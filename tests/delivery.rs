@@ -13,50 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use herald_testkit::postgres::Postgres;
 use herald_testkit::wait::until;
 use herald_testkit::{Answer, Receiver};
 use serde_json::Value;
-
-/// The queue engine a test of this file runs on.
-#[derive(Clone, Copy, Debug)]
-enum Engine {
-    Local,
-    Postgres,
-}
-
-impl Engine {
-    /// The `queue:` section for this engine with `extra` keys (lines indented by two) added;
-    /// on postgres, a fresh database of the shared test server. Call it once per gateway
-    /// whose queue must outlive restarts.
-    fn queue(self, extra: &str) -> String {
-        match self {
-            Engine::Local if extra.is_empty() => String::new(),
-            Engine::Local => format!("queue:\n{extra}"),
-            Engine::Postgres => format!(
-                "queue:\n  engine: postgres\n  url: '{}'\n  lease: 1s\n{extra}",
-                Postgres::shared().database("delivery")
-            ),
-        }
-    }
-}
-
-/// Runs the `async fn(Engine)` `$name` as two tests, `$name::local` and `$name::postgres`.
-macro_rules! on_both_engines {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn local() {
-                super::$name(super::Engine::Local).await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Engine::Postgres).await
-            }
-        }
-    };
-}
 
 fn ids(records: &[Value]) -> Vec<String> {
     records

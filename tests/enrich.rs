@@ -1,6 +1,8 @@
 //! Enrichment end to end (docs/architecture.md §11, issue 17): a real gateway process whose
 //! Classroom lookups go to the testkit's fake Google, Pub/Sub pushes over real HTTP, a
-//! webhook receiver and a file sink.
+//! webhook receiver and a file sink. The main behaviours run on both queue engines
+//! (`on_both_engines!`: the embedded journal, and the testkit's PostgreSQL with `lease: 1s`);
+//! two gateways on one PostgreSQL database share the rate limit.
 
 mod common;
 
@@ -77,6 +79,11 @@ fn add_students(google: &FakeGoogle, prefix: &str, n: u32) {
     }
 }
 
+/// [`config`] on `engine`'s queue (a fresh database on postgres).
+fn config_on(engine: Engine, google: &FakeGoogle, hook: &Receiver, enrich: &str) -> String {
+    format!("{}{}", config(google, hook, enrich), engine.queue(""))
+}
+
 fn config(google: &FakeGoogle, hook: &Receiver, enrich: &str) -> String {
     format!(
         "server: {{ listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0, shutdown_timeout: 2s }}\n{}\
@@ -150,11 +157,11 @@ fn course_gets(google: &FakeGoogle, course: &str) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_roster_event_reaches_the_webhook_with_names_routed_on_the_course_name() {
+on_both_engines!(a_roster_event_reaches_the_webhook_with_names_routed_on_the_course_name);
+async fn a_roster_event_reaches_the_webhook_with_names_routed_on_the_course_name(engine: Engine) {
     let google = fake_google().await;
     let hook = Receiver::start().await;
-    let (dir, g) = start_gateway(&config(&google, &hook, "true"));
+    let (dir, g) = start_gateway(&config_on(engine, &google, &hook, "true"));
     let client = reqwest::Client::new();
 
     assert_eq!(push(&client, &g, 1, "12345", "45678").await, 204);
@@ -211,14 +218,43 @@ async fn a_roster_event_reaches_the_webhook_with_names_routed_on_the_course_name
             .iter()
             .all(|c| c.bearer.as_deref() == Some(ACCESS_TOKEN))
     );
+
+    // How long the two events waited for their names, in the wait histogram.
+    let metrics = client
+        .get(format!("http://{}/metrics", g.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("herald_enrich_wait_seconds_count{")
+                && l.contains(r#"source="classroom""#)
+                && l.contains(r#"outcome="enriched""#)
+        })
+        .unwrap_or_else(|| panic!("no wait histogram:\n{metrics}"));
+    assert!(count.ends_with(" 2"), "{count}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("herald_enrich_wait_seconds_bucket{")
+                && l.contains(r#"le="600""#)
+                && l.ends_with(" 2")),
+        "buckets up to the default max_wait (10 min):\n{metrics}"
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_events_of_one_course_make_one_call_and_a_429_storm_delays_then_delivers() {
+on_both_engines!(fifty_events_of_one_course_make_one_call_and_a_429_storm_delays_then_delivers);
+async fn fifty_events_of_one_course_make_one_call_and_a_429_storm_delays_then_delivers(
+    engine: Engine,
+) {
     let google = fake_google().await;
     add_students(&google, "s", 60);
     let hook = Receiver::start().await;
-    let (_dir, g) = start_gateway(&config(&google, &hook, "true"));
+    let (_dir, g) = start_gateway(&config_on(engine, &google, &hook, "true"));
     let client = reqwest::Client::new();
 
     for n in 0..50 {
@@ -315,12 +351,16 @@ async fn an_outage_past_max_wait_delivers_with_the_failure_marker_and_the_ids() 
     assert!(scope.contains("classroom.profile.emails"), "{scope}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_mid_enrichment_then_restart_delivers_each_event_once_without_looking_up_again() {
+on_both_engines!(
+    kill_9_mid_enrichment_then_restart_delivers_each_event_once_without_looking_up_again
+);
+async fn kill_9_mid_enrichment_then_restart_delivers_each_event_once_without_looking_up_again(
+    engine: Engine,
+) {
     let google = fake_google().await;
     add_students(&google, "k", 20);
     let hook = Receiver::start().await;
-    let (_dir, mut g) = start_gateway(&config(&google, &hook, "true"));
+    let (_dir, mut g) = start_gateway(&config_on(engine, &google, &hook, "true"));
     let client = reqwest::Client::new();
 
     // Ten events enriched and delivered: the course and ten people are in the cache.
@@ -746,5 +786,109 @@ async fn a_low_rate_limit_spaces_the_calls_instead_of_being_throttled() {
             .iter()
             .all(|c| c.path.split('/').count() == 4),
         "no person lookups were configured"
+    );
+}
+
+/// Two gateways on one PostgreSQL database, `rate_limit: 4/s`, events pushed to both while
+/// Google throttles `courses.get` (429): the calls to Google from both together never exceed
+/// `rate × t + burst` in any window of `t` seconds (docs/architecture.md §11, one caller per
+/// cluster), also across a `kill -9` of the gateway that calls, after which the other takes
+/// over; once Google recovers every event arrives with names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_keep_one_rate_limit_and_the_other_takes_over_after_kill_9() {
+    const RATE: f64 = 4.0;
+    const BURST: f64 = 4.0;
+    const EVENTS: u64 = 30;
+    let google = fake_google().await;
+    add_students(&google, "c", EVENTS as u32);
+    let hook = Receiver::start().await;
+    let yaml = config_on(
+        Engine::Postgres,
+        &google,
+        &hook,
+        "{ course: [name, section], person: true, rate_limit: 4/s }",
+    );
+    let (_a, a) = start_gateway(&yaml);
+    let (_b, b) = start_gateway(&yaml);
+    let mut gateways = [a, b];
+    let client = reqwest::Client::new();
+    // A throttling storm on the course while events keep arriving at both gateways (five a
+    // second): the events wait, and the course is asked again and again. With a limiter
+    // per gateway both would call, each at the rate.
+    google.fail_always(
+        "courses.get",
+        429,
+        "Quota exceeded for quota metric 'Read requests'",
+    );
+    for n in 0..EVENTS {
+        let g = &gateways[(n % 2) as usize];
+        assert_eq!(push(&client, g, n, "12345", &format!("c{n}")).await, 204);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    until("the course asked again", WAIT, || {
+        course_gets(&google, "12345") >= 3
+    })
+    .await;
+    let leads = |g: &Gateway| g.log().contains("this gateway now leads enrichment");
+    let leaders: Vec<usize> = (0..2).filter(|&i| leads(&gateways[i])).collect();
+    assert_eq!(leaders.len(), 1, "one gateway calls Google");
+    let (leader, other) = (leaders[0], 1 - leaders[0]);
+    assert!(
+        gateways[other]
+            .log()
+            .contains("another gateway leads enrichment")
+    );
+    assert!(
+        hook.received().is_empty(),
+        "nothing routed during the storm"
+    );
+
+    // kill -9 the gateway that calls; the other takes over, then Google recovers.
+    gateways[leader].kill9();
+    let killed_at = chrono::Utc::now();
+    until("the other gateway leads", WAIT, || leads(&gateways[other])).await;
+    until("the new leader asks Google", WAIT, || {
+        google
+            .calls("/v1/courses/")
+            .iter()
+            .any(|c| c.at > killed_at)
+    })
+    .await;
+    google.recover();
+
+    // Every event arrives with its names (at least once: the killed gateway may have had a
+    // delivery in flight).
+    let expected: std::collections::BTreeSet<String> = (0..EVENTS)
+        .map(|n| format!("Student {n} joined AP Biology (Period 3)"))
+        .collect();
+    until("every event delivered with names", WAIT, || {
+        let got: std::collections::BTreeSet<String> =
+            hook.received().iter().map(|r| r.text()).collect();
+        got == expected
+    })
+    .await;
+
+    // The window bound over all calls (throttled ones count against the quota too), from
+    // both gateways and across the failover. The fake records a call when it arrives: 100 ms
+    // of slack for the varying time between the limiter's grant and the arrival.
+    let mut times: Vec<_> = google.calls("/v1/courses/").iter().map(|c| c.at).collect();
+    times.sort();
+    for i in 0..times.len() {
+        for j in i..times.len() {
+            let t = (times[j] - times[i]).as_seconds_f64();
+            let calls = (j - i + 1) as f64;
+            assert!(
+                calls <= RATE * (t + 0.1) + BURST,
+                "{calls} calls within {t:.3} s (calls at {:?})",
+                times
+                    .iter()
+                    .map(|at| (*at - times[0]).as_seconds_f64())
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+    assert!(
+        !gateways[other].log().contains("Student "),
+        "no name in the log"
     );
 }

@@ -332,3 +332,49 @@ pub fn config_head() -> String {
         "server:\n  listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n  shutdown_timeout: 2s\nsources:\n  directory:\n    type: directory_webhook\n    path: /webhook/directory\n    channel_tokens: [\"{TOKEN}\"]\n"
     )
 }
+
+// ---- one test body on both queue engines (docs/architecture.md §10.2) ---------------------
+
+/// The queue engine a test runs on (`on_both_engines!`).
+#[derive(Clone, Copy, Debug)]
+pub enum Engine {
+    Local,
+    Postgres,
+}
+
+impl Engine {
+    /// The `queue:` section for this engine with `extra` keys (lines indented by two) added;
+    /// on postgres, a fresh database of the shared test server. Call it once per gateway
+    /// whose queue must outlive restarts.
+    pub fn queue(self, extra: &str) -> String {
+        match self {
+            Engine::Local if extra.is_empty() => String::new(),
+            Engine::Local => format!("queue:\n{extra}"),
+            Engine::Postgres => format!(
+                "queue:\n  engine: postgres\n  url: '{}'\n  lease: 1s\n{extra}",
+                herald_testkit::postgres::Postgres::shared().database(env!("CARGO_CRATE_NAME"))
+            ),
+        }
+    }
+}
+
+/// Runs the `async fn(Engine)` `$name` as two tests, `$name::local` and `$name::postgres`
+/// (the test file names `Engine` at its root, e.g. by `use common::*`).
+#[allow(unused_macros)]
+macro_rules! on_both_engines {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn local() {
+                super::$name(super::Engine::Local).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Engine::Postgres).await
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_engines;

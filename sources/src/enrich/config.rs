@@ -12,7 +12,7 @@
 //!   user: [name, email]        # directory_webhook only: users.get; `true` = name, orgUnitPath, suspended, isAdmin
 //!   max_wait: 10m              # then routed with what is known, `meta.enrichment` says why
 //!   cache_ttl: 400d            # answers (404s included) are reused this long
-//!   rate_limit: 10/s           # calls to this source's API (Classroom or Directory), per gateway
+//!   rate_limit: 10/s           # calls to this source's API (Classroom or Directory), per cluster
 //! ```
 //!
 //! Student data is private by default: only the listed fields are kept, and e-mail
@@ -108,7 +108,8 @@ pub struct EnrichSpec {
     pub cache_ttl: Duration,
     /// Calls per second to the API this source's lookups call (`None`: unlimited); the
     /// burst is the calls of one second (at least 1). Sources sharing an API share its
-    /// limiter, at the lowest rate any of them sets.
+    /// limiter, at the lowest rate any of them sets. It holds for the cluster: on a shared
+    /// queue only the gateway leading enrichment calls (docs/architecture.md §11).
     pub rate_limit: Option<f64>,
 }
 

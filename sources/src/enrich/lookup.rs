@@ -192,6 +192,18 @@ pub fn limiter(rate: Option<f64>) -> Option<DefaultDirectRateLimiter> {
     Some(RateLimiter::direct(quota))
 }
 
+/// [`limiter`] with its bucket empty: the first call waits one period, and in any window
+/// of `t` seconds from its creation at most `rate × t` calls pass. A gateway that starts
+/// leading enrichment on a shared queue takes these (docs/architecture.md §11), so the
+/// last leader's burst and its own never add up to more than one burst.
+pub fn empty_limiter(rate: Option<f64>) -> Option<DefaultDirectRateLimiter> {
+    let limiter = limiter(rate)?;
+    let burst = NonZeroU32::new((rate?.floor() as u32).max(1))?;
+    // The fresh bucket holds exactly `burst` cells: this takes them all.
+    let _ = limiter.check_n(burst);
+    Some(limiter)
+}
+
 /// Metric: seconds the lookups waited on the rate limiters (counter).
 pub const LIMITED_WAIT: &str = "herald_enrich_rate_limited_seconds_total";
 
@@ -203,6 +215,7 @@ pub struct Lookups {
     directory_api: String,
     store: Arc<dyn QueueAdmin>,
     kept: Kept,
+    rates: Rates,
     classroom_limiter: Option<DefaultDirectRateLimiter>,
     directory_limiter: Option<DefaultDirectRateLimiter>,
 }
@@ -224,8 +237,26 @@ impl Lookups {
             directory_api,
             store,
             kept,
+            rates,
             classroom_limiter: limiter(rates.classroom),
             directory_limiter: limiter(rates.directory),
+        }
+    }
+
+    /// Starts the limiters again with empty buckets: this gateway just started leading
+    /// enrichment on a shared queue, and the last leader may have spent its burst a moment
+    /// ago (docs/architecture.md §11).
+    pub fn empty_limiters(&mut self) {
+        self.classroom_limiter = empty_limiter(self.rates.classroom);
+        self.directory_limiter = empty_limiter(self.rates.directory);
+    }
+
+    /// The rate limiter of the API `key`'s lookup calls (`None`: unlimited). A lookup not
+    /// in the cache waits on it before [`Lookups::fetch`].
+    pub fn limiter(&self, key: &Key) -> Option<&DefaultDirectRateLimiter> {
+        match key {
+            Key::User { .. } => self.directory_limiter.as_ref(),
+            _ => self.classroom_limiter.as_ref(),
         }
     }
 
@@ -250,7 +281,8 @@ impl Lookups {
         (age < ttl).then_some(cached.answer)
     }
 
-    /// Asks Google, and caches a found or not-found answer.
+    /// Asks Google, and caches a found or not-found answer. The caller has waited on
+    /// [`Lookups::limiter`].
     pub async fn fetch(&self, key: &Key) -> Result<Answer, Failure> {
         let answer = self.call(key).await?;
         let cached = Cached {
@@ -271,16 +303,10 @@ impl Lookups {
         let fail = |reason: String| Failure {
             reason: format!("{method}: {reason}"),
         };
-        let (api, limiter) = match key {
-            Key::User { .. } => (&self.directory_api, &self.directory_limiter),
-            _ => (&self.classroom_api, &self.classroom_limiter),
+        let api = match key {
+            Key::User { .. } => &self.directory_api,
+            _ => &self.classroom_api,
         };
-        // Waits for the API's rate limiter rather than calling (and being throttled).
-        if let Some(limiter) = limiter {
-            let started = std::time::Instant::now();
-            limiter.until_ready().await;
-            metrics::counter!(LIMITED_WAIT).increment(started.elapsed().as_secs());
-        }
         let token = self.tokens.token(&self.client).await.map_err(fail)?;
         let url = format!("{api}{}", key.path());
         let response = self
@@ -515,6 +541,15 @@ mod tests {
         assert!(super::limiter(Some(0.0)).is_none());
         let slow = super::limiter(Some(0.5)).expect("a limiter");
         assert!(slow.check().is_ok() && slow.check().is_err());
+    }
+
+    #[test]
+    fn an_empty_limiter_lets_no_call_through_at_first() {
+        for rate in [0.5, 1.0, 2.0, 10.0] {
+            let limiter = empty_limiter(Some(rate)).expect("a limiter");
+            assert!(limiter.check().is_err(), "{rate}/s: the burst is spent");
+        }
+        assert!(empty_limiter(None).is_none());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Enrichment (docs/architecture.md §11): a source with `enrich:` commits its events
 //! unrouted (`Ingest::commit_for_enrichment`, acknowledged once durable, never waiting on
-//! Google); one task per gateway claims them under a lease, looks up the course and the
-//! person, coursework and submission they point to (Classroom `courses.get`,
+//! Google); one task per gateway (on a shared queue, only the leader's) claims them under
+//! a lease, looks up the course and the person, coursework and submission they point to (Classroom `courses.get`,
 //! `courses.students.get`, `courses.teachers.get`, `courses.courseWork.get`,
 //! `courses.courseWork.studentSubmissions.get`), keeps the configured fields in the event's `enriched` object and
 //! routes it exactly once (`Queue::route_later`). Directory events (`directory_webhook`
@@ -9,9 +9,12 @@
 //!
 //! * `config` — the `enrich:` key of a source;
 //! * `lookup` — the Classroom calls and their durable cache (the queue's state table);
+//! * `lead` — on a queue several gateways share, which one calls Google (so that
+//!   `rate_limit` holds for the cluster);
 //! * `task` — the task that claims, enriches and routes.
 
 pub mod config;
+pub mod lead;
 pub mod lookup;
 pub mod task;
 

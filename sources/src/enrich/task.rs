@@ -9,10 +9,14 @@
 //! unrouted in the queue until routed, and a claim of a dead gateway runs out. The task is
 //! woken when unrouted events are committed (`Queue::notify_unrouted`) and otherwise looks
 //! every few seconds (`SAFETY_POLL`); at start it claims what was left unrouted at once.
+//! On a queue several gateways share, only the gateway leading enrichment claims and calls
+//! Google (`lead.rs`), so `rate_limit` holds for the cluster; the others idle.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use arc_swap::ArcSwap;
 use herald_core::Event;
@@ -23,7 +27,8 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::config::EnrichSpec;
-use super::lookup::{Answer, Failure, Key, Lookups, sweep, user_fields};
+use super::lead::Leadership;
+use super::lookup::{Answer, Failure, Key, LIMITED_WAIT, Lookups, sweep, user_fields};
 
 /// At most this many events are claimed at once.
 const BATCH: usize = 64;
@@ -47,6 +52,16 @@ pub const CALLS: &str = "herald_enrich_calls_total";
 pub const FAILURES: &str = "herald_enrich_failures_total";
 pub const ROUTED: &str = "herald_enrich_routed_total";
 pub const SWEPT: &str = "herald_enrich_cache_expired_total";
+/// Metric (histogram, seconds): how long an event waited between its commit and its
+/// routing by enrichment, labelled by `source` and `outcome` (`enriched`, `unknown`: a
+/// lookup found nothing, `failed`: routed after `max_wait` without all it should have).
+pub const WAIT: &str = "herald_enrich_wait_seconds";
+/// The buckets of [`WAIT`] (seconds): from a cached answer (milliseconds) to the default
+/// `max_wait` (10 min) and past it.
+pub const WAIT_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    1800.0,
+];
 
 pub struct Enricher {
     pub queue: Arc<dyn Queue>,
@@ -196,7 +211,7 @@ pub fn from_body(event: &Event, spec: &EnrichSpec, key: &Key) -> Option<Map<Stri
 
 impl Enricher {
     /// Runs until `stop` is cancelled, then gives its claims up.
-    pub async fn run(self, stop: CancellationToken) {
+    pub async fn run(mut self, stop: CancellationToken) {
         tracing::info!(
             sources = self.specs.len(),
             "enriching Classroom and Directory events before routing"
@@ -216,10 +231,34 @@ impl Enricher {
         let every = (ttl / 4).clamp(SWEEP_MIN, SWEEP_MAX);
         let mut next_sweep = tokio::time::Instant::now();
         let woken = self.queue.notify_unrouted();
+        // On a shared queue only the leader claims and calls Google (docs/architecture.md
+        // §11); locally this gateway is alone and always does.
+        let mut leadership = self
+            .queue
+            .renews_claims()
+            .then(|| Leadership::start(self.queue.clone(), stop.child_token()));
+        let mut term_led = 0;
         // At start, whatever was left unrouted (a restart) is claimed without waiting.
         loop {
             if stop.is_cancelled() {
                 break;
+            }
+            if let Some(l) = &leadership {
+                let term = l.term();
+                if !term.leads() {
+                    // A follower holds nothing: the leader claims what it gives up at once.
+                    self.release(&holder, &mut held).await;
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = changed(&mut leadership) => {}
+                    }
+                    continue;
+                }
+                if term.number != term_led {
+                    // The last leader may have spent its burst a moment ago.
+                    term_led = term.number;
+                    self.lookups.empty_limiters();
+                }
             }
             if tokio::time::Instant::now() >= next_sweep {
                 next_sweep = tokio::time::Instant::now() + every;
@@ -249,11 +288,15 @@ impl Enricher {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = woken.notified() => {}
+                    // The postgres engine wakes nobody: the leader looks every `lease / 3`.
+                    _ = changed(&mut leadership) => {}
                     _ = tokio::time::sleep(SAFETY_POLL.min(next_sweep.saturating_duration_since(tokio::time::Instant::now()))) => {}
                 }
                 continue;
             }
-            let (left, failing) = self.work(&holder, std::mem::take(&mut held)).await;
+            let (left, failing) = self
+                .work(&holder, std::mem::take(&mut held), leadership.as_ref())
+                .await;
             held = left;
             if !failing {
                 attempt = 0;
@@ -289,16 +332,88 @@ impl Enricher {
                 Err(e) => tracing::warn!(error = %e, "enrichment: cannot renew claims"),
             }
         }
-        let seqs: Vec<u64> = held.iter().map(|i| i.seq).collect();
-        if !seqs.is_empty() {
-            let _ = self.queue.release_unrouted(&holder, &seqs).await;
+        self.release(&holder, &mut held).await;
+        if let Some(l) = leadership {
+            l.end().await;
         }
         tracing::info!("enrichment stopped");
     }
 
+    /// Gives the claims on `held` up (another holder may take them at once).
+    async fn release(&self, holder: &str, held: &mut Vec<UnroutedItem>) {
+        let seqs: Vec<u64> = held.drain(..).map(|i| i.seq).collect();
+        if !seqs.is_empty()
+            && let Err(e) = self.queue.release_unrouted(holder, &seqs).await
+        {
+            // They return to the others when the lease runs out.
+            tracing::warn!(error = %e, "enrichment: cannot give claims up");
+        }
+    }
+
+    /// Waits for the rate limiter of `key`'s API; `false` when this gateway stopped leading
+    /// first (`lead`, on a shared queue), so that no call starts after the lease might have
+    /// run out. Renews the claims on `seqs` every `lease / 3` meanwhile (a low rate may
+    /// make a batch outlast the lease).
+    async fn turn(
+        &self,
+        key: &Key,
+        lead: Option<&Leadership>,
+        claims: (&str, &[u64]),
+        renewed: &mut Instant,
+    ) -> bool {
+        let lease = self.queue.lease();
+        let limiter = self.lookups.limiter(key);
+        let started = Instant::now();
+        let ready = async {
+            if let Some(limiter) = limiter {
+                limiter.until_ready().await;
+            }
+        };
+        tokio::pin!(ready);
+        let turn = loop {
+            let calls_until = match lead.map(|l| l.term()) {
+                None => None,
+                Some(term) if term.leads() => term.calls_until,
+                Some(_) => break false,
+            };
+            let renew_at = *renewed + lease / 3;
+            let tick = calls_until.map_or(renew_at, |until| until.min(renew_at));
+            tokio::select! {
+                _ = &mut ready => break lead.is_none_or(|l| l.term().leads()),
+                _ = tokio::time::sleep_until(tick) => {}
+            }
+            if Instant::now() >= renew_at {
+                self.renew(claims.0, claims.1).await;
+                *renewed = Instant::now();
+            }
+        };
+        let waited = started.elapsed();
+        if limiter.is_some() && !waited.is_zero() {
+            metrics::counter!(LIMITED_WAIT).increment(waited.as_secs());
+        }
+        turn
+    }
+
+    async fn renew(&self, holder: &str, seqs: &[u64]) {
+        let claim = Claim::new(holder, self.queue.lease());
+        if let Err(e) = self.queue.renew_unrouted(claim, seqs).await {
+            tracing::warn!(error = %e, "enrichment: cannot renew claims");
+        }
+    }
+
     /// Enriches and routes what it can of `items`; returns those still waiting for Google,
-    /// and whether any lookup failed.
-    async fn work(&self, holder: &str, items: Vec<UnroutedItem>) -> (Vec<UnroutedItem>, bool) {
+    /// and whether any lookup failed. Under `lead` (a shared queue) it stops calling Google
+    /// once the leadership might have run out and leaves the events it could not complete
+    /// unrouted, whatever their age, for the next leader.
+    async fn work(
+        &self,
+        holder: &str,
+        items: Vec<UnroutedItem>,
+        lead: Option<&Leadership>,
+    ) -> (Vec<UnroutedItem>, bool) {
+        let seqs: Vec<u64> = items.iter().map(|i| i.seq).collect();
+        let mut renewed = Instant::now();
+        let mut lost = false;
         // Each distinct lookup of the batch once: 50 events of one course, one `courses.get`.
         let mut needed: BTreeMap<Key, Duration> = BTreeMap::new();
         let mut plans = Vec::with_capacity(items.len());
@@ -323,6 +438,10 @@ impl Enricher {
                 continue;
             }
             metrics::counter!(CACHE_MISSES).increment(1);
+            if !self.turn(&key, lead, (holder, &seqs), &mut renewed).await {
+                lost = true;
+                break;
+            }
             metrics::counter!(CALLS, "method" => key.method()).increment(1);
             let answer = self.lookups.fetch(&key).await;
             if let Err(failure) = &answer {
@@ -346,7 +465,7 @@ impl Enricher {
                 matches!(answers.get(k), Some(Ok(_))) || from_body(&item.event, spec, k).is_some()
             });
             let expired = now.saturating_sub(item.committed_at) >= millis(spec.max_wait);
-            if !complete && !expired {
+            if !complete && (!expired || lost) {
                 waiting.push(item);
                 continue;
             }
@@ -366,8 +485,18 @@ impl Enricher {
             event: Some(event),
             deliveries,
         };
+        let outcome = match routed.event.as_ref().and_then(|e| e.meta.get(META)) {
+            Some(marker) if marker.starts_with("failed") => "failed",
+            Some(_) => "unknown",
+            None => "enriched",
+        };
         match self.queue.route_later(holder, item.seq, routed).await {
-            Ok(RoutedLater::Routed { .. }) => metrics::counter!(ROUTED).increment(1),
+            Ok(RoutedLater::Routed { .. }) => {
+                metrics::counter!(ROUTED).increment(1);
+                let waited = now_millis().saturating_sub(item.committed_at).max(0) as f64;
+                metrics::histogram!(WAIT, "source" => item.event.source.clone(), "outcome" => outcome)
+                    .record(waited / 1000.0);
+            }
             Ok(RoutedLater::AlreadyRouted) => {}
             Ok(RoutedLater::NotHeld { .. }) => {
                 tracing::info!(
@@ -380,6 +509,14 @@ impl Enricher {
                 tracing::warn!(seq = item.seq, error = %e, "enrichment: cannot route the event");
             }
         }
+    }
+}
+
+/// Until the leadership's term changes; never without one (the local engine).
+async fn changed(leadership: &mut Option<Leadership>) {
+    match leadership {
+        Some(l) => l.changed().await,
+        None => std::future::pending().await,
     }
 }
 
