@@ -91,6 +91,8 @@ struct Inner {
     /// Events whose JSON cannot be read, each logged once.
     damaged: Mutex<BTreeSet<i64>>,
     target: String,
+    /// Woken when unrouted events were committed or released, here or by another gateway.
+    unrouted: Arc<Notify>,
     /// This gateway's sinks and version, as registered.
     sinks: RwLock<Vec<String>>,
     version: String,
@@ -136,6 +138,7 @@ impl Inner {
         for n in map.values() {
             n.notify_one();
         }
+        self.unrouted.notify_one();
     }
 
     /// Notes whether PostgreSQL answered, from an operation's result.
@@ -335,6 +338,7 @@ impl PgQueue {
             closed: AtomicBool::new(false),
             damaged: Mutex::default(),
             target: spec.target(),
+            unrouted: Arc::new(Notify::new()),
             sinks: RwLock::new(sinks.to_vec()),
             version: registration.version.clone(),
             foreign: Mutex::default(),
@@ -500,6 +504,9 @@ impl Queue for PgQueue {
             .execute(sql::RELEASE_UNROUTED, &[&holder, &seq_column(seqs)])
             .await
             .map_err(|e| queue_error("releasing claims on unrouted events", &e))?;
+        // Whoever enriches now (another gateway, after a lost lead) may take them at once.
+        let _ = client.execute(sql::NOTIFY, &[&vec![sql::UNROUTED]]).await;
+        self.inner.unrouted.notify_one();
         Ok(())
     }
 
@@ -594,6 +601,10 @@ impl Queue for PgQueue {
 
     fn notify_for(&self, sink: &str) -> Arc<Notify> {
         self.inner.notify(sink)
+    }
+
+    fn notify_unrouted(&self) -> Arc<Notify> {
+        self.inner.unrouted.clone()
     }
 
     async fn bury(&self, sink: &str, reason: &str) -> Result<usize, QueueError> {
@@ -1088,11 +1099,15 @@ async fn apply(inner: &Inner, commands: &mut Vec<Command>) -> Option<oneshot::Se
                         routes,
                         event,
                         size,
+                        routed,
                         ..
                     },
                     Done::Appended(Committed::New),
                 ) = (w, &d)
                 {
+                    if !routed {
+                        inner.unrouted.notify_one();
+                    }
                     inner.undelivered_events.fetch_add(1, Ordering::Relaxed);
                     inner
                         .undelivered_bytes
@@ -1116,7 +1131,7 @@ async fn apply(inner: &Inner, commands: &mut Vec<Command>) -> Option<oneshot::Se
                     (Reply::Then(then), _) => then.call(Ok(())),
                 }
             }
-            // This gateway's workers at once; the others by the NOTIFY.
+            // This gateway's workers (and enrichment) at once; the others by the NOTIFY.
             for sink in &touched {
                 inner.notify(sink).notify_one();
             }
@@ -1178,7 +1193,7 @@ async fn run_batch(inner: &Inner, work: &[Work]) -> Result<Vec<Done>, Failed> {
     for r in results {
         done.push(r.map_err(fail)?);
     }
-    let touched: Vec<&str> = work
+    let mut touched: BTreeSet<&str> = work
         .iter()
         .zip(&done)
         .filter_map(|(w, d)| match (w, d) {
@@ -1187,9 +1202,16 @@ async fn run_batch(inner: &Inner, work: &[Work]) -> Result<Vec<Done>, Failed> {
         })
         .flatten()
         .map(String::as_str)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
         .collect();
+    if work.iter().zip(&done).any(|(w, d)| {
+        matches!(
+            (w, d),
+            (Work::Append { routed: false, .. }, Done::Appended(Committed::New))
+        )
+    }) {
+        touched.insert(sql::UNROUTED);
+    }
+    let touched: Vec<&str> = touched.into_iter().collect();
     if !touched.is_empty() {
         tx.execute(sql::NOTIFY, &[&touched]).await.map_err(fail)?;
     }
@@ -1283,6 +1305,10 @@ async fn listen_once(
         inner.wake_all();
     }
     while let Some(sink) = rx.recv().await {
+        if sink == sql::UNROUTED {
+            inner.unrouted.notify_one();
+            continue;
+        }
         let known = inner
             .notifies
             .read()

@@ -29,6 +29,9 @@ pub const REJECT: &str = "INSERT INTO dead_letters (kind, reason, source, receiv
 /// COMMIT).
 pub const NOTIFY: &str = "SELECT pg_notify('herald_deliveries', s) FROM unnest($1::text[]) AS s";
 pub const CHANNEL: &str = "herald_deliveries";
+/// The payload on `CHANNEL` that wakes the enrichment task: unrouted events were committed
+/// or released (a sink's name cannot contain `/`).
+pub const UNROUTED: &str = "/unrouted";
 
 // Outcomes (`record_then`): applied only where the claim is still the recorder's, or nobody's
 // (`$4`, docs/architecture.md §10.1): a holder whose lease ran out and was taken over

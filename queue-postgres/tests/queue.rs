@@ -360,6 +360,44 @@ async fn backpressure_and_wake_ups_across_gateways() {
     b.close().await;
 }
 
+/// The enrichment task of every gateway is woken when an unrouted event is committed, and
+/// when claims on unrouted events are given back (another gateway may lead enrichment now),
+/// so an event waits for no poll (docs/architecture.md §11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrouted_commits_and_releases_wake_the_other_gateway() {
+    let url = Postgres::shared().database("pgq_unrouted_wake");
+    let a = open(&url, &QueueConfig::default()).await;
+    let b = open(&url, &QueueConfig::default()).await;
+    let woken = b.notify_unrouted();
+    // Let B's listening connection start (a NOTIFY before its LISTEN reaches nobody).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.commit_unrouted(event("w1")).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), woken.notified())
+        .await
+        .expect("B woken by A's unrouted commit");
+    // A routed commit does not wake enrichment.
+    a.commit(event("w2")).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), woken.notified())
+            .await
+            .is_err(),
+        "woken by a routed commit"
+    );
+    let claimed = a
+        .claim_unrouted(Claim::new(a.holder(), LEASE), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    a.release_unrouted(a.holder(), &[claimed[0].seq])
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), woken.notified())
+        .await
+        .expect("B woken by A's release");
+    a.close().await;
+    b.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unrouted_events_are_claimed_taken_over_after_the_lease_and_routed_once() {
     use herald_core::queue::{RouteLater, RoutedLater};
