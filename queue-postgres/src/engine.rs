@@ -1206,7 +1206,10 @@ async fn run_batch(inner: &Inner, work: &[Work]) -> Result<Vec<Done>, Failed> {
     if work.iter().zip(&done).any(|(w, d)| {
         matches!(
             (w, d),
-            (Work::Append { routed: false, .. }, Done::Appended(Committed::New))
+            (
+                Work::Append { routed: false, .. },
+                Done::Appended(Committed::New)
+            )
         )
     }) {
         touched.insert(sql::UNROUTED);
