@@ -14,7 +14,7 @@
 //!   `gateways` row; and, as the leader of `"sweep"`, removes delivered events past the
 //!   retention every minute.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -93,6 +93,9 @@ struct Inner {
     target: String,
     /// Woken when unrouted events were committed or released, here or by another gateway.
     unrouted: Arc<Notify>,
+    /// Per sink, the lowest seq of the deliveries committed since its worker last asked
+    /// (`Queue::wake_hint`): where its next scan may begin.
+    hints: Mutex<HashMap<String, i64>>,
     /// This gateway's sinks and version, as registered.
     sinks: RwLock<Vec<String>>,
     version: String,
@@ -123,6 +126,17 @@ impl Inner {
             });
         }
         Ok(notes)
+    }
+
+    /// Notes that deliveries for `sink` from `seq` on were committed.
+    fn hint(&self, sink: &str, seq: i64) {
+        let mut hints = self.hints.lock().unwrap_or_else(|p| p.into_inner());
+        match hints.get_mut(sink) {
+            Some(at) => *at = (*at).min(seq),
+            None => {
+                hints.insert(sink.to_owned(), seq);
+            }
+        }
     }
 
     fn notify(&self, sink: &str) -> Arc<Notify> {
@@ -339,6 +353,7 @@ impl PgQueue {
             damaged: Mutex::default(),
             target: spec.target(),
             unrouted: Arc::new(Notify::new()),
+            hints: Mutex::default(),
             sinks: RwLock::new(sinks.to_vec()),
             version: registration.version.clone(),
             foreign: Mutex::default(),
@@ -605,6 +620,16 @@ impl Queue for PgQueue {
 
     fn notify_unrouted(&self) -> Arc<Notify> {
         self.inner.unrouted.clone()
+    }
+
+    fn wake_hint(&self, sink: &str) -> Option<u64> {
+        let seq = self
+            .inner
+            .hints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(sink)?;
+        u64::try_from(seq).ok()
     }
 
     async fn bury(&self, sink: &str, reason: &str) -> Result<usize, QueueError> {
@@ -965,9 +990,10 @@ enum Reply {
     Then(OnRecorded),
 }
 
-/// What one statement of a batch did.
+/// What one command of a batch did.
 enum Done {
-    Appended(Committed),
+    /// An event: its seq when stored, `None` for a duplicate.
+    Appended(Option<i64>),
     Unit,
 }
 
@@ -1102,9 +1128,12 @@ async fn apply(inner: &Inner, commands: &mut Vec<Command>) -> Option<oneshot::Se
                         routed,
                         ..
                     },
-                    Done::Appended(Committed::New),
+                    Done::Appended(Some(seq)),
                 ) = (w, &d)
                 {
+                    for sink in &sinks {
+                        inner.hint(sink, *seq);
+                    }
                     if !routed {
                         inner.unrouted.notify_one();
                     }
@@ -1119,8 +1148,12 @@ async fn apply(inner: &Inner, commands: &mut Vec<Command>) -> Option<oneshot::Se
                     touched.extend(sinks);
                 }
                 match (reply, d) {
-                    (Reply::Append(tx), Done::Appended(committed)) => {
-                        let _ = tx.send(Ok(committed));
+                    (Reply::Append(tx), Done::Appended(seq)) => {
+                        let _ = tx.send(Ok(if seq.is_some() {
+                            Committed::New
+                        } else {
+                            Committed::Duplicate
+                        }));
                     }
                     (Reply::Append(tx), Done::Unit) => {
                         let _ = tx.send(Ok(Committed::New));
@@ -1160,7 +1193,9 @@ enum Failed {
     Error(QueueError),
 }
 
-/// Runs the batch in one transaction, its statements pipelined, and commits.
+/// Runs the batch in one transaction and commits: the events in one statement
+/// (`APPEND_MANY`), the delivered outcomes in another (`DELIVERED_MANY`), the rarer
+/// commands one statement each, all pipelined on the batch's connection.
 async fn run_batch(inner: &Inner, work: &[Work]) -> Result<Vec<Done>, Failed> {
     let context = "committing a batch";
     let fail = |e: tokio_postgres::Error| {
@@ -1174,52 +1209,173 @@ async fn run_batch(inner: &Inner, work: &[Work]) -> Result<Vec<Done>, Failed> {
     };
     let mut client = client(&inner.pool).await.map_err(Failed::Error)?;
     let tx = client.transaction().await.map_err(fail)?;
-    let append = tx.prepare_cached(sql::APPEND).await.map_err(fail)?;
-    let reject = tx.prepare_cached(sql::REJECT).await.map_err(fail)?;
-    let delivered = tx.prepare_cached(sql::DELIVERED).await.map_err(fail)?;
-    let retry = tx.prepare_cached(sql::RETRY).await.map_err(fail)?;
-    let dead = tx.prepare_cached(sql::DEAD).await.map_err(fail)?;
     let stmts = Statements {
-        append,
-        reject,
-        delivered,
-        retry,
-        dead,
+        append: tx.prepare_cached(sql::APPEND_MANY).await.map_err(fail)?,
+        reject: tx.prepare_cached(sql::REJECT).await.map_err(fail)?,
+        delivered: tx.prepare_cached(sql::DELIVERED_MANY).await.map_err(fail)?,
+        retry: tx.prepare_cached(sql::RETRY).await.map_err(fail)?,
+        dead: tx.prepare_cached(sql::DEAD).await.map_err(fail)?,
     };
     let holder = inner.holder.as_str();
-    let statements = work.iter().map(|w| run_one(&tx, &stmts, holder, w));
-    let results = join_all(statements).await;
-    let mut done = Vec::with_capacity(results.len());
-    for r in results {
-        done.push(r.map_err(fail)?);
+
+    // The events, each key once: a key repeated in the batch is a duplicate of its first.
+    let mut first: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut events = Columns::default();
+    let mut delivered = (Vec::new(), Vec::new(), Vec::new());
+    let mut others = Vec::new();
+    for (i, w) in work.iter().enumerate() {
+        match w {
+            Work::Append {
+                source,
+                id,
+                size,
+                json,
+                routed,
+                routes,
+                sinks,
+                ..
+            } => {
+                if first.insert((source, id), i).is_some() {
+                    continue;
+                }
+                events.push(source, id, *size, json, *routed, routes, sinks);
+            }
+            Work::Outcome {
+                key,
+                seq,
+                outcome: Outcome::Delivered,
+                ..
+            } => {
+                delivered.0.push(key.sink.as_str());
+                delivered.1.push(*seq);
+                delivered.2.push(key.route.as_str());
+            }
+            other => others.push(other),
+        }
     }
-    let mut touched: BTreeSet<&str> = work
-        .iter()
-        .zip(&done)
-        .filter_map(|(w, d)| match (w, d) {
-            (Work::Append { sinks, .. }, Done::Appended(Committed::New)) => Some(sinks),
-            _ => None,
-        })
-        .flatten()
-        .map(String::as_str)
-        .collect();
-    if work.iter().zip(&done).any(|(w, d)| {
-        matches!(
-            (w, d),
-            (
-                Work::Append { routed: false, .. },
-                Done::Appended(Committed::New)
-            )
+    let append = async {
+        if events.sources.is_empty() {
+            return Ok(Vec::new());
+        }
+        tx.query(
+            &stmts.append,
+            &[
+                &events.sources,
+                &events.ids,
+                &events.sizes,
+                &events.jsons,
+                &events.routed,
+                &events.counts,
+                &events.d_sources,
+                &events.d_ids,
+                &events.d_routes,
+                &events.d_sinks,
+            ],
         )
-    }) {
-        touched.insert(sql::UNROUTED);
+        .await
+    };
+    let deliver = async {
+        if delivered.0.is_empty() {
+            return Ok(0);
+        }
+        tx.execute(
+            &stmts.delivered,
+            &[&delivered.0, &delivered.1, &delivered.2, &holder],
+        )
+        .await
+    };
+    let rest = join_all(others.into_iter().map(|w| run_one(&tx, &stmts, holder, w)));
+    let (appended, deliver, rest) = tokio::join!(append, deliver, rest);
+    deliver.map_err(fail)?;
+    for r in rest {
+        r.map_err(fail)?;
     }
-    let touched: Vec<&str> = touched.into_iter().collect();
-    if !touched.is_empty() {
-        tx.execute(sql::NOTIFY, &[&touched]).await.map_err(fail)?;
+    let mut stored: HashMap<(String, String), i64> = HashMap::new();
+    for row in appended.map_err(fail)? {
+        stored.insert(
+            (row.try_get(1).map_err(fail)?, row.try_get(2).map_err(fail)?),
+            row.try_get(0).map_err(fail)?,
+        );
+    }
+    let done: Vec<Done> = work
+        .iter()
+        .enumerate()
+        .map(|(i, w)| match w {
+            Work::Append { source, id, .. } => Done::Appended(
+                (first.get(&(source.as_str(), id.as_str())) == Some(&i))
+                    .then(|| stored.get(&(source.clone(), id.clone())).copied())
+                    .flatten(),
+            ),
+            _ => Done::Unit,
+        })
+        .collect();
+
+    // Wake-ups: each sink with the lowest seq committed for it, where its scans may begin.
+    let mut lowest: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut unrouted = false;
+    for (w, d) in work.iter().zip(&done) {
+        if let (Work::Append { sinks, routed, .. }, Done::Appended(Some(seq))) = (w, d) {
+            unrouted |= !routed;
+            for sink in sinks {
+                let at = lowest.entry(sink.as_str()).or_insert(*seq);
+                *at = (*at).min(*seq);
+            }
+        }
+    }
+    let mut payloads: Vec<String> = lowest
+        .iter()
+        .map(|(sink, seq)| format!("{sink} {seq}"))
+        .collect();
+    if unrouted {
+        payloads.push(sql::UNROUTED.to_owned());
+    }
+    if !payloads.is_empty() {
+        tx.execute(sql::NOTIFY, &[&payloads]).await.map_err(fail)?;
     }
     tx.commit().await.map_err(fail)?;
     Ok(done)
+}
+
+/// The columns of `APPEND_MANY`.
+#[derive(Default)]
+struct Columns<'a> {
+    sources: Vec<&'a str>,
+    ids: Vec<&'a str>,
+    sizes: Vec<i32>,
+    jsons: Vec<&'a str>,
+    routed: Vec<bool>,
+    counts: Vec<i32>,
+    d_sources: Vec<&'a str>,
+    d_ids: Vec<&'a str>,
+    d_routes: Vec<&'a str>,
+    d_sinks: Vec<&'a str>,
+}
+
+impl<'a> Columns<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        source: &'a str,
+        id: &'a str,
+        size: i32,
+        json: &'a str,
+        routed: bool,
+        routes: &'a [String],
+        sinks: &'a [String],
+    ) {
+        self.sources.push(source);
+        self.ids.push(id);
+        self.sizes.push(size);
+        self.jsons.push(json);
+        self.routed.push(routed);
+        self.counts.push(i32::try_from(sinks.len()).unwrap_or(i32::MAX));
+        for (route, sink) in routes.iter().zip(sinks) {
+            self.d_sources.push(source);
+            self.d_ids.push(id);
+            self.d_routes.push(route);
+            self.d_sinks.push(sink);
+        }
+    }
 }
 
 /// Every second: the backlog counters (and so whether PostgreSQL answers); every lease/3 the
@@ -1312,6 +1468,16 @@ async fn listen_once(
             inner.unrouted.notify_one();
             continue;
         }
+        // `sink seq` (a commit's wake-up with where to look) or `sink` (replay, import).
+        let sink = match sink.split_once(' ') {
+            Some((name, seq)) => {
+                if let Ok(seq) = seq.parse::<i64>() {
+                    inner.hint(name, seq);
+                }
+                name.to_owned()
+            }
+            None => sink,
+        };
         let known = inner
             .notifies
             .read()
@@ -1333,37 +1499,16 @@ struct Statements {
     dead: tokio_postgres::Statement,
 }
 
-/// One command's statement in the batch's transaction.
+/// One of a batch's rarer commands (a rejected input, a retry, a dead letter) as its own
+/// statement; events and delivered outcomes go in `run_batch`'s two batch statements.
 async fn run_one(
     tx: &deadpool_postgres::Transaction<'_>,
     stmts: &Statements,
     holder: &str,
     w: &Work,
-) -> Result<Done, tokio_postgres::Error> {
+) -> Result<(), tokio_postgres::Error> {
     match w {
-        Work::Append {
-            source,
-            id,
-            size,
-            json,
-            routed,
-            routes,
-            sinks,
-            ..
-        } => {
-            let row = tx
-                .query_one(
-                    &stmts.append,
-                    &[source, id, size, json, routed, routes, sinks],
-                )
-                .await?;
-            let seq: Option<i64> = row.try_get(0)?;
-            Ok(Done::Appended(if seq.is_some() {
-                Committed::New
-            } else {
-                Committed::Duplicate
-            }))
-        }
+        Work::Append { .. } => Ok(()),
         Work::Reject {
             reason,
             source,
@@ -1374,7 +1519,7 @@ async fn run_one(
         } => {
             tx.execute(&stmts.reject, &[reason, source, received, meta, body])
                 .await?;
-            Ok(Done::Unit)
+            Ok(())
         }
         Work::Outcome {
             key,
@@ -1385,8 +1530,11 @@ async fn run_one(
         } => {
             match outcome {
                 Outcome::Delivered => {
-                    tx.execute(&stmts.delivered, &[&key.sink, seq, &key.route, &holder])
-                        .await?
+                    tx.execute(
+                        &stmts.delivered,
+                        &[&vec![&key.sink], &vec![*seq], &vec![&key.route], &holder],
+                    )
+                    .await?
                 }
                 Outcome::Retry { next_at, .. } => {
                     let next_at = *next_at as f64;
@@ -1404,7 +1552,7 @@ async fn run_one(
                     .await?
                 }
             };
-            Ok(Done::Unit)
+            Ok(())
         }
     }
 }

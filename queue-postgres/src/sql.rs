@@ -2,31 +2,50 @@
 //! in and out as milliseconds since the epoch (`int8`), JSON columns as text, so the driver
 //! needs no chrono or serde feature.
 
-/// Commits one event (docs/architecture.md §10.1, `commit`): stores it unless `(source,
-/// event_id)` is there already (the duplicate key shared by every gateway), with its
-/// deliveries, in the batch's transaction. Answers `(seq, deliveries)`, `seq` NULL for a
-/// duplicate. `$5` false commits it unrouted.
-pub const APPEND: &str = "WITH e AS (
+/// Commits a batch's events in one statement (docs/architecture.md §10.2, "the writer"):
+/// `$1`–`$6` one element per event (source, id, bytes, JSON, routed, deliveries), stored
+/// in that order unless `(source, event_id)` is there already; `$7`–`$10` one element per
+/// delivery (the event's source and id, route, sink). Answers the seq of each event stored;
+/// one not answered is a duplicate. The caller leaves out a key repeated in the batch.
+pub const APPEND_MANY: &str = "WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::bool[], $6::int4[])
+        WITH ORDINALITY AS i(source, event_id, size, event, routed, deliveries, ord)
+), e AS (
     INSERT INTO events (source, event_id, size, event, routed, deliveries_left)
-    VALUES ($1, $2, $3, $4, $5, cardinality($6::text[]))
+    SELECT source, event_id, size, event, routed, deliveries FROM input ORDER BY ord
     ON CONFLICT (source, event_id) DO NOTHING
-    RETURNING seq
+    RETURNING seq, source, event_id, routed
 ), d AS (
     INSERT INTO deliveries (seq, route, sink)
-    SELECT e.seq, r.route, r.sink FROM e, unnest($6::text[], $7::text[]) AS r(route, sink)
-    RETURNING 1
+    SELECT e.seq, r.route, r.sink
+    FROM unnest($7::text[], $8::text[], $9::text[], $10::text[]) AS r(source, event_id, route, sink)
+    JOIN e ON e.source = r.source AND e.event_id = r.event_id
 ), u AS (
-    INSERT INTO unrouted (seq) SELECT seq FROM e WHERE NOT $5
-    RETURNING 1
+    INSERT INTO unrouted (seq) SELECT seq FROM e WHERE NOT routed
 )
-SELECT (SELECT seq FROM e), (SELECT count(*) FROM d) + (SELECT count(*) FROM u)";
+SELECT seq, source, event_id FROM e";
+
+/// The `Delivered` outcomes of a batch in one statement (`$1`–`$3` one element per
+/// delivery), each applied only where the claim is `$4`'s or nobody's.
+pub const DELIVERED_MANY: &str = "WITH d AS (
+    DELETE FROM deliveries d
+    USING unnest($1::text[], $2::int8[], $3::text[]) AS k(sink, seq, route)
+    WHERE d.sink = k.sink AND d.seq = k.seq AND d.route = k.route
+      AND (d.holder = $4 OR d.holder IS NULL)
+    RETURNING d.seq
+), c AS (
+    SELECT seq, count(*)::int4 AS n FROM d GROUP BY seq
+)
+UPDATE events e SET deliveries_left = e.deliveries_left - c.n FROM c WHERE e.seq = c.seq";
 
 /// Keeps an undecodable input with the dead letters.
 pub const REJECT: &str = "INSERT INTO dead_letters (kind, reason, source, received, meta, body)
     VALUES ('rejected', $1, $2, to_timestamp($3::float8 / 1000), $4::text::jsonb, $5)";
 
 /// Wakes the workers of the sinks in `$1` on every gateway (LISTEN/NOTIFY, delivered at
-/// COMMIT).
+/// COMMIT). A payload is a sink's name, or the name, a space and the lowest seq of the
+/// deliveries just committed for it (where that sink's scan may begin instead of at the
+/// start, `Queue::wake_hint`), or [`UNROUTED`].
 pub const NOTIFY: &str = "SELECT pg_notify('herald_deliveries', s) FROM unnest($1::text[]) AS s";
 pub const CHANNEL: &str = "herald_deliveries";
 /// The payload on `CHANNEL` that wakes the enrichment task: unrouted events were committed
@@ -36,12 +55,6 @@ pub const UNROUTED: &str = "/unrouted";
 // Outcomes (`record_then`): applied only where the claim is still the recorder's, or nobody's
 // (`$4`, docs/architecture.md §10.1): a holder whose lease ran out and was taken over
 // changes nothing.
-pub const DELIVERED: &str = "WITH d AS (
-    DELETE FROM deliveries
-    WHERE sink = $1 AND seq = $2 AND route = $3 AND (holder = $4 OR holder IS NULL)
-    RETURNING seq
-)
-UPDATE events SET deliveries_left = deliveries_left - 1 WHERE seq IN (SELECT seq FROM d)";
 
 /// `$5` next attempt (ms), `$6` a JSON array of the one failed attempt; keeps the first error
 /// and the latest ones, at most 20, as the local engine does.

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -92,6 +92,9 @@ struct Shared {
     lapsed: Mutex<HashSet<DeliveryKey>>,
     /// A paced sink on a shared queue: this gateway's turn at it (turn.rs).
     pacing: Option<Pacing>,
+    /// An attempt recorded a retry since the worker last looked: its next pass reads the
+    /// sink's deliveries from the start to learn when it is due.
+    retried: AtomicBool,
 }
 
 /// The series a worker records on every attempt, registered once (a labelled macro call
@@ -136,6 +139,7 @@ impl Worker {
                 .pace
                 .filter(|_| self.journal.renews_claims())
                 .map(|pace| Pacing::new(&self.name, pace, self.journal.lease())),
+            retried: AtomicBool::new(false),
         });
         let limiter = rate_limiter(&self.policy);
         let semaphore = Arc::new(Semaphore::new(self.policy.concurrency));
@@ -231,19 +235,34 @@ impl Worker {
             };
             if items.is_empty() {
                 // The end of a pass: sleep until the earliest retry, new work, or a rescan.
-                cursor = None;
                 let wait = earliest
                     .take()
                     .map(|at| Duration::from_millis(u64::try_from(at - now_millis()).unwrap_or(0)))
                     .unwrap_or(RESCAN)
                     .min(RESCAN);
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = self.notify.notified() => {}
-                    // An attempt ended: a retry it scheduled may be due before `wait`.
-                    _ = shared.ended.notified() => {}
-                    _ = shutdown.cancelled() => {}
-                }
+                let sleep = tokio::time::sleep(wait);
+                tokio::pin!(sleep);
+                // New deliveries: the scan may begin where they are, when the engine says
+                // (postgres: past the dead rows of those already made). Retries and lapsed
+                // claims below are found by the full passes: the timer (the earliest retry,
+                // RESCAN) and a retry just recorded.
+                cursor = loop {
+                    tokio::select! {
+                        _ = &mut sleep => break None,
+                        _ = self.notify.notified() => break self.hint(),
+                        _ = shared.ended.notified() => {
+                            if shared.retried.swap(false, Ordering::SeqCst) {
+                                break None;
+                            }
+                            // Delivered or dead: nothing new to read, unless deliveries
+                            // were committed meanwhile.
+                            if let Some(from) = self.hint() {
+                                break Some(from);
+                            }
+                        }
+                        _ = shutdown.cancelled() => break None,
+                    }
+                };
                 continue;
             }
 
@@ -364,6 +383,17 @@ impl Worker {
         if let Err(e) = self.sink.flush().await {
             tracing::warn!(sink = %self.name, error = %e, "flush at shutdown failed");
         }
+    }
+}
+
+impl Worker {
+    /// Where a scan of new deliveries may begin (`Queue::wake_hint`).
+    fn hint(&self) -> Option<DeliveryKey> {
+        self.journal.wake_hint(&self.name).map(|seq| DeliveryKey {
+            sink: self.name.clone(),
+            seq: seq.saturating_sub(1),
+            route: String::new(),
+        })
     }
 }
 
@@ -500,10 +530,16 @@ async fn attempt(
         }
         Outcome::Delivered => {}
     }
+    let retried = matches!(outcome, Outcome::Retry { .. });
     let recorded = {
         let shared = shared.clone();
         let key = key.clone();
         OnRecorded::new(move |result| {
+            // A retry to schedule, or an outcome not recorded (the delivery is still
+            // pending): the next pass reads from the start.
+            if retried || result.is_err() {
+                shared.retried.store(true, Ordering::SeqCst);
+            }
             if let Err(e) = result {
                 tracing::error!(sink = %key.sink, error = %e, "cannot record a delivery outcome; it will be attempted again");
             }

@@ -287,6 +287,14 @@ pub trait Queue: QueueAdmin + Ingest {
     /// another gateway).
     fn notify_for(&self, sink: &str) -> Arc<Notify>;
 
+    /// The lowest seq of the deliveries for `sink` committed since the last call, when the
+    /// engine knows it: a worker woken by [`Queue::notify_for`] may scan from there rather
+    /// than from the start (on postgres, past the dead rows of deliveries already made).
+    /// `None`: scan from the start.
+    fn wake_hint(&self, _sink: &str) -> Option<u64> {
+        None
+    }
+
     /// Moves every pending delivery of `sink` to the dead letters with `reason` (a sink
     /// removed from the config); returns how many.
     async fn bury(&self, sink: &str, reason: &str) -> Result<usize, QueueError>;
