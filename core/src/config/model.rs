@@ -28,7 +28,8 @@ pub struct ServerConfig {
     pub watch_config: bool,
     /// The admin listener's token: `/api/*` and `/-/*` want `Authorization: Bearer` it, the
     /// console a login with it (docs/architecture.md §12). A secret: never logged or shown.
-    #[serde(default)]
+    /// Empty is unset, so `admin_token: ${HERALD_ADMIN_TOKEN:-}` turns it on by environment.
+    #[serde(default, deserialize_with = "admin_token")]
     pub admin_token: Option<AdminToken>,
     /// Serve HTTPS with these PEM files (the Directory API only calls HTTPS endpoints).
     #[serde(default)]
@@ -97,6 +98,16 @@ impl<'de> Deserialize<'de> for AdminToken {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         AdminToken::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+fn admin_token<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<AdminToken>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(text) if text.is_empty() => Ok(None),
+        Some(text) => AdminToken::new(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
     }
 }
 

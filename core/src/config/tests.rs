@@ -472,6 +472,8 @@ fn the_admin_token_is_validated_and_masked() {
             && !errors[0].contains("short\""),
         "{errors:?}"
     );
+    let config = parse_ok("server:\n  admin_token: \"\"\n");
+    assert!(config.server.admin_token.is_none(), "empty is unset");
     let errors = parse_err("server:\n  admin_token: \"with spaces in the token\"\n");
     assert!(errors[0].contains("printable ASCII"), "{errors:?}");
 }

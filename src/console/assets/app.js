@@ -262,7 +262,7 @@ function renderGoogle() {
       el("th", { scope: "row" }, r.name, r.id ? el("div", { class: "muted" }, r.id) : ""),
       el("td", {}, r.kind),
       el("td", { "data-expires": r.expires || "" }, countdown(r.expires)),
-      el("td", {}, r.renews ? `next ${r.renews}` : "-"),
+      el("td", {}, r.renews ? `${r.renews} (in ${countdown(r.renews)})` : "-"),
       el("td", { class: r.health === "ok" ? "ok" : "bad" }, r.health),
       el("td", {}, r.last_error ? `${r.last_error} (${r.failures} failure${r.failures === 1 ? "" : "s"})` : "-"),
       el("td", {},
