@@ -98,7 +98,7 @@ pub fn summary(config: &herald_core::Config) -> Vec<String> {
         ));
     }
     match config.routes.unmatched() {
-        [] => lines.push(format!("  unmatched events are dropped")),
+        [] => lines.push("  unmatched events are dropped".to_owned()),
         sinks => lines.push(format!("  unmatched → {}", sinks.join(", "))),
     }
     lines

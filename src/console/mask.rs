@@ -64,7 +64,14 @@ static SECRET_KEY_ONLY: LazyLock<Regex> = LazyLock::new(|| {
     .expect("a valid regex")
 });
 
+static COMMENTED_KEY: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#"^\s*#+\s*(?:-\s+)?[\w.-]+\s*:"#).expect("a valid regex"));
+
 fn mask_line(line: &str) -> String {
+    // Prose in a comment stays; a commented-out `key: value` is masked like a live one.
+    if line.trim_start().starts_with('#') && !COMMENTED_KEY.is_match(line) {
+        return line.to_owned();
+    }
     SECRET
         .replace_all(line, |c: &regex::Captures| {
             let key = &c["key"];
@@ -107,6 +114,7 @@ mod tests {
     #[test]
     fn secrets_are_masked_and_variables_stay() {
         let yaml = "\
+# Herald's default config: runs with no outside service.
 server:
   admin_token: s3cr3t-s3cr3t-s3cr3t
   listen: 127.0.0.1:8080
@@ -142,6 +150,7 @@ sinks:
             assert!(!masked.contains(secret), "{secret} shows:\n{masked}");
         }
         for kept in [
+            "# Herald's default config: runs with no outside service.",
             "admin_token: ***",
             "listen: 127.0.0.1:8080",
             "- ${ONLY}",

@@ -231,7 +231,10 @@ fn bad(error: &str, reason: &str) -> Response {
 
 /// Prometheus text, read back by name and labels (the counters the delivery engine keeps,
 /// docs/architecture.md §7).
-struct Metrics(Vec<(String, Vec<(String, String)>, f64)>);
+struct Metrics(Vec<Series>);
+
+/// One line of Prometheus text: name, labels, value.
+type Series = (String, Vec<(String, String)>, f64);
 
 impl Metrics {
     fn parse(text: &str) -> Metrics {
