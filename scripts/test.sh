@@ -35,6 +35,13 @@ if ! need systemd-analyze; then
   else sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y systemd; fi
 fi
 
+# The console's browser tests (tests/console_browser.rs) drive Debian's headless Chromium
+# through chromedriver.
+if ! need chromium || ! need chromedriver; then
+  if [ "$(id -u)" -eq 0 ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver;
+  else sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; fi
+fi
+
 echo "== paths: the tests use nothing outside the checkout"
 ./scripts/check-paths.sh
 

@@ -16,15 +16,22 @@
 //! | GET | `/api/google` | Classroom registrations and Directory channels, with expiry and health |
 //! | POST | `/api/google/renew` | `{"name": N}` (or null: all) → `{"renewed": [..]}` |
 //! | POST | `/api/google/stop` | `{"name": N}` → `{"stopped": "…"}` |
+//! | GET | `/api/overview`, `/api/config` | the console's Overview and Config (`console::views`) |
+//! | POST | `/api/try` | the console's "Try a route": `herald test --json` of the body |
+//! | GET, POST | `/console…` | the web console (`console`) |
+//!
+//! With `server.admin_token` set, `/api/*` and `/-/*` want the token or a console session
+//! (`console::guard`, docs/architecture.md §12); `/metrics` and the probes stay open.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::console::Actor;
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use herald_core::queue::{DeadFilter, Queue, QueueError as JournalError, Tapped, now_millis};
 use herald_core::rules::FieldPath;
 
@@ -41,6 +48,11 @@ pub struct AdminState {
     /// Set once the Google lifecycle started (after the public listener); empty when no
     /// source declares registrations or channels.
     pub google: Arc<std::sync::OnceLock<herald_sources::google::Control>>,
+    /// The admin token, the console's sessions and logins (docs/architecture.md §12).
+    pub security: Arc<crate::console::Security>,
+    /// What this gateway routed lately, for the console's overview.
+    pub activity: Arc<crate::console::views::Activity>,
+    pub started: chrono::DateTime<chrono::Utc>,
 }
 
 /// The selection of dead letters a request works on (query string or JSON body).
@@ -70,13 +82,7 @@ impl Selection {
 }
 
 pub fn router(state: AdminState) -> Router {
-    Router::new()
-        .route(
-            "/metrics",
-            get(|State(s): State<AdminState>| async move { (s.metrics)() }),
-        )
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(ready))
+    let guarded = Router::new()
         .route("/api/dlq", get(list))
         .route("/api/dlq/{id}", get(show))
         .route("/api/dlq/replay", post(replay))
@@ -86,6 +92,22 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/google", get(google_status))
         .route("/api/google/renew", post(google_renew))
         .route("/api/google/stop", post(google_stop))
+        .route("/api/overview", get(crate::console::views::overview))
+        .route("/api/config", get(crate::console::views::config))
+        .route("/api/try", post(crate::console::views::try_route))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::console::guard,
+        ));
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(s): State<AdminState>| async move { (s.metrics)() }),
+        )
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(ready))
+        .merge(guarded)
+        .merge(crate::console::router())
         .with_state(state)
 }
 
@@ -99,7 +121,12 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (server.admin_listen): {e}"))?;
     let local = listener.local_addr()?;
-    let app = router(state);
+    let _ = state.security.local.set(local);
+    if !local.ip().is_loopback() && !state.security.token_set() {
+        tracing::warn!(admin = %local, "the admin listener is not on loopback and server.admin_token is not set: anyone who reaches it can replay, purge and reload (docs: README, \"The console\")");
+    }
+    state.activity.clone().follow(&*state.journal, stop.clone());
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
@@ -149,23 +176,38 @@ async fn show(State(s): State<AdminState>, Path(id): Path<u64>) -> Response {
     }
 }
 
-async fn replay(State(s): State<AdminState>, Json(q): Json<Selection>) -> Response {
+async fn replay(
+    State(s): State<AdminState>,
+    actor: Option<Extension<Actor>>,
+    Json(q): Json<Selection>,
+) -> Response {
     let sinks = s.reloader.sink_names().await;
     // The engine does the work off the async threads (the local one on the blocking pool).
     match s.journal.replay(&q.filter(), &sinks).await {
-        Ok(report) => Json(report).into_response(),
+        Ok(report) => {
+            tracing::info!(target: "audit", action = "replay", by = %who(&actor), ids = ?q.ids, sink = ?q.sink, route = ?q.route, replayed = report.replayed.len(), skipped = report.skipped.len(), "dead letters replayed");
+            Json(report).into_response()
+        }
         Err(e) => journal_error(&e),
     }
 }
 
-async fn purge(State(s): State<AdminState>, Json(q): Json<Selection>) -> Response {
+async fn purge(
+    State(s): State<AdminState>,
+    actor: Option<Extension<Actor>>,
+    Json(q): Json<Selection>,
+) -> Response {
     match s.journal.purge(&q.filter()).await {
-        Ok(n) => Json(json!({"purged": n})).into_response(),
+        Ok(n) => {
+            tracing::info!(target: "audit", action = "purge", by = %who(&actor), ids = ?q.ids, sink = ?q.sink, route = ?q.route, older_than_ms = ?q.older_than_ms, purged = n, "dead letters purged");
+            Json(json!({"purged": n})).into_response()
+        }
         Err(e) => journal_error(&e),
     }
 }
 
-async fn reload(State(s): State<AdminState>) -> Response {
+async fn reload(State(s): State<AdminState>, actor: Option<Extension<Actor>>) -> Response {
+    tracing::info!(target: "audit", action = "reload", by = %who(&actor), "reload asked");
     match s.reloader.reload("POST /-/reload").await {
         Ok(report) => Json(json!({"status": "reloaded", "report": report})).into_response(),
         Err(ReloadError::Invalid(errors)) => {
@@ -278,7 +320,7 @@ impl TapFilter {
 }
 
 /// `a=1&b=x%3Dy` → [("a", "1"), ("b", "x=y")]
-fn form_pairs(query: &str) -> Vec<(String, String)> {
+pub(crate) fn form_pairs(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -333,7 +375,11 @@ async fn google_status(State(s): State<AdminState>) -> Response {
     }
 }
 
-async fn google_renew(State(s): State<AdminState>, body: axum::body::Bytes) -> Response {
+async fn google_renew(
+    State(s): State<AdminState>,
+    actor: Option<Extension<Actor>>,
+    body: axum::body::Bytes,
+) -> Response {
     let Some(control) = s.google.get() else {
         return no_google();
     };
@@ -341,13 +387,24 @@ async fn google_renew(State(s): State<AdminState>, body: axum::body::Bytes) -> R
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad request", &e.to_string()),
     };
+    let name = request.name.clone();
     match control.renew(request.name).await {
-        Ok(names) => Json(json!({"renewed": names})).into_response(),
-        Err(e) => error(StatusCode::BAD_GATEWAY, "renewal failed", &e),
+        Ok(names) => {
+            tracing::info!(target: "audit", action = "renew", by = %who(&actor), name = ?name, renewed = ?names, "Google subscriptions renewed");
+            Json(json!({"renewed": names})).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(target: "audit", action = "renew", by = %who(&actor), name = ?name, outcome = "failed", "Google renewal failed: {e}");
+            error(StatusCode::BAD_GATEWAY, "renewal failed", &e)
+        }
     }
 }
 
-async fn google_stop(State(s): State<AdminState>, body: axum::body::Bytes) -> Response {
+async fn google_stop(
+    State(s): State<AdminState>,
+    actor: Option<Extension<Actor>>,
+    body: axum::body::Bytes,
+) -> Response {
     let Some(control) = s.google.get() else {
         return no_google();
     };
@@ -356,10 +413,23 @@ async fn google_stop(State(s): State<AdminState>, body: axum::body::Bytes) -> Re
         Ok(_) => return error(StatusCode::BAD_REQUEST, "bad request", "`name` is required"),
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad request", &e.to_string()),
     };
-    match control.stop(name).await {
-        Ok(done) => Json(json!({"stopped": done})).into_response(),
-        Err(e) => error(StatusCode::BAD_GATEWAY, "stop failed", &e),
+    match control.stop(name.clone()).await {
+        Ok(done) => {
+            tracing::info!(target: "audit", action = "stop", by = %who(&actor), name = %name, "Google subscription stopped");
+            Json(json!({"stopped": done})).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(target: "audit", action = "stop", by = %who(&actor), name = %name, outcome = "failed", "Google stop failed: {e}");
+            error(StatusCode::BAD_GATEWAY, "stop failed", &e)
+        }
     }
+}
+
+/// Who asked, as the guard recorded it (docs/architecture.md §12).
+fn who(actor: &Option<Extension<Actor>>) -> String {
+    actor
+        .as_ref()
+        .map_or_else(|| "unknown".to_owned(), |Extension(a)| a.0.clone())
 }
 
 fn no_google() -> Response {

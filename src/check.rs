@@ -20,8 +20,33 @@ pub fn run(args: &CheckArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    for line in summary(&config) {
+        println!("{line}");
+    }
+    if let Some(token) = &config.server.admin_token {
+        println!(
+            "  admin listener {}: API and console want the admin token ({token})",
+            config.server.admin_listen
+        );
+    } else {
+        println!(
+            "  admin listener {}: open API, console off (no server.admin_token)",
+            config.server.admin_listen
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// What `herald check` says a valid config sets up, one line each, secrets masked by each
+/// part's own `describe` (also the console's Config page, docs/architecture.md §12).
+pub fn summary(config: &herald_core::Config) -> Vec<String> {
+    let mut lines = Vec::new();
     let routes = config.routes.routes();
-    println!(
+    lines.push(format!(
         "{}: OK — {} source{}, {} sink{}, {} route{}",
         config.file.display(),
         config.sources.len(),
@@ -30,35 +55,35 @@ pub fn run(args: &CheckArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
         plural(config.sinks.len()),
         routes.len(),
         plural(routes.len()),
-    );
+    ));
     // The queue, with any secret masked by the engine's own `describe` (§10).
     match &config.queue.engine_spec {
-        Some(engine) => println!(
+        Some(engine) => lines.push(format!(
             "  queue ({}): {}",
             config.queue.engine.name(),
             engine.spec.describe()
-        ),
-        None => println!(
+        )),
+        None => lines.push(format!(
             "  queue ({}): {}",
             config.queue.engine.name(),
             config.queue.path.display()
-        ),
+        )),
     }
     for source in &config.sources {
-        println!(
+        lines.push(format!(
             "  source {} ({}): {}",
             source.name,
             source.type_name,
             source.spec.describe()
-        );
+        ));
     }
     for sink in &config.sinks {
-        println!(
+        lines.push(format!(
             "  sink {} ({}): {}",
             sink.name,
             sink.type_name,
             sink.spec.describe()
-        );
+        ));
     }
     for route in routes {
         let cont = if route.continue_matching {
@@ -66,15 +91,15 @@ pub fn run(args: &CheckArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
         } else {
             ""
         };
-        println!("  route {} → {}{cont}", route.name, route.sinks.join(", "));
+        lines.push(format!(
+            "  route {} → {}{cont}",
+            route.name,
+            route.sinks.join(", ")
+        ));
     }
     match config.routes.unmatched() {
-        [] => println!("  unmatched events are dropped"),
-        sinks => println!("  unmatched → {}", sinks.join(", ")),
+        [] => lines.push("  unmatched events are dropped".to_owned()),
+        sinks => lines.push(format!("  unmatched → {}", sinks.join(", "))),
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
+    lines
 }

@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use herald_core::config::{self, Config, Registry};
+use herald_core::config::{self, AdminToken, Config, Registry};
 
 use herald_core::queue::{DeadKind, DeadLetter, QueueAdmin, QueueError, ReplayReport, to_time};
 
@@ -101,7 +101,11 @@ pub fn run(args: &DlqArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
 /// the running gateway that holds it.
 pub(crate) enum Target {
     Journal(std::sync::Arc<dyn QueueAdmin>),
-    Gateway { base: String },
+    /// The running gateway's admin API, with `server.admin_token` when the config sets one.
+    Gateway {
+        base: String,
+        token: Option<AdminToken>,
+    },
 }
 
 impl Target {
@@ -117,6 +121,7 @@ impl Target {
                 })?;
                 Ok(Target::Gateway {
                     base: format!("http://{}", info.admin),
+                    token: config.server.admin_token.clone(),
                 })
             }
             Err(e) => Err(e.into()),
@@ -126,7 +131,7 @@ impl Target {
     fn list(&self, selection: &Selection) -> anyhow::Result<Vec<DeadLetter>> {
         match self {
             Target::Journal(j) => Ok(block_on(j.dead_letters(&selection.filter()))??),
-            Target::Gateway { base } => {
+            Target::Gateway { base, token } => {
                 let mut query = Vec::new();
                 if let Some(s) = &selection.sink {
                     query.push(("sink", s.clone()));
@@ -135,7 +140,7 @@ impl Target {
                     query.push(("route", r.clone()));
                 }
                 let url = reqwest::Url::parse_with_params(&format!("{base}/api/dlq"), &query)?;
-                let mut letters: Vec<DeadLetter> = http(|c| c.get(url))?;
+                let mut letters: Vec<DeadLetter> = http(token.as_ref(), |c| c.get(url))?;
                 if !selection.ids.is_empty() {
                     letters.retain(|l| selection.ids.contains(&l.id));
                 }
@@ -147,18 +152,19 @@ impl Target {
     fn replay(&self, selection: &Selection, sinks: &[String]) -> anyhow::Result<ReplayReport> {
         match self {
             Target::Journal(j) => Ok(block_on(j.replay(&selection.filter(), sinks))??),
-            Target::Gateway { base } => {
-                http(|c| c.post(format!("{base}/api/dlq/replay")).json(selection))
-            }
+            Target::Gateway { base, token } => http(token.as_ref(), |c| {
+                c.post(format!("{base}/api/dlq/replay")).json(selection)
+            }),
         }
     }
 
     fn purge(&self, selection: &Selection) -> anyhow::Result<usize> {
         match self {
             Target::Journal(j) => Ok(block_on(j.purge(&selection.filter()))??),
-            Target::Gateway { base } => {
-                let v: serde_json::Value =
-                    http(|c| c.post(format!("{base}/api/dlq/purge")).json(selection))?;
+            Target::Gateway { base, token } => {
+                let v: serde_json::Value = http(token.as_ref(), |c| {
+                    c.post(format!("{base}/api/dlq/purge")).json(selection)
+                })?;
                 Ok(v["purged"].as_u64().unwrap_or(0) as usize)
             }
         }
@@ -173,8 +179,9 @@ pub(crate) fn block_on<F: std::future::Future>(work: F) -> anyhow::Result<F::Out
     Ok(runtime.block_on(work))
 }
 
-/// One request to the running gateway's admin API.
+/// One request to the running gateway's admin API, with the admin token when there is one.
 pub(crate) fn http<T: serde::de::DeserializeOwned>(
+    token: Option<&AdminToken>,
     build: impl FnOnce(&reqwest::Client) -> reqwest::RequestBuilder,
 ) -> anyhow::Result<T> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -182,12 +189,22 @@ pub(crate) fn http<T: serde::de::DeserializeOwned>(
         .build()?;
     runtime.block_on(async {
         let client = reqwest::Client::builder().no_proxy().build()?;
-        let response = build(&client)
+        let mut request = build(&client);
+        if let Some(token) = token {
+            request = request.bearer_auth(token.expose());
+        }
+        let response = request
             .send()
             .await
             .context("the running gateway's admin listener did not answer")?;
         let status = response.status();
         let body = response.text().await?;
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            bail!(
+                "the gateway answered {status}: {body}\n(the admin API wants `server.admin_token` \
+                 of the running gateway's config; this config's differs or is not set)"
+            );
+        }
         if !status.is_success() {
             bail!("the gateway answered {status}: {body}");
         }

@@ -120,6 +120,11 @@ pub async fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
         reloader: reloader.clone(),
         metrics: render.clone(),
         google: google_control.clone(),
+        security: Arc::new(crate::console::Security::new(
+            config.server.admin_token.clone(),
+        )),
+        activity: Arc::default(),
+        started: chrono::Utc::now(),
     };
     let (admin_addr, admin_task) =
         admin::serve(config.server.admin_listen, admin_state, stop.clone()).await?;

@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 
 use anyhow::bail;
-use herald_core::config::{QueueEngine, Registry};
+use herald_core::config::{AdminToken, QueueEngine, Registry};
 use herald_sources::google::state::{self, CHANNEL_PREFIX, REGISTRATION_PREFIX};
 use herald_sources::google::status_rows;
 use herald_sources::google::{self, Status};
@@ -25,7 +25,9 @@ pub fn run(args: &GoogleArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
     match &args.command {
         GoogleCommand::Status { json } => {
             let rows: Vec<Status> = match &target {
-                Target::Gateway { base } => http(|c| c.get(format!("{base}/api/google")))?,
+                Target::Gateway { base, token } => {
+                    http(token.as_ref(), |c| c.get(format!("{base}/api/google")))?
+                }
                 Target::Journal(journal) => {
                     let (registrations, watches) = google::declared(&config);
                     let regs: Vec<state::RegistrationRecord> =
@@ -60,8 +62,8 @@ pub fn run(args: &GoogleArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
             }
         }
         GoogleCommand::Renew { name } => {
-            let base = running(&target, "renew")?;
-            let answer: serde_json::Value = http(|c| {
+            let (base, token) = running(&target, "renew")?;
+            let answer: serde_json::Value = http(token, |c| {
                 c.post(format!("{base}/api/google/renew"))
                     .json(&json!({"name": name}))
             })?;
@@ -70,8 +72,8 @@ pub fn run(args: &GoogleArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
             }
         }
         GoogleCommand::Stop { name } => {
-            let base = running(&target, "stop")?;
-            let answer: serde_json::Value = http(|c| {
+            let (base, token) = running(&target, "stop")?;
+            let answer: serde_json::Value = http(token, |c| {
                 c.post(format!("{base}/api/google/stop"))
                     .json(&json!({"name": name}))
             })?;
@@ -81,9 +83,12 @@ pub fn run(args: &GoogleArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn running<'t>(target: &'t Target, what: &str) -> anyhow::Result<&'t str> {
+fn running<'t>(
+    target: &'t Target,
+    what: &str,
+) -> anyhow::Result<(&'t str, Option<&'t AdminToken>)> {
     match target {
-        Target::Gateway { base } => Ok(base),
+        Target::Gateway { base, token } => Ok((base, token.as_ref())),
         Target::Journal(_) => bail!(
             "`herald google {what}` needs the running gateway (it calls Google with the \
              gateway's credentials and keeps the channels' state); start it with `herald run`"

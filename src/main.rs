@@ -5,6 +5,7 @@
 mod admin;
 mod check;
 mod cli;
+mod console;
 mod dlq;
 mod forget;
 mod gateway;

@@ -60,8 +60,22 @@ impl std::fmt::Display for ReloadError {
     }
 }
 
+/// The last reload, for the console's Config page (docs/architecture.md §12).
+#[derive(Clone, Debug, Serialize)]
+pub struct LastReload {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub trigger: String,
+    pub applied: bool,
+    /// What was applied, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
+    /// Each error as `file:line:column: message`, when refused.
+    pub errors: Vec<String>,
+}
+
 pub struct Reloader {
     path: PathBuf,
+    last: std::sync::Mutex<Option<LastReload>>,
     registry: Registry,
     /// The config as started: listeners, journal and sources come from it until a restart.
     started: Config,
@@ -99,6 +113,7 @@ impl Reloader {
     ) -> Reloader {
         Reloader {
             path,
+            last: std::sync::Mutex::new(None),
             registry,
             started: config.clone(),
             state: Mutex::new(State {
@@ -115,6 +130,16 @@ impl Reloader {
 
     pub fn path(&self) -> &std::path::Path {
         &self.path
+    }
+
+    /// The config in force (the console's Config and Try pages).
+    pub async fn current(&self) -> Config {
+        self.state.lock().await.current.clone()
+    }
+
+    /// The last reload since start, if any.
+    pub fn last_reload(&self) -> Option<LastReload> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The sinks of the config in force (for `dlq replay`).
@@ -138,6 +163,20 @@ impl Reloader {
     pub async fn reload(&self, trigger: &str) -> Result<Report, ReloadError> {
         let mut state = self.state.lock().await;
         let result = self.apply(&mut state).await;
+        let last = LastReload {
+            at: chrono::Utc::now(),
+            trigger: trigger.to_owned(),
+            applied: result.is_ok(),
+            report: result
+                .as_ref()
+                .ok()
+                .and_then(|r| serde_json::to_value(r).ok()),
+            errors: match &result {
+                Ok(_) => Vec::new(),
+                Err(e) => e.to_string().lines().map(str::to_owned).collect(),
+            },
+        };
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(last);
         match &result {
             Ok(report) => {
                 metrics::gauge!("herald_config_reload_success").set(1.0);

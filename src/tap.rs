@@ -27,8 +27,11 @@ pub fn run(args: &TapArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async {
         let client = reqwest::Client::builder().no_proxy().build()?;
-        let mut response = client
-            .get(url)
+        let mut request = client.get(url);
+        if let Some(token) = &config.server.admin_token {
+            request = request.bearer_auth(token.expose());
+        }
+        let mut response = request
             .send()
             .await
             .with_context(|| format!("no gateway answers on its admin listener {admin}"))?;

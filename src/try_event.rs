@@ -81,21 +81,69 @@ pub fn run(args: &TestArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     let input = read_input(args)?;
-    let event: Event = match &args.source {
-        None => serde_json::from_str(&input).context("the input is not an Event JSON")?,
-        Some(name) => match decode_source(&config, name, &input, &args.headers)? {
-            Some(event) => event,
-            None => {
-                println!(
-                    "a sync message: the source acknowledges it and routes nothing (route_sync is false)"
-                );
-                return Ok(ExitCode::SUCCESS);
+    let shown = with_report(
+        &config,
+        &input,
+        args.source.as_deref(),
+        &args.headers,
+        |report| {
+            let failed = report.deliveries.iter().any(|d| d.error.is_some());
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(report)?);
+            } else {
+                print_text(report);
             }
+            anyhow::Ok(failed)
+        },
+    )?;
+    match shown {
+        None => {
+            println!(
+                "a sync message: the source acknowledges it and routes nothing (route_sync is false)"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(failed) => Ok(if failed? {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }),
+    }
+}
+
+/// What `herald test --json` prints for `input` (an Event JSON, or with `source` a raw
+/// payload of that source); `None` for a sync message that routes nothing. The console's
+/// "Try a route" (docs/architecture.md §12).
+pub fn evaluate(
+    config: &Config,
+    input: &str,
+    source: Option<&str>,
+    headers: &[String],
+) -> anyhow::Result<Option<serde_json::Value>> {
+    with_report(config, input, source, headers, |report| {
+        serde_json::to_value(report).map_err(anyhow::Error::from)
+    })?
+    .transpose()
+}
+
+/// Decodes the input, routes it and hands the report to `show`.
+fn with_report<R>(
+    config: &Config,
+    input: &str,
+    source: Option<&str>,
+    headers: &[String],
+    show: impl FnOnce(&Report<'_>) -> R,
+) -> anyhow::Result<Option<R>> {
+    let event: Event = match source {
+        None => serde_json::from_str(input).context("the input is not an Event JSON")?,
+        Some(name) => match decode_source(config, name, input, headers)? {
+            Some(event) => event,
+            None => return Ok(None),
         },
     };
     // As when a lookup fails: each `enriched` member holds only the id it stands for, which
     // a template reading a missing field renders.
-    let found = lookups(&config, &event);
+    let found = lookups(config, &event);
     let mut event = event;
     for l in &found {
         event
@@ -103,19 +151,9 @@ pub fn run(args: &TestArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
             .entry(l.member.to_owned())
             .or_insert_with(|| serde_json::json!({ "id": l.id }));
     }
-    let mut report = route(&config, &event);
+    let mut report = route(config, &event);
     report.lookups = found;
-    let failed = report.deliveries.iter().any(|d| d.error.is_some());
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_text(&report);
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(Some(show(&report)))
 }
 
 /// Decodes a raw payload as the running source `name` would (nothing is authenticated).

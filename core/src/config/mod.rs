@@ -32,7 +32,9 @@ use std::sync::Arc;
 
 pub use error::{ConfigError, ConfigErrors, Diagnostics};
 pub use keys::SinkKeys;
-pub use model::{DeliveryOverrides, EngineSpec, QueueConfig, QueueEngine, ServerConfig, TlsConfig};
+pub use model::{
+    AdminToken, DeliveryOverrides, EngineSpec, QueueConfig, QueueEngine, ServerConfig, TlsConfig,
+};
 pub use node::{Key, Loc, Node, NodeKind};
 pub use registry::{
     BuildContext, QueueEngineType, QueueInput, QueueResult, QueueSpec, Registry, Section,

@@ -26,6 +26,11 @@ pub struct ServerConfig {
     /// Reload routes.yaml when the file changes (as on SIGHUP or `POST /-/reload`).
     #[serde(default = "default_true")]
     pub watch_config: bool,
+    /// The admin listener's token: `/api/*` and `/-/*` want `Authorization: Bearer` it, the
+    /// console a login with it (docs/architecture.md §12). A secret: never logged or shown.
+    /// Empty is unset, so `admin_token: ${HERALD_ADMIN_TOKEN:-}` turns it on by environment.
+    #[serde(default, deserialize_with = "admin_token")]
+    pub admin_token: Option<AdminToken>,
     /// Serve HTTPS with these PEM files (the Directory API only calls HTTPS endpoints).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -46,6 +51,66 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
 }
 
+/// `server.admin_token`: at least [`AdminToken::MIN_LEN`] printable ASCII characters without
+/// spaces (so it fits an `Authorization` header as written). `Debug` and `Display` mask it;
+/// [`AdminToken::expose`] is for the one comparison and the CLI's header.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub const MIN_LEN: usize = 16;
+
+    pub fn new(token: &str) -> Result<AdminToken, String> {
+        if token.len() < Self::MIN_LEN {
+            return Err(format!(
+                "`admin_token` must be at least {} characters (e.g. `openssl rand -hex 32`), found {}",
+                Self::MIN_LEN,
+                token.chars().count()
+            ));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(
+                "`admin_token` may only use printable ASCII characters without spaces".into(),
+            );
+        }
+        Ok(AdminToken(token.to_owned()))
+    }
+
+    /// The token itself: only to compare it or to send it to the admin listener.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
+}
+
+impl fmt::Display for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl<'de> Deserialize<'de> for AdminToken {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        AdminToken::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+fn admin_token<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<AdminToken>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(text) if text.is_empty() => Ok(None),
+        Some(text) => AdminToken::new(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -59,6 +124,7 @@ impl Default for ServerConfig {
             listen: default_listen(),
             admin_listen: default_admin_listen(),
             watch_config: true,
+            admin_token: None,
             tls: None,
             body_limit: default_body_limit(),
             request_timeout: default_request_timeout(),

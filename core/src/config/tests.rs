@@ -455,3 +455,25 @@ fn a_key_of_another_engine_is_a_mistake_at_its_place() {
     let errors = parse_engine("queue:\n  engine: postgres\n").expect_err("no url");
     assert_eq!(errors, ["routes.yaml:2:3: `queue`: `url` is required"]);
 }
+
+/// `server.admin_token` is checked at its place and never shown (docs/architecture.md §12).
+#[test]
+fn the_admin_token_is_validated_and_masked() {
+    let config = parse_ok("server:\n  admin_token: 0123456789abcdef0123\n");
+    let token = config.server.admin_token.as_ref().unwrap();
+    assert_eq!(token.expose(), "0123456789abcdef0123");
+    assert!(!format!("{:?}", config.server).contains("0123456789"));
+    assert_eq!(token.to_string(), "***");
+    let errors = parse_err("server:\n  admin_token: short\n");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("routes.yaml:2:")
+            && errors[0].contains("at least 16 characters")
+            && !errors[0].contains("short\""),
+        "{errors:?}"
+    );
+    let config = parse_ok("server:\n  admin_token: \"\"\n");
+    assert!(config.server.admin_token.is_none(), "empty is unset");
+    let errors = parse_err("server:\n  admin_token: \"with spaces in the token\"\n");
+    assert!(errors[0].contains("printable ASCII"), "{errors:?}");
+}
