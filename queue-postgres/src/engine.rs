@@ -1368,7 +1368,8 @@ impl<'a> Columns<'a> {
         self.sizes.push(size);
         self.jsons.push(json);
         self.routed.push(routed);
-        self.counts.push(i32::try_from(sinks.len()).unwrap_or(i32::MAX));
+        self.counts
+            .push(i32::try_from(sinks.len()).unwrap_or(i32::MAX));
         for (route, sink) in routes.iter().zip(sinks) {
             self.d_sources.push(source);
             self.d_ids.push(id);
