@@ -85,13 +85,12 @@ async fn log_in_and_see_an_event_appear_live_escaped() {
             )
             .await;
             assert!(
-                c.find(Locator::Css("#cluster"))
+                !c.find(Locator::Css("#cluster"))
                     .await
                     .unwrap()
                     .is_displayed()
                     .await
-                    .unwrap()
-                    == false,
+                    .unwrap(),
                 "a local queue has no cluster to describe"
             );
             let recent = wait_text(&c, "#recent", "users/41").await;
