@@ -95,6 +95,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/overview", get(crate::console::views::overview))
         .route("/api/config", get(crate::console::views::config))
         .route("/api/try", post(crate::console::views::try_route))
+        .route("/api/outcomes", get(crate::console::views::outcomes))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::console::guard,
@@ -125,7 +126,10 @@ pub async fn serve(
     if !local.ip().is_loopback() && !state.security.token_set() {
         tracing::warn!(admin = %local, "the admin listener is not on loopback and server.admin_token is not set: anyone who reaches it can replay, purge and reload (docs: README, \"The console\")");
     }
-    state.activity.clone().follow(&*state.journal, stop.clone());
+    state
+        .activity
+        .clone()
+        .follow(&*state.journal, state.metrics.clone(), stop.clone());
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app)

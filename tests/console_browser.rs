@@ -60,6 +60,39 @@ async fn log_in_and_see_an_event_appear_live_escaped() {
             let source = wait_text(&c, "#sources tr[data-source=directory]", "users/41").await;
             assert!(source.contains("directory.users.add"), "{source}");
             wait_text(&c, "#sinks tr[data-sink=audit] [data-col=delivered]", "1").await;
+            // Events/s over the last minute: one event in 60 s.
+            wait_text(
+                &c,
+                "#sources tr[data-source=directory] [data-col=rate]",
+                "0.02",
+            )
+            .await;
+            // The last hour's chart has this minute's delivery as a bar, and says so.
+            eventually_async("a delivered bar in the chart", PAGE, || async {
+                let bars = c
+                    .find_all(Locator::Css(
+                        "#sinks tr[data-sink=audit] svg.chart rect.delivered",
+                    ))
+                    .await
+                    .ok()?;
+                (bars.len() == 1).then_some(())
+            })
+            .await;
+            wait_text(
+                &c,
+                "#sinks tr[data-sink=audit] [data-col=chart]",
+                "1 delivered, 0 failed in the last hour",
+            )
+            .await;
+            assert!(
+                !c.find(Locator::Css("#cluster"))
+                    .await
+                    .unwrap()
+                    .is_displayed()
+                    .await
+                    .unwrap(),
+                "a local queue has no cluster to describe"
+            );
             let recent = wait_text(&c, "#recent", "users/41").await;
             assert!(recent.contains("everything(audit)"), "{recent}");
             assert!(
@@ -95,6 +128,13 @@ async fn log_in_and_see_an_event_appear_live_escaped() {
             assert!(line.contains("users/42"), "{line}");
             click(&c, "#live-events summary").await;
             wait_text(&c, "#live-events pre", "<script>alert(1)</script>").await;
+            // Opened, it lists the deliveries it produced and how each ended.
+            wait_text(
+                &c,
+                "#live-events .deliveries",
+                "route everything → sink audit: delivered",
+            )
+            .await;
             assert!(
                 c.find_all(Locator::Css("#main script, #main img"))
                     .await
@@ -208,6 +248,18 @@ async fn renew_a_subscription_against_the_fake_google() {
         )
         .await;
         assert!(row.contains("ok"), "{row}");
+        // When it was made (or last renewed): the channel's creation.
+        let renewed = "#google-table tr[data-name='directory/add/example.edu'] [data-col=renewed]";
+        wait_text(&c, renewed, "s ago").await;
+        let made = c
+            .find(Locator::Css(renewed))
+            .await
+            .unwrap()
+            .attr("title")
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        assert!(made.starts_with("20"), "an RFC 3339 time: {made}");
         // The countdown counts.
         let expires = c
             .find(Locator::Css("#google-table [data-expires]"))
@@ -231,6 +283,18 @@ async fn renew_a_subscription_against_the_fake_google() {
             2,
             "a new channel was opened"
         );
+        // The last renewal is the new channel's.
+        eventually_async("the last renewal to move", PAGE, || async {
+            let now = c
+                .find(Locator::Css(renewed))
+                .await
+                .ok()?
+                .attr("title")
+                .await
+                .ok()??;
+            (now != made).then_some(())
+        })
+        .await;
     })
     .await;
     assert!(g.log().contains("action=\"renew\""), "audited");
@@ -267,6 +331,252 @@ async fn try_a_route_shows_the_rendered_messages_and_sends_nothing() {
     .await;
     let written = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap_or_default();
     assert!(written.is_empty(), "nothing was sent: {written}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retrying_sink_shows_its_next_retry_and_its_failures() {
+    let rx = Receiver::start().await;
+    // Retry-After sets the least wait: the retry is 20 to 30 minutes away.
+    rx.otherwise(Answer::status(503, "down for maintenance").with_header("retry-after", "1200"));
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config_head()
+        + &format!(
+            "sinks:\n  hook:\n    type: webhook\n    url: {}\n    delivery: {{ max_attempts: 5, initial_backoff: 30m, max_backoff: 30m }}\nroutes:\n  - name: to-hook\n    to: [hook]\n",
+            rx.url("/hook")
+        );
+    let g = Gateway::start(dir.path(), &with_token(yaml));
+    let r = directory_request(&reqwest::Client::new(), &g, "chan-1", 3)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    Browser::run("a_retrying_sink_shows_its_next_retry", |c| async move {
+        log_in(&c, g.admin, ADMIN_TOKEN).await;
+        wait_text(&c, "#sinks tr[data-sink=hook] [data-col=pending]", "1").await;
+        let next = wait_text(
+            &c,
+            "#sinks tr[data-sink=hook] [data-col=next-retry]",
+            "in 0h ",
+        )
+        .await;
+        let minutes: u32 = next
+            .trim_start_matches("in 0h ")
+            .split('m')
+            .next()
+            .and_then(|m| m.trim().parse().ok())
+            .unwrap_or(0);
+        assert!((19..=30).contains(&minutes), "{next}");
+        wait_text(
+            &c,
+            "#sinks tr[data-sink=hook] [data-col=chart]",
+            "0 delivered, 1 failed in the last hour",
+        )
+        .await;
+        assert_eq!(
+            c.find_all(Locator::Css(
+                "#sinks tr[data-sink=hook] svg.chart rect.failed"
+            ))
+            .await
+            .unwrap()
+            .len(),
+            1
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_page_masks_secrets_and_shows_a_refused_reload_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = with_token(
+        config_head()
+            + "sinks:\n  audit: { type: file, path: audit.jsonl }\n  chat:\n    type: webhook\n    url: https://hooks.example.edu/services/T0/B0/s3cr3t-hook-path\nroutes:\n  - name: everything\n    to: [audit, chat]\n",
+    );
+    let g = Gateway::start(dir.path(), &yaml);
+    Browser::run("config_page", |c| async move {
+        log_in(&c, g.admin, ADMIN_TOKEN).await;
+        c.goto(&format!("http://{}/console#config", g.admin))
+            .await
+            .unwrap();
+        let text = wait_text(&c, "#config-text", "hooks.example.edu").await;
+        assert!(text.contains("https://hooks.example.edu/***"), "{text}");
+        assert!(!text.contains("s3cr3t-hook-path"), "{text}");
+        assert!(!text.contains(ADMIN_TOKEN), "the admin token is masked too");
+        let page = c.source().await.unwrap();
+        assert!(!page.contains("s3cr3t-hook-path") && !page.contains(ADMIN_TOKEN));
+        wait_text(&c, "#config-reload", "No reload since the gateway started.").await;
+
+        // A broken edit: a route to a sink that does not exist.
+        let file = g.dir.join("routes.yaml");
+        let broken = std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("to: [audit, chat]", "to: [audit, nowhere]");
+        std::fs::write(&file, broken).unwrap();
+        let r = reqwest::Client::new()
+            .post(format!("http://{}/-/reload", g.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert!(!r.status().is_success(), "the reload is refused");
+
+        c.goto(&format!("http://{}/console#overview", g.admin))
+            .await
+            .unwrap();
+        c.goto(&format!("http://{}/console#config", g.admin))
+            .await
+            .unwrap();
+        let reload = wait_text(&c, "#config-reload", "Last reload refused").await;
+        assert!(reload.contains("the running config stays"), "{reload}");
+        let error = wait_text(&c, "#config-reload li", "nowhere").await;
+        // `…/routes.yaml:LINE:COLUMN: …`
+        let at = error.split("routes.yaml:").nth(1).unwrap_or_default();
+        let mut parts = at.splitn(3, ':');
+        let (line, column) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        assert!(
+            line.parse::<u32>().is_ok() && column.parse::<u32>().is_ok(),
+            "line:column in {error}"
+        );
+        // The page shows the file as it is now, still masked.
+        let text = wait_text(&c, "#config-text", "nowhere").await;
+        assert!(!text.contains("s3cr3t-hook-path"), "{text}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_dead_letters_after_a_confirmation() {
+    let rx = Receiver::start().await;
+    rx.otherwise(Answer::status(400, "no such hook"));
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config_head()
+        + &format!(
+            "sinks:\n  hook:\n    type: webhook\n    url: {}\n    delivery: {{ max_attempts: 1 }}\nroutes:\n  - name: to-hook\n    to: [hook]\n",
+            rx.url("/hook")
+        );
+    let g = Gateway::start(dir.path(), &with_token(yaml));
+    let client = reqwest::Client::new();
+    for n in [1, 2] {
+        let r = directory_request(&client, &g, "chan-1", n)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    let g = &g;
+    Browser::run("purge_dead_letters", |c| async move {
+        log_in(&c, g.admin, ADMIN_TOKEN).await;
+        wait_text(&c, "#sinks tr[data-sink=hook] [data-col=dead]", "2").await;
+        c.goto(&format!("http://{}/console#dlq", g.admin))
+            .await
+            .unwrap();
+        wait_text(&c, "#dlq-table tbody tr:nth-child(2)", "hook").await;
+
+        // Cancelled: nothing happens.
+        click(&c, "#dlq-purge").await;
+        wait_text(
+            &c,
+            "#dlq-confirm",
+            "Purge the 2 dead letter(s) shown? They cannot be replayed afterwards.",
+        )
+        .await;
+        click(&c, "#dlq-confirm-no").await;
+        eventually_async("the confirmation to close", PAGE, || async {
+            let shown = c
+                .find(Locator::Css("#dlq-confirm"))
+                .await
+                .ok()?
+                .is_displayed()
+                .await
+                .ok()?;
+            (!shown).then_some(())
+        })
+        .await;
+        wait_text(&c, "#dlq-table tbody tr:nth-child(2)", "hook").await;
+        assert!(!g.log().contains("action=\"purge\""), "nothing purged yet");
+
+        // Confirmed: both go.
+        click(&c, "#dlq-purge").await;
+        wait_text(&c, "#dlq-confirm", "Purge the 2 dead letter(s)").await;
+        click(&c, "#dlq-confirm-yes").await;
+        wait_text(&c, "#dlq-result", "Purged 2 dead letters.").await;
+        wait_text(&c, "#dlq-empty", "No dead letters.").await;
+        c.goto(&format!("http://{}/console#overview", g.admin))
+            .await
+            .unwrap();
+        wait_text(&c, "#queue", "0 dead letter(s)").await;
+    })
+    .await;
+    assert!(g.log().contains("action=\"purge\""), "audited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_fits_a_phone_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gateway::start(
+        dir.path(),
+        &with_token(
+            config_head()
+                + "sinks:\n  audit: { type: file, path: audit.jsonl }\nroutes:\n  - name: everything\n    to: [audit]\n",
+        ),
+    );
+    send_hostile_event(&g, 1).await;
+    Browser::run("every_page_fits_a_phone_screen", |c| async move {
+        c.set_window_size(390, 844).await.unwrap();
+        log_in(&c, g.admin, ADMIN_TOKEN).await;
+        wait_text(&c, "#sinks tr[data-sink=audit] [data-col=delivered]", "1").await;
+        let pages = [
+            ("overview", "#sinks"),
+            ("dlq", "#dlq-empty"),
+            ("google", "#google-empty"),
+            ("try", "#try-form"),
+            ("config", "#config-text"),
+            ("live", "#live-form"),
+        ];
+        for (page, main) in pages {
+            // Through the navigation, as a thumb would.
+            click(&c, &format!("nav a[data-page={page}]")).await;
+            eventually_async(&format!("page {page} to show"), PAGE, || async {
+                c.find(Locator::Css(main)).await.ok()?.is_displayed().await.ok()?.then_some(())
+            })
+            .await;
+            let link = c.find(Locator::Css(&format!("nav a[data-page={page}]"))).await.unwrap();
+            assert_eq!(link.attr("aria-current").await.unwrap().as_deref(), Some("page"));
+            let (scroll, inner) = eventually_async("the layout to settle", PAGE, || async {
+                let v = c
+                    .execute(
+                        "return [document.documentElement.scrollWidth, document.body.scrollWidth, window.innerWidth]",
+                        vec![],
+                    )
+                    .await
+                    .ok()?;
+                let n = |i: usize| v.get(i).and_then(|x| x.as_u64());
+                Some((n(0)?.max(n(1)?), n(2)?))
+            })
+            .await;
+            assert!(inner <= 400, "a phone-wide window: {inner}");
+            assert!(scroll <= inner, "page {page}: the body is {scroll}px wide in a {inner}px window");
+            // Every navigation link is on screen.
+            for (other, _) in pages {
+                let rect = c
+                    .execute(
+                        &format!("const r = document.querySelector('nav a[data-page={other}]').getBoundingClientRect(); return [r.left, r.right];"),
+                        vec![],
+                    )
+                    .await
+                    .unwrap();
+                let right = rect.get(1).and_then(|x| x.as_f64()).unwrap_or(f64::MAX);
+                let left = rect.get(0).and_then(|x| x.as_f64()).unwrap_or(-1.0);
+                assert!(left >= 0.0 && right <= inner as f64, "link {other} off screen on {page}: {rect:?}");
+            }
+        }
+        // The main table of the overview is there and readable (its own scroll box, not the page's).
+        click(&c, "nav a[data-page=overview]").await;
+        wait_text(&c, "#sinks tr[data-sink=audit]", "audit").await;
+    })
+    .await;
 }
 
 /// Not a test: scripts/screenshots.sh runs it to take the README's pictures of each page of

@@ -388,3 +388,85 @@ fn check_masks_the_admin_token_and_refuses_a_short_one() {
         "{said}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_and_a_deliverys_outcome_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gateway::start(dir.path(), &yaml(Some(ADMIN_TOKEN)));
+    let get = |path: &str| {
+        client()
+            .get(format!("http://{}{path}", g.admin))
+            .bearer_auth(ADMIN_TOKEN)
+    };
+    // The token guards the outcomes like the rest of /api.
+    let r = client()
+        .get(format!(
+            "http://{}/api/outcomes?source=directory&id=x",
+            g.admin
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = get("/api/outcomes?route=everything").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "no source and id");
+    assert!(
+        json(r).await["reason"]
+            .as_str()
+            .unwrap()
+            .contains("`source` and `id`")
+    );
+
+    let r = directory_request(&reqwest::Client::new(), &g, "chan-1", 5)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let event_id = herald_testkit::wait::eventually_async(
+        "the event on the overview",
+        std::time::Duration::from_secs(20),
+        || async {
+            let o = json(get("/api/overview").send().await.ok()?).await;
+            let recent = o["recent"].as_array()?.first()?.clone();
+            (o["sinks"][0]["delivered"] == 1.0)
+                .then_some(recent["event"]["id"].as_str()?.to_owned())
+        },
+    )
+    .await;
+    let o = json(get("/api/overview").send().await.unwrap()).await;
+    let sink = &o["sinks"][0];
+    assert_eq!(sink["name"], "audit");
+    assert_eq!(sink["next_retry"], Value::Null, "nothing waits for a retry");
+    let delivered = sink["chart"]["delivered"].as_array().unwrap();
+    assert_eq!(delivered.len(), 60, "a bucket a minute, the last hour");
+    assert_eq!(delivered.last().unwrap(), 1, "this minute's delivery");
+    assert_eq!(
+        sink["chart"]["failed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_u64)
+            .sum::<u64>(),
+        0
+    );
+    let per_second = o["sources"][0]["per_second"].as_f64().unwrap();
+    assert!((per_second - 1.0 / 60.0).abs() < 1e-9, "{per_second}");
+    assert_eq!(o["gateway"]["shared"], false);
+    assert_eq!(
+        o["gateway"]["gateways"],
+        serde_json::json!([]),
+        "a local queue has one gateway"
+    );
+
+    let q = format!(
+        "/api/outcomes?source=directory&id={event_id}&route=everything&sink=audit&route=everything&sink=elsewhere"
+    );
+    let outcomes = json(get(&q).send().await.unwrap()).await;
+    assert_eq!(
+        outcomes,
+        serde_json::json!([
+            {"route": "everything", "sink": "audit", "outcome": "delivered"},
+            {"route": "everything", "sink": "elsewhere", "outcome": null},
+        ])
+    );
+}

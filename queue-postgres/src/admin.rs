@@ -293,6 +293,38 @@ pub(crate) async fn leader(
     }
 }
 
+/// Per sink, the earliest `next_at` of the deliveries waiting for a retry (the console's
+/// "next retry", docs/architecture.md §12).
+pub(crate) async fn next_retries(
+    pool: &Pool,
+) -> Result<BTreeMap<String, herald_core::queue::Millis>, QueueError> {
+    let client = client(pool).await?;
+    let e = |e: tokio_postgres::Error| queue_error("reading the next retries", &e);
+    let mut out = BTreeMap::new();
+    for row in client.query(sql::NEXT_RETRIES, &[]).await.map_err(e)? {
+        out.insert(row.try_get(0).map_err(e)?, row.try_get(1).map_err(e)?);
+    }
+    Ok(out)
+}
+
+/// The gateways registered on this database (the console, docs/architecture.md §12).
+pub(crate) async fn gateways(
+    pool: &Pool,
+) -> Result<Vec<herald_core::queue::GatewayInfo>, QueueError> {
+    let client = client(pool).await?;
+    let e = |e: tokio_postgres::Error| queue_error("reading the gateways", &e);
+    let mut out = Vec::new();
+    for row in client.query(sql::GATEWAYS, &[]).await.map_err(e)? {
+        out.push(herald_core::queue::GatewayInfo {
+            holder: row.try_get(0).map_err(e)?,
+            version: row.try_get(1).map_err(e)?,
+            started: row.try_get(2).map_err(e)?,
+            last_seen: row.try_get(3).map_err(e)?,
+        });
+    }
+    Ok(out)
+}
+
 pub(crate) async fn get_state(pool: &Pool, key: &str) -> Result<Option<Vec<u8>>, QueueError> {
     let client = client(pool).await?;
     let e = |e: tokio_postgres::Error| queue_error("reading a state value", &e);
@@ -405,6 +437,14 @@ macro_rules! admin_impl {
                 name: &str,
             ) -> Result<Option<(String, herald_core::queue::Millis)>, QueueError> {
                 $crate::admin::leader(&self.pool, name).await
+            }
+            async fn next_retries(
+                &self,
+            ) -> Result<BTreeMap<String, herald_core::queue::Millis>, QueueError> {
+                $crate::admin::next_retries(&self.pool).await
+            }
+            async fn gateways(&self) -> Result<Vec<herald_core::queue::GatewayInfo>, QueueError> {
+                $crate::admin::gateways(&self.pool).await
             }
         }
     };

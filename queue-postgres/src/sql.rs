@@ -163,6 +163,15 @@ pub const LEADER: &str =
 pub const RESIGN: &str = "DELETE FROM leaders WHERE name = $1 AND holder = $2";
 pub const RESIGN_ALL: &str = "DELETE FROM leaders WHERE holder = $1";
 
+/// Per sink, the earliest `next_at` (ms) of the deliveries attempted at least once.
+pub const NEXT_RETRIES: &str = "SELECT sink, (extract(epoch FROM min(next_at)) * 1000)::int8
+FROM deliveries WHERE attempts > 0 GROUP BY sink";
+
+/// The registered gateways: holder, version, start and last seen (ms), most recent first.
+pub const GATEWAYS: &str = "SELECT holder, version, (extract(epoch FROM started_at) * 1000)::int8,
+       (extract(epoch FROM last_seen) * 1000)::int8
+FROM gateways ORDER BY last_seen DESC, holder LIMIT 100";
+
 /// Registers (or refreshes) a gateway.
 pub const REGISTER: &str = "INSERT INTO gateways (holder, config_fingerprint, sinks, version)
 VALUES ($1, $2, $3, $4)

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use herald_core::config::QueueEngine;
 use herald_core::queue::Tapped;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -32,21 +32,110 @@ pub struct Activity {
 struct ActivityInner {
     sources: BTreeMap<String, SourceActivity>,
     recent: VecDeque<Arc<Tapped>>,
+    /// Per sink: deliveries and failures (retries and dead letters) a minute, the last hour.
+    sinks: BTreeMap<String, SinkActivity>,
 }
 
-#[derive(Clone, Serialize)]
+#[derive(Clone)]
 struct SourceActivity {
     events: u64,
     last: Value,
+    /// Events a second, the last minute.
+    per_second: Buckets,
 }
 
+#[derive(Clone)]
+struct SinkActivity {
+    /// `herald_deliveries_total` as last sampled: delivered, failed.
+    seen: (f64, f64),
+    delivered: Buckets,
+    failed: Buckets,
+}
+
+/// Counts in the last `len` buckets of `width` seconds each (a ring: the bucket of second
+/// `t` is `t / width`; a bucket older than `len` buckets is reused).
+#[derive(Clone, Debug)]
+pub struct Buckets {
+    width: i64,
+    counts: Vec<u64>,
+    /// The bucket number each slot of `counts` holds.
+    at: Vec<i64>,
+}
+
+impl Buckets {
+    pub fn new(width: i64, len: usize) -> Buckets {
+        Buckets {
+            width: width.max(1),
+            counts: vec![0; len.max(1)],
+            at: vec![i64::MIN; len.max(1)],
+        }
+    }
+
+    fn slot(&self, bucket: i64) -> usize {
+        // `len` fits in i64 and rem_euclid is never negative.
+        bucket.rem_euclid(self.counts.len() as i64) as usize
+    }
+
+    /// Adds `n` at `now` (unix seconds).
+    pub fn add(&mut self, now: i64, n: u64) {
+        let bucket = now.div_euclid(self.width);
+        let slot = self.slot(bucket);
+        if self.at[slot] != bucket {
+            self.at[slot] = bucket;
+            self.counts[slot] = 0;
+        }
+        self.counts[slot] = self.counts[slot].saturating_add(n);
+    }
+
+    /// The counts of the last `len` buckets at `now`, oldest first, the current one last.
+    pub fn series(&self, now: i64) -> Vec<u64> {
+        let current = now.div_euclid(self.width);
+        let len = self.counts.len() as i64;
+        (current - len + 1..=current)
+            .map(|b| {
+                let slot = self.slot(b);
+                if self.at[slot] == b {
+                    self.counts[slot]
+                } else {
+                    0
+                }
+            })
+            .collect()
+    }
+
+    /// The sum of the last `len` buckets at `now`.
+    pub fn total(&self, now: i64) -> u64 {
+        self.series(now).iter().sum()
+    }
+}
+
+/// The chart's buckets: one a minute, the last hour.
+pub const CHART_BUCKET_S: i64 = 60;
+pub const CHART_BUCKETS: usize = 60;
+/// How often the deliveries counters are sampled into the charts (also at each overview).
+const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Activity {
-    /// Follows the queue's tap until `stop`.
+    /// Follows the queue's tap until `stop`, and samples the deliveries counters of
+    /// `metrics` into the charts every [`SAMPLE_EVERY`].
     pub fn follow(
         self: Arc<Self>,
         journal: &dyn herald_core::queue::Queue,
+        metrics: Arc<dyn Fn() -> String + Send + Sync>,
         stop: CancellationToken,
     ) {
+        {
+            let (me, stop) = (self.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(SAMPLE_EVERY);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tick.tick() => me.sample(&Metrics::parse(&metrics()), unix_now()),
+                    }
+                }
+            });
+        }
         let mut rx = journal.tap();
         tokio::spawn(async move {
             loop {
@@ -72,14 +161,63 @@ impl Activity {
             .or_insert_with(|| SourceActivity {
                 events: 0,
                 last: Value::Null,
+                per_second: Buckets::new(1, 60),
             });
         entry.events += 1;
+        entry.per_second.add(unix_now(), 1);
         entry.last = json!({"id": e.id, "type": e.ty, "subject": e.subject, "time": e.time_text()});
         if inner.recent.len() == RECENT {
             inner.recent.pop_front();
         }
         inner.recent.push_back(tapped);
     }
+
+    /// Adds what each sink's `herald_deliveries_total` grew by since the last sample to the
+    /// current minute. The counters are where the sink workers count deliveries
+    /// (core/src/delivery/worker.rs); sampling them keeps the delivery path unchanged.
+    fn sample(&self, metrics: &Metrics, now: i64) {
+        let mut totals: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+        for (name, labels, value) in &metrics.0 {
+            if name != "herald_deliveries_total" {
+                continue;
+            }
+            let label = |k: &str| {
+                labels
+                    .iter()
+                    .find(|(lk, _)| lk == k)
+                    .map(|(_, v)| v.as_str())
+            };
+            let (Some(sink), Some(outcome)) = (label("sink"), label("outcome")) else {
+                continue;
+            };
+            let t = totals.entry(sink).or_default();
+            if outcome == "delivered" {
+                t.0 += value;
+            } else {
+                t.1 += value;
+            }
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for (sink, (delivered, failed)) in totals {
+            let entry = inner
+                .sinks
+                .entry(sink.to_owned())
+                .or_insert_with(|| SinkActivity {
+                    seen: (0.0, 0.0),
+                    delivered: Buckets::new(CHART_BUCKET_S, CHART_BUCKETS),
+                    failed: Buckets::new(CHART_BUCKET_S, CHART_BUCKETS),
+                });
+            // Counters only grow; the difference is a whole number.
+            let grew = |now: f64, seen: f64| (now - seen).max(0.0).round() as u64;
+            entry.delivered.add(now, grew(delivered, entry.seen.0));
+            entry.failed.add(now, grew(failed, entry.seen.1));
+            entry.seen = (delivered, failed);
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
 }
 
 /// `GET /api/overview`: the gateway, readiness, the queue, each sink, each source, recent
@@ -94,6 +232,25 @@ pub async fn overview(State(s): State<AdminState>) -> Response {
         }
     };
     let metrics = Metrics::parse(&(s.metrics)());
+    let now = unix_now();
+    s.activity.sample(&metrics, now);
+    let next_retries = s.journal.next_retries().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "overview: next retries unavailable");
+        BTreeMap::new()
+    });
+    let charts: BTreeMap<String, Value> = {
+        let inner = s.activity.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .sinks
+            .iter()
+            .map(|(name, a)| {
+                (
+                    name.clone(),
+                    json!({"delivered": a.delivered.series(now), "failed": a.failed.series(now)}),
+                )
+            })
+            .collect()
+    };
     let sinks: Vec<Value> = config
         .sinks
         .iter()
@@ -112,6 +269,10 @@ pub async fn overview(State(s): State<AdminState>) -> Response {
                     1 => "half-open",
                     _ => "open",
                 },
+                "next_retry": next_retries.get(n).and_then(|ms| chrono::DateTime::from_timestamp_millis(*ms)),
+                "chart": charts.get(n).cloned().unwrap_or_else(|| json!({
+                    "delivered": vec![0; CHART_BUCKETS], "failed": vec![0; CHART_BUCKETS],
+                })),
             })
         })
         .collect();
@@ -126,6 +287,7 @@ pub async fn overview(State(s): State<AdminState>) -> Response {
                     "name": src.name,
                     "type": src.type_name,
                     "events": a.map_or(0, |a| a.events),
+                    "per_second": a.map_or(0.0, |a| a.per_second.total(now) as f64 / 60.0),
                     "last": a.map_or(Value::Null, |a| a.last.clone()),
                 })
             })
@@ -143,13 +305,39 @@ pub async fn overview(State(s): State<AdminState>) -> Response {
         Err(reason) => json!({"ready": false, "reason": reason, "notes": s.journal.notes()}),
     };
     let started = s.started;
+    let shared = s.journal.engine() != QueueEngine::Local;
+    let gateways = if shared {
+        s.journal.gateways().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "overview: the gateways sharing the queue are unavailable");
+            Vec::new()
+        })
+    } else {
+        Vec::new()
+    };
+    let gateways: Vec<Value> = gateways
+        .iter()
+        .map(|g| {
+            json!({
+                "holder": g.holder,
+                "version": g.version,
+                "started": chrono::DateTime::from_timestamp_millis(g.started),
+                "last_seen": chrono::DateTime::from_timestamp_millis(g.last_seen),
+                "this": g.holder == s.journal.holder(),
+            })
+        })
+        .collect();
     Json(json!({
         "gateway": {
             "holder": s.journal.holder(),
             "engine": s.journal.engine().name(),
-            "shared": s.journal.engine() != QueueEngine::Local,
+            "shared": shared,
             "started": started,
             "config": config.file.display().to_string(),
+            // The views of the whole cluster and those of this gateway only (§12).
+            "cluster_views": ["queue", "dead letters", "Google subscriptions", "next retry"],
+            "gateway_views": ["live events", "recent events", "events/s", "charts", "delivery counts", "circuit state"],
+            "lease_ms": s.journal.lease().as_millis() as u64,
+            "gateways": gateways,
         },
         "readiness": ready,
         "queue": stats.as_ref().map(|st| json!({
@@ -164,6 +352,40 @@ pub async fn overview(State(s): State<AdminState>) -> Response {
         "recent": recent,
     }))
     .into_response()
+}
+
+/// `GET /api/outcomes?source=S&id=I&route=R&sink=K[&route=…&sink=…]`: the last outcome this
+/// gateway recorded for each `(route, sink)` delivery of event `(source, id)`
+/// (`herald_core::delivery::outcomes`): `delivered`, `retrying`, `dead`, or `null` when this
+/// gateway has not attempted it (not yet, or another gateway did). Per gateway.
+pub async fn outcomes(axum::extract::RawQuery(query): axum::extract::RawQuery) -> Response {
+    let pairs = crate::admin::form_pairs(query.as_deref().unwrap_or(""));
+    let one = |k: &str| {
+        pairs
+            .iter()
+            .find(|(pk, _)| pk == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let (Some(source), Some(id)) = (one("source"), one("id")) else {
+        return bad(
+            "bad request",
+            "send `source` and `id`, and `route` and `sink` pairs",
+        );
+    };
+    let routes = pairs.iter().filter(|(k, _)| k == "route").map(|(_, v)| v);
+    let sinks = pairs.iter().filter(|(k, _)| k == "sink").map(|(_, v)| v);
+    let out: Vec<Value> = routes
+        .zip(sinks)
+        .take(256)
+        .map(|(route, sink)| {
+            json!({
+                "route": route,
+                "sink": sink,
+                "outcome": herald_core::delivery::outcomes::last(source, id, route, sink),
+            })
+        })
+        .collect();
+    Json(out).into_response()
 }
 
 /// `GET /api/config`: the file as loaded (masked), `herald check`'s summary, the last reload.
@@ -293,5 +515,28 @@ mod tests {
         );
         assert_eq!(m.get("herald_circuit_state", &[("sink", "a")]), 2.0);
         assert_eq!(m.get("herald_circuit_state", &[("sink", "b")]), 0.0);
+    }
+}
+
+#[cfg(test)]
+mod bucket_tests {
+    use super::Buckets;
+
+    #[test]
+    fn buckets_count_the_last_n_and_forget_older_ones() {
+        let mut b = Buckets::new(60, 3);
+        b.add(0, 1);
+        b.add(59, 2);
+        b.add(60, 5);
+        assert_eq!(b.series(60), vec![0, 3, 5]);
+        assert_eq!(b.series(179), vec![3, 5, 0]);
+        assert_eq!(b.series(180), vec![5, 0, 0], "the first minute is out");
+        b.add(240, 7);
+        assert_eq!(
+            b.series(240),
+            vec![0, 0, 7],
+            "its slot reused, not added to"
+        );
+        assert_eq!(b.total(240), 7);
     }
 }

@@ -6,6 +6,7 @@
 //! retry re-sends only to the sink that failed.
 
 mod breaker;
+pub mod outcomes;
 mod policy;
 mod turn;
 mod worker;

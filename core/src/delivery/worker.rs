@@ -519,6 +519,12 @@ async fn attempt(
         Outcome::Dead { .. } => &shared.metrics.dead,
     };
     counted.increment(1);
+    let seen = match &outcome {
+        Outcome::Delivered => super::outcomes::Seen::Delivered,
+        Outcome::Retry { .. } => super::outcomes::Seen::Retrying,
+        Outcome::Dead { .. } => super::outcomes::Seen::Dead,
+    };
+    super::outcomes::note(&event.source, &event.id, &key.route, &key.sink, seen);
     match &outcome {
         Outcome::Retry { attempt, .. } => {
             shared.metrics.retries.increment(1);

@@ -7,6 +7,7 @@
 //! nothing to do) and never taken over. Unrouted events and leaderships are leased in memory
 //! ([`super::leases`]), so a task that claims and dies still loses the claim after the lease.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -14,7 +15,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, broadcast, oneshot};
 
 use super::error::During;
-use super::records::now_millis;
+use super::records::{Millis, now_millis};
 use super::{AdminJournal, DeadFilter, DeadLetter, DeliveryKey, Journal, JournalError};
 use super::{OnRecorded, Outcome, PendingItem, ReplayReport, Stats, Tapped, store, writer};
 use crate::config::QueueEngine;
@@ -81,6 +82,12 @@ impl QueueAdmin for Journal {
         blocking(move || store::list_state(&db, &prefix))
             .await
             .during(super::READING_STATE)
+    }
+    async fn next_retries(&self) -> Result<BTreeMap<String, Millis>, JournalError> {
+        let db = self.db.clone();
+        blocking(move || store::next_retries(&db))
+            .await
+            .during(super::COUNTERS)
     }
     async fn forget(&self, _user_id: &str) -> Result<ForgetReport, JournalError> {
         // The writer, the recent window and the counters' mirrors would go on holding what

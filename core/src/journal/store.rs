@@ -707,6 +707,37 @@ pub fn stats(db: &Database) -> Result<Stats, JournalError> {
     Ok(stats)
 }
 
+/// At most this many pending rows are read for [`next_retries`]: the overview polls it, and
+/// a backlog larger than this is a problem the queue's depth shows already.
+pub const NEXT_RETRY_SCAN: usize = 100_000;
+
+/// Per sink, the earliest `next_at` of the deliveries waiting for a retry (attempted at least
+/// once), over the first [`NEXT_RETRY_SCAN`] pending rows (docs/architecture.md §12). A fresh
+/// delivery's row is empty and is not decoded.
+pub fn next_retries(db: &Database) -> Result<BTreeMap<String, Millis>, JournalError> {
+    let txn = db.begin_read()?;
+    let pending = txn.open_table(PENDING)?;
+    let mut out: BTreeMap<String, Millis> = BTreeMap::new();
+    for entry in pending.iter()?.take(NEXT_RETRY_SCAN) {
+        let (key, value) = entry?;
+        if value.value().is_empty() {
+            continue;
+        }
+        let state = PendingState::decode(value.value());
+        if state.attempts == 0 {
+            continue;
+        }
+        let (sink, _, _) = key.value();
+        match out.get_mut(sink) {
+            Some(at) => *at = (*at).min(state.next_at),
+            None => {
+                out.insert(sink.to_owned(), state.next_at);
+            }
+        }
+    }
+    Ok(out)
+}
+
 // ---- dead letters ----------------------------------------------------------------------
 
 pub fn dead_letters(db: &Database, filter: &DeadFilter) -> Result<Vec<DeadLetter>, JournalError> {

@@ -39,6 +39,7 @@
 pub mod forget;
 mod recording;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,6 +84,15 @@ impl<'a> Claim<'a> {
     pub fn until(&self, now: Millis) -> Millis {
         now.saturating_add(i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX))
     }
+}
+
+/// A gateway registered on a shared queue ([`QueueAdmin::gateways`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct GatewayInfo {
+    pub holder: String,
+    pub version: String,
+    pub started: Millis,
+    pub last_seen: Millis,
 }
 
 /// An event committed unrouted ([`Queue::commit_unrouted`]) and claimed to be routed.
@@ -187,6 +197,19 @@ pub trait QueueAdmin: Send + Sync + 'static {
     /// records no leaders: `None`.
     async fn leader(&self, _name: &str) -> Result<Option<(String, Millis)>, QueueError> {
         Ok(None)
+    }
+
+    /// Per sink, the earliest `next_at` of its pending deliveries that wait for a retry
+    /// (attempted at least once): the console's "next retry" (docs/architecture.md §12).
+    /// A sink with none is absent. The default, for an engine that cannot tell: none.
+    async fn next_retries(&self) -> Result<BTreeMap<String, Millis>, QueueError> {
+        Ok(BTreeMap::new())
+    }
+
+    /// The gateways sharing this queue as they registered (a shared engine's `gateways`
+    /// table), for the console. The local engine has one gateway and no such table: none.
+    async fn gateways(&self) -> Result<Vec<GatewayInfo>, QueueError> {
+        Ok(Vec::new())
     }
 }
 

@@ -23,6 +23,11 @@ pub struct Status {
     pub id: Option<String>,
     pub expires: Option<DateTime<Utc>>,
     pub renews: Option<DateTime<Utc>>,
+    /// When it was created or last renewed (a registration's `renewed`; a channel's
+    /// `created`, a renewal opening a new channel). `default`: rows from an older gateway's
+    /// API lack it.
+    #[serde(default)]
+    pub renewed: Option<DateTime<Utc>>,
     /// `ok`, `expired`, `renewal failing`, `overlap` (a channel being replaced), `removing`.
     pub health: String,
     pub failures: u32,
@@ -59,6 +64,7 @@ pub fn status_rows<'a>(
                 id: Some(r.registration_id.clone()),
                 expires: Some(r.expiry),
                 renews: declared.then(|| renew_at(r.renewed, r.expiry)),
+                renewed: Some(r.renewed),
                 health: health(r.expiry, declared).into(),
                 failures: 0,
                 last_error: None,
@@ -80,6 +86,7 @@ pub fn status_rows<'a>(
                 id: Some(c.current.id.clone()),
                 expires: Some(c.current.expiration),
                 renews: declared.then(|| renew_at(c.current.created, c.current.expiration)),
+                renewed: Some(c.current.created),
                 health,
                 failures: 0,
                 last_error: None,
@@ -98,6 +105,7 @@ pub fn status_rows<'a>(
             id: None,
             expires: None,
             renews: None,
+            renewed: None,
             health: "not created yet".into(),
             failures: 0,
             last_error: None,

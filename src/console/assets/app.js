@@ -24,6 +24,7 @@ function el(tag, attrs, ...children) {
 }
 
 function clear(node) { node.replaceChildren(); return node; }
+function sum(xs) { return xs.reduce((a, b) => a + b, 0); }
 function status(text) { $("status").textContent = text || ""; }
 
 /** A call of the admin API with the session's cookie and CSRF token. */
@@ -77,13 +78,66 @@ function routesOf(deliveries) {
   return groups.map(([r, s]) => `${r}(${s.join(", ")})`).join(" ");
 }
 
-/** One tapped event: a line, expandable to its JSON. */
+const SVG = "http://www.w3.org/2000/svg";
+
+/** A small bar chart (inline SVG) of deliveries (up) and failures (down) a minute. */
+function chart(delivered, failed, label) {
+  const n = Math.max(delivered.length, 1), w = 120, h = 32, mid = h / 2, bw = w / n;
+  const max = Math.max(1, ...delivered, ...failed);
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
+  svg.setAttribute("width", w); svg.setAttribute("height", h);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("class", "chart");
+  const title = document.createElementNS(SVG, "title");
+  title.textContent = label;
+  svg.append(title);
+  const bar = (i, v, up, cls) => {
+    if (!v) return;
+    const r = document.createElementNS(SVG, "rect");
+    const len = Math.max(1, (v / max) * (mid - 1));
+    r.setAttribute("x", (i * bw).toFixed(2)); r.setAttribute("width", Math.max(bw - 0.3, 0.5).toFixed(2));
+    r.setAttribute("y", up ? (mid - len).toFixed(2) : mid.toFixed(2)); r.setAttribute("height", len.toFixed(2));
+    r.setAttribute("class", cls);
+    svg.append(r);
+  };
+  delivered.forEach((v, i) => bar(i, v, true, "delivered"));
+  failed.forEach((v, i) => bar(i, v, false, "failed"));
+  const axis = document.createElementNS(SVG, "line");
+  axis.setAttribute("x1", 0); axis.setAttribute("x2", w); axis.setAttribute("y1", mid); axis.setAttribute("y2", mid);
+  axis.setAttribute("class", "axis");
+  svg.append(axis);
+  return svg;
+}
+
+/** The deliveries of a tapped event with the outcome this gateway recorded for each. */
+async function showOutcomes(t, list, details) {
+  const e = t.event || {};
+  const params = new URLSearchParams({ source: e.source || "", id: e.id || "" });
+  for (const [route, sink] of t.deliveries || []) { params.append("route", route); params.append("sink", sink); }
+  for (;;) {
+    let rows;
+    try { rows = await api(`/api/outcomes?${params}`); } catch (err) { clear(list).append(el("li", { class: "bad" }, err.message)); return; }
+    clear(list).append(...rows.map((d) => el("li", { "data-sink": d.sink, class: d.outcome === "delivered" ? "ok" : d.outcome ? "bad" : "" },
+      `route ${d.route} → sink ${d.sink}: ${d.outcome || "not attempted by this gateway yet"}`)));
+    const settled = rows.every((d) => d.outcome === "delivered" || d.outcome === "dead");
+    if (settled || !details.open || !details.isConnected) return;
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+}
+
+/** One tapped event: a line, expandable to its deliveries and JSON. */
 function eventItem(t) {
   const e = t.event || {};
-  return el("li", {},
-    el("details", {},
-      el("summary", {}, `${e.time || "-"} ${e.type || "-"} ${e.subject || "-"} → ${routesOf(t.deliveries)}`),
-      el("pre", {}, JSON.stringify(t, null, 2))));
+  const list = el("ul", { class: "deliveries" });
+  const details = el("details", {},
+    el("summary", {}, `${e.time || "-"} ${e.type || "-"} ${e.subject || "-"} → ${routesOf(t.deliveries)}`),
+    el("h3", {}, "Deliveries ", el("span", { class: "tag" }, "this gateway")),
+    list,
+    el("pre", {}, JSON.stringify(t, null, 2)));
+  if (!t.deliveries || t.deliveries.length === 0) list.append(el("li", { class: "muted" }, "No route matched: nothing was delivered."));
+  else details.addEventListener("toggle", () => { if (details.open) showOutcomes(t, list, details); });
+  return el("li", {}, details);
 }
 
 // ---- pages -------------------------------------------------------------------------------
@@ -114,7 +168,24 @@ pages.overview = {
   async load() {
     const o = await api("/api/overview");
     const g = o.gateway;
-    $("gateway").textContent = `Gateway ${g.holder} · queue ${g.engine}${g.shared ? " (shared: queue, dead letters and subscriptions are the cluster's; events and circuits are this gateway's)" : ""} · started ${ago(g.started)} · ${g.config}`;
+    $("gateway").textContent = `Gateway ${g.holder} · queue ${g.engine}${g.shared ? " (shared)" : ""} · started ${ago(g.started)} · ${g.config}`;
+    const cluster = clear($("cluster"));
+    cluster.hidden = !g.shared;
+    if (g.shared) {
+      cluster.append(el("p", {}, `The whole cluster's: ${g.cluster_views.join(", ")}. This gateway's only: ${g.gateway_views.join(", ")}.`));
+      if (g.gateways.length) {
+        cluster.append(el("div", { class: "scroll" }, el("table", { id: "gateways" },
+          el("caption", {}, "Gateways sharing the queue"),
+          el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Gateway"), el("th", { scope: "col" }, "Version"), el("th", { scope: "col" }, "Started"), el("th", { scope: "col" }, "Last seen"))),
+          el("tbody", {}, ...g.gateways.map((x) => {
+            const stale = Date.now() - Date.parse(x.last_seen) > 2 * g.lease_ms;
+            return el("tr", { "data-holder": x.holder },
+              el("th", { scope: "row" }, x.holder, x.this ? " (this one)" : ""),
+              el("td", {}, x.version), el("td", {}, ago(x.started)),
+              el("td", { class: stale ? "warn" : "" }, ago(x.last_seen) + (stale ? " (not seen lately)" : "")));
+          })))));
+      }
+    }
     const r = o.readiness;
     clear($("readiness")).append(
       el("p", {}, el("strong", { class: r.ready ? "ok" : "bad" }, r.ready ? "Ready" : "Not ready"),
@@ -127,7 +198,11 @@ pages.overview = {
       el("td", { "data-col": "delivered" }, s.delivered),
       el("td", {}, s.retried),
       el("td", { "data-col": "dead" }, s.dead),
-      el("td", { class: s.circuit === "closed" ? "ok" : "bad" }, s.circuit))));
+      el("td", { class: s.circuit === "closed" ? "ok" : "bad" }, s.circuit),
+      el("td", { "data-col": "next-retry", title: s.next_retry || "" }, s.next_retry ? (Date.parse(s.next_retry) <= Date.now() ? "due now" : `in ${countdown(s.next_retry)}`) : "-"),
+      el("td", { "data-col": "chart" },
+        chart(s.chart.delivered, s.chart.failed, `${s.name}: ${sum(s.chart.delivered)} delivered, ${sum(s.chart.failed)} failed attempts in the last hour, one bar a minute`),
+        el("span", { class: "sr-only" }, `${sum(s.chart.delivered)} delivered, ${sum(s.chart.failed)} failed in the last hour`)))));
     const q = o.queue;
     $("queue").textContent = q
       ? `Queue: ${q.undelivered_events} undelivered event(s)${q.max_events ? ` of at most ${q.max_events}` : ""}, ${q.undelivered_bytes} bytes${q.max_bytes ? ` of at most ${q.max_bytes}` : ""}; ${q.dead_letters} dead letter(s).`
@@ -136,6 +211,7 @@ pages.overview = {
       el("th", { scope: "row" }, s.name),
       el("td", {}, s.type),
       el("td", {}, s.events),
+      el("td", { "data-col": "rate" }, s.per_second.toFixed(2)),
       el("td", {}, s.last ? `${s.last.type} ${s.last.subject || ""} (${ago(s.last.time)})` : "none since start"))));
     clear($("recent"));
     if (o.recent.length === 0) $("recent").append(el("li", { class: "muted" }, "No event since this gateway started."));
@@ -262,6 +338,7 @@ function renderGoogle() {
       el("th", { scope: "row" }, r.name, r.id ? el("div", { class: "muted" }, r.id) : ""),
       el("td", {}, r.kind),
       el("td", { "data-expires": r.expires || "" }, countdown(r.expires)),
+      el("td", { "data-col": "renewed", title: r.renewed || "" }, r.renewed ? ago(r.renewed) : "-"),
       el("td", {}, r.renews ? `${r.renews} (in ${countdown(r.renews)})` : "-"),
       el("td", { class: r.health === "ok" ? "ok" : "bad" }, r.health),
       el("td", {}, r.last_error ? `${r.last_error} (${r.failures} failure${r.failures === 1 ? "" : "s"})` : "-"),

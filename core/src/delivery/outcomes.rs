@@ -1,0 +1,78 @@
+//! The last outcome of this gateway's recent deliveries, for the console's live events
+//! (docs/architecture.md §12, "Live events"). In memory, per process (one gateway), bounded
+//! by [`CAPACITY`]; fed by the sink workers after each attempt with one hash and one short
+//! lock, no allocation. A delivery made by another gateway on a shared queue is not here.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{LazyLock, Mutex};
+
+/// How many deliveries are remembered; the oldest are forgotten first.
+pub const CAPACITY: usize = 8192;
+
+/// How a delivery's last attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Seen {
+    Delivered,
+    Retrying,
+    Dead,
+}
+
+#[derive(Default)]
+struct Recent {
+    last: HashMap<u64, Seen>,
+    order: VecDeque<u64>,
+}
+
+static RECENT: LazyLock<Mutex<Recent>> = LazyLock::new(Mutex::default);
+
+/// The delivery of event `(source, id)` by `route` to `sink`, as one number (a collision
+/// among 8,192 keys of 64 bits is negligible, and would only mislabel a console line).
+fn key(source: &str, id: &str, route: &str, sink: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    (source, id, route, sink).hash(&mut h);
+    h.finish()
+}
+
+/// Records the outcome of an attempt (the sink workers).
+pub fn note(source: &str, id: &str, route: &str, sink: &str, seen: Seen) {
+    let k = key(source, id, route, sink);
+    let mut recent = RECENT.lock().unwrap_or_else(|p| p.into_inner());
+    if recent.last.insert(k, seen).is_none() {
+        recent.order.push_back(k);
+        if recent.order.len() > CAPACITY
+            && let Some(old) = recent.order.pop_front()
+        {
+            recent.last.remove(&old);
+        }
+    }
+}
+
+/// The last outcome recorded for the delivery, if this gateway attempted it lately.
+pub fn last(source: &str, id: &str, route: &str, sink: &str) -> Option<Seen> {
+    let k = key(source, id, route, sink);
+    let recent = RECENT.lock().unwrap_or_else(|p| p.into_inner());
+    recent.last.get(&k).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_outcome_is_kept_and_the_oldest_forgotten() {
+        note("s", "first", "r", "k", Seen::Retrying);
+        note("s", "first", "r", "k", Seen::Delivered);
+        assert_eq!(last("s", "first", "r", "k"), Some(Seen::Delivered));
+        assert_eq!(last("s", "first", "r", "other"), None);
+        for n in 0..CAPACITY {
+            note("s", &format!("e{n}"), "r", "k", Seen::Dead);
+        }
+        assert_eq!(last("s", "first", "r", "k"), None, "forgotten");
+        assert_eq!(
+            last("s", &format!("e{}", CAPACITY - 1), "r", "k"),
+            Some(Seen::Dead)
+        );
+    }
+}
