@@ -232,6 +232,18 @@ async fn retries_dead_letters_replay_purge_state_and_leaders() {
     assert_eq!(listed[0].state.errors[0].error, "e0");
     assert_eq!(listed[0].state.errors[19].error, "e21");
     assert!(listed[0].state.next_at >= later - 1000);
+    // The console's "next retry" and its list of the gateways sharing the queue.
+    let next = q.next_retries().await.unwrap();
+    assert!(
+        next.get("chat").is_some_and(|at| (at - later).abs() < 1000),
+        "{next:?} vs {later}"
+    );
+    let gateways = q.gateways().await.unwrap();
+    assert!(
+        gateways.iter().any(|g| g.holder == q.holder()),
+        "{:?}",
+        gateways.iter().map(|g| &g.holder).collect::<Vec<_>>()
+    );
     q.record(
         item.key.clone(),
         Outcome::Dead {
