@@ -66,6 +66,21 @@ pub trait Ingest: Send + Sync + 'static {
     /// Stores an undecodable input with the dead letters.
     async fn reject(&self, input: RejectedInput) -> Result<(), IngestError>;
 
+    /// For a change a source can receive once per channel (a Directory watch's old and new
+    /// channel while one replaces the other, docs/architecture.md §7): records that
+    /// `change` came on `channel`, and answers the channel it came on first within `window`,
+    /// if another did. An engine shared by several gateways answers for all of them,
+    /// atomically, since the copy may reach another gateway. The default remembers nothing
+    /// (`None`): a single gateway's source keeps that memory itself.
+    async fn first_channel(
+        &self,
+        _change: &str,
+        _channel: &str,
+        _window: std::time::Duration,
+    ) -> Result<Option<String>, IngestError> {
+        Ok(None)
+    }
+
     /// `Err(reason)` when new events cannot be taken now (`/readyz` says why).
     fn ready(&self) -> Result<(), String>;
 }

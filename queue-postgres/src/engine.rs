@@ -439,6 +439,47 @@ impl Ingest for PgQueue {
         Ok(answer.await.map_err(|_| QueueError::Closed)??)
     }
 
+    async fn first_channel(
+        &self,
+        change: &str,
+        channel: &str,
+        window: Duration,
+    ) -> Result<Option<String>, IngestError> {
+        use sha2::Digest;
+        // Hashed: short keys, and no user id or etag in the state table.
+        let key = format!(
+            "overlap/{}",
+            herald_core::encoding::hex(&sha2::Sha256::digest(change.as_bytes()))
+        );
+        let client = client(&self.pool).await?;
+        let e = |e: tokio_postgres::Error| queue_error("recording a change's channel", &e);
+        let row = client
+            .query_one(
+                sql::FIRST_CHANNEL,
+                &[&key, &channel.as_bytes(), &millis(window)],
+            )
+            .await
+            .map_err(e)?;
+        let recorded: bool = row.try_get(0).map_err(e)?;
+        if recorded {
+            return Ok(None);
+        }
+        let first: Option<Vec<u8>> = match row.try_get(1).map_err(e)? {
+            Some(first) => Some(first),
+            // Another gateway's, committed after the statement began: visible now.
+            None => client
+                .query_opt(sql::GET_STATE, &[&key])
+                .await
+                .map_err(e)?
+                .map(|row| row.try_get(0))
+                .transpose()
+                .map_err(e)?,
+        };
+        Ok(first
+            .map(|first| String::from_utf8_lossy(&first).into_owned())
+            .filter(|first| first != channel))
+    }
+
     fn ready(&self) -> Result<(), String> {
         if self.inner.closed.load(Ordering::Relaxed) || self.commands.is_closed() {
             return Err("queue: shut down".into());
@@ -1403,6 +1444,12 @@ async fn monitor(inner: Arc<Inner>) {
                     tracing::debug!(error = %e, "queue: cannot count other sinks' deliveries")
                 }
             }
+        }
+        if ticks.is_multiple_of(60)
+            && let Ok(client) = client(&inner.pool).await
+            && let Err(e) = client.execute(sql::SWEEP_MARKERS, &[]).await
+        {
+            tracing::debug!(error = %e, "queue: cannot sweep the overlap markers");
         }
         if ticks.is_multiple_of(sweep_every) {
             match inner.sweep().await {

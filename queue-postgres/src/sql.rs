@@ -223,6 +223,20 @@ pub const REPLAY_DELIVERY: &str = "WITH d AS (
 UPDATE events SET deliveries_left = deliveries_left + 1 WHERE seq IN (SELECT seq FROM d)";
 pub const DELETE_DEAD: &str = "DELETE FROM dead_letters WHERE id = $1";
 
+/// Records the overlap marker `$1` (the channel `$2`) unless one younger than `$3` ms is
+/// there; answers whether it was recorded and the marker there (NULL when another
+/// transaction's, committed after this statement began, is not visible to it yet).
+pub const FIRST_CHANNEL: &str = "WITH ins AS (
+    INSERT INTO state (key, value) VALUES ($1, $2)
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+        WHERE state.updated_at < now() - $3::int8 * interval '1 millisecond'
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM ins), (SELECT value FROM state WHERE key = $1)";
+/// The overlap markers older than an hour (no overlap window is longer).
+pub const SWEEP_MARKERS: &str = "DELETE FROM state
+WHERE starts_with(key, 'overlap/') AND updated_at < now() - interval '1 hour'";
+
 pub const GET_STATE: &str = "SELECT value FROM state WHERE key = $1";
 pub const PUT_STATE: &str = "INSERT INTO state (key, value) VALUES ($1, $2)
 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()";

@@ -685,3 +685,59 @@ async fn forget_removes_exactly_what_names_the_user() {
     // u1's event ids are free again: the duplicate keys went with the events.
     assert_eq!(q.commit(roster("2", "u1")).await.unwrap(), Committed::New);
 }
+
+/// A Directory change sent on both channels of an overlap may reach two gateways: the
+/// queue tells them which channel it came on first, atomically (docs/architecture.md §7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_channel_of_a_change_is_one_for_every_gateway() {
+    use herald_core::ingest::Ingest;
+    let url = Postgres::shared().database("pgq_overlap");
+    let a = open(&url, &QueueConfig::default()).await;
+    let b = open(&url, &QueueConfig::default()).await;
+    let window = Duration::from_secs(600);
+    assert_eq!(
+        a.first_channel("change-1", "old", window).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        b.first_channel("change-1", "new", window).await.unwrap(),
+        Some("old".to_owned()),
+        "the copy on the other channel, at the other gateway"
+    );
+    assert_eq!(
+        b.first_channel("change-1", "old", window).await.unwrap(),
+        None,
+        "the same channel again is a new message, not a copy"
+    );
+    // Ten channels at once from both gateways: exactly one is first, and all agree on it.
+    let calls = (0..10).map(|i| {
+        let q = if i % 2 == 0 { a.clone() } else { b.clone() };
+        async move {
+            let channel = format!("c{i}");
+            let first = q.first_channel("change-2", &channel, window).await.unwrap();
+            (channel, first)
+        }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    let firsts: Vec<&String> = answers
+        .iter()
+        .filter(|(_, first)| first.is_none())
+        .map(|(channel, _)| channel)
+        .collect();
+    assert_eq!(firsts.len(), 1, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(_, first)| first.as_ref().is_none_or(|f| f == firsts[0])),
+        "{answers:?}"
+    );
+    // Past the window a change is new again.
+    assert_eq!(
+        a.first_channel("change-1", "newer", Duration::from_millis(1))
+            .await
+            .unwrap(),
+        None
+    );
+    a.close().await;
+    b.close().await;
+}

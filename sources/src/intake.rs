@@ -52,6 +52,18 @@ impl Intake {
         Ok(committed)
     }
 
+    /// The channel `change` came on first within `window`, if another than `channel`, as
+    /// the queue knows it for every gateway sharing it (`Ingest::first_channel`); records
+    /// this one otherwise.
+    pub async fn first_channel(
+        &self,
+        change: &str,
+        channel: &str,
+        window: std::time::Duration,
+    ) -> Result<Option<String>, IngestError> {
+        self.ingest.first_channel(change, channel, window).await
+    }
+
     /// Keeps an input that could not be decoded, with why.
     pub async fn reject(
         &self,

@@ -14,7 +14,9 @@
 //! Herald does not know which of them overlap, and the journal's own duplicate suppression
 //! still catches a retried message.
 //! That memory is in-process and bounded; after a restart mid-overlap a duplicate may
-//! pass, which at-least-once delivery allows.
+//! pass, which at-least-once delivery allows. On a queue shared by several gateways the
+//! queue remembers it too (`Ingest::first_channel`, a marker per change kept for the
+//! window), since Google may send the two copies to two gateways.
 //!
 //! A request with a valid token that cannot be decoded (a missing header, a message number
 //! that is not a number, a body that is not JSON) is answered 400 with the header or field
@@ -173,9 +175,23 @@ async fn answer(state: &DirectoryState, headers: &HeaderMap, body: Body) -> Resu
         None
     };
     if let Some(key) = &key {
-        let mut changes = state.changes.lock().unwrap_or_else(|e| e.into_inner());
-        if changes.copied(key, &message.channel_id, Instant::now()) {
-            drop(changes);
+        let copied = state
+            .changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .copied(key, &message.channel_id, Instant::now());
+        if copied {
+            telemetry::duplicate(source);
+            return Ok(());
+        }
+        // Several gateways on one queue: the copy may have reached another gateway. The
+        // queue answers for all of them (the local engine leaves it to the memory above).
+        if state
+            .intake
+            .first_channel(key, &message.channel_id, OVERLAP_WINDOW)
+            .await?
+            .is_some()
+        {
             telemetry::duplicate(source);
             return Ok(());
         }
