@@ -690,7 +690,6 @@ async fn forget_removes_exactly_what_names_the_user() {
 /// queue tells them which channel it came on first, atomically (docs/architecture.md §7).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_channel_of_a_change_is_one_for_every_gateway() {
-    use herald_core::ingest::Ingest;
     let url = Postgres::shared().database("pgq_overlap");
     let a = open(&url, &QueueConfig::default()).await;
     let b = open(&url, &QueueConfig::default()).await;
