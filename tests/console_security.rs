@@ -470,3 +470,58 @@ async fn the_overview_and_a_deliverys_outcome_as_json() {
         ])
     );
 }
+
+/// Issue 19 point 7: with several gateways on one PostgreSQL queue, the overview says the
+/// queue is shared, lists the gateways sharing it (this one marked) and names which views
+/// are the cluster's and which this gateway's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_of_a_shared_queue_lists_the_gateways() {
+    let url = herald_testkit::postgres::Postgres::shared().database("console_cluster");
+    let config = format!(
+        "{}queue:\n  engine: postgres\n  url: '{url}'\n  lease: 1s\n",
+        yaml(Some(ADMIN_TOKEN))
+    );
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Gateway::start(dir_a.path(), &config);
+    let b = Gateway::start(dir_b.path(), &config);
+    let o = json(
+        client()
+            .get(format!("http://{}/api/overview", a.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let gateway = &o["gateway"];
+    assert_eq!(gateway["engine"], "postgres");
+    assert_eq!(gateway["shared"], true);
+    let listed: Vec<(String, bool)> = gateway["gateways"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["holder"].as_str().unwrap().to_owned(),
+                g["this"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let mine = |g: &Gateway| format!("/{}/", g.pid());
+    assert!(
+        listed
+            .iter()
+            .any(|(h, this)| h.contains(&mine(&a)) && *this),
+        "{listed:?}"
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|(h, this)| h.contains(&mine(&b)) && !*this),
+        "{listed:?}"
+    );
+    let views = |key: &str| gateway[key].to_string();
+    assert!(views("cluster_views").contains("dead letters"));
+    assert!(views("gateway_views").contains("live events"));
+    assert!(views("gateway_views").contains("circuit state"));
+}
