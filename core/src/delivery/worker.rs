@@ -155,6 +155,10 @@ impl Worker {
         let mut damaged = false;
         // A paced sink's turn just taken: nothing is sent before this (turn.rs).
         let mut quiet_until: Option<Instant> = None;
+        // When the next pass must read the sink's deliveries from the start (a retry falls
+        // due, or RESCAN since the last such pass), however often new deliveries wake the
+        // worker to read only from where they begin.
+        let mut full_pass_at = Instant::now();
         // A shared engine's claims lapse unless renewed (docs/architecture.md §10.1,
         // "Leases"): renew those in flight every lease/3. The local engine needs nothing,
         // so no task runs for it.
@@ -208,6 +212,9 @@ impl Worker {
             // outcome ends it. The local engine's claims never lapse, so a worker on it
             // has nothing to renew.
             let claim = Claim::new(self.journal.holder(), self.journal.lease());
+            if cursor.is_none() {
+                full_pass_at = Instant::now() + RESCAN;
+            }
             let items = match self
                 .journal
                 .scan_pending(&self.name, claim, cursor.clone(), PAGE)
@@ -235,28 +242,35 @@ impl Worker {
             };
             if items.is_empty() {
                 // The end of a pass: sleep until the earliest retry, new work, or a rescan.
-                let wait = earliest
-                    .take()
-                    .map(|at| Duration::from_millis(u64::try_from(at - now_millis()).unwrap_or(0)))
-                    .unwrap_or(RESCAN)
-                    .min(RESCAN);
-                let sleep = tokio::time::sleep(wait);
+                if let Some(at) = earliest.take() {
+                    let wait = Duration::from_millis(u64::try_from(at - now_millis()).unwrap_or(0));
+                    full_pass_at = full_pass_at.min(Instant::now() + wait);
+                }
+                let sleep = tokio::time::sleep_until(full_pass_at);
                 tokio::pin!(sleep);
                 // New deliveries: the scan may begin where they are, when the engine says
                 // (postgres: past the dead rows of those already made). Retries and lapsed
-                // claims below are found by the full passes: the timer (the earliest retry,
-                // RESCAN) and a retry just recorded.
+                // claims below are found by the full passes: at `full_pass_at` (the earliest
+                // retry, RESCAN), even while new deliveries keep waking the worker, and after
+                // a retry was recorded.
+                let from_new = |worker: &Worker| {
+                    if Instant::now() >= full_pass_at {
+                        None
+                    } else {
+                        worker.hint()
+                    }
+                };
                 cursor = loop {
                     tokio::select! {
                         _ = &mut sleep => break None,
-                        _ = self.notify.notified() => break self.hint(),
+                        _ = self.notify.notified() => break from_new(&self),
                         _ = shared.ended.notified() => {
                             if shared.retried.swap(false, Ordering::SeqCst) {
                                 break None;
                             }
                             // Delivered or dead: nothing new to read, unless deliveries
                             // were committed meanwhile.
-                            if let Some(from) = self.hint() {
+                            if let Some(from) = from_new(&self) {
                                 break Some(from);
                             }
                         }
