@@ -147,8 +147,9 @@ async fn log_in_and_see_an_event_appear_live_escaped() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_sinks_dead_letter_is_replayed_after_the_receiver_is_fixed() {
+/// A gateway whose only sink, a webhook, answers 400: every event becomes a dead letter
+/// at its first attempt. The directory must outlive the gateway.
+async fn failing_hook() -> (Receiver, tempfile::TempDir, Gateway) {
     let rx = Receiver::start().await;
     rx.otherwise(Answer::status(400, "no such hook"));
     let dir = tempfile::tempdir().unwrap();
@@ -158,6 +159,12 @@ async fn a_failing_sinks_dead_letter_is_replayed_after_the_receiver_is_fixed() {
             rx.url("/hook")
         );
     let g = Gateway::start(dir.path(), &with_token(yaml));
+    (rx, dir, g)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_sinks_dead_letter_is_replayed_after_the_receiver_is_fixed() {
+    let (rx, _dir, g) = failing_hook().await;
     let client = reqwest::Client::new();
     let r = directory_request(&client, &g, "chan-1", 7)
         .send()
@@ -447,15 +454,7 @@ async fn config_page_masks_secrets_and_shows_a_refused_reload_at_its_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_dead_letters_after_a_confirmation() {
-    let rx = Receiver::start().await;
-    rx.otherwise(Answer::status(400, "no such hook"));
-    let dir = tempfile::tempdir().unwrap();
-    let yaml = config_head()
-        + &format!(
-            "sinks:\n  hook:\n    type: webhook\n    url: {}\n    delivery: {{ max_attempts: 1 }}\nroutes:\n  - name: to-hook\n    to: [hook]\n",
-            rx.url("/hook")
-        );
-    let g = Gateway::start(dir.path(), &with_token(yaml));
+    let (_rx, _dir, g) = failing_hook().await;
     let client = reqwest::Client::new();
     for n in [1, 2] {
         let r = directory_request(&client, &g, "chan-1", n)

@@ -252,7 +252,9 @@ async fn a_retry_falls_due_while_new_events_keep_coming(engine: Engine) {
         .iter()
         .skip(1)
         .find(|r| r.json()["id"] == id.as_str())
-        .unwrap_or_else(|| panic!("the failed delivery was not tried again while events kept coming"));
+        .unwrap_or_else(|| {
+            panic!("the failed delivery was not tried again while events kept coming")
+        });
     let after = retried.at - first.at;
     assert!(
         after < Duration::from_secs(3),

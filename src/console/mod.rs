@@ -409,11 +409,8 @@ fn redirect(to: &str) -> Response {
 
 async fn index(State(s): State<AdminState>, headers: HeaderMap) -> Response {
     let security = &s.security;
-    if !security.token_set() {
-        return no_token_page();
-    }
-    if let Err(reason) = security.host_ok(&headers) {
-        return message_page(StatusCode::MISDIRECTED_REQUEST, "Wrong address", &reason);
+    if let Some(refused) = console_refused(security, &headers) {
+        return refused;
     }
     match security.session(&headers) {
         // The CSRF token is hex: safe in the attribute as it is.
@@ -422,17 +419,26 @@ async fn index(State(s): State<AdminState>, headers: HeaderMap) -> Response {
     }
 }
 
+/// The page that refuses a console request, if it is refused: the console answers only
+/// with a token set and on this listener's Host.
+fn console_refused(security: &Security, headers: &HeaderMap) -> Option<Response> {
+    if !security.token_set() {
+        return Some(no_token_page());
+    }
+    security
+        .host_ok(headers)
+        .err()
+        .map(|reason| message_page(StatusCode::MISDIRECTED_REQUEST, "Wrong address", &reason))
+}
+
 async fn login_page(
     State(s): State<AdminState>,
     headers: HeaderMap,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
     let security = &s.security;
-    if !security.token_set() {
-        return no_token_page();
-    }
-    if let Err(reason) = security.host_ok(&headers) {
-        return message_page(StatusCode::MISDIRECTED_REQUEST, "Wrong address", &reason);
+    if let Some(refused) = console_refused(security, &headers) {
+        return refused;
     }
     let message = match query.as_deref() {
         Some("failed") => "Login failed.",
@@ -455,11 +461,8 @@ async fn login(
     body: axum::body::Bytes,
 ) -> Response {
     let security = &s.security;
-    if !security.token_set() {
-        return no_token_page();
-    }
-    if let Err(reason) = security.host_ok(&headers) {
-        return message_page(StatusCode::MISDIRECTED_REQUEST, "Wrong address", &reason);
+    if let Some(refused) = console_refused(security, &headers) {
+        return refused;
     }
     if let Err(why) = same_site(&headers) {
         tracing::warn!(target: "audit", action = "login", outcome = "refused", client = %peer.ip(), "{why}");
