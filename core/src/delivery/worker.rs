@@ -421,8 +421,12 @@ async fn renew_claims(shared: Arc<Shared>, sink: String) {
         tokio::time::sleep(every).await;
         if let Some(pacing) = &shared.pacing
             && pacing.turn.holds()
+            && let Some(first) = pacing.take(&*shared.journal).await
+            && first > Instant::now()
         {
-            pacing.take(&*shared.journal).await;
+            // The turn ran out meanwhile and was taken afresh, which asks for a quiet
+            // before the first send: the worker's loop takes it again and keeps that quiet.
+            pacing.turn.end();
         }
         let mut keys: Vec<DeliveryKey> = lock(&shared.inflight)
             .iter()
