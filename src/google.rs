@@ -115,8 +115,8 @@ fn print_status(rows: &[Status], renewing: &Renewing) {
     }
     let now = chrono::Utc::now();
     println!(
-        "{:<44}  {:<12}  {:<22}  {:<10}  {:<16}  ID",
-        "NAME", "KIND", "EXPIRES", "IN", "HEALTH"
+        "{:<44}  {:<12}  {:<22}  {:<10}  {:<10}  {:<16}  ID",
+        "NAME", "KIND", "EXPIRES", "IN", "RENEWED", "HEALTH"
     );
     for row in rows {
         let expires = row
@@ -127,12 +127,17 @@ fn print_status(rows: &[Status], renewing: &Renewing) {
             .expires
             .map(|e| human((e - now).num_seconds()))
             .unwrap_or_else(|| "-".into());
+        let renewed = row
+            .renewed
+            .map(|r| format!("{} ago", human((now - r).num_seconds().max(60))))
+            .unwrap_or_else(|| "-".into());
         println!(
-            "{:<44}  {:<12}  {:<22}  {:<10}  {:<16}  {}",
+            "{:<44}  {:<12}  {:<22}  {:<10}  {:<10}  {:<16}  {}",
             row.name,
             row.kind,
             expires,
             left,
+            renewed,
             row.health,
             row.id.as_deref().unwrap_or("-")
         );

@@ -96,6 +96,8 @@ async fn status_renew_and_stop_on_a_running_and_a_stopped_gateway() {
         "registration",
         "channel",
         "ok",
+        "RENEWED",
+        "1m ago",
         &first.id,
     ] {
         assert!(said.contains(expected), "`{expected}` missing in:\n{said}");
