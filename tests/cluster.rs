@@ -305,12 +305,21 @@ async fn postgres_restarted_mid_load_loses_nothing_acknowledged() {
         },
     )
     .await;
+    let records = ids(&gateway.file_records("events.jsonl"));
+    let twice = records.len() - records.iter().collect::<HashSet<_>>().len();
+    let recorded_late = gateway
+        .log()
+        .matches("delivery outcome recorded after all")
+        .count();
     println!(
-        "restart: {} sent, {} acknowledged, {} refused with 503 while PostgreSQL was down ({reason})",
+        "restart: {twice} delivered twice, {recorded_late} outcomes recorded after the restart; {} sent, {} acknowledged, {} refused with 503 while PostgreSQL was down ({reason})",
         sent.load(std::sync::atomic::Ordering::Relaxed),
         acked.len(),
         refused.load(std::sync::atomic::Ordering::Relaxed),
     );
+    // An outcome PostgreSQL could not take while it was down is recorded again once it
+    // is back, not the event sent a second time.
+    assert_eq!(twice, 0, "events delivered twice");
     assert_eq!(gateway.terminate().code(), Some(0), "{}", gateway.log());
 }
 

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::breaker::{Breaker, Gate};
 use super::policy::decide;
 use super::turn::Pacing;
+use crate::backoff::Backoff;
 use crate::journal::now_millis;
 use crate::queue::{
     Claim, DeliveryKey, OnRecorded, Outcome, PendingItem, Queue, QueueError as JournalError,
@@ -34,6 +35,8 @@ const MAX_UNRECORDED: usize = 4096;
 /// Even without a wake-up, the worker looks at its backlog this often (deliveries replayed by
 /// `herald dlq replay` in another process arrive this way).
 const RESCAN: Duration = Duration::from_secs(5);
+/// Recording an outcome again after the queue refused it: 200 ms doubling up to 10 s.
+const RECORD_AGAIN: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
 /// How soon a delivery a shared engine returned unclaimed, though due by this machine's
 /// clock, is looked at again (the clocks of the gateway and the database differ a little).
 const UNCLAIMED_RETRY_MS: i64 = 20;
@@ -554,29 +557,85 @@ async fn attempt(
         }
         Outcome::Delivered => {}
     }
-    let retried = matches!(outcome, Outcome::Retry { .. });
-    let recorded = {
-        let shared = shared.clone();
-        let key = key.clone();
-        OnRecorded::new(move |result| {
-            // A retry to schedule, or an outcome not recorded (the delivery is still
-            // pending): the next pass reads from the start.
-            if retried || result.is_err() {
-                shared.retried.store(true, Ordering::SeqCst);
-            }
-            if let Err(e) = result {
-                tracing::error!(sink = %key.sink, error = %e, "cannot record a delivery outcome; it will be attempted again");
-            }
-            // Scans begun from now on see the outcome; one begun before must not start the
-            // delivery again.
-            let at = shared.scans.load(Ordering::SeqCst);
-            lock(&shared.inflight).insert(key, Some(at));
-            drop(recording);
-            shared.ended.notify_one();
-        })
-    };
+    let recorded = on_recorded(shared.clone(), key.clone(), outcome.clone(), recording);
     // An error is reported to `recorded` as well.
     let _ = shared.journal.record_then(key, outcome, recorded).await;
+}
+
+/// What happens once an attempt's outcome was committed, or could not be: the delivery is
+/// settled for the scans begun from then on. An outcome the queue refused for a while
+/// (PostgreSQL restarting, a disk error) is recorded again with a backoff rather than the
+/// delivery being made a second time; the delivery stays in flight (and its claim renewed)
+/// meanwhile. Only a closed queue (shutting down) gives up: the delivery stays pending and
+/// is attempted again after the start.
+fn on_recorded(
+    shared: Arc<Shared>,
+    key: DeliveryKey,
+    outcome: Outcome,
+    recording: tokio::sync::OwnedSemaphorePermit,
+) -> OnRecorded {
+    let retried = matches!(outcome, Outcome::Retry { .. });
+    let runtime = tokio::runtime::Handle::current();
+    OnRecorded::new(move |result| {
+        match result {
+            Err(JournalError::Closed) => {
+                tracing::warn!(sink = %key.sink, "the queue closed before a delivery outcome was recorded; it will be attempted again");
+                // Still pending: the next pass reads from the start.
+                shared.retried.store(true, Ordering::SeqCst);
+            }
+            Err(e) => {
+                tracing::warn!(sink = %key.sink, error = %e, "cannot record a delivery outcome yet; trying again");
+                runtime.spawn(record_again(shared, key, outcome, recording));
+                return;
+            }
+            Ok(()) => {
+                // A retry to schedule: the next pass reads from the start to learn when.
+                if retried {
+                    shared.retried.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        settle(&shared, key, recording);
+    })
+}
+
+/// Records `outcome` again until the queue takes it (docs/architecture.md §7).
+async fn record_again(
+    shared: Arc<Shared>,
+    key: DeliveryKey,
+    outcome: Outcome,
+    recording: tokio::sync::OwnedSemaphorePermit,
+) {
+    let mut tries: u32 = 0;
+    loop {
+        tries += 1;
+        tokio::time::sleep(RECORD_AGAIN.ceiling(tries)).await;
+        match shared.journal.record(key.clone(), outcome.clone()).await {
+            Ok(()) => {
+                tracing::info!(sink = %key.sink, tries, "delivery outcome recorded after all");
+                if matches!(outcome, Outcome::Retry { .. }) {
+                    shared.retried.store(true, Ordering::SeqCst);
+                }
+                break;
+            }
+            Err(JournalError::Closed) => {
+                tracing::warn!(sink = %key.sink, "the queue closed before a delivery outcome was recorded; it will be attempted again");
+                shared.retried.store(true, Ordering::SeqCst);
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    settle(&shared, key, recording);
+}
+
+/// The delivery's outcome is in (or given up): scans begun from now on see it; one begun
+/// before must not start the delivery again.
+fn settle(shared: &Shared, key: DeliveryKey, recording: tokio::sync::OwnedSemaphorePermit) {
+    let at = shared.scans.load(Ordering::SeqCst);
+    lock(&shared.inflight).insert(key, Some(at));
+    drop(recording);
+    shared.ended.notify_one();
 }
 
 fn rate_limiter(policy: &DeliveryPolicy) -> Option<DefaultDirectRateLimiter> {
