@@ -752,3 +752,35 @@ proptest! {
         assert_eq!(read_all(&log).unwrap(), expected(&acknowledged));
     }
 }
+
+#[test]
+fn the_real_file_operations_sync_and_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let batches = [batch(1, 2, 10), batch(2, 1, 3)];
+    let (mut log, _) = Log::open(dir.path(), options(100)).unwrap();
+    for b in &batches {
+        append(&mut log, b).unwrap();
+    }
+    assert_eq!(log.segments(), 2);
+    drop(log);
+    let (log, recovery) = Log::open(dir.path(), options(100)).unwrap();
+    assert_eq!((recovery.next_seq, recovery.torn), (4, None));
+    assert_eq!(read_all(&log).unwrap(), expected(&batches));
+}
+
+#[test]
+fn an_open_that_fails_on_an_earlier_segment_cuts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_all(dir.path(), 200, &[batch(1, 2, 50), batch(2, 2, 50)]);
+    let files = segment_files(dir.path());
+    let torn_len = fs::metadata(&files[1]).unwrap().len() - 3;
+    fs::File::options()
+        .write(true)
+        .open(&files[1])
+        .unwrap()
+        .set_len(torn_len)
+        .unwrap();
+    flip(&files[0], 5, 0x01);
+    assert_corrupt_at(open(dir.path(), 200), &files[0], 0);
+    assert_eq!(fs::metadata(&files[1]).unwrap().len(), torn_len);
+}
