@@ -12,7 +12,8 @@
 //! * [`queue`] — the storage boundary: the one interface (`Queue`, `QueueAdmin`, `Ingest`)
 //!   every part asks of the queue, and the engine `queue.engine` names (docs/architecture.md §10);
 //! * [`journal`] — the `local` engine: the durable journal (redb): group commit, routing,
-//!   pending deliveries, dead letters, retention, leases;
+//!   pending deliveries, dead letters, retention, leases; and `journal::log`, the append-only
+//!   segment log of issue 18 that is to replace redb there (not wired yet, docs/architecture.md §10.3);
 //! * [`delivery`] — per-sink workers: concurrency, rate limit, retry with backoff, circuit
 //!   breaker, dead letters;
 //! * [`sink`] — the [`Sink`] trait, its retryable/permanent error and the delivery policy.

@@ -24,6 +24,8 @@
 mod engine;
 mod error;
 mod leases;
+/// The append-only segment log of issue 18, not yet the engine (docs/architecture.md §10.3).
+pub mod log;
 mod recent;
 mod records;
 mod store;
