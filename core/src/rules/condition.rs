@@ -116,7 +116,8 @@ impl Condition {
 
     /// The exact values `path` must take for this condition to hold, when the condition
     /// pins it down (`type: x`, `type: {in: [x, y]}`, possibly inside an `All`). The route
-    /// table indexes routes by these so matching does not scan every route.
+    /// table's index (`rules/index.rs`, docs/architecture.md §4) goes further: prefixes,
+    /// suffixes, globs, `any`, on every field.
     pub fn required_values(&self, path: &FieldPath) -> Option<Vec<String>> {
         match self {
             Condition::Field(p, Op::Eq(Some(v))) if p == path => Some(vec![v.clone()]),

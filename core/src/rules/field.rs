@@ -14,7 +14,7 @@ pub const ROOTS: &[&str] = &[
 ];
 
 /// A parsed field path, resolved once at load.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum FieldPath {
     Id,
     Source,

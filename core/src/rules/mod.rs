@@ -4,20 +4,22 @@
 //! `continue: true`. An event no route matched goes to `unmatched` (dropped, or a list of
 //! sinks). The result is the list of `(route, sink)` deliveries.
 //!
-//! Matching does not scan every route: each route is filed at load under the exact `type` it
-//! requires (`type: x` or `type: {in: [..]}`), else under the exact `source` it requires, else
-//! in a short list of routes that must always be tried. An event only evaluates the routes
-//! filed under its own type and source plus that list, merged back into file order.
+//! Matching does not scan every route (docs/architecture.md §4): at load each route is filed
+//! under what its condition requires of one field (an exact value of `eq`/`in`, a `prefix`,
+//! a `suffix`, the literal start of a `glob`), on any field; routes that require nothing
+//! indexable go to a list that is always tried. An event evaluates only the routes filed
+//! under its own values plus that list, in file order, so first match and `continue` are
+//! exactly those of the linear walk ([`RouteTable::matching_routes_linear`]).
 
 mod condition;
 mod field;
-
-use std::collections::HashMap;
+mod index;
 
 pub use condition::{Condition, OPERATORS, Op};
 pub use field::{FieldPath, Found};
 
 use crate::event::Event;
+use index::RouteIndex;
 
 /// The pseudo-route name under which `unmatched:` deliveries are recorded.
 pub const UNMATCHED: &str = "unmatched";
@@ -44,40 +46,19 @@ pub struct Target<'t> {
 #[derive(Clone, Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
-    by_type: HashMap<String, Vec<usize>>,
-    by_source: HashMap<String, Vec<usize>>,
-    always: Vec<usize>,
+    index: RouteIndex,
     unmatched: Vec<String>,
 }
 
 impl RouteTable {
     /// Builds the table; `unmatched` is the sinks for events no route matched (empty: drop).
     pub fn new(routes: Vec<Route>, unmatched: Vec<String>) -> Self {
-        let mut table = RouteTable {
+        let index = RouteIndex::new(routes.iter().map(|route| &route.condition));
+        RouteTable {
+            routes,
+            index,
             unmatched,
-            ..RouteTable::default()
-        };
-        for (index, route) in routes.iter().enumerate() {
-            if let Some(types) = route.condition.required_values(&FieldPath::Type) {
-                for ty in types {
-                    let bucket = table.by_type.entry(ty).or_default();
-                    if bucket.last() != Some(&index) {
-                        bucket.push(index);
-                    }
-                }
-            } else if let Some(sources) = route.condition.required_values(&FieldPath::Source) {
-                for source in sources {
-                    let bucket = table.by_source.entry(source).or_default();
-                    if bucket.last() != Some(&index) {
-                        bucket.push(index);
-                    }
-                }
-            } else {
-                table.always.push(index);
-            }
         }
-        table.routes = routes;
-        table
     }
 
     pub fn routes(&self) -> &[Route] {
@@ -89,34 +70,43 @@ impl RouteTable {
     }
 
     /// The routes whose condition holds for `event`, in order, honouring `continue`.
+    ///
+    /// Only the index's candidates are tried; they come in file order and every route that
+    /// could match is among them, so the answer is [`RouteTable::matching_routes_linear`]'s.
     pub fn matching_routes(&self, event: &Event) -> Vec<&Route> {
-        let mut candidates: Vec<usize> = Vec::new();
-        candidates.extend_from_slice(self.by_type.get(&event.ty).map_or(&[][..], Vec::as_slice));
-        candidates.extend_from_slice(
-            self.by_source
-                .get(&event.source)
-                .map_or(&[][..], Vec::as_slice),
-        );
-        candidates.extend_from_slice(&self.always);
-        candidates.sort_unstable();
-        candidates.dedup();
-
-        let mut matched = Vec::new();
-        for index in candidates {
-            let route = &self.routes[index];
-            if route.condition.matches(event) {
-                matched.push(route);
-                if !route.continue_matching {
-                    break;
-                }
-            }
-        }
-        matched
+        first_matches(
+            self.index
+                .candidates(event)
+                .into_iter()
+                .filter_map(|index| self.routes.get(index)),
+            event,
+        )
     }
 
     /// The `(route, sink)` deliveries for `event`.
     pub fn targets(&self, event: &Event) -> Vec<Target<'_>> {
-        let matched = self.matching_routes(event);
+        self.deliveries(self.matching_routes(event))
+    }
+
+    /// The same result as [`RouteTable::matching_routes`], by trying every route in order.
+    /// Kept for tests and benchmarks that check the index never changes an answer.
+    pub fn matching_routes_linear(&self, event: &Event) -> Vec<&Route> {
+        first_matches(self.routes.iter(), event)
+    }
+
+    /// The same result as [`RouteTable::targets`], by trying every route in order.
+    pub fn targets_linear(&self, event: &Event) -> Vec<Target<'_>> {
+        self.deliveries(self.matching_routes_linear(event))
+    }
+
+    /// How many routes the index cannot leave out for any event (they require nothing it
+    /// can look up: `ne`, `regex`, `not`, catch-alls); the rest are tried only for events
+    /// with the values they need.
+    pub fn always_tried(&self) -> usize {
+        self.index.always_tried()
+    }
+
+    fn deliveries<'t>(&'t self, matched: Vec<&'t Route>) -> Vec<Target<'t>> {
         if matched.is_empty() {
             return self
                 .unmatched
@@ -137,21 +127,21 @@ impl RouteTable {
             })
             .collect()
     }
+}
 
-    /// The same result as [`RouteTable::matching_routes`], by trying every route in order.
-    /// Kept for tests that check the index never changes an answer.
-    pub fn matching_routes_linear(&self, event: &Event) -> Vec<&Route> {
-        let mut matched = Vec::new();
-        for route in &self.routes {
-            if route.condition.matches(event) {
-                matched.push(route);
-                if !route.continue_matching {
-                    break;
-                }
+/// The routes of `routes` (in file order) whose condition holds, up to and including the
+/// first that matches without `continue`.
+fn first_matches<'t>(routes: impl Iterator<Item = &'t Route>, event: &Event) -> Vec<&'t Route> {
+    let mut matched = Vec::new();
+    for route in routes {
+        if route.condition.matches(event) {
+            matched.push(route);
+            if !route.continue_matching {
+                break;
             }
         }
-        matched
     }
+    matched
 }
 
 #[cfg(test)]

@@ -133,12 +133,148 @@ fn ten_thousand_routes_only_try_their_bucket() {
         })
         .collect();
     let table = RouteTable::new(routes, vec![]);
-    assert_eq!(table.always.len(), 0);
-    assert_eq!(table.by_type.len(), 10_000);
-    assert_eq!(
-        names(&table.matching_routes(&event("type.9876", "s", "e"))),
-        ["r9876"]
+    assert_eq!(table.always_tried(), 0);
+    let e = event("type.9876", "s", "e");
+    assert_eq!(table.index.candidates(&e), [9876]);
+    assert_eq!(names(&table.matching_routes(&e)), ["r9876"]);
+}
+
+fn email_path() -> FieldPath {
+    FieldPath::Data(vec!["primaryEmail".into()])
+}
+
+fn suffix(path: FieldPath, value: &str) -> Condition {
+    Condition::Field(path, Op::Suffix(value.to_owned()))
+}
+
+/// The issue's shape: one route per school, all of the same type, and a catch-all.
+fn schools(n: usize, per_school: impl Fn(usize) -> Condition) -> RouteTable {
+    let mut routes: Vec<Route> = (0..n)
+        .map(|i| {
+            let school = Condition::All(vec![
+                eq(FieldPath::Type, "directory.users.add"),
+                per_school(i),
+            ]);
+            route(&format!("school{i}"), school, &["x"], false)
+        })
+        .collect();
+    routes.push(route("everything", Condition::always(), &["log"], false));
+    RouteTable::new(routes, vec![])
+}
+
+#[test]
+fn a_route_per_school_by_email_suffix_tries_only_that_school() {
+    let table = schools(10_000, |i| {
+        suffix(email_path(), &format!("@school{i}.example.org"))
+    });
+    assert_eq!(table.always_tried(), 1, "only the catch-all");
+    let e = event(
+        "directory.users.add",
+        "directory",
+        "ada@school9999.example.org",
     );
+    // Not filed under the type all 10,000 share, but under each school's own suffix:
+    // `@school999.example.org` is not a suffix of `@school9999.example.org`.
+    assert_eq!(table.index.candidates(&e), [9999, 10_000]);
+    assert_eq!(names(&table.matching_routes(&e)), ["school9999"]);
+    let other = event("directory.users.add", "directory", "ada@elsewhere.org");
+    assert_eq!(names(&table.matching_routes(&other)), ["everything"]);
+    let wrong_type = event(
+        "directory.users.delete",
+        "directory",
+        "ada@school17.example.org",
+    );
+    assert_eq!(table.index.candidates(&wrong_type), [17, 10_000]);
+    assert_eq!(names(&table.matching_routes(&wrong_type)), ["everything"]);
+}
+
+#[test]
+fn a_route_per_school_by_meta_domain_tries_only_that_school() {
+    let table = schools(10_000, |i| {
+        eq(
+            FieldPath::Meta("domain".into()),
+            &format!("school{i}.example.org"),
+        )
+    });
+    let mut e = event("directory.users.add", "directory", "ada@x");
+    e.meta
+        .insert("domain".into(), "school4321.example.org".into());
+    assert_eq!(table.index.candidates(&e), [4321, 10_000]);
+    assert_eq!(names(&table.matching_routes(&e)), ["school4321"]);
+}
+
+#[test]
+fn type_globs_are_looked_up_by_their_literal_start() {
+    let glob = |g: &str| {
+        Condition::Field(
+            FieldPath::Type,
+            Op::Glob(globset::Glob::new(g).unwrap().compile_matcher()),
+        )
+    };
+    let table = RouteTable::new(
+        vec![
+            route("users", glob("directory.users.*"), &["x"], true),
+            route("courses", glob("classroom.courses.*"), &["y"], true),
+            route("any-add", glob("*.add"), &["z"], true),
+        ],
+        vec![],
+    );
+    assert_eq!(
+        table.always_tried(),
+        1,
+        "`*.add` starts with nothing literal"
+    );
+    let e = event("directory.users.add", "directory", "a@b");
+    assert_eq!(table.index.candidates(&e), [0, 2]);
+    assert_eq!(names(&table.matching_routes(&e)), ["users", "any-add"]);
+}
+
+#[test]
+fn an_unindexed_route_keeps_its_place_between_indexed_ones() {
+    // `continue` on the first, a regex (always tried) in the middle that stops matching.
+    let regex = Condition::Field(email_path(), Op::Regex(regex::Regex::new("^ada@").unwrap()));
+    let table = RouteTable::new(
+        vec![
+            route("first", suffix(email_path(), "@s1.org"), &["a"], true),
+            route("regex", regex, &["b"], false),
+            route("after", suffix(email_path(), ".org"), &["c"], false),
+        ],
+        vec!["audit".into()],
+    );
+    let e = event("t", "s", "ada@s1.org");
+    assert_eq!(names(&table.matching_routes(&e)), ["first", "regex"]);
+    let e = event("t", "s", "bob@s1.org");
+    assert_eq!(names(&table.matching_routes(&e)), ["first", "after"]);
+    let e = event("t", "s", "bob@s1.com");
+    assert_eq!(table.targets(&e), table.targets_linear(&e));
+    assert_eq!(table.targets(&e)[0].route, UNMATCHED);
+}
+
+#[test]
+fn an_any_is_filed_under_every_branch_and_an_empty_in_never_matches() {
+    let any = Condition::Any(vec![
+        eq(FieldPath::Meta("domain".into()), "s1.org"),
+        suffix(email_path(), "@s2.org"),
+    ]);
+    let table = RouteTable::new(
+        vec![
+            route(
+                "never",
+                Condition::Field(FieldPath::Type, Op::In(vec![])),
+                &["n"],
+                false,
+            ),
+            route("either", any, &["x"], false),
+        ],
+        vec![],
+    );
+    assert_eq!(table.always_tried(), 0);
+    let mut e = event("t", "s", "a@s1.org");
+    assert!(table.index.candidates(&e).is_empty());
+    e.meta.insert("domain".into(), "s1.org".into());
+    assert_eq!(names(&table.matching_routes(&e)), ["either"]);
+    let e = event("t", "s", "a@s2.org");
+    assert_eq!(names(&table.matching_routes(&e)), ["either"]);
 }
 
 // ----- property tests ------------------------------------------------------------------
@@ -215,6 +351,181 @@ fn arb_routes() -> impl Strategy<Value = Vec<Route>> {
     })
 }
 
+// The index's own property tests: events and routes drawn from a small vocabulary of
+// schools, so that values, prefixes and suffixes often coincide (and sometimes split a
+// multi-byte character), on every kind of field the index looks up.
+
+/// Texts events carry and routes compare with, often overlapping each other.
+const TEXTS: &[&str] = &[
+    "directory.users.add",
+    "directory.users.delete",
+    "directory.groups.add",
+    "classroom.courses.created",
+    "a@s1.org",
+    "b@s1.org",
+    "a@s11.org",
+    "a@s2.org",
+    "é@s1.org",
+    "s1.org",
+    "s2.org",
+    "users/1",
+    "users/1/x",
+    "a/b",
+    "€",
+    "1",
+    "",
+];
+
+/// Pieces routes use as values, prefixes and suffixes: whole texts, their starts and ends.
+const PIECES: &[&str] = &[
+    "directory.users.add",
+    "directory.",
+    "directory.users.",
+    "classroom.",
+    ".add",
+    "add",
+    "a@s1.org",
+    "@s1.org",
+    "@s11.org",
+    "s1.org",
+    "1.org",
+    ".org",
+    "a@",
+    "é",
+    "é@",
+    "\u{82}",
+    "€",
+    "users/",
+    "users/1",
+    "1",
+    "/x",
+    "",
+];
+
+const GLOBS: &[&str] = &[
+    "directory.users.*",
+    "directory.*.add",
+    "directory.users.?dd",
+    "directory.{users,groups}.add",
+    "[cd]*",
+    "*.add",
+    "*@s1.org",
+    "a@s1.*",
+    "é@*",
+    "users/*",
+    "users/**",
+    "users/**/x",
+    "**/x",
+    "a\\@*",
+    "s1.org",
+    "*",
+];
+
+fn arb_text() -> impl Strategy<Value = String> {
+    prop::sample::select(TEXTS).prop_map(str::to_owned)
+}
+
+fn arb_piece() -> impl Strategy<Value = String> {
+    prop::sample::select(PIECES).prop_map(str::to_owned)
+}
+
+/// A value of a data field: text, a number, a boolean, null, an array, or nothing.
+fn arb_json() -> impl Strategy<Value = Option<serde_json::Value>> {
+    prop_oneof![
+        4 => arb_text().prop_map(|t| Some(json!(t))),
+        1 => Just(Some(json!(1))),
+        1 => Just(Some(json!(true))),
+        1 => Just(Some(serde_json::Value::Null)),
+        1 => prop::collection::vec(arb_text(), 0..3).prop_map(|items| Some(json!(items))),
+        1 => Just(None),
+    ]
+}
+
+fn arb_school_event() -> impl Strategy<Value = Event> {
+    (
+        arb_text(),
+        arb_text(),
+        prop::option::of(arb_text()),
+        arb_json(),
+        prop::option::of(arb_text()),
+    )
+        .prop_map(|(ty, source, subject, email, domain)| {
+            let mut data = serde_json::Map::new();
+            if let Some(email) = email {
+                data.insert("primaryEmail".into(), email);
+            }
+            let mut e = Event::new("1", source, ty, Utc::now(), serde_json::Value::Object(data));
+            if let Some(subject) = subject {
+                e = e.with_subject(subject);
+            }
+            if let Some(domain) = domain {
+                e.meta.insert("domain".into(), domain);
+            }
+            e
+        })
+}
+
+fn arb_school_path() -> impl Strategy<Value = FieldPath> {
+    prop::sample::select(vec![
+        FieldPath::Type,
+        FieldPath::Source,
+        FieldPath::Subject,
+        email_path(),
+        FieldPath::Data(vec!["missing".into()]),
+        FieldPath::Meta("domain".into()),
+    ])
+}
+
+fn arb_school_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => arb_piece().prop_map(|v| Op::Eq(Some(v))),
+        1 => Just(Op::Eq(None)),
+        1 => arb_piece().prop_map(|v| Op::Ne(Some(v))),
+        2 => prop::collection::vec(arb_piece(), 0..4).prop_map(Op::In),
+        1 => prop::collection::vec(arb_piece(), 0..3).prop_map(Op::NotIn),
+        2 => prop::sample::select(GLOBS)
+            .prop_map(|g| Op::Glob(globset::Glob::new(g).unwrap().compile_matcher())),
+        1 => prop::sample::select(vec!["^directory\\.", "s1", "^$"])
+            .prop_map(|r| Op::Regex(regex::Regex::new(r).unwrap())),
+        3 => arb_piece().prop_map(Op::Prefix),
+        3 => arb_piece().prop_map(Op::Suffix),
+        1 => arb_piece().prop_map(Op::Contains),
+        1 => any::<bool>().prop_map(Op::Exists),
+    ]
+}
+
+fn arb_school_condition() -> impl Strategy<Value = Condition> {
+    let leaf = (arb_school_path(), arb_school_op()).prop_map(|(p, o)| Condition::Field(p, o));
+    leaf.prop_recursive(3, 12, 3, |inner| {
+        prop_oneof![
+            3 => prop::collection::vec(inner.clone(), 0..4).prop_map(Condition::All),
+            2 => prop::collection::vec(inner.clone(), 0..3).prop_map(Condition::Any),
+            1 => inner.prop_map(|c| Condition::Not(Box::new(c))),
+        ]
+    })
+}
+
+/// Tables of up to 40 routes, with `continue` flags and the odd catch-all, and a random
+/// `unmatched`.
+fn arb_school_table() -> impl Strategy<Value = RouteTable> {
+    let spec = prop_oneof![
+        12 => (arb_school_condition(), any::<bool>()),
+        1 => any::<bool>().prop_map(|cont| (Condition::always(), cont)),
+    ];
+    (
+        prop::collection::vec(spec, 0..40),
+        prop::collection::vec(Just("audit".to_owned()), 0..2),
+    )
+        .prop_map(|(specs, unmatched)| {
+            let routes = specs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (condition, cont))| route(&format!("r{i}"), condition, &["s", "t"], cont))
+                .collect();
+            RouteTable::new(routes, unmatched)
+        })
+}
+
 proptest! {
     #[test]
     fn not_never_matches_what_the_plain_condition_matches(c in arb_condition(), e in arb_event()) {
@@ -246,6 +557,33 @@ proptest! {
         );
         let matched = names(&table.matching_routes(&e));
         prop_assert_eq!(matched.len(), 1, "exactly one of the two matches: {:?}", matched);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    #[test]
+    fn indexed_targets_are_the_linear_targets_in_order(
+        table in arb_school_table(),
+        events in prop::collection::vec(arb_school_event(), 1..8),
+    ) {
+        for e in &events {
+            prop_assert_eq!(table.targets(e), table.targets_linear(e), "event {:?}", e);
+        }
+    }
+
+    #[test]
+    fn every_matching_route_is_a_candidate(
+        condition in arb_school_condition(),
+        events in prop::collection::vec(arb_school_event(), 1..8),
+    ) {
+        let table = RouteTable::new(vec![route("r", condition.clone(), &["s"], false)], vec![]);
+        for e in &events {
+            if condition.matches(e) {
+                prop_assert_eq!(table.index.candidates(e), [0], "event {:?}", e);
+            }
+        }
     }
 }
 
