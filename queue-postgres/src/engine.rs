@@ -907,7 +907,7 @@ async fn route_later(
         };
         if let Some(event) = event {
             let _ = inner.tap.send(Arc::new(Tapped {
-                event,
+                event: Arc::new(event),
                 deliveries: pairs.clone(),
             }));
         }
@@ -1184,7 +1184,10 @@ async fn apply(inner: &Inner, commands: &mut Vec<Command>) -> Option<oneshot::Se
                         .fetch_add(u64::try_from(size).unwrap_or(0), Ordering::Relaxed);
                     if let Some(event) = event {
                         let deliveries = routes.into_iter().zip(sinks.clone()).collect();
-                        let _ = inner.tap.send(Arc::new(Tapped { event, deliveries }));
+                        let _ = inner.tap.send(Arc::new(Tapped {
+                            event: Arc::new(event),
+                            deliveries,
+                        }));
                     }
                     touched.extend(sinks);
                 }

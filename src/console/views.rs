@@ -39,7 +39,9 @@ struct ActivityInner {
 #[derive(Clone)]
 struct SourceActivity {
     events: u64,
-    last: Value,
+    /// The source's last event, shared with `recent`; its summary (`last_json`) is built when
+    /// the overview is read, not per event (docs/architecture.md §12, README "Benchmark").
+    last: Arc<Tapped>,
     /// Events a second, the last minute.
     per_second: Buckets,
 }
@@ -109,6 +111,12 @@ impl Buckets {
     }
 }
 
+/// The overview's summary of a source's last event.
+fn last_json(tapped: &Tapped) -> Value {
+    let e = &tapped.event;
+    json!({"id": e.id, "type": e.ty, "subject": e.subject, "time": e.time_text()})
+}
+
 /// The chart's buckets: one a minute, the last hour.
 pub const CHART_BUCKET_S: i64 = 60;
 pub const CHART_BUCKETS: usize = 60;
@@ -152,20 +160,30 @@ impl Activity {
         });
     }
 
+    /// Runs once per routed event, so it allocates only for a source's first event: the
+    /// source is looked up by `&str`, and the last event is kept as the shared `Arc`.
     fn record(&self, tapped: Arc<Tapped>) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let e = &tapped.event;
-        let entry = inner
-            .sources
-            .entry(e.source.clone())
-            .or_insert_with(|| SourceActivity {
-                events: 0,
-                last: Value::Null,
-                per_second: Buckets::new(1, 60),
-            });
-        entry.events += 1;
-        entry.per_second.add(unix_now(), 1);
-        entry.last = json!({"id": e.id, "type": e.ty, "subject": e.subject, "time": e.time_text()});
+        let now = unix_now();
+        match inner.sources.get_mut(&tapped.event.source) {
+            Some(entry) => {
+                entry.events += 1;
+                entry.per_second.add(now, 1);
+                entry.last = tapped.clone();
+            }
+            None => {
+                let mut per_second = Buckets::new(1, 60);
+                per_second.add(now, 1);
+                inner.sources.insert(
+                    tapped.event.source.clone(),
+                    SourceActivity {
+                        events: 1,
+                        last: tapped.clone(),
+                        per_second,
+                    },
+                );
+            }
+        }
         if inner.recent.len() == RECENT {
             inner.recent.pop_front();
         }
@@ -288,7 +306,7 @@ pub async fn overview(State(s): State<AdminState>) -> Response {
                     "type": src.type_name,
                     "events": a.map_or(0, |a| a.events),
                     "per_second": a.map_or(0.0, |a| a.per_second.total(now) as f64 / 60.0),
-                    "last": a.map_or(Value::Null, |a| a.last.clone()),
+                    "last": a.map_or(Value::Null, |a| last_json(&a.last)),
                 })
             })
             .collect();
@@ -538,5 +556,51 @@ mod bucket_tests {
             "its slot reused, not added to"
         );
         assert_eq!(b.total(240), 7);
+    }
+}
+
+#[cfg(test)]
+mod activity_tests {
+    use std::sync::Arc;
+
+    use herald_core::Event;
+    use herald_core::queue::Tapped;
+    use serde_json::json;
+
+    use super::{Activity, RECENT, last_json, unix_now};
+
+    fn tapped(id: &str, source: &str) -> Arc<Tapped> {
+        let event = Event::new(
+            id,
+            source,
+            "directory.users.add",
+            chrono::Utc::now(),
+            json!({}),
+        );
+        Arc::new(Tapped {
+            event: Arc::new(event),
+            deliveries: vec![],
+        })
+    }
+
+    #[test]
+    fn each_source_counts_its_events_and_keeps_its_last() {
+        let activity = Activity::default();
+        for i in 0..RECENT + 5 {
+            activity.record(tapped(&format!("d{i}"), "directory"));
+        }
+        activity.record(tapped("c1", "classroom"));
+        let inner = activity.inner.lock().unwrap();
+        let d = &inner.sources["directory"];
+        assert_eq!(d.events, RECENT as u64 + 5);
+        assert_eq!(d.per_second.total(unix_now()), RECENT as u64 + 5);
+        let last = last_json(&d.last);
+        assert_eq!(last["id"], format!("d{}", RECENT + 4));
+        assert_eq!(last["type"], "directory.users.add");
+        assert_eq!(last["time"], d.last.event.time_text());
+        assert_eq!(inner.sources["classroom"].events, 1);
+        assert_eq!(last_json(&inner.sources["classroom"].last)["id"], "c1");
+        assert_eq!(inner.recent.len(), RECENT);
+        assert_eq!(inner.recent.back().unwrap().event.id, "c1");
     }
 }

@@ -83,12 +83,20 @@ impl Drop for OnRecorded {
     }
 }
 
-/// An event as it was routed, for `herald tap`.
+/// An event as it was routed, for `herald tap` and the console's activity.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Tapped {
-    pub event: Event,
+    /// Shared with the writer's window of recent events rather than cloned: every event is
+    /// tapped while the console follows the tap (docs/architecture.md §12, README
+    /// "Benchmark").
+    #[serde(serialize_with = "shared_event")]
+    pub event: Arc<Event>,
     /// `(route, sink)` deliveries, in order; empty when the event matched nothing.
     pub deliveries: Vec<(String, String)>,
+}
+
+fn shared_event<S: serde::Serializer>(event: &Arc<Event>, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&**event, s)
 }
 
 /// The wake-up of each sink's worker, created on first use (sinks come and go on reload).

@@ -191,6 +191,7 @@ impl Writer {
                             note_failure(&mut failed, &r);
                             let r = r.map(|appended_as| match appended_as {
                                 Appended::New { seq, json } => {
+                                    let event = Arc::new(event);
                                     if tapping {
                                         let deliveries = routes
                                             .targets(&event)
@@ -203,7 +204,7 @@ impl Writer {
                                     appended.push(Held {
                                         seq,
                                         committed_at: now,
-                                        event: Arc::new(event),
+                                        event,
                                         json: Arc::from(json),
                                     });
                                     Committed::New
@@ -361,7 +362,7 @@ fn route_later(
         };
         if let Some(event) = event {
             tapped.push(super::Tapped {
-                event,
+                event: Arc::new(event),
                 deliveries: deliveries.to_vec(),
             });
         }

@@ -99,7 +99,7 @@ async fn an_unrouted_event_is_routed_later_exactly_once() {
     assert!(queue.claim_unrouted(b, 10).await.unwrap().is_empty());
 
     let tapped = tap.try_recv().unwrap();
-    assert_eq!(tapped.event, enriched);
+    assert_eq!(*tapped.event, enriched);
     assert_eq!(tapped.deliveries.len(), 3);
     let pending = queue
         .scan_pending("chat", Claim::new(queue.holder(), queue.lease()), None, 10)
