@@ -15,13 +15,6 @@ use herald_testkit::receiver::{Answer, Receiver};
 use herald_testkit::wait::{eventually_async, until};
 use serde_json::Value;
 
-fn ids(records: &[Value]) -> Vec<String> {
-    records
-        .iter()
-        .filter_map(|r| r["event"]["id"].as_str().map(str::to_owned))
-        .collect()
-}
-
 /// Whether one Directory notification was acknowledged (2xx).
 async fn post(client: &reqwest::Client, listen: std::net::SocketAddr, number: u64) -> bool {
     post_status(client, listen, number)
@@ -101,7 +94,7 @@ async fn three_gateways_share_the_queue_and_survive_a_kill() {
         acked.len()
     );
 
-    let delivered = |g: &Gateway| ids(&g.file_records("events.jsonl"));
+    let delivered = |g: &Gateway| g.file_ids("events.jsonl");
     until(
         "every acknowledged event delivered by the cluster",
         Duration::from_secs(60),
@@ -298,14 +291,12 @@ async fn postgres_restarted_mid_load_loses_nothing_acknowledged() {
         "every acknowledged event delivered",
         Duration::from_secs(60),
         || {
-            let delivered: HashSet<String> = ids(&gateway.file_records("events.jsonl"))
-                .into_iter()
-                .collect();
+            let delivered: HashSet<String> = gateway.file_ids("events.jsonl").into_iter().collect();
             acked.is_subset(&delivered)
         },
     )
     .await;
-    let records = ids(&gateway.file_records("events.jsonl"));
+    let records = gateway.file_ids("events.jsonl");
     let twice = records.len() - records.iter().collect::<HashSet<_>>().len();
     let recorded_late = gateway
         .log()

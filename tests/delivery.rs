@@ -17,13 +17,6 @@ use herald_testkit::wait::until;
 use herald_testkit::{Answer, Receiver};
 use serde_json::Value;
 
-fn ids(records: &[Value]) -> Vec<String> {
-    records
-        .iter()
-        .filter_map(|r| r["event"]["id"].as_str().map(str::to_owned))
-        .collect()
-}
-
 /// Sends `total` events from `clients` concurrent clients until the gateway stops answering;
 /// returns the ids whose request got a 2xx. Calls `kill` once `kill_after` were acknowledged.
 async fn send_until_killed(
@@ -136,14 +129,13 @@ async fn nothing_acknowledged_is_lost_by_a_crash() {
             "every acknowledged event in the file sink",
             Duration::from_secs(60),
             || {
-                let delivered: HashSet<String> = ids(&gateway.file_records("events.jsonl"))
-                    .into_iter()
-                    .collect();
+                let delivered: HashSet<String> =
+                    gateway.file_ids("events.jsonl").into_iter().collect();
                 acked.is_subset(&delivered)
             },
         )
         .await;
-        let all = ids(&gateway.file_records("events.jsonl"));
+        let all = gateway.file_ids("events.jsonl");
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for id in &all {
             *seen.entry(id).or_default() += 1;

@@ -287,6 +287,14 @@ impl Gateway {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
     }
+
+    /// The ids of the events in the file sink's file `name`, in the order written.
+    pub fn file_ids(&self, name: &str) -> Vec<String> {
+        self.file_records(name)
+            .iter()
+            .filter_map(|r| r["event"]["id"].as_str().map(str::to_owned))
+            .collect()
+    }
 }
 
 impl Drop for Gateway {
