@@ -46,16 +46,7 @@ impl QueueAdmin for Journal {
         known_sinks: &[String],
     ) -> Result<ReplayReport, JournalError> {
         // On the blocking pool: a replay may rewrite many records.
-        let db = self.db.clone();
-        let (filter, sinks) = (filter.clone(), known_sinks.to_vec());
-        let report = blocking(move || store::replay(&db, &filter, &sinks))
-            .await
-            .during(super::REPLAYING)?;
-        for sink in &report.sinks {
-            self.notifies.get(sink).notify_one();
-        }
-        self.refresh_live()?;
-        Ok(report)
+        Journal::replay(self, filter, known_sinks).await
     }
     async fn purge(&self, filter: &DeadFilter) -> Result<usize, JournalError> {
         let db = self.db.clone();
@@ -84,10 +75,7 @@ impl QueueAdmin for Journal {
             .during(super::READING_STATE)
     }
     async fn next_retries(&self) -> Result<BTreeMap<String, Millis>, JournalError> {
-        let db = self.db.clone();
-        blocking(move || store::next_retries(&db))
-            .await
-            .during(super::COUNTERS)
+        Ok(self.shared.index().next_retries())
     }
     async fn forget(&self, _user_id: &str) -> Result<ForgetReport, JournalError> {
         // The writer, the recent window and the counters' mirrors would go on holding what
@@ -173,34 +161,57 @@ impl Queue for Journal {
         claim: Claim<'_>,
         limit: usize,
     ) -> Result<Vec<UnroutedItem>, JournalError> {
-        let db = self.db.clone();
-        let leases = self.unrouted.clone();
-        let holder = claim.holder.to_owned();
         let now = now_millis();
         let until = claim.until(now);
-        let (items, damaged) = tokio::task::spawn_blocking(move || {
-            store::scan_unrouted(&db, limit, |seq| {
-                leases.acquire(seq, &holder, now, until).is_ok()
-            })
+        let seqs: Vec<u64> = {
+            let index = self.shared.index();
+            index
+                .unrouted
+                .iter()
+                .copied()
+                .filter(|seq| self.unrouted.acquire(*seq, claim.holder, now, until).is_ok())
+                .take(limit)
+                .collect()
+        };
+        let shared = self.shared.clone();
+        let recent = self.recent.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let missing: Vec<u64> = seqs
+                .iter()
+                .copied()
+                .filter(|seq| recent.get(*seq).is_none())
+                .collect();
+            let mut from_disk: std::collections::HashMap<_, _> =
+                shared.read(&missing).into_iter().collect();
+            seqs.into_iter()
+                .map(|seq| match recent.get(seq) {
+                    Some(held) => (seq, Ok(Some(held))),
+                    None => (seq, from_disk.remove(&seq).unwrap_or(Ok(None))),
+                })
+                .collect::<Vec<_>>()
         })
         .await
-        .map_err(|e| JournalError::io("", format_args!("the reading task failed: {e}")))
-        .and_then(|scanned| scanned)
-        .during("reading the unrouted events")?;
-        for (seq, e) in damaged {
-            // Claimed, but it cannot be routed: let it go, and say so.
-            self.unrouted.release(&seq, claim.holder);
-            tracing::error!(seq, error = %e, "an unrouted event cannot be read; it is skipped");
+        .map_err(|e| JournalError::io("", format_args!("the reading task failed: {e}")))?;
+        let mut items = Vec::new();
+        for (seq, held) in read {
+            match held {
+                Ok(Some(held)) => items.push(UnroutedItem {
+                    seq,
+                    committed_at: held.committed_at,
+                    event: held.event,
+                    lease_until: until,
+                }),
+                Ok(None) => {
+                    self.unrouted.release(&seq, claim.holder);
+                    tracing::error!(seq, "an unrouted event is missing from the log; it is skipped");
+                }
+                Err(e) => {
+                    self.unrouted.release(&seq, claim.holder);
+                    tracing::error!(seq, error = %e, "an unrouted event cannot be read; it is skipped");
+                }
+            }
         }
-        Ok(items
-            .into_iter()
-            .map(|(seq, committed_at, event)| UnroutedItem {
-                seq,
-                committed_at,
-                event: Arc::new(event),
-                lease_until: until,
-            })
-            .collect())
+        Ok(items)
     }
 
     async fn renew_unrouted(
@@ -300,7 +311,7 @@ impl Queue for Journal {
     }
 
     async fn bury(&self, sink: &str, reason: &str) -> Result<usize, JournalError> {
-        Journal::bury(self, sink, reason)
+        Journal::bury(self, sink, reason).await
     }
 
     fn tap(&self) -> broadcast::Receiver<Arc<Tapped>> {

@@ -23,12 +23,16 @@
 
 mod engine;
 mod error;
+mod forget;
+pub mod ledger;
 mod leases;
-/// The append-only segment log of issue 18, not yet the engine (docs/architecture.md §10.3).
+/// The append-only segment log the engine's events and outcomes go to
+/// (docs/architecture.md §10.3).
 pub mod log;
 mod recent;
 mod records;
 mod store;
+pub mod upgrade;
 mod writer;
 
 use std::collections::{BTreeSet, HashMap};
@@ -127,6 +131,8 @@ pub(crate) struct Live {
 /// docs/architecture.md §10), shared by sources, the delivery engine and the admin API.
 pub struct Journal {
     db: Arc<Database>,
+    /// The log's index and readers (the writer thread owns the log itself).
+    shared: Arc<ledger::Shared>,
     dir: PathBuf,
     commands: mpsc::Sender<writer::Command>,
     live: Arc<Live>,
@@ -157,12 +163,28 @@ impl Journal {
         routes: Arc<ArcSwap<RouteTable>>,
         sinks: &[String],
     ) -> Result<Journal, JournalError> {
+        Journal::open_with(queue, routes, sinks, log::Options::default())
+    }
+
+    /// [`Journal::open`] with the log laid out by `options` (tests use small segments).
+    pub fn open_with(
+        queue: &QueueConfig,
+        routes: Arc<ArcSwap<RouteTable>>,
+        sinks: &[String],
+        options: log::Options,
+    ) -> Result<Journal, JournalError> {
         let db = Arc::new(store::open(&queue.path)?);
-        let stats = store::stats(&db).during(COUNTERS)?;
-        let live = Arc::new(Live {
-            undelivered_events: AtomicU64::new(stats.undelivered_events),
-            undelivered_bytes: AtomicU64::new(stats.undelivered_bytes),
-        });
+        upgrade::convert_if_needed(&db, &queue.path)?;
+        let (ledger, opened) = ledger::Ledger::open_with(&queue.path, options)?;
+        report_opened(&opened);
+        let shared = ledger.shared().clone();
+        let live = {
+            let index = shared.index();
+            Arc::new(Live {
+                undelivered_events: AtomicU64::new(index.undelivered_events),
+                undelivered_bytes: AtomicU64::new(index.undelivered_bytes),
+            })
+        };
         let notifies = Notifies::default();
         for sink in sinks {
             notifies.get(sink);
@@ -171,18 +193,22 @@ impl Journal {
         let recent = Arc::new(recent::Recent::default());
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         let handle = writer::spawn(writer::Writer {
-            db: db.clone(),
+            core: writer::Core {
+                db: db.clone(),
+                ledger,
+                live: live.clone(),
+                notifies: notifies.clone(),
+                recent: recent.clone(),
+                tap: tap.clone(),
+                retention_ms: retention_ms(queue),
+            },
             commands: rx,
             routes,
-            live: live.clone(),
-            notifies: notifies.clone(),
-            recent: recent.clone(),
-            tap: tap.clone(),
-            retention_ms: i64::try_from(queue.retention.as_millis()).unwrap_or(i64::MAX),
         })
         .map_err(|e| JournalError::io("starting the journal's writer thread", e))?;
         Ok(Journal {
             db,
+            shared,
             dir: queue.path.clone(),
             commands: tx,
             live,
@@ -238,12 +264,20 @@ impl Journal {
 
     /// Moves every pending delivery of `sink` to the dead letters with `reason` (a sink
     /// removed from the config whose backlog could not be delivered). Returns how many.
-    pub fn bury(&self, sink: &str, reason: &str) -> Result<usize, JournalError> {
-        let n = store::bury(&self.db, sink, reason).during(format_args!(
-            "moving the backlog of sink `{sink}` to the dead letters"
-        ))?;
-        self.refresh_live()?;
-        Ok(n)
+    pub async fn bury(&self, sink: &str, reason: &str) -> Result<usize, JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(writer::Command::Bury {
+            sink: sink.to_owned(),
+            reason: reason.to_owned(),
+            reply,
+        })
+        .await?;
+        answer
+            .await
+            .map_err(|_| JournalError::Closed)?
+            .during(format_args!(
+                "moving the backlog of sink `{sink}` to the dead letters"
+            ))
     }
 
     /// Records how an attempt ended; returns once it is committed.
@@ -295,15 +329,14 @@ impl Journal {
         after: Option<DeliveryKey>,
         limit: usize,
     ) -> Result<Vec<PendingItem>, JournalError> {
-        let db = self.db.clone();
+        let shared = self.shared.clone();
         let recent = self.recent.clone();
         let owned = sink.to_owned();
         let scanned = tokio::task::spawn_blocking(move || {
-            store::scan_pending(&db, &recent, &owned, after.as_ref(), limit)
+            scan_pending(&shared, &recent, &owned, after.as_ref(), limit)
         })
         .await
         .map_err(|e| JournalError::io("", format_args!("the reading task failed: {e}")))
-        .and_then(|scanned| scanned)
         .during(format_args!(
             "reading the pending deliveries of sink `{sink}`"
         ))?;
@@ -319,7 +352,7 @@ impl Journal {
     }
 
     pub fn stats(&self) -> Result<Stats, JournalError> {
-        store::stats(&self.db).during(COUNTERS)
+        stats(&self.shared, &self.db)
     }
 
     pub fn dead_letters(&self, filter: &DeadFilter) -> Result<Vec<DeadLetter>, JournalError> {
@@ -333,32 +366,26 @@ impl Journal {
     }
 
     /// Replays dead letters and wakes the sinks that got deliveries.
-    pub fn replay(
+    pub async fn replay(
         &self,
         filter: &DeadFilter,
         known_sinks: &[String],
     ) -> Result<ReplayReport, JournalError> {
-        let report = store::replay(&self.db, filter, known_sinks).during(REPLAYING)?;
-        for sink in &report.sinks {
-            self.notifies.get(sink).notify_one();
-        }
-        self.refresh_live()?;
-        Ok(report)
+        let (reply, answer) = oneshot::channel();
+        self.send(writer::Command::Replay {
+            filter: filter.clone(),
+            known_sinks: known_sinks.to_vec(),
+            reply,
+        })
+        .await?;
+        answer
+            .await
+            .map_err(|_| JournalError::Closed)?
+            .during(REPLAYING)
     }
 
     pub fn purge(&self, filter: &DeadFilter) -> Result<usize, JournalError> {
         store::purge(&self.db, filter).during(PURGING)
-    }
-
-    pub(super) fn refresh_live(&self) -> Result<(), JournalError> {
-        let stats = store::stats(&self.db).during(COUNTERS)?;
-        self.live
-            .undelivered_events
-            .store(stats.undelivered_events, Ordering::Relaxed);
-        self.live
-            .undelivered_bytes
-            .store(stats.undelivered_bytes, Ordering::Relaxed);
-        Ok(())
     }
 
     /// [`JournalError::Full`] while the undelivered backlog is at `queue.max_events` or
@@ -462,17 +489,140 @@ const READING_DEAD: &str = "reading the dead letters";
 pub(super) const REPLAYING: &str = "replaying dead letters";
 pub(super) const PURGING: &str = "purging dead letters";
 
+/// The retention in the journal's clock.
+fn retention_ms(queue: &QueueConfig) -> Millis {
+    i64::try_from(queue.retention.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Logs what opening the log found (a torn tail is logged by the ledger).
+fn report_opened(opened: &ledger::Opened) {
+    tracing::info!(
+        segments = opened.recovery.segments,
+        from_checkpoint = opened.from_checkpoint,
+        records_read = opened.replayed,
+        "journal opened"
+    );
+}
+
+fn stats(shared: &ledger::Shared, db: &Database) -> Result<Stats, JournalError> {
+    let dead_letters = store::dead_count(db).during(COUNTERS)?;
+    let index = shared.index();
+    Ok(Stats {
+        undelivered_events: index.undelivered_events,
+        undelivered_bytes: index.undelivered_bytes,
+        pending: index.pending(),
+        dead_letters,
+    })
+}
+
+/// What [`scan_pending`] read.
+#[derive(Debug, Default)]
+struct Scanned {
+    items: Vec<PendingItem>,
+    /// Pending deliveries whose event cannot be read: skipped, as they cannot be delivered,
+    /// so that the sink's other deliveries go on.
+    damaged: Vec<(DeliveryKey, JournalError)>,
+}
+
+/// Up to `limit` pending deliveries of `sink` after `after`, in `(seq, route)` order, with
+/// their events: from the window of recent events, else read from the log in one pass.
+fn scan_pending(
+    shared: &ledger::Shared,
+    recent: &recent::Recent,
+    sink: &str,
+    after: Option<&DeliveryKey>,
+    limit: usize,
+) -> Scanned {
+    let found = shared
+        .index()
+        .scan(sink, after.map(|a| (a.seq, a.route.as_str())), limit);
+    let missing: Vec<u64> = {
+        let mut seqs: Vec<u64> = found
+            .iter()
+            .map(|f| f.seq)
+            .filter(|seq| recent.get(*seq).is_none())
+            .collect();
+        seqs.dedup();
+        seqs
+    };
+    let mut read: HashMap<u64, Result<Option<recent::Held>, JournalError>> =
+        shared.read(&missing).into_iter().collect();
+    let mut scanned = Scanned::default();
+    for f in found {
+        let key = DeliveryKey {
+            sink: sink.to_owned(),
+            seq: f.seq,
+            route: f.route.to_string(),
+        };
+        let held = match recent.get(f.seq) {
+            Some(held) => held,
+            None => match read.get(&f.seq) {
+                Some(Ok(Some(held))) => held.clone(),
+                Some(Err(e)) => {
+                    scanned.damaged.push((key, e.clone()));
+                    continue;
+                }
+                _ => {
+                    let missing = "the record is missing, yet a delivery of it is pending";
+                    scanned.damaged.push((
+                        key,
+                        JournalError::corrupt(format!("event {}", f.seq), missing),
+                    ));
+                    continue;
+                }
+            },
+        };
+        scanned.items.push(PendingItem {
+            key,
+            state: f.state,
+            committed_at: held.committed_at,
+            event: held.event,
+            json: held.json,
+            claimed: true,
+        });
+    }
+    read.clear();
+    scanned
+}
+
 /// Opens a journal directory for `herald dlq` without starting a writer.
 pub fn open_for_admin(dir: &Path) -> Result<AdminJournal, JournalError> {
+    let db = Arc::new(store::open(dir)?);
+    upgrade::convert_if_needed(&db, dir)?;
+    let (ledger, opened) = ledger::Ledger::open(dir)?;
+    report_opened(&opened);
+    let shared = ledger.shared().clone();
+    let index = shared.index();
+    let live = Arc::new(Live {
+        undelivered_events: AtomicU64::new(index.undelivered_events),
+        undelivered_bytes: AtomicU64::new(index.undelivered_bytes),
+    });
+    drop(index);
+    let (tap, _) = broadcast::channel(1);
     Ok(AdminJournal {
-        db: store::open(dir)?,
+        db: db.clone(),
+        dir: dir.to_path_buf(),
+        core: std::sync::Mutex::new(writer::Core {
+            db,
+            ledger,
+            live,
+            notifies: Notifies::default(),
+            recent: Arc::default(),
+            tap,
+            retention_ms: i64::MAX,
+        }),
+        shared,
     })
 }
 
 /// The journal of a stopped gateway, for `herald dlq` and `herald google status`: the
-/// [`crate::queue::QueueAdmin`] part of the boundary.
+/// [`crate::queue::QueueAdmin`] part of the boundary. It holds the log's lock, so a gateway
+/// cannot start on the journal meanwhile.
 pub struct AdminJournal {
-    db: Database,
+    db: Arc<Database>,
+    dir: PathBuf,
+    core: std::sync::Mutex<writer::Core>,
+    shared: Arc<ledger::Shared>,
 }
 
 impl AdminJournal {
@@ -480,7 +630,8 @@ impl AdminJournal {
     pub fn forget(&self, user_id: &str) -> Result<crate::queue::ForgetReport, JournalError> {
         crate::queue::forget::check_user_id(user_id)
             .map_err(|why| JournalError::io("forgetting a user", why))?;
-        store::forget(&self.db, user_id).during("forgetting a user")
+        let mut core = self.core.lock().unwrap_or_else(|p| p.into_inner());
+        forget::forget(&mut core, &self.dir, user_id).during("forgetting a user")
     }
     pub fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
         store::get_state(&self.db, key).during(READING_STATE)
@@ -502,13 +653,25 @@ impl AdminJournal {
         filter: &DeadFilter,
         known_sinks: &[String],
     ) -> Result<ReplayReport, JournalError> {
-        store::replay(&self.db, filter, known_sinks).during(REPLAYING)
+        let (reply, mut answer) = oneshot::channel();
+        let mut commands = vec![writer::Command::Replay {
+            filter: filter.clone(),
+            known_sinks: known_sinks.to_vec(),
+            reply,
+        }];
+        let mut core = self.core.lock().unwrap_or_else(|p| p.into_inner());
+        core.apply(&mut commands, &RouteTable::default());
+        core.maintain(true);
+        answer
+            .try_recv()
+            .map_err(|_| JournalError::Closed)?
+            .during(REPLAYING)
     }
     pub fn purge(&self, filter: &DeadFilter) -> Result<usize, JournalError> {
         store::purge(&self.db, filter).during(PURGING)
     }
     pub fn stats(&self) -> Result<Stats, JournalError> {
-        store::stats(&self.db).during(COUNTERS)
+        stats(&self.shared, &self.db)
     }
 
     /// A page of `sink`'s pending deliveries after `after`, with their events and retry
@@ -520,18 +683,13 @@ impl AdminJournal {
         after: Option<&DeliveryKey>,
         limit: usize,
     ) -> Result<(Vec<PendingItem>, usize), JournalError> {
-        let scanned = store::scan_pending(&self.db, &recent::Recent::default(), sink, after, limit)
-            .during(format_args!(
-                "reading the pending deliveries of sink `{sink}`"
-            ))?;
+        let scanned = scan_pending(&self.shared, &recent::Recent::default(), sink, after, limit);
         Ok((scanned.items, scanned.damaged.len()))
     }
 
     /// How many events wait unrouted (enrichment, docs/architecture.md §11).
     pub fn unrouted(&self) -> Result<usize, JournalError> {
-        let (items, damaged) = store::scan_unrouted(&self.db, usize::MAX, |_| true)
-            .during("reading the unrouted events")?;
-        Ok(items.len() + damaged.len())
+        Ok(self.shared.index().unrouted.len())
     }
 }
 

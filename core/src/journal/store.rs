@@ -56,7 +56,7 @@ pub const FILE_NAME: &str = "journal.redb";
 /// Memory redb may use to cache journal pages. Its default, 1 GiB, would let the gateway's
 /// memory creep up to that under steady load; the working set (the newest pages of each
 /// table) is far smaller, and the file itself stays in the OS page cache.
-const CACHE_BYTES: usize = 64 * 1024 * 1024;
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 /// A delivery waiting to be sent.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -146,6 +146,7 @@ pub fn open(dir: &Path) -> Result<Database, JournalError> {
         txn.open_table(META)?;
         txn.open_table(STATE)?;
         txn.open_table(UNROUTED)?;
+        txn.open_table(DEAD_KEYS)?;
     }
     txn.commit()?;
     Ok(db)
@@ -1010,4 +1011,148 @@ pub fn forget(db: &Database, user_id: &str) -> Result<ForgetReport, JournalError
     }
     txn.commit()?;
     Ok(report)
+}
+
+// ---- the redb side of the log engine (docs/architecture.md §10.3) ------------------------
+
+/// Dead letters by the delivery they came from, so that writing one again (the log's append
+/// after it failed, and the delivery died again) does not make a second one.
+const DEAD_KEYS: TableDefinition<(u64, &str, &str), u64> = TableDefinition::new("dead_keys");
+
+/// A dead letter to write, with the delivery `(seq, sink, route)` it settles, if any.
+pub struct NewDead {
+    pub key: Option<(u64, String, String)>,
+    pub kind: DeadKind,
+}
+
+/// Writes dead letters and rejected inputs in one transaction, before the log records the
+/// deliveries as settled: idempotent by delivery, so a crash between the two stores neither
+/// loses a dead letter nor doubles it.
+pub fn write_dead(db: &Database, letters: Vec<NewDead>) -> Result<(), JournalError> {
+    if letters.is_empty() {
+        return Ok(());
+    }
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let mut dead = txn.open_table(DEAD)?;
+        let mut keys = txn.open_table(DEAD_KEYS)?;
+        let mut next = meta_get(&meta, NEXT_DEAD)?.max(1);
+        for letter in letters {
+            if let Some((seq, sink, route)) = &letter.key {
+                if keys.get((*seq, sink.as_str(), route.as_str()))?.is_some() {
+                    continue;
+                }
+                keys.insert((*seq, sink.as_str(), route.as_str()), next)?;
+            }
+            let letter = DeadLetter {
+                id: next,
+                created: chrono::Utc::now(),
+                kind: letter.kind,
+            };
+            next += 1;
+            let value = serde_json::to_vec(&letter)
+                .map_err(|e| JournalError::io("encoding a dead letter", e))?;
+            dead.insert(letter.id, value.as_slice())?;
+            if let Some(sink) = letter.sink() {
+                metrics::counter!("herald_dead_letters_total", "sink" => sink.to_owned())
+                    .increment(1);
+            } else {
+                metrics::counter!("herald_rejected_inputs_total").increment(1);
+            }
+        }
+        meta.insert(NEXT_DEAD, next)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Removes dead letters (replayed: the log holds their deliveries again).
+pub fn remove_dead(db: &Database, ids: &[u64]) -> Result<(), JournalError> {
+    let txn = db.begin_write()?;
+    {
+        let mut dead = txn.open_table(DEAD)?;
+        for id in ids {
+            dead.remove(*id)?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Forgets the delivery keys of dead letters whose events left the log (below `first_seq`).
+pub fn trim_dead_keys(db: &Database, first_seq: u64) -> Result<(), JournalError> {
+    let txn = db.begin_write()?;
+    {
+        let mut keys = txn.open_table(DEAD_KEYS)?;
+        keys.retain_in((0u64, "", "")..(first_seq, "", ""), |_, _| false)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// How many dead letters there are.
+pub fn dead_count(db: &Database) -> Result<u64, JournalError> {
+    let txn = db.begin_read()?;
+    Ok(txn.open_table(DEAD)?.len()?)
+}
+
+/// Whether the journal still holds events in its redb tables (a journal of a version before
+/// the log, to convert: `herald journal upgrade`).
+pub fn has_old_events(db: &Database) -> Result<bool, JournalError> {
+    let txn = db.begin_read()?;
+    Ok(!txn.open_table(EVENTS)?.is_empty()? || !txn.open_table(UNROUTED)?.is_empty()?)
+}
+
+/// The events of a journal of a version before the log, oldest first, each with its commit
+/// time, JSON, whether it waits unrouted, and its pending deliveries `(sink, route, state)`.
+/// Delivered events within the retention come too (they keep suppressing duplicates).
+pub type OldEvent = (u64, Millis, String, bool, Vec<(String, String, PendingState)>);
+
+pub fn old_events(db: &Database) -> Result<Vec<OldEvent>, JournalError> {
+    let txn = db.begin_read()?;
+    let events = txn.open_table(EVENTS)?;
+    let pending = txn.open_table(PENDING)?;
+    let unrouted = txn.open_table(UNROUTED)?;
+    let mut by_seq: BTreeMap<u64, Vec<(String, String, PendingState)>> = BTreeMap::new();
+    for entry in pending.iter()? {
+        let (key, value) = entry?;
+        let (sink, seq, route) = key.value();
+        by_seq.entry(seq).or_default().push((
+            sink.to_owned(),
+            route.to_owned(),
+            PendingState::decode(value.value()),
+        ));
+    }
+    let mut out = Vec::new();
+    for entry in events.iter()? {
+        let (seq, value) = entry?;
+        let seq = seq.value();
+        let (committed_at, _, json) = read_event(seq, value.value())?;
+        let json = String::from_utf8_lossy(json).into_owned();
+        let waits = unrouted.get(seq)?.is_some();
+        out.push((seq, committed_at, json, waits, by_seq.remove(&seq).unwrap_or_default()));
+    }
+    Ok(out)
+}
+
+/// Empties the event tables after a conversion to the log (`--finalize` removes the copy).
+pub fn clear_old_events(db: &Database) -> Result<(), JournalError> {
+    let txn = db.begin_write()?;
+    {
+        txn.delete_table(EVENTS)?;
+        txn.delete_table(PENDING)?;
+        txn.delete_table(REFS)?;
+        txn.delete_table(DEDUP)?;
+        txn.delete_table(UNROUTED)?;
+        txn.open_table(EVENTS)?;
+        txn.open_table(PENDING)?;
+        txn.open_table(REFS)?;
+        txn.open_table(DEDUP)?;
+        txn.open_table(UNROUTED)?;
+        let mut meta = txn.open_table(META)?;
+        meta.retain(|k, _| k == NEXT_DEAD)?;
+    }
+    txn.commit()?;
+    Ok(())
 }

@@ -5,13 +5,18 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use std::collections::{BTreeSet, HashMap, HashSet};
+
 use redb::Database;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::error::During;
+use super::ledger::Ledger;
+use super::ledger::codec::{self, Settled};
+use super::log::Entry;
 use super::recent::Held;
-use super::records::now_millis;
-use super::store::{Appended, Batch, DeliveryKey, Outcome};
+use super::records::{DeadKind, Millis, now_millis};
+use super::store::{self, DeliveryKey, NewDead, Outcome};
 use super::{JournalError, Live, MAX_BATCH};
 use crate::event::Event;
 use crate::ingest::{Committed, RejectedInput};
@@ -44,15 +49,33 @@ pub(super) enum Command {
     Sweep {
         reply: oneshot::Sender<Result<usize, JournalError>>,
     },
+    Bury {
+        sink: String,
+        reason: String,
+        reply: oneshot::Sender<Result<usize, JournalError>>,
+    },
+    Replay {
+        filter: super::DeadFilter,
+        known_sinks: Vec<String>,
+        reply: oneshot::Sender<Result<super::ReplayReport, JournalError>>,
+    },
     Stop {
         reply: oneshot::Sender<()>,
     },
 }
 
 pub(super) struct Writer {
-    pub db: Arc<Database>,
+    pub core: Core,
     pub commands: mpsc::Receiver<Command>,
     pub routes: Arc<ArcSwap<RouteTable>>,
+}
+
+/// What a group commit changes: the log (events, outcomes) and, before it, redb (dead
+/// letters, rejected inputs). The writer thread owns it; a stopped gateway's admin
+/// commands (`herald dlq replay`) use it directly.
+pub(super) struct Core {
+    pub db: Arc<Database>,
+    pub ledger: Ledger,
     pub live: Arc<Live>,
     pub notifies: super::Notifies,
     pub recent: Arc<super::recent::Recent>,
@@ -102,6 +125,34 @@ enum Reply {
         Result<Option<usize>, JournalError>,
     ),
     Then(super::OnRecorded, Result<(), JournalError>),
+    Replay(
+        oneshot::Sender<Result<super::ReplayReport, JournalError>>,
+        Result<super::ReplayReport, JournalError>,
+    ),
+}
+
+impl Reply {
+    fn send(self, failed: Option<&JournalError>) {
+        macro_rules! answer {
+            ($tx:expr, $r:expr) => {{
+                let _ = $tx.send(match failed {
+                    Some(e) => Err(e.clone()),
+                    None => $r,
+                });
+            }};
+        }
+        match self {
+            Reply::Append(tx, r) => answer!(tx, r),
+            Reply::Unit(tx, r) => answer!(tx, r),
+            Reply::Sweep(tx, r) => answer!(tx, r),
+            Reply::Routed(tx, r) => answer!(tx, r),
+            Reply::Replay(tx, r) => answer!(tx, r),
+            Reply::Then(then, r) => then.call(match failed {
+                Some(e) => Err(e.clone()),
+                None => r,
+            }),
+        }
+    }
 }
 
 impl Writer {
@@ -131,7 +182,8 @@ impl Writer {
                 commands.push(Command::Sweep { reply });
                 sweeping = Some(result);
             }
-            stop = self.apply(&mut commands);
+            stop = self.core.apply(&mut commands, &self.routes.load());
+            self.core.maintain(false);
             if let Some(mut result) = sweeping.take()
                 && let Ok(Ok(removed)) = result.try_recv()
                 && removed >= SWEEP_LIMIT
@@ -144,10 +196,11 @@ impl Writer {
         while let Ok(c) = self.commands.try_recv() {
             commands.push(c);
             if commands.len() >= MAX_BATCH {
-                self.apply(&mut commands);
+                self.core.apply(&mut commands, &self.routes.load());
             }
         }
-        self.apply(&mut commands);
+        self.core.apply(&mut commands, &self.routes.load());
+        self.core.maintain(true);
         if let Some(reply) = stop {
             let _ = reply.send(());
         }
@@ -162,210 +215,519 @@ impl Writer {
             }
         }
     }
+}
 
-    /// Applies `commands` in one transaction and answers them; returns a stop request.
-    fn apply(&self, commands: &mut Vec<Command>) -> Option<oneshot::Sender<()>> {
+/// The records of one group commit, encoded into one buffer.
+#[derive(Default)]
+struct Records {
+    buf: Vec<u8>,
+    spans: Vec<(u8, usize, usize)>,
+}
+
+impl Records {
+    /// Encodes a record; returns its seq once appended at `first`.
+    fn push(&mut self, first: u64, kind: u8, encode: impl FnOnce(&mut Vec<u8>)) -> u64 {
+        let start = self.buf.len();
+        encode(&mut self.buf);
+        self.spans.push((kind, start, self.buf.len()));
+        first + self.spans.len() as u64 - 1
+    }
+
+    fn entries(&self) -> Vec<Entry<'_>> {
+        self.spans
+            .iter()
+            .map(|(kind, a, b)| Entry {
+                kind: *kind,
+                payload: &self.buf[*a..*b],
+            })
+            .collect()
+    }
+}
+
+/// `(sink, route)` pairs each once, from `(route, sink)` or targets.
+fn unique<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<(&'a str, &'a str)> {
+    let mut seen = BTreeSet::new();
+    pairs.into_iter().filter(|p| seen.insert(*p)).collect()
+}
+
+impl Core {
+    /// The event `seq`, from the window of recent events or the log.
+    pub fn held(&self, seq: u64) -> Result<Option<Held>, JournalError> {
+        if let Some(held) = self.recent.get(seq) {
+            return Ok(Some(held));
+        }
+        match self.ledger.shared().read(&[seq]).pop() {
+            Some((_, read)) => read,
+            None => Ok(None),
+        }
+    }
+
+    /// Whether `event` was committed already: a hit of its hash in the duplicate window,
+    /// confirmed against the stored event. Never a false duplicate: an event that cannot be
+    /// read back is taken as new.
+    fn seen(&self, hash: u64, event: &Event) -> bool {
+        let Some(seq) = self.ledger.shared().index().dedup.get(&hash).copied() else {
+            return false;
+        };
+        match self.held(seq) {
+            Ok(Some(held)) => held.event.source == event.source && held.event.id == event.id,
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(seq, error = %e, "an event the duplicate window points at cannot be read; the new one is taken as new");
+                false
+            }
+        }
+    }
+
+    /// Checkpoints and deletes segments when due (`force`: now), logging a failure.
+    pub fn maintain(&mut self, force: bool) -> usize {
+        match self.ledger.maintain(self.retention_ms, force) {
+            Ok(deleted) => {
+                if deleted > 0 {
+                    let first = self.ledger.log().first_seq();
+                    if let Err(e) = store::trim_dead_keys(&self.db, first) {
+                        tracing::warn!(error = %e, "the keys of old dead letters could not be trimmed");
+                    }
+                }
+                deleted
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the journal's checkpoint or segment deletion failed; it is tried again later");
+                0
+            }
+        }
+    }
+
+    /// Applies `commands` as one group commit and answers them; returns a stop request.
+    pub fn apply(
+        &mut self,
+        commands: &mut Vec<Command>,
+        routes: &RouteTable,
+    ) -> Option<oneshot::Sender<()>> {
         if commands.is_empty() {
             return None;
         }
         let started = Instant::now();
         let size = commands.len();
-        let routes = self.routes.load();
         let now = now_millis();
+        let first = self.ledger.next_seq();
+        let tapping = self.tap.receiver_count() > 0;
+        let mut records = Records::default();
         let mut replies = Vec::with_capacity(commands.len());
         let mut stop = None;
-        let tapping = self.tap.receiver_count() > 0;
         let mut tapped = Vec::new();
-        let mut appended = Vec::new();
-        let result = (|| -> Result<_, JournalError> {
-            let txn = self.db.begin_write()?;
-            // A batch commits whole or not at all: after a failed write the transaction is
-            // dropped, so no event is left stored without its deliveries.
-            let mut failed = None;
-            let done = {
-                let mut batch = Batch::new(&txn)?;
-                for command in commands.drain(..) {
-                    match command {
-                        Command::Append { event, reply } => {
-                            let r = batch.append(&event, &routes, now);
-                            note_failure(&mut failed, &r);
-                            let r = r.map(|appended_as| match appended_as {
-                                Appended::New { seq, json } => {
-                                    let event = Arc::new(event);
-                                    if tapping {
-                                        let deliveries = routes
-                                            .targets(&event)
-                                            .iter()
-                                            .map(|t| (t.route.to_owned(), t.sink.to_owned()))
-                                            .collect();
-                                        let event = event.clone();
-                                        tapped.push(super::Tapped { event, deliveries });
-                                    }
-                                    appended.push(Held {
-                                        seq,
-                                        committed_at: now,
-                                        event,
-                                        json: Arc::from(json),
-                                    });
-                                    Committed::New
-                                }
-                                Appended::Duplicate => Committed::Duplicate,
-                            });
-                            replies.push(Reply::Append(reply, r));
-                        }
-                        Command::AppendUnrouted { event, reply } => {
-                            let r = batch.append_unrouted(&event, now);
-                            note_failure(&mut failed, &r);
-                            let r = r.map(|appended_as| match appended_as {
-                                Appended::New { .. } => Committed::New,
-                                Appended::Duplicate => Committed::Duplicate,
-                            });
-                            replies.push(Reply::Append(reply, r));
-                        }
-                        Command::RouteLater {
-                            seq,
-                            event,
-                            deliveries,
-                            reply,
-                        } => {
-                            let r = route_later(
-                                &mut batch,
-                                seq,
-                                event,
-                                &deliveries,
-                                tapping.then_some(&mut tapped),
-                            );
-                            note_failure(&mut failed, &r);
-                            replies.push(Reply::Routed(reply, r));
-                        }
-                        Command::Reject { input, reply } => {
-                            let r = batch.reject(input);
-                            note_failure(&mut failed, &r);
-                            replies.push(Reply::Unit(reply, r));
-                        }
-                        Command::Outcome { key, outcome, then } => {
-                            let r = batch.outcome(&key, &outcome);
-                            note_failure(&mut failed, &r);
-                            replies.push(Reply::Then(then, r));
-                        }
-                        Command::Sweep { reply } => {
-                            let r = batch.sweep(now, self.retention_ms, SWEEP_LIMIT);
-                            note_failure(&mut failed, &r);
-                            replies.push(Reply::Sweep(reply, r));
-                        }
-                        Command::Stop { reply } => stop = Some(reply),
-                    }
-                }
-                if let Some(e) = failed {
-                    return Err(e);
-                }
-                batch.finish()?
-            };
-            txn.commit()?;
-            Ok(done)
-        })()
-        .during("committing a batch");
+        let mut appended: Vec<Held> = Vec::new();
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        let mut dead: Vec<NewDead> = Vec::new();
+        let mut replayed: Vec<u64> = Vec::new();
+        let mut sweeps = Vec::new();
+        // What this batch did already, which the index does not know before the append.
+        let mut hashes: HashMap<u64, (String, String)> = HashMap::new();
+        let mut routed: HashSet<u64> = HashSet::new();
+        let mut settled: HashSet<(String, u64, String)> = HashSet::new();
 
+        for command in commands.drain(..) {
+            match command {
+                Command::Append { event, reply } => {
+                    let r = self.append(&event, routes, now, first, false, &mut records, &mut hashes);
+                    let r = r.map(|new| match new {
+                        Some((seq, json, deliveries)) => {
+                            let event = Arc::new(event);
+                            for (sink, _) in &deliveries {
+                                touched.insert(sink.clone());
+                            }
+                            if tapping {
+                                let deliveries =
+                                    deliveries.into_iter().map(|(s, r)| (r, s)).collect();
+                                tapped.push(super::Tapped {
+                                    event: event.clone(),
+                                    deliveries,
+                                });
+                            }
+                            appended.push(Held {
+                                seq,
+                                committed_at: now,
+                                event,
+                                json: Arc::from(json),
+                            });
+                            Committed::New
+                        }
+                        None => Committed::Duplicate,
+                    });
+                    replies.push(Reply::Append(reply, r));
+                }
+                Command::AppendUnrouted { event, reply } => {
+                    let r = self.append(&event, routes, now, first, true, &mut records, &mut hashes);
+                    let r = r.map(|new| match new {
+                        Some((seq, json, _)) => {
+                            appended.push(Held {
+                                seq,
+                                committed_at: now,
+                                event: Arc::new(event),
+                                json: Arc::from(json),
+                            });
+                            Committed::New
+                        }
+                        None => Committed::Duplicate,
+                    });
+                    replies.push(Reply::Append(reply, r));
+                }
+                Command::RouteLater {
+                    seq,
+                    event,
+                    deliveries,
+                    reply,
+                } => {
+                    let r = self.route_later(seq, event, &deliveries, first, &mut records, &mut routed);
+                    let r = r.map(|done| {
+                        done.map(|(held, count)| {
+                            for (_, sink) in &deliveries {
+                                touched.insert(sink.clone());
+                            }
+                            if tapping {
+                                tapped.push(super::Tapped {
+                                    event: held.event.clone(),
+                                    deliveries: deliveries.clone(),
+                                });
+                            }
+                            appended.push(held);
+                            count
+                        })
+                    });
+                    replies.push(Reply::Routed(reply, r));
+                }
+                Command::Reject { input, reply } => {
+                    dead.push(NewDead {
+                        key: None,
+                        kind: DeadKind::Rejected { input },
+                    });
+                    replies.push(Reply::Unit(reply, Ok(())));
+                }
+                Command::Outcome { key, outcome, then } => {
+                    let r = self.outcome(&key, &outcome, first, &mut records, &mut settled, &mut dead);
+                    replies.push(Reply::Then(then, r));
+                }
+                Command::Bury {
+                    sink,
+                    reason,
+                    reply,
+                } => {
+                    let r = self.bury(&sink, &reason, first, &mut records, &mut settled, &mut dead);
+                    replies.push(Reply::Sweep(reply, r));
+                }
+                Command::Replay {
+                    filter,
+                    known_sinks,
+                    reply,
+                } => {
+                    let r = self.replay(&filter, &known_sinks, now, first, &mut records);
+                    let r = r.map(|(report, held)| {
+                        replayed.extend(&report.replayed);
+                        touched.extend(report.sinks.iter().cloned());
+                        appended.extend(held);
+                        report
+                    });
+                    replies.push(Reply::Replay(reply, r));
+                }
+                Command::Sweep { reply } => sweeps.push(reply),
+                Command::Stop { reply } => stop = Some(reply),
+            }
+        }
+
+        // Dead letters first (idempotent by delivery), then the log.
+        let result = store::write_dead(&self.db, dead)
+            .and_then(|()| self.ledger.append(&records.entries()))
+            .during("committing a batch");
         metrics::histogram!("herald_journal_commit_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("herald_journal_batch_size").record(size as f64);
         match result {
-            Ok(done) => {
-                if let Some(n) = done.undelivered_events {
-                    self.live.undelivered_events.store(n, Ordering::Relaxed);
+            Ok(_) => {
+                if !replayed.is_empty()
+                    && let Err(e) = store::remove_dead(&self.db, &replayed)
+                {
+                    tracing::error!(error = %e, "replayed dead letters could not be removed; they are queued again and may be replayed twice");
                 }
-                if let Some(n) = done.undelivered_bytes {
-                    self.live.undelivered_bytes.store(n, Ordering::Relaxed);
-                }
-                for (sink, depth) in &done.pending {
-                    metrics::gauge!("herald_queue_depth", "sink" => sink.clone())
-                        .set(*depth as f64);
+                {
+                    let index = self.ledger.shared().index();
+                    self.live
+                        .undelivered_events
+                        .store(index.undelivered_events, Ordering::Relaxed);
+                    self.live
+                        .undelivered_bytes
+                        .store(index.undelivered_bytes, Ordering::Relaxed);
+                    let mut sinks: BTreeSet<&str> = touched.iter().map(String::as_str).collect();
+                    sinks.extend(settled.iter().map(|(s, _, _)| s.as_str()));
+                    for sink in sinks {
+                        let depth = index.sinks.get(sink).map_or(0, |q| q.len());
+                        metrics::gauge!("herald_queue_depth", "sink" => sink.to_owned())
+                            .set(depth as f64);
+                    }
                 }
                 // Before the workers are woken, so they find the new events in memory.
                 self.recent.extend(appended);
-                for sink in done.touched_sinks.keys() {
+                for sink in &touched {
                     self.notifies.get(sink).notify_one();
                 }
                 for tapped in tapped {
                     let _ = self.tap.send(Arc::new(tapped));
                 }
                 for reply in replies {
-                    match reply {
-                        Reply::Append(tx, r) => {
-                            let _ = tx.send(r);
-                        }
-                        Reply::Unit(tx, r) => {
-                            let _ = tx.send(r);
-                        }
-                        Reply::Sweep(tx, r) => {
-                            let _ = tx.send(r);
-                        }
-                        Reply::Routed(tx, r) => {
-                            let _ = tx.send(r);
-                        }
-                        Reply::Then(then, r) => then.call(r),
-                    }
+                    reply.send(None);
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "journal commit failed; {size} commands refused");
                 for reply in replies {
-                    match reply {
-                        Reply::Append(tx, _) => {
-                            let _ = tx.send(Err(e.clone()));
-                        }
-                        Reply::Unit(tx, _) => {
-                            let _ = tx.send(Err(e.clone()));
-                        }
-                        Reply::Sweep(tx, _) => {
-                            let _ = tx.send(Err(e.clone()));
-                        }
-                        Reply::Routed(tx, _) => {
-                            let _ = tx.send(Err(e.clone()));
-                        }
-                        Reply::Then(then, _) => then.call(Err(e.clone())),
-                    }
+                    reply.send(Some(&e));
                 }
             }
         }
+        for reply in sweeps {
+            let _ = reply.send(Ok(self.maintain(true)));
+        }
         stop
     }
-}
 
-/// Routes an unrouted event in the batch (docs/architecture.md §10), and puts it on the tap
-/// when one is attached. The event is not added to the window of recent events, which holds
-/// only increasing seqs: its deliveries read it from the journal.
-fn route_later(
-    batch: &mut Batch<'_>,
-    seq: u64,
-    event: Option<Event>,
-    deliveries: &[(String, String)],
-    tapped: Option<&mut Vec<super::Tapped>>,
-) -> Result<Option<usize>, JournalError> {
-    let json = match &event {
-        Some(event) => Some(
-            serde_json::to_string(event).map_err(|e| JournalError::io("encoding an event", e))?,
-        ),
-        None => None,
-    };
-    let pairs: Vec<(&str, &str)> = deliveries
-        .iter()
-        .map(|(route, sink)| (sink.as_str(), route.as_str()))
-        .collect();
-    let routed = batch.route_later(seq, json.as_deref(), &pairs)?;
-    if routed.is_some()
-        && let Some(tapped) = tapped
-    {
-        let event = match event {
-            Some(event) => Some(event),
-            None => batch.event(seq)?,
+    /// Encodes a new event unless it is a duplicate (`None`); returns its seq, JSON and
+    /// `(sink, route)` deliveries.
+    #[allow(clippy::too_many_arguments)]
+    fn append(
+        &self,
+        event: &Event,
+        routes: &RouteTable,
+        now: Millis,
+        first: u64,
+        unrouted: bool,
+        records: &mut Records,
+        hashes: &mut HashMap<u64, (String, String)>,
+    ) -> Result<Option<(u64, String, Vec<(String, String)>)>, JournalError> {
+        let hash = codec::dedup_hash(&event.source, &event.id);
+        if let Some((source, id)) = hashes.get(&hash)
+            && *source == event.source
+            && *id == event.id
+        {
+            return Ok(None);
+        }
+        if self.seen(hash, event) {
+            return Ok(None);
+        }
+        let json =
+            serde_json::to_string(event).map_err(|e| JournalError::io("encoding an event", e))?;
+        let targets = if unrouted {
+            Vec::new()
+        } else {
+            routes.targets(event)
         };
-        if let Some(event) = event {
-            tapped.push(super::Tapped {
-                event: Arc::new(event),
-                deliveries: deliveries.to_vec(),
-            });
+        let pairs = unique(targets.iter().map(|t| (t.sink, t.route)));
+        let flags = if unrouted { codec::UNROUTED } else { 0 };
+        let seq = records.push(first, codec::EVENT, |buf| {
+            codec::encode_event(buf, now, flags, None, hash, &pairs, &json);
+        });
+        hashes.insert(hash, (event.source.clone(), event.id.clone()));
+        let deliveries = pairs
+            .iter()
+            .map(|(s, r)| ((*s).to_owned(), (*r).to_owned()))
+            .collect();
+        Ok(Some((seq, json, deliveries)))
+    }
+
+    /// Encodes the routed copy of the unrouted event `seq`; `None` when it is not unrouted.
+    fn route_later(
+        &self,
+        seq: u64,
+        event: Option<Event>,
+        deliveries: &[(String, String)],
+        first: u64,
+        records: &mut Records,
+        routed: &mut HashSet<u64>,
+    ) -> Result<Option<(Held, usize)>, JournalError> {
+        if routed.contains(&seq) || !self.ledger.shared().index().unrouted.contains(&seq) {
+            return Ok(None);
+        }
+        let Some(original) = self.held(seq)? else {
+            return Err(JournalError::corrupt(
+                format!("event {seq}"),
+                "it waits to be routed, yet the log does not have it",
+            ));
+        };
+        let (event, json) = match event {
+            Some(event) => {
+                let json = serde_json::to_string(&event)
+                    .map_err(|e| JournalError::io("encoding an event", e))?;
+                (Arc::new(event), Arc::<str>::from(json))
+            }
+            None => (original.event.clone(), original.json.clone()),
+        };
+        let pairs = unique(deliveries.iter().map(|(r, s)| (s.as_str(), r.as_str())));
+        let count = pairs.len();
+        let new = records.push(first, codec::EVENT, |buf| {
+            codec::encode_event(buf, original.committed_at, 0, Some(seq), 0, &pairs, &json);
+        });
+        routed.insert(seq);
+        Ok(Some((
+            Held {
+                seq: new,
+                committed_at: original.committed_at,
+                event,
+                json,
+            },
+            count,
+        )))
+    }
+
+    /// Encodes how an attempt ended (nothing when it is settled already).
+    fn outcome(
+        &self,
+        key: &DeliveryKey,
+        outcome: &Outcome,
+        first: u64,
+        records: &mut Records,
+        settled: &mut HashSet<(String, u64, String)>,
+        dead: &mut Vec<NewDead>,
+    ) -> Result<(), JournalError> {
+        let id = (key.sink.clone(), key.seq, key.route.clone());
+        if settled.contains(&id)
+            || !self
+                .ledger
+                .shared()
+                .index()
+                .is_pending(&key.sink, key.seq, &key.route)
+        {
+            // Already settled (e.g. buried by a reload meanwhile).
+            return Ok(());
+        }
+        let what = match outcome {
+            Outcome::Delivered => Settled::Delivered,
+            Outcome::Retry { attempt, next_at } => Settled::Retry {
+                next_at: *next_at,
+                attempt: attempt.clone(),
+            },
+            Outcome::Dead { attempt, reason } => {
+                let state = self
+                    .ledger
+                    .shared()
+                    .index()
+                    .state(&key.sink, key.seq, &key.route);
+                let mut attempts = state.errors;
+                attempts.extend(attempt.clone());
+                self.bury_one(key, reason, attempts, dead);
+                Settled::Dead
+            }
+        };
+        if !matches!(what, Settled::Retry { .. }) {
+            settled.insert(id);
+        }
+        records.push(first, codec::OUTCOME, |buf| {
+            codec::encode_outcome(buf, key.seq, &key.sink, &key.route, &what);
+        });
+        Ok(())
+    }
+
+    /// The dead letter of a delivery given up.
+    fn bury_one(
+        &self,
+        key: &DeliveryKey,
+        reason: &str,
+        attempts: Vec<super::Attempt>,
+        dead: &mut Vec<NewDead>,
+    ) {
+        match self.held(key.seq) {
+            Ok(Some(held)) => dead.push(NewDead {
+                key: Some((key.seq, key.sink.clone(), key.route.clone())),
+                kind: DeadKind::Delivery {
+                    route: key.route.clone(),
+                    sink: key.sink.clone(),
+                    reason: reason.to_owned(),
+                    attempts,
+                    event: Box::new((*held.event).clone()),
+                },
+            }),
+            Ok(None) => {
+                tracing::error!(sink = %key.sink, route = %key.route, "a delivery whose event is gone is given up without a dead letter");
+            }
+            Err(e) => {
+                // Settled all the same: a damaged event cannot be delivered.
+                tracing::error!(sink = %key.sink, route = %key.route, error = %e, "a delivery of a damaged event is given up without a dead letter");
+            }
         }
     }
-    Ok(routed)
+
+    /// Gives up every pending delivery of `sink` (a sink removed from the config).
+    fn bury(
+        &self,
+        sink: &str,
+        reason: &str,
+        first: u64,
+        records: &mut Records,
+        settled: &mut HashSet<(String, u64, String)>,
+        dead: &mut Vec<NewDead>,
+    ) -> Result<usize, JournalError> {
+        let found = self.ledger.shared().index().scan(sink, None, usize::MAX);
+        let mut count = 0;
+        for f in found {
+            let key = DeliveryKey {
+                sink: sink.to_owned(),
+                seq: f.seq,
+                route: f.route.to_string(),
+            };
+            let outcome = Outcome::Dead {
+                attempt: None,
+                reason: reason.to_owned(),
+            };
+            self.outcome(&key, &outcome, first, records, settled, dead)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Queues the selected dead deliveries again as new events (`REPLAYED`); the dead
+    /// letters are removed once the log has them.
+    fn replay(
+        &self,
+        filter: &super::DeadFilter,
+        known_sinks: &[String],
+        now: Millis,
+        first: u64,
+        records: &mut Records,
+    ) -> Result<(super::ReplayReport, Vec<Held>), JournalError> {
+        let letters = store::dead_letters(&self.db, filter)?;
+        let mut report = super::ReplayReport::default();
+        let mut held = Vec::new();
+        let mut sinks = BTreeSet::new();
+        for letter in letters {
+            match &letter.kind {
+                DeadKind::Rejected { .. } => {
+                    report
+                        .skipped
+                        .push((letter.id, "a rejected input has no event to deliver".into()));
+                }
+                DeadKind::Delivery { sink, .. } if !known_sinks.contains(sink) => {
+                    report
+                        .skipped
+                        .push((letter.id, format!("sink `{sink}` is not in the config")));
+                }
+                DeadKind::Delivery {
+                    route, sink, event, ..
+                } => {
+                    let json = serde_json::to_string(event)
+                        .map_err(|e| JournalError::io("encoding an event", e))?;
+                    let pair = [(sink.as_str(), route.as_str())];
+                    let seq = records.push(first, codec::EVENT, |buf| {
+                        codec::encode_event(buf, now, codec::REPLAYED, None, 0, &pair, &json);
+                    });
+                    held.push(Held {
+                        seq,
+                        committed_at: now,
+                        event: Arc::new((**event).clone()),
+                        json: Arc::from(json),
+                    });
+                    sinks.insert(sink.clone());
+                    report.replayed.push(letter.id);
+                }
+            }
+        }
+        report.sinks = sinks.into_iter().collect();
+        Ok((report, held))
+    }
 }

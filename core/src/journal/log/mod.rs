@@ -91,6 +91,62 @@ impl Default for Options {
     }
 }
 
+/// Where a batch starts: its segment (by first seq), its byte offset there, and its first
+/// record's seq. [`Log::append`] reports it; [`View::records_from`] reads from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub segment: u64,
+    pub offset: u64,
+    pub seq: u64,
+}
+
+/// What readers need to read the log while its writer appends: the segments and where the
+/// durable records end. A snapshot ([`Log::view`]); records appended later are not in it.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    segments: Vec<(u64, PathBuf)>,
+    active_len: u64,
+    next_seq: u64,
+}
+
+impl View {
+    /// The records from the batch at `from` on, with a seq above `after`, checked as they are
+    /// read (like [`Log::records_after`]).
+    pub fn records_from(&self, from: Position, after: u64) -> Result<Records, JournalError> {
+        let i = self
+            .segments
+            .iter()
+            .position(|(first, _)| *first == from.segment)
+            .ok_or_else(|| {
+                JournalError::corrupt(
+                    format!("segment {}", from.segment),
+                    "the log no longer has it, yet a record in it is wanted",
+                )
+            })?;
+        let count = self.segments.len();
+        let segments = self.segments[i..]
+            .iter()
+            .enumerate()
+            .map(|(j, (first, path))| ToRead {
+                first_seq: *first,
+                path: path.clone(),
+                end: (i + j + 1 == count).then_some(self.active_len),
+            })
+            .collect();
+        Ok(Records::starting_at(
+            segments,
+            (from.offset, from.seq),
+            after,
+            self.next_seq,
+        ))
+    }
+
+    /// The seq the next record will get: records below it are readable.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+}
+
 /// A record to append: the caller's kind byte and its payload.
 #[derive(Clone, Copy, Debug)]
 pub struct Entry<'a> {
@@ -157,6 +213,8 @@ pub struct Log {
     buf: Vec<u8>,
     /// Why writes are refused until the log is opened again.
     poisoned: Option<String>,
+    /// Where the last appended batch starts.
+    last_batch: Option<Position>,
 }
 
 impl std::fmt::Debug for Log {
@@ -268,6 +326,7 @@ impl Log {
             next_seq,
             buf: Vec::new(),
             poisoned: None,
+            last_batch: None,
         };
         Ok((log, recovery))
     }
@@ -288,6 +347,105 @@ impl Log {
 
     pub fn segments(&self) -> usize {
         self.segments.len()
+    }
+
+    /// Where the batch the last [`Log::append`] wrote starts.
+    pub fn last_batch(&self) -> Option<Position> {
+        self.last_batch
+    }
+
+    /// Where reading starts for a log just opened: the first batch of its first segment.
+    pub fn start(&self) -> Position {
+        let segment = self.first_seq();
+        Position {
+            segment,
+            offset: HEADER_LEN as u64,
+            seq: segment,
+        }
+    }
+
+    /// The first seq of each segment, oldest first.
+    pub fn segment_seqs(&self) -> Vec<u64> {
+        self.segments.iter().map(|s| s.first_seq).collect()
+    }
+
+    /// Rewrites the segments holding records `replace` returns a new `(kind, payload)` for
+    /// (`herald forget`: an event replaced by a tombstone), and writes on. Each such
+    /// segment is written whole to a new file, every record its own batch and with its seq,
+    /// synced and renamed over the old one; a crash leaves the old segment or the new one.
+    /// Returns how many records were replaced. The log stays open.
+    pub fn rewrite(
+        &mut self,
+        mut replace: impl FnMut(&Record) -> Option<(u8, Vec<u8>)>,
+    ) -> Result<usize, JournalError> {
+        let mut replaced = 0;
+        let count = self.segments.len();
+        for (i, segment) in self.segments.iter().enumerate() {
+            let end_seq = self
+                .segments
+                .get(i + 1)
+                .map_or(self.next_seq, |next| next.first_seq);
+            let to_read = ToRead {
+                first_seq: segment.first_seq,
+                path: segment.path.clone(),
+                end: (i + 1 == count).then_some(self.active_len),
+            };
+            let records = Records::new(
+                std::collections::VecDeque::from([to_read]),
+                segment.first_seq.saturating_sub(1),
+                end_seq,
+            );
+            let mut buf = encode_header(segment.first_seq).to_vec();
+            let mut changed = 0;
+            for record in records {
+                let record = record?;
+                match replace(&record) {
+                    Some((kind, payload)) => {
+                        encode_record(&mut buf, kind, FIRST | LAST, record.seq, &payload);
+                        changed += 1;
+                    }
+                    None => {
+                        encode_record(&mut buf, record.kind, FIRST | LAST, record.seq, &record.payload)
+                    }
+                }
+            }
+            if changed == 0 {
+                continue;
+            }
+            let tmp = segment.path.with_extension("rewrite");
+            let write = || -> std::io::Result<()> {
+                let mut file = File::create(&tmp)?;
+                std::io::Write::write_all(&mut file, &buf)?;
+                file.sync_all()?;
+                fs::rename(&tmp, &segment.path)?;
+                File::open(&self.dir)?.sync_all()
+            };
+            write().map_err(|e| io_error("rewriting", &segment.path, e))?;
+            replaced += changed;
+            if i + 1 == count {
+                self.active = File::options()
+                    .read(true)
+                    .write(true)
+                    .open(&segment.path)
+                    .map_err(|e| io_error("opening", &segment.path, e))?;
+                self.active_len = buf.len() as u64;
+            }
+        }
+        self.last_batch = None;
+        Ok(replaced)
+    }
+
+    /// A snapshot for readers (see [`View`]).
+    pub fn view(&self) -> View {
+        View {
+            segments: self
+                .segments
+                .iter()
+                .map(|s| (s.first_seq, s.path.clone()))
+                .collect(),
+            active_len: self.active_len,
+            next_seq: self.next_seq,
+        }
     }
 
     /// Appends `batch` as one group commit: one write and one fdatasync (module docs). Returns
@@ -340,6 +498,11 @@ impl Log {
         }
         self.active_len = at + size;
         self.next_seq = first + batch.len() as u64;
+        self.last_batch = Some(Position {
+            segment: self.segments.back().map_or(first, |s| s.first_seq),
+            offset: at,
+            seq: first,
+        });
         Ok(first..self.next_seq)
     }
 

@@ -120,6 +120,13 @@ impl SegmentReader {
         })
     }
 
+    /// Positions a reader at `offset`, the start of a batch the caller knows of.
+    pub fn at(file: File, offset: u64, end: u64) -> io::Result<SegmentReader> {
+        let mut file = BufReader::with_capacity(READ_BUFFER, file);
+        file.seek(SeekFrom::Start(offset))?;
+        Ok(SegmentReader { file, offset, end })
+    }
+
     pub fn offset(&self) -> u64 {
         self.offset
     }
@@ -343,6 +350,12 @@ pub(super) struct ToRead {
 /// damage ends the iteration with `Corrupt` (file and offset); it never skips a record.
 pub struct Records {
     segments: VecDeque<ToRead>,
+    /// Where in the first segment to start: the offset of a batch and its first seq.
+    start: Option<(u64, u64)>,
+    /// The first seq of the segment being read.
+    current_first: u64,
+    /// Where the batch of the record returned last starts.
+    batch: Option<super::Position>,
     current: Option<(PathBuf, SegmentReader)>,
     chain: Chain,
     after: u64,
@@ -355,6 +368,9 @@ impl Records {
         let first = segments.front().map_or(end_seq, |s| s.first_seq);
         Records {
             segments,
+            start: None,
+            current_first: 0,
+            batch: None,
             current: None,
             chain: Chain::new(first),
             after,
@@ -363,9 +379,30 @@ impl Records {
         }
     }
 
+    /// Like [`Records::new`], but starting at the batch at `offset` of the first segment,
+    /// whose first record has `seq`.
+    pub(super) fn starting_at(
+        segments: VecDeque<ToRead>,
+        (offset, seq): (u64, u64),
+        after: u64,
+        end_seq: u64,
+    ) -> Records {
+        let mut records = Records::new(segments, after, end_seq);
+        records.start = Some((offset, seq));
+        records.chain = Chain::new(seq);
+        records
+    }
+
+    /// Where the batch of the record returned last starts (the engine keeps some of these
+    /// to read from later without reading a whole segment).
+    pub fn batch(&self) -> Option<super::Position> {
+        self.batch
+    }
+
     fn open(&mut self, next: ToRead) -> Result<(PathBuf, SegmentReader), JournalError> {
         let path = next.path;
-        if next.first_seq != self.chain.next_seq {
+        let start = self.start.take();
+        if start.is_none() && next.first_seq != self.chain.next_seq {
             return Err(corrupt_at(
                 &path,
                 0,
@@ -386,8 +423,18 @@ impl Records {
                 .map_err(|e| io_error("reading", &path, e))?
                 .len(),
         };
-        let reader = SegmentReader::new(file, end).map_err(|e| io_error("reading", &path, e))?;
-        self.chain = Chain::new(next.first_seq);
+        self.current_first = next.first_seq;
+        let reader = match start {
+            Some((offset, seq)) => {
+                self.chain = Chain::new(seq);
+                SegmentReader::at(file, offset, end)
+            }
+            None => {
+                self.chain = Chain::new(next.first_seq);
+                SegmentReader::new(file, end)
+            }
+        }
+        .map_err(|e| io_error("reading", &path, e))?;
         Ok((path, reader))
     }
 
@@ -425,6 +472,13 @@ impl Records {
                     self.chain
                         .accept(at, &frame)
                         .map_err(|damage| corrupt_at(path, at, damage))?;
+                    if frame.flags & super::format::FIRST != 0 {
+                        self.batch = Some(super::Position {
+                            segment: self.current_first,
+                            offset: at,
+                            seq: frame.seq,
+                        });
+                    }
                     if frame.seq > self.after {
                         return Ok(Some(Record {
                             seq: frame.seq,

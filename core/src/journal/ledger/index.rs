@@ -1,0 +1,590 @@
+//! What the local engine keeps in memory about its log (docs/architecture.md §10.3): per
+//! record a slot of 8 bytes from the oldest unsettled one on, per sink the pending
+//! deliveries as one `u64` each (seq and route packed), the retry states and out-of-order
+//! completions as exceptions, the unrouted events, the duplicate window (a hash and a seq
+//! per event), and a sparse map of batch positions to read events back from. The events
+//! themselves stay on disk.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use super::super::JournalError;
+use super::super::log::Position;
+use super::super::records::{Attempt, Millis, PendingState};
+use super::codec::{self, EventHead, Reader};
+
+/// Bits of a packed delivery that name its route; the rest is the seq.
+const ROUTE_BITS: u32 = 20;
+const ROUTE_MASK: u64 = (1 << ROUTE_BITS) - 1;
+/// The largest seq a packed delivery holds (2^44: 5 years at 100,000 records a second).
+pub const MAX_SEQ: u64 = (1 << (64 - ROUTE_BITS)) - 1;
+
+fn pack(seq: u64, route: u32) -> u64 {
+    (seq << ROUTE_BITS) | u64::from(route)
+}
+fn seq_of(packed: u64) -> u64 {
+    packed >> ROUTE_BITS
+}
+fn route_of(packed: u64) -> u32 {
+    (packed & ROUTE_MASK) as u32
+}
+
+/// One record of the log, from the oldest unsettled one on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Slot {
+    /// Deliveries not yet settled.
+    pub left: u16,
+    /// Waits to be routed (enrichment).
+    pub unrouted: bool,
+    /// The event's JSON length, what it counts for against `queue.max_bytes`.
+    pub size: u32,
+}
+
+impl Slot {
+    fn undelivered(&self) -> bool {
+        self.left > 0 || self.unrouted
+    }
+}
+
+/// A sink's pending deliveries, in `(seq, route)` order.
+#[derive(Clone, Debug, Default)]
+pub struct SinkQueue {
+    entries: VecDeque<u64>,
+    /// Settled, but not yet at the front of `entries`.
+    done: HashSet<u64>,
+    /// Deliveries attempted at least once.
+    states: HashMap<u64, PendingState>,
+}
+
+impl SinkQueue {
+    pub fn len(&self) -> usize {
+        self.entries.len() - self.done.len()
+    }
+
+    fn find(&self, seq: u64, route: u32) -> Option<usize> {
+        let at = self.entries.partition_point(|e| seq_of(*e) < seq);
+        let key = pack(seq, route);
+        (at..self.entries.len())
+            .take_while(|i| seq_of(self.entries[*i]) == seq)
+            .find(|i| self.entries[*i] == key && !self.done.contains(&key))
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Index {
+    pub base: u64,
+    pub slots: VecDeque<Slot>,
+    pub next_seq: u64,
+    pub sinks: BTreeMap<String, SinkQueue>,
+    routes: Vec<Arc<str>>,
+    route_ids: HashMap<Arc<str>, u32>,
+    pub unrouted: BTreeSet<u64>,
+    pub dedup: HashMap<u64, u64>,
+    /// Batch starts, sparse: reading an event starts at the last one at or before it.
+    pub marks: BTreeMap<u64, Position>,
+    /// Per segment (by first seq), the newest commit time of an event in it.
+    pub segment_times: BTreeMap<u64, Millis>,
+    pub undelivered_events: u64,
+    pub undelivered_bytes: u64,
+}
+
+/// A pending delivery as a scan returns it.
+#[derive(Clone, Debug)]
+pub struct Found {
+    pub seq: u64,
+    pub route: Arc<str>,
+    pub state: PendingState,
+}
+
+impl Index {
+    pub fn new(first_seq: u64) -> Index {
+        Index {
+            base: first_seq,
+            next_seq: first_seq,
+            ..Index::default()
+        }
+    }
+
+    fn route_id(&mut self, route: &str) -> Result<u32, JournalError> {
+        if let Some(id) = self.route_ids.get(route) {
+            return Ok(*id);
+        }
+        let id = u32::try_from(self.routes.len())
+            .ok()
+            .filter(|id| u64::from(*id) <= ROUTE_MASK)
+            .ok_or_else(|| {
+                JournalError::io("indexing a delivery", "more than 2^20 route names")
+            })?;
+        let name: Arc<str> = Arc::from(route);
+        self.routes.push(name.clone());
+        self.route_ids.insert(name, id);
+        Ok(id)
+    }
+
+    pub fn slot_mut(&mut self, seq: u64) -> Option<&mut Slot> {
+        let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        self.slots.get_mut(i)
+    }
+
+    /// Takes the record `seq` (the next one) into the index.
+    fn push(&mut self, seq: u64, slot: Slot) -> Result<(), JournalError> {
+        if seq != self.next_seq {
+            return Err(JournalError::corrupt(
+                format!("record {seq} of the log"),
+                format_args!("the index expected record {}", self.next_seq),
+            ));
+        }
+        if seq > MAX_SEQ {
+            return Err(JournalError::io(
+                "appending to the log",
+                "the log's seqs are exhausted (2^44): convert the journal to a new one",
+            ));
+        }
+        if slot.undelivered() {
+            self.undelivered_events += 1;
+            self.undelivered_bytes += u64::from(slot.size);
+        }
+        if self.slots.is_empty() && !slot.undelivered() {
+            self.base = seq + 1;
+        } else {
+            self.slots.push_back(slot);
+        }
+        self.next_seq = seq + 1;
+        Ok(())
+    }
+
+    /// Any other record (an outcome, a tombstone): it only takes a seq.
+    pub fn add_other(&mut self, seq: u64) -> Result<(), JournalError> {
+        self.push(seq, Slot::default())
+    }
+
+    /// The `EVENT` record `seq` with `head`; `size` is its JSON's length.
+    pub fn add_event(&mut self, seq: u64, head: &EventHead, size: u32) -> Result<(), JournalError> {
+        let unrouted = head.flags & codec::UNROUTED != 0;
+        let left = u16::try_from(head.deliveries.len()).unwrap_or(u16::MAX);
+        self.push(
+            seq,
+            Slot {
+                left,
+                unrouted,
+                size,
+            },
+        )?;
+        let mut by_sink: Vec<(&str, &str)> = head
+            .deliveries
+            .iter()
+            .map(|(s, r)| (s.as_str(), r.as_str()))
+            .collect();
+        by_sink.sort_unstable();
+        for (sink, route) in by_sink {
+            let id = self.route_id(route)?;
+            if let Some(queue) = self.sinks.get_mut(sink) {
+                queue.entries.push_back(pack(seq, id));
+            } else {
+                let mut queue = SinkQueue::default();
+                queue.entries.push_back(pack(seq, id));
+                self.sinks.insert(sink.to_owned(), queue);
+            }
+        }
+        if unrouted {
+            self.unrouted.insert(seq);
+        }
+        if let Some(from) = head.from {
+            self.routed(from);
+        }
+        if head.flags & (codec::REPLAYED | codec::ROUTED) == 0 {
+            self.dedup.insert(head.hash, seq);
+        }
+        self.trim();
+        Ok(())
+    }
+
+    /// The unrouted event `from` was routed (its routed copy carries the deliveries).
+    fn routed(&mut self, from: u64) {
+        self.unrouted.remove(&from);
+        let Some(slot) = self.slot_mut(from) else {
+            return;
+        };
+        if !slot.unrouted {
+            return;
+        }
+        slot.unrouted = false;
+        let slot = *slot;
+        if !slot.undelivered() {
+            self.undelivered_events = self.undelivered_events.saturating_sub(1);
+            self.undelivered_bytes = self.undelivered_bytes.saturating_sub(u64::from(slot.size));
+        }
+    }
+
+    /// Whether `(sink, seq, route)` is pending.
+    pub fn is_pending(&self, sink: &str, seq: u64, route: &str) -> bool {
+        let (Some(queue), Some(id)) = (self.sinks.get(sink), self.route_ids.get(route)) else {
+            return false;
+        };
+        queue.find(seq, *id).is_some()
+    }
+
+    /// The retry state of a pending delivery.
+    pub fn state(&self, sink: &str, seq: u64, route: &str) -> PendingState {
+        let (Some(queue), Some(id)) = (self.sinks.get(sink), self.route_ids.get(route)) else {
+            return PendingState::default();
+        };
+        queue
+            .states
+            .get(&pack(seq, *id))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// A delivery is settled (delivered or dead). Returns whether it was pending.
+    pub fn settle(&mut self, sink: &str, seq: u64, route: &str) -> bool {
+        let (Some(queue), Some(id)) = (self.sinks.get_mut(sink), self.route_ids.get(route)) else {
+            return false;
+        };
+        let Some(at) = queue.find(seq, *id) else {
+            return false;
+        };
+        let key = pack(seq, *id);
+        queue.states.remove(&key);
+        if at == 0 {
+            queue.entries.pop_front();
+            while let Some(front) = queue.entries.front() {
+                if !queue.done.remove(front) {
+                    break;
+                }
+                queue.entries.pop_front();
+            }
+        } else {
+            queue.done.insert(key);
+        }
+        if let Some(slot) = self.slot_mut(seq) {
+            slot.left = slot.left.saturating_sub(1);
+            let slot = *slot;
+            if !slot.undelivered() {
+                self.undelivered_events = self.undelivered_events.saturating_sub(1);
+                self.undelivered_bytes =
+                    self.undelivered_bytes.saturating_sub(u64::from(slot.size));
+            }
+        }
+        self.trim();
+        true
+    }
+
+    /// An attempt failed and is tried again at `next_at`.
+    pub fn retry(&mut self, sink: &str, seq: u64, route: &str, next_at: Millis, attempt: Attempt) {
+        let (Some(queue), Some(id)) = (self.sinks.get_mut(sink), self.route_ids.get(route)) else {
+            return;
+        };
+        if queue.find(seq, *id).is_none() {
+            return;
+        }
+        let state = queue.states.entry(pack(seq, *id)).or_default();
+        state.attempts += 1;
+        state.next_at = next_at;
+        state.push_error(attempt);
+    }
+
+    /// Drops settled records from the front.
+    fn trim(&mut self) {
+        while let Some(front) = self.slots.front() {
+            if front.undelivered() {
+                break;
+            }
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        if self.slots.is_empty() {
+            self.base = self.next_seq;
+        }
+    }
+
+    /// Up to `limit` pending deliveries of `sink` after `after` (exclusive).
+    pub fn scan(&self, sink: &str, after: Option<(u64, &str)>, limit: usize) -> Vec<Found> {
+        let Some(queue) = self.sinks.get(sink) else {
+            return Vec::new();
+        };
+        let start = after.map_or(0, |(seq, _)| queue.entries.partition_point(|e| seq_of(*e) < seq));
+        let mut found = Vec::new();
+        for key in queue.entries.iter().skip(start) {
+            if found.len() >= limit {
+                break;
+            }
+            if queue.done.contains(key) {
+                continue;
+            }
+            let (seq, route) = (seq_of(*key), &self.routes[route_of(*key) as usize]);
+            if let Some((after_seq, after_route)) = after
+                && seq == after_seq
+                && **route <= *after_route
+            {
+                continue;
+            }
+            found.push(Found {
+                seq,
+                route: route.clone(),
+                state: queue.states.get(key).cloned().unwrap_or_default(),
+            });
+        }
+        found
+    }
+
+    /// Per sink, the earliest retry of a delivery attempted at least once.
+    pub fn next_retries(&self) -> BTreeMap<String, Millis> {
+        self.sinks
+            .iter()
+            .filter_map(|(sink, queue)| {
+                let next = queue
+                    .states
+                    .values()
+                    .filter(|s| s.attempts > 0)
+                    .map(|s| s.next_at)
+                    .min()?;
+                Some((sink.clone(), next))
+            })
+            .collect()
+    }
+
+    /// Forgets what refers to records below `first_seq`, whose segments were deleted.
+    pub fn forget_below(&mut self, first_seq: u64) {
+        self.dedup.retain(|_, seq| *seq >= first_seq);
+        self.dedup.shrink_to_fit();
+        self.marks = self.marks.split_off(&first_seq);
+        self.segment_times = self.segment_times.split_off(&first_seq);
+    }
+
+    pub fn pending(&self) -> BTreeMap<String, u64> {
+        self.sinks
+            .iter()
+            .map(|(sink, queue)| (sink.clone(), queue.len() as u64))
+            .collect()
+    }
+
+    // ---- checkpoints ----------------------------------------------------------------
+
+    /// The index as a checkpoint file's body (`checkpoint.rs` frames it).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let u64s = |out: &mut Vec<u8>, v: u64| out.extend_from_slice(&v.to_le_bytes());
+        u64s(out, self.base);
+        u64s(out, self.next_seq);
+        u64s(out, self.undelivered_events);
+        u64s(out, self.undelivered_bytes);
+        u64s(out, self.slots.len() as u64);
+        for slot in &self.slots {
+            out.extend_from_slice(&slot.left.to_le_bytes());
+            out.push(u8::from(slot.unrouted));
+            out.extend_from_slice(&slot.size.to_le_bytes());
+        }
+        u64s(out, self.routes.len() as u64);
+        for route in &self.routes {
+            put_long_str(out, route);
+        }
+        u64s(out, self.sinks.len() as u64);
+        for (sink, queue) in &self.sinks {
+            put_long_str(out, sink);
+            u64s(out, queue.entries.len() as u64);
+            for e in &queue.entries {
+                u64s(out, *e);
+            }
+            u64s(out, queue.done.len() as u64);
+            for e in &queue.done {
+                u64s(out, *e);
+            }
+            u64s(out, queue.states.len() as u64);
+            for (key, state) in &queue.states {
+                u64s(out, *key);
+                let json = state.encode();
+                out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+                out.extend_from_slice(&json);
+            }
+        }
+        u64s(out, self.unrouted.len() as u64);
+        for seq in &self.unrouted {
+            u64s(out, *seq);
+        }
+        u64s(out, self.dedup.len() as u64);
+        for (hash, seq) in &self.dedup {
+            u64s(out, *hash);
+            u64s(out, *seq);
+        }
+        u64s(out, self.marks.len() as u64);
+        for p in self.marks.values() {
+            u64s(out, p.segment);
+            u64s(out, p.offset);
+            u64s(out, p.seq);
+        }
+        u64s(out, self.segment_times.len() as u64);
+        for (segment, time) in &self.segment_times {
+            u64s(out, *segment);
+            out.extend_from_slice(&time.to_le_bytes());
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Index, JournalError> {
+        let mut r = Reader::new(0, bytes);
+        let mut index = Index {
+            base: r.u64()?,
+            next_seq: r.u64()?,
+            undelivered_events: r.u64()?,
+            undelivered_bytes: r.u64()?,
+            ..Index::default()
+        };
+        let count = |r: &mut Reader<'_>| -> Result<usize, JournalError> {
+            let n = r.u64()?;
+            usize::try_from(n)
+                .ok()
+                .filter(|n| *n <= bytes.len())
+                .ok_or_else(|| r.bad(format_args!("an impossible count {n}")))
+        };
+        for _ in 0..count(&mut r)? {
+            let left = r.u16()?;
+            let unrouted = r.u8()? != 0;
+            let size = r.u32()?;
+            index.slots.push_back(Slot {
+                left,
+                unrouted,
+                size,
+            });
+        }
+        for _ in 0..count(&mut r)? {
+            let route: Arc<str> = Arc::from(long_str(&mut r)?);
+            index
+                .route_ids
+                .insert(route.clone(), index.routes.len() as u32);
+            index.routes.push(route);
+        }
+        for _ in 0..count(&mut r)? {
+            let sink = long_str(&mut r)?.to_owned();
+            let mut queue = SinkQueue::default();
+            for _ in 0..count(&mut r)? {
+                queue.entries.push_back(r.u64()?);
+            }
+            for _ in 0..count(&mut r)? {
+                queue.done.insert(r.u64()?);
+            }
+            for _ in 0..count(&mut r)? {
+                let key = r.u64()?;
+                let len = r.u32()? as usize;
+                queue.states.insert(key, PendingState::decode(r.take(len)?));
+            }
+            if queue.entries.iter().any(|e| route_of(*e) as usize >= index.routes.len()) {
+                return Err(r.bad("a delivery names a route the checkpoint lacks"));
+            }
+            index.sinks.insert(sink, queue);
+        }
+        for _ in 0..count(&mut r)? {
+            index.unrouted.insert(r.u64()?);
+        }
+        for _ in 0..count(&mut r)? {
+            let hash = r.u64()?;
+            index.dedup.insert(hash, r.u64()?);
+        }
+        for _ in 0..count(&mut r)? {
+            let p = Position {
+                segment: r.u64()?,
+                offset: r.u64()?,
+                seq: r.u64()?,
+            };
+            index.marks.insert(p.seq, p);
+        }
+        for _ in 0..count(&mut r)? {
+            let segment = r.u64()?;
+            index.segment_times.insert(segment, r.i64()?);
+        }
+        if r.at != bytes.len() {
+            return Err(r.bad("bytes follow the index"));
+        }
+        Ok(index)
+    }
+}
+
+fn put_long_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn long_str<'a>(r: &mut Reader<'a>) -> Result<&'a str, JournalError> {
+    let len = r.u32()? as usize;
+    let bytes = r.take(len)?;
+    std::str::from_utf8(bytes).map_err(|_| r.bad("a name is not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(deliveries: &[(&str, &str)]) -> EventHead {
+        EventHead {
+            committed_at: 1,
+            flags: 0,
+            from: None,
+            hash: 7,
+            deliveries: deliveries
+                .iter()
+                .map(|(s, r)| ((*s).to_owned(), (*r).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn deliveries_settled_out_of_order_are_counted_once_and_trimmed() {
+        let mut index = Index::new(1);
+        for seq in 1..=4 {
+            index
+                .add_event(seq, &head(&[("a", "r2"), ("a", "r1"), ("b", "r1")]), 10)
+                .unwrap();
+        }
+        assert_eq!(index.undelivered_events, 4);
+        assert_eq!(index.pending()["a"], 8);
+        // Order within a seq is by route name.
+        let scanned = index.scan("a", None, 3);
+        let got: Vec<(u64, &str)> = scanned.iter().map(|f| (f.seq, &*f.route)).collect();
+        assert_eq!(got, [(1, "r1"), (1, "r2"), (2, "r1")]);
+        let after = index.scan("a", Some((1, "r1")), 1);
+        assert_eq!((after[0].seq, &*after[0].route), (1, "r2"));
+
+        assert!(index.settle("a", 2, "r1"));
+        assert!(!index.settle("a", 2, "r1"), "settled twice");
+        assert_eq!(index.pending()["a"], 7);
+        for (sink, seq, route) in [("a", 1, "r1"), ("a", 1, "r2"), ("b", 1, "r1")] {
+            assert!(index.settle(sink, seq, route));
+        }
+        assert_eq!(index.undelivered_events, 3);
+        assert_eq!(index.base, 2, "the settled first event left the window");
+        let bytes = {
+            let mut out = Vec::new();
+            index.retry("a", 3, "r2", 99, Attempt { at: 5, error: "503".into() });
+            index.encode(&mut out);
+            out
+        };
+        let back = Index::decode(&bytes).unwrap();
+        assert_eq!(back.pending(), index.pending());
+        assert_eq!(back.state("a", 3, "r2").next_at, 99);
+        assert_eq!(back.undelivered_events, 3);
+        assert!(!back.is_pending("a", 2, "r1"));
+        assert!(back.is_pending("a", 2, "r2"));
+        for cut in [0, 8, bytes.len() / 2, bytes.len() - 1] {
+            assert!(Index::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn an_unrouted_event_stays_undelivered_until_its_routed_copy() {
+        let mut index = Index::new(1);
+        let mut unrouted = head(&[]);
+        unrouted.flags = codec::UNROUTED;
+        index.add_event(1, &unrouted, 5).unwrap();
+        index.add_other(2).unwrap();
+        assert_eq!(index.undelivered_events, 1);
+        assert!(index.unrouted.contains(&1));
+        let mut routed = head(&[("a", "r")]);
+        routed.from = Some(1);
+        routed.flags = codec::ROUTED;
+        index.add_event(3, &routed, 6).unwrap();
+        assert!(index.unrouted.is_empty());
+        assert_eq!(index.undelivered_events, 1);
+        assert_eq!(index.undelivered_bytes, 6);
+        assert!(index.settle("a", 3, "r"));
+        assert_eq!(index.undelivered_events, 0);
+        assert_eq!(index.base, 4);
+    }
+}

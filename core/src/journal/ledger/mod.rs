@@ -1,0 +1,468 @@
+//! The local engine's events and deliveries: the append-only segment log (`../log`) with
+//! the index of what is pending kept in memory ([`index::Index`]), rebuilt at start from the
+//! last checkpoint and the records after it (docs/architecture.md §10.3).
+//!
+//! * **Writes.** The journal's writer thread owns the [`Ledger`]: every group commit is one
+//!   [`Ledger::append`] (one write and one fdatasync), after which it applies the batch's
+//!   records to the index. Dead letters, rejected inputs and the state table stay in redb,
+//!   written *before* the log's append and idempotently by key (`store.rs`).
+//! * **Reads.** Sink workers scan the index under a short lock and read the events they need
+//!   from the window of recent events or, for a sink far behind, from disk through
+//!   [`Shared::read`], which starts at the nearest batch position kept in the index.
+//! * **Checkpoints** (`checkpoint` in the log's directory) are written every
+//!   [`CHECKPOINT_EVERY`] and at close: the whole index, checksummed, with the seq it covers.
+//!   A start loads it and reads only the records after it; without one (or with a damaged
+//!   one, which is logged) it reads the whole log.
+//! * **Deletion.** A segment is deleted once every record in it is settled (below the
+//!   index's `base`) and its newest event is past `queue.retention`, and only after a
+//!   checkpoint that no longer needs it is on disk.
+
+pub mod codec;
+pub mod index;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::JournalError;
+use super::log::{Entry, Log, Options, Position, Recovery, View};
+use super::recent::Held;
+use super::records::Millis;
+use crate::event::Event;
+use codec::{EVENT, EventHead, OUTCOME, Settled};
+use index::Index;
+
+/// The log's directory inside `queue.path`.
+pub const LOG_DIR: &str = "log";
+const CHECKPOINT: &str = "checkpoint";
+const CHECKPOINT_MAGIC: &[u8; 8] = b"HRLDCKP1";
+/// How often the index is written to its checkpoint while records come in.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
+/// A batch position is kept at most every this many bytes of a segment.
+const MARK_EVERY: u64 = 64 * 1024;
+
+/// What readers share with the writer.
+#[derive(Debug)]
+pub struct Shared {
+    index: Mutex<Index>,
+    view: Mutex<Arc<View>>,
+}
+
+impl Shared {
+    pub fn index(&self) -> MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn view(&self) -> Arc<View> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The events `seqs` (increasing) as stored, read from disk. An event that is not there
+    /// (forgotten, or its segment deleted) is `None`; damage is `Corrupt` for that event.
+    pub fn read(&self, seqs: &[u64]) -> Vec<(u64, Result<Option<Held>, JournalError>)> {
+        let view = self.view();
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut reader: Option<super::log::Records> = None;
+        let mut last_read = 0u64;
+        for &seq in seqs {
+            // Re-position when there is no reader, when it is past `seq`, or when a kept
+            // position lies between it and `seq` (skipping ahead beats reading through).
+            let mark = self.index().marks.range(..=seq).next_back().map(|(_, p)| *p);
+            let reposition = match (&reader, mark) {
+                (None, _) => true,
+                (Some(_), _) if last_read >= seq => true,
+                (Some(_), Some(mark)) => mark.seq > last_read + 1,
+                (Some(_), None) => false,
+            };
+            if reposition {
+                let Some(mark) = mark else {
+                    out.push((seq, Ok(None)));
+                    continue;
+                };
+                match view.records_from(mark, seq.saturating_sub(1)) {
+                    Ok(records) => reader = Some(records),
+                    Err(e) => {
+                        out.push((seq, Err(e)));
+                        reader = None;
+                        continue;
+                    }
+                }
+            }
+            let Some(records) = reader.as_mut() else {
+                out.push((seq, Ok(None)));
+                continue;
+            };
+            let found = loop {
+                match records.next() {
+                    None => break Ok(None),
+                    Some(Err(e)) => break Err(e),
+                    Some(Ok(record)) => {
+                        last_read = record.seq;
+                        if record.seq < seq {
+                            continue;
+                        }
+                        if record.seq > seq || record.kind != EVENT {
+                            break Ok(None);
+                        }
+                        break decode_held(record.seq, &record.payload).map(|h| Some(h.0));
+                    }
+                }
+            };
+            if found.is_err() {
+                reader = None;
+            }
+            out.push((seq, found));
+        }
+        out
+    }
+}
+
+/// An `EVENT` record as the sinks need it, with its head.
+pub fn decode_held(seq: u64, payload: &[u8]) -> Result<(Held, EventHead), JournalError> {
+    let (head, at) = codec::decode_event_head(seq, payload)?;
+    let json = &payload[at..];
+    let what = || format!("event {seq}");
+    let event: Event = serde_json::from_slice(json)
+        .map_err(|e| JournalError::corrupt(what(), super::error::json_detail(&e)))?;
+    let json = std::str::from_utf8(json)
+        .map_err(|_| JournalError::corrupt(what(), "its JSON is not UTF-8"))?;
+    Ok((
+        Held {
+            seq,
+            committed_at: head.committed_at,
+            event: Arc::new(event),
+            json: Arc::from(json),
+        },
+        head,
+    ))
+}
+
+/// The log, its index and its checkpoints, owned by the writer thread.
+pub struct Ledger {
+    log: Log,
+    shared: Arc<Shared>,
+    dir: PathBuf,
+    checkpointed_at: Instant,
+    checkpointed_seq: u64,
+    /// Where the last kept batch position is, per segment.
+    last_mark: Option<Position>,
+}
+
+/// What [`Ledger::open`] found.
+#[derive(Debug)]
+pub struct Opened {
+    pub recovery: Recovery,
+    /// Whether a checkpoint was used (else the whole log was read).
+    pub from_checkpoint: bool,
+    /// Records read after the checkpoint.
+    pub replayed: u64,
+}
+
+impl Ledger {
+    /// Opens the log in `queue_dir/log`, recovers it and rebuilds the index.
+    pub fn open(queue_dir: &Path) -> Result<(Ledger, Opened), JournalError> {
+        Ledger::open_with(queue_dir, Options::default())
+    }
+
+    pub fn open_with(queue_dir: &Path, options: Options) -> Result<(Ledger, Opened), JournalError> {
+        let dir = queue_dir.join(LOG_DIR);
+        let (log, recovery) = Log::open(&dir, options)?;
+        if let Some(torn) = &recovery.torn {
+            tracing::warn!(file = %torn.file.display(), offset = torn.offset, dropped = torn.dropped, why = %torn.why, "the journal's log ended in a torn write (a crash while it was being written); that unacknowledged batch was cut off");
+        }
+        let checkpoint = match read_checkpoint(&dir, &log) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "the journal's checkpoint cannot be used; the index is rebuilt from the whole log");
+                None
+            }
+        };
+        let from_checkpoint = checkpoint.is_some();
+        let (mut index, replayed, last_mark) = rebuild(&log, checkpoint)?;
+        let first = log.first_seq();
+        index.forget_below(first);
+        let checkpointed_seq = if from_checkpoint && replayed == 0 {
+            index.next_seq
+        } else {
+            0
+        };
+        let shared = Arc::new(Shared {
+            index: Mutex::new(index),
+            view: Mutex::new(Arc::new(log.view())),
+        });
+        let ledger = Ledger {
+            log,
+            shared,
+            dir,
+            checkpointed_at: Instant::now(),
+            checkpointed_seq,
+            last_mark,
+        };
+        Ok((
+            ledger,
+            Opened {
+                recovery,
+                from_checkpoint,
+                replayed,
+            },
+        ))
+    }
+
+    /// Replaces the records `replace` returns a new `(kind, payload)` for, in place in their
+    /// segments ([`Log::rewrite`]), and rebuilds the index from the whole log.
+    pub fn rewrite(
+        &mut self,
+        replace: impl FnMut(&super::log::Record) -> Option<(u8, Vec<u8>)>,
+    ) -> Result<usize, JournalError> {
+        let replaced = self.log.rewrite(replace)?;
+        let _ = fs::remove_file(self.dir.join(CHECKPOINT));
+        let (mut index, _, last_mark) = rebuild(&self.log, None)?;
+        index.forget_below(self.log.first_seq());
+        *self.shared.index() = index;
+        *self.shared.view.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(self.log.view());
+        self.last_mark = last_mark;
+        self.checkpointed_seq = 0;
+        Ok(replaced)
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.log.next_seq()
+    }
+
+    /// Appends a batch (one write, one fdatasync) and applies it to the index. The payloads
+    /// were encoded by the caller with [`codec`]; on an error nothing of the batch is in the
+    /// log or the index.
+    pub fn append(&mut self, batch: &[Entry<'_>]) -> Result<u64, JournalError> {
+        let first = self.log.append(batch)?.start;
+        let position = self.log.last_batch();
+        *self.shared.view.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(self.log.view());
+        let mut index = self.shared.index();
+        if let Some(position) = position {
+            mark(&mut index, &mut self.last_mark, position);
+        }
+        for (entry, seq) in batch.iter().zip(first..) {
+            // The records were encoded here a moment ago; a failure means a bug, and the
+            // index is then rebuilt from the log at the next start.
+            if let Err(e) = apply_record(&mut index, seq, entry.kind, entry.payload) {
+                tracing::error!(seq, error = %e, "a record just appended does not decode");
+            }
+        }
+        Ok(first)
+    }
+
+    /// Writes a checkpoint when [`CHECKPOINT_EVERY`] has passed and records came in (or at
+    /// once with `force`), then deletes the segments it no longer needs. Returns how many
+    /// segments were deleted.
+    pub fn maintain(&mut self, retention_ms: Millis, force: bool) -> Result<usize, JournalError> {
+        let due = force || self.checkpointed_at.elapsed() >= CHECKPOINT_EVERY;
+        if !due || self.checkpointed_seq == self.log.next_seq() {
+            return Ok(0);
+        }
+        let started = Instant::now();
+        let (body, base, keep_from) = {
+            let index = self.shared.index();
+            let mut body = Vec::with_capacity(64 + index.slots.len() * 8);
+            index.encode(&mut body);
+            // The oldest segment an event of which is still within the retention.
+            let cutoff = super::records::now_millis().saturating_sub(retention_ms);
+            let keep_from = index
+                .segment_times
+                .iter()
+                .find(|(_, newest)| **newest > cutoff)
+                .map_or(u64::MAX, |(first, _)| *first);
+            (body, index.base, keep_from)
+        };
+        write_checkpoint(&self.dir, &body)?;
+        self.checkpointed_at = Instant::now();
+        self.checkpointed_seq = self.log.next_seq();
+        metrics::histogram!("herald_journal_checkpoint_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let deleted = self.log.delete_before(base.min(keep_from))?;
+        if deleted > 0 {
+            *self.shared.view.lock().unwrap_or_else(|p| p.into_inner()) =
+                Arc::new(self.log.view());
+            let first = self.log.first_seq();
+            self.shared.index().forget_below(first);
+            if self.last_mark.is_some_and(|m| m.segment < first) {
+                self.last_mark = None;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// The log's segments, oldest first (for `forget`).
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// The index from `checkpoint` (if any) and the log's records after it: the index, how many
+/// records were read, and the last batch position kept.
+fn rebuild(
+    log: &Log,
+    checkpoint: Option<Index>,
+) -> Result<(Index, u64, Option<Position>), JournalError> {
+    let (mut index, start) = match checkpoint {
+        Some(index) => {
+            let start = index
+                .marks
+                .range(..=index.next_seq)
+                .next_back()
+                .map(|(_, p)| *p);
+            (index, start)
+        }
+        None => (Index::new(log.first_seq()), None),
+    };
+    let after = index.next_seq.saturating_sub(1);
+    let mut records = match start {
+        Some(mark) => log.view().records_from(mark, after)?,
+        None => log.records_after(after.max(log.first_seq().saturating_sub(1)))?,
+    };
+    let mut replayed = 0u64;
+    let mut last_mark = index.marks.values().next_back().copied();
+    while let Some(record) = records.next() {
+        let record = record?;
+        if let Some(batch) = records.batch()
+            && batch.seq == record.seq
+        {
+            mark(&mut index, &mut last_mark, batch);
+        }
+        apply_record(&mut index, record.seq, record.kind, &record.payload)?;
+        replayed += 1;
+    }
+    if index.next_seq != log.next_seq() {
+        return Err(JournalError::corrupt(
+            format!("the log in {}", log.dir().display()),
+            format_args!(
+                "its index ends at seq {}, the log at seq {}",
+                index.next_seq,
+                log.next_seq()
+            ),
+        ));
+    }
+    Ok((index, replayed, last_mark))
+}
+
+/// Keeps `position` if the last kept one is another segment's or [`MARK_EVERY`] behind.
+fn mark(index: &mut Index, last: &mut Option<Position>, position: Position) {
+    let keep = match last {
+        Some(last) => last.segment != position.segment || position.offset >= last.offset + MARK_EVERY,
+        None => true,
+    };
+    if keep {
+        index.marks.insert(position.seq, position);
+        *last = Some(position);
+    }
+}
+
+/// Takes one record into the index, as at its append or at a rebuild.
+pub fn apply_record(index: &mut Index, seq: u64, kind: u8, payload: &[u8]) -> Result<(), JournalError> {
+    match kind {
+        EVENT => {
+            let (head, at) = codec::decode_event_head(seq, payload)?;
+            let size = u32::try_from(payload.len() - at).unwrap_or(u32::MAX);
+            let segment = index
+                .marks
+                .range(..=seq)
+                .next_back()
+                .map_or(seq, |(_, p)| p.segment);
+            let newest = index.segment_times.entry(segment).or_insert(head.committed_at);
+            *newest = (*newest).max(head.committed_at);
+            index.add_event(seq, &head, size)
+        }
+        OUTCOME => {
+            index.add_other(seq)?;
+            let outcome = codec::decode_outcome(seq, payload)?;
+            match outcome.settled {
+                Settled::Delivered | Settled::Dead => {
+                    index.settle(&outcome.sink, outcome.seq, &outcome.route);
+                }
+                Settled::Retry { next_at, attempt } => {
+                    index.retry(&outcome.sink, outcome.seq, &outcome.route, next_at, attempt);
+                }
+            }
+            Ok(())
+        }
+        _ => index.add_other(seq),
+    }
+}
+
+/// The checkpoint in `dir`, if there is one that fits `log`.
+fn read_checkpoint(dir: &Path, log: &Log) -> Result<Option<Index>, JournalError> {
+    let path = dir.join(CHECKPOINT);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(JournalError::io(format!("reading {}", path.display()), e)),
+    };
+    let corrupt = |why: &str| JournalError::corrupt(path.display().to_string(), why.to_owned());
+    if bytes.len() < 12 || &bytes[..8] != CHECKPOINT_MAGIC {
+        return Err(corrupt("it does not start as a checkpoint does"));
+    }
+    let (body, crc) = bytes[8..].split_at(bytes.len() - 12);
+    let crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if crc32c::crc32c(body) != crc {
+        return Err(corrupt("its checksum does not match"));
+    }
+    let index = Index::decode(body)?;
+    if index.next_seq > log.next_seq() || index.next_seq < log.first_seq() {
+        return Err(corrupt("it does not fit the log (records it covers are missing)"));
+    }
+    Ok(Some(index))
+}
+
+/// Writes the checkpoint: a temporary file, synced, renamed over the old one, and the
+/// directory synced, so a crash leaves the old checkpoint or the new one, whole.
+fn write_checkpoint(dir: &Path, body: &[u8]) -> Result<(), JournalError> {
+    let path = dir.join(CHECKPOINT);
+    let tmp = dir.join("checkpoint.tmp");
+    let io = |what: &str, e: std::io::Error| JournalError::io(format!("{what} {}", tmp.display()), e);
+    let mut file = fs::File::create(&tmp).map_err(|e| io("creating", e))?;
+    file.write_all(CHECKPOINT_MAGIC).map_err(|e| io("writing", e))?;
+    file.write_all(body).map_err(|e| io("writing", e))?;
+    file.write_all(&crc32c::crc32c(body).to_le_bytes())
+        .map_err(|e| io("writing", e))?;
+    file.sync_all().map_err(|e| io("syncing", e))?;
+    fs::rename(&tmp, &path).map_err(|e| io("renaming", e))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| JournalError::io(format!("syncing {}", dir.display()), e))
+}
+
+/// Removes the checkpoint, so the next start rebuilds the index from the whole log (after
+/// `forget` rewrote records under it).
+pub fn drop_checkpoint(queue_dir: &Path) -> Result<(), JournalError> {
+    let path = queue_dir.join(LOG_DIR).join(CHECKPOINT);
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(JournalError::io(format!("removing {}", path.display()), e)),
+    }
+}
+
+/// Events read back in bulk for an operation on the whole log (`forget`, the upgrade's
+/// check): every `EVENT` record's seq, head and JSON.
+pub fn each_event(
+    log: &Log,
+    mut visit: impl FnMut(u64, &EventHead, &[u8]) -> Result<(), JournalError>,
+) -> Result<(), JournalError> {
+    let records = log.records_after(log.first_seq().saturating_sub(1))?;
+    for record in records {
+        let record = record?;
+        if record.kind == EVENT {
+            let (head, at) = codec::decode_event_head(record.seq, &record.payload)?;
+            visit(record.seq, &head, &record.payload[at..])?;
+        }
+    }
+    Ok(())
+}
