@@ -34,6 +34,29 @@ pub enum Command {
     /// Remove a person from the enrichment cache, stored events, dead letters and rejected
     /// inputs (not from what sinks already received); a stopped gateway on the local engine
     Forget(ForgetArgs),
+    /// The local engine's journal: convert one of an older version to the log (`upgrade`),
+    /// then delete the old file once no downgrade is wanted (`upgrade --finalize`).
+    Journal(JournalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JournalArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(subcommand)]
+    pub command: JournalCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JournalCommand {
+    /// Convert a stopped gateway's journal of a version before the log (events in
+    /// `journal.redb`) to the log, keeping the old file as `journal.redb.pre-log`. A gateway
+    /// started on such a journal does the same at its first start.
+    Upgrade {
+        /// Delete the old file kept by the conversion: no downgrade is possible after this.
+        #[arg(long)]
+        finalize: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ mod dlq;
 mod forget;
 mod gateway;
 mod google;
+mod journal;
 mod migrate;
 mod queue;
 mod queue_copy;
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
         cli::Command::Migrate(args) => migrate::run(args, &registry),
         cli::Command::Queue(args) => queue_copy::run(args, &registry),
         cli::Command::Forget(args) => forget::run(args, &registry),
+        cli::Command::Journal(args) => journal::run(args, &registry),
     };
     match result {
         Ok(code) => code,

@@ -169,7 +169,11 @@ impl Queue for Journal {
                 .unrouted
                 .iter()
                 .copied()
-                .filter(|seq| self.unrouted.acquire(*seq, claim.holder, now, until).is_ok())
+                .filter(|seq| {
+                    self.unrouted
+                        .acquire(*seq, claim.holder, now, until)
+                        .is_ok()
+                })
                 .take(limit)
                 .collect()
         };
@@ -203,7 +207,10 @@ impl Queue for Journal {
                 }),
                 Ok(None) => {
                     self.unrouted.release(&seq, claim.holder);
-                    tracing::error!(seq, "an unrouted event is missing from the log; it is skipped");
+                    tracing::error!(
+                        seq,
+                        "an unrouted event is missing from the log; it is skipped"
+                    );
                 }
                 Err(e) => {
                     self.unrouted.release(&seq, claim.holder);

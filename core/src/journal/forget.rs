@@ -13,7 +13,11 @@ use super::writer::Core;
 use crate::queue::ForgetReport;
 use crate::queue::forget as rules;
 
-pub(super) fn forget(core: &mut Core, _dir: &Path, user_id: &str) -> Result<ForgetReport, JournalError> {
+pub(super) fn forget(
+    core: &mut Core,
+    _dir: &Path,
+    user_id: &str,
+) -> Result<ForgetReport, JournalError> {
     let mut report = store::forget(&core.db, user_id)?;
     // Which events name the user, and how many of their deliveries were still pending.
     let mut doomed = std::collections::BTreeSet::new();

@@ -24,8 +24,8 @@
 mod engine;
 mod error;
 mod forget;
-pub mod ledger;
 mod leases;
+pub mod ledger;
 /// The append-only segment log the engine's events and outcomes go to
 /// (docs/architecture.md §10.3).
 pub mod log;
@@ -583,6 +583,13 @@ fn scan_pending(
     }
     read.clear();
     scanned
+}
+
+/// `herald journal upgrade` on a stopped gateway's journal: converts it if it is of a
+/// version before the log (`None`: nothing to convert). `Locked` while a gateway runs.
+pub fn upgrade_stopped(dir: &Path) -> Result<Option<upgrade::Upgraded>, JournalError> {
+    let db = store::open(dir)?;
+    upgrade::convert_if_needed(&db, dir)
 }
 
 /// Opens a journal directory for `herald dlq` without starting a writer.

@@ -1107,7 +1107,13 @@ pub fn has_old_events(db: &Database) -> Result<bool, JournalError> {
 /// The events of a journal of a version before the log, oldest first, each with its commit
 /// time, JSON, whether it waits unrouted, and its pending deliveries `(sink, route, state)`.
 /// Delivered events within the retention come too (they keep suppressing duplicates).
-pub type OldEvent = (u64, Millis, String, bool, Vec<(String, String, PendingState)>);
+pub type OldEvent = (
+    u64,
+    Millis,
+    String,
+    bool,
+    Vec<(String, String, PendingState)>,
+);
 
 pub fn old_events(db: &Database) -> Result<Vec<OldEvent>, JournalError> {
     let txn = db.begin_read()?;
@@ -1131,7 +1137,13 @@ pub fn old_events(db: &Database) -> Result<Vec<OldEvent>, JournalError> {
         let (committed_at, _, json) = read_event(seq, value.value())?;
         let json = String::from_utf8_lossy(json).into_owned();
         let waits = unrouted.get(seq)?.is_some();
-        out.push((seq, committed_at, json, waits, by_seq.remove(&seq).unwrap_or_default()));
+        out.push((
+            seq,
+            committed_at,
+            json,
+            waits,
+            by_seq.remove(&seq).unwrap_or_default(),
+        ));
     }
     Ok(out)
 }

@@ -223,7 +223,10 @@ async fn dead_letters_keep_every_attempt_and_replay() {
         0
     );
 
-    let report = journal.replay(&DeadFilter::default(), &sinks()).await.unwrap();
+    let report = journal
+        .replay(&DeadFilter::default(), &sinks())
+        .await
+        .unwrap();
     assert_eq!(report.replayed, [letters[0].id]);
     assert!(
         journal
@@ -255,7 +258,10 @@ async fn rejected_inputs_are_kept_and_not_replayable() {
     journal.reject(input.clone()).await.unwrap();
     let letters = journal.dead_letters(&DeadFilter::default()).unwrap();
     assert_eq!(letters[0].kind, DeadKind::Rejected { input });
-    let report = journal.replay(&DeadFilter::default(), &sinks()).await.unwrap();
+    let report = journal
+        .replay(&DeadFilter::default(), &sinks())
+        .await
+        .unwrap();
     assert!(report.replayed.is_empty());
     assert_eq!(report.skipped.len(), 1);
     assert_eq!(journal.purge(&DeadFilter::default()).unwrap(), 1);
@@ -615,4 +621,155 @@ async fn forget_removes_exactly_what_names_the_user_on_a_stopped_journal() {
         Ok(Committed::New)
     );
     journal.close().await;
+}
+
+// ---- the log engine: upgrade and crash points --------------------------------------------
+
+/// Writes a journal as the versions before the log did (the old tables, through the old
+/// writer's code, which is kept for this).
+fn old_journal(dir: &std::path::Path) {
+    let db = store::open(dir).unwrap();
+    let table = routes().load_full();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut batch = store::Batch::new(&txn).unwrap();
+        let now = now_millis();
+        batch.append(&event("1", "add"), &table, now).unwrap(); // chat + audit
+        batch.append(&event("2", "delete"), &table, now).unwrap(); // audit
+        batch.append_unrouted(&event("3", "add"), now).unwrap();
+        let key = |sink: &str, seq, route: &str| DeliveryKey {
+            sink: sink.into(),
+            seq,
+            route: route.into(),
+        };
+        batch.outcome(&key("audit", 1, "adds"), &Outcome::Delivered).unwrap();
+        let failed = Attempt {
+            at: now,
+            error: "503 from the chat server".into(),
+        };
+        let retry = Outcome::Retry {
+            attempt: failed,
+            next_at: now + 60_000,
+        };
+        batch.outcome(&key("chat", 1, "adds"), &retry).unwrap();
+        let dead = Outcome::Dead {
+            attempt: None,
+            reason: "permanent error".into(),
+        };
+        batch.outcome(&key("audit", 2, "rest"), &dead).unwrap();
+        batch.finish().unwrap();
+    }
+    txn.commit().unwrap();
+    store::put_state(&db, "google/registration", Some(b"kept")).unwrap();
+}
+
+#[tokio::test]
+async fn a_journal_of_the_redb_version_is_converted_at_start_losing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    old_journal(dir.path());
+
+    let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+    let chat = journal.scan_pending("chat", None, 10).await.unwrap();
+    assert_eq!(chat.len(), 1, "{chat:?}");
+    assert_eq!(chat[0].event.id, "1");
+    assert_eq!(chat[0].state.attempts, 1, "the retry state came along");
+    assert_eq!(chat[0].state.errors[0].error, "503 from the chat server");
+    assert!(
+        journal.scan_pending("audit", None, 10).await.unwrap().is_empty(),
+        "delivered and dead deliveries stay settled"
+    );
+    assert_eq!(journal.dead_letters(&DeadFilter::default()).unwrap().len(), 1);
+    assert_eq!(
+        journal.get_state("google/registration").unwrap().as_deref(),
+        Some(&b"kept"[..])
+    );
+    let claim = crate::queue::Claim::new("t", Duration::from_secs(30));
+    let unrouted = crate::queue::Queue::claim_unrouted(&journal, claim, 10)
+        .await
+        .unwrap();
+    assert_eq!(unrouted.len(), 1, "the unrouted event still waits");
+    assert_eq!(unrouted[0].event.id, "3");
+    let stats = journal.stats().unwrap();
+    assert_eq!(stats.undelivered_events, 2, "{stats:?}");
+    assert_eq!(
+        journal.commit(event("2", "delete")).await,
+        Ok(Committed::Duplicate),
+        "the duplicate window came along"
+    );
+    assert!(dir.path().join(upgrade::PRE_LOG_COPY).exists(), "the old file is kept");
+    journal.close().await;
+    drop(journal);
+
+    // Opened again: converted once, the same pending deliveries.
+    let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+    assert_eq!(journal.scan_pending("chat", None, 10).await.unwrap().len(), 1);
+    journal.close().await;
+    drop(journal);
+    assert!(upgrade::finalize(dir.path()).unwrap());
+    assert!(!dir.path().join(upgrade::PRE_LOG_COPY).exists());
+    assert!(!upgrade::finalize(dir.path()).unwrap());
+
+    // The copy is the old journal as it was: a downgrade could use it.
+}
+
+#[tokio::test]
+async fn a_conversion_cut_short_is_done_again_from_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    old_journal(dir.path());
+    // A crash in the middle of writing the new log leaves `log.converting/` behind.
+    std::fs::create_dir_all(dir.path().join("log.converting")).unwrap();
+    std::fs::write(dir.path().join("log.converting/00000000000000000001.seg"), b"half").unwrap();
+    let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+    assert_eq!(journal.scan_pending("chat", None, 10).await.unwrap().len(), 1);
+    assert!(!dir.path().join("log.converting").exists());
+    journal.close().await;
+}
+
+/// Every cut of the log's last segment, at every byte offset: what was acknowledged before
+/// the cut is there, what was not is not, and the journal opens.
+#[tokio::test]
+async fn every_acknowledged_record_survives_a_cut_at_every_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+    let segment = dir.path().join("log/00000000000000000001.seg");
+    let len = || std::fs::metadata(&segment).unwrap().len();
+    // (end of the batch, audit deliveries pending once it is durable)
+    let mut acknowledged = vec![(len(), 0usize)];
+    let mut pending = 0;
+    for i in 0..12 {
+        journal.commit(event(&i.to_string(), "delete")).await.unwrap();
+        pending += 1;
+        acknowledged.push((len(), pending));
+        if i % 3 == 2 {
+            let item = journal.scan_pending("audit", None, 1).await.unwrap().remove(0);
+            journal.record(item.key, Outcome::Delivered).await.unwrap();
+            pending -= 1;
+            acknowledged.push((len(), pending));
+        }
+    }
+    journal.close().await;
+    drop(journal);
+    let bytes = std::fs::read(&segment).unwrap();
+    for cut in 24..=bytes.len() as u64 {
+        let copy = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(copy.path().join("log")).unwrap();
+        std::fs::write(
+            copy.path().join("log/00000000000000000001.seg"),
+            &bytes[..cut as usize],
+        )
+        .unwrap();
+        // The checkpoint written at close covers records the cut removed: it must be
+        // refused, not trusted.
+        std::fs::copy(dir.path().join("log/checkpoint"), copy.path().join("log/checkpoint"))
+            .unwrap();
+        let (ledger, _) = ledger::Ledger::open(copy.path())
+            .unwrap_or_else(|e| panic!("a cut at byte {cut} does not open: {e}"));
+        let expected = acknowledged
+            .iter()
+            .rev()
+            .find(|(end, _)| *end <= cut)
+            .map_or(0, |(_, pending)| *pending);
+        let found = ledger.shared().index().pending().get("audit").copied().unwrap_or(0);
+        assert_eq!(found as usize, expected, "cut at byte {cut}");
+    }
 }

@@ -55,15 +55,16 @@ pub fn convert_if_needed(db: &Database, dir: &Path) -> Result<Option<Upgraded>, 
         fs::copy(dir.join(FILE_NAME), &tmp)
             .and_then(|_| fs::File::open(&tmp)?.sync_all())
             .and_then(|()| fs::rename(&tmp, &copy))
-            .map_err(|e| JournalError::io(format!("copying the journal to {}", copy.display()), e))?;
+            .map_err(|e| {
+                JournalError::io(format!("copying the journal to {}", copy.display()), e)
+            })?;
     }
     let mut done = Upgraded::default();
     if !log_dir.exists() {
         let converting = dir.join(CONVERTING);
         if converting.exists() {
-            fs::remove_dir_all(&converting).map_err(|e| {
-                JournalError::io(format!("removing {}", converting.display()), e)
-            })?;
+            fs::remove_dir_all(&converting)
+                .map_err(|e| JournalError::io(format!("removing {}", converting.display()), e))?;
         }
         done = write_log(db, &converting)?;
         fs::rename(&converting, &log_dir)

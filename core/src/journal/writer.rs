@@ -329,7 +329,8 @@ impl Core {
         for command in commands.drain(..) {
             match command {
                 Command::Append { event, reply } => {
-                    let r = self.append(&event, routes, now, first, false, &mut records, &mut hashes);
+                    let r =
+                        self.append(&event, routes, now, first, false, &mut records, &mut hashes);
                     let r = r.map(|new| match new {
                         Some((seq, json, deliveries)) => {
                             let event = Arc::new(event);
@@ -357,7 +358,8 @@ impl Core {
                     replies.push(Reply::Append(reply, r));
                 }
                 Command::AppendUnrouted { event, reply } => {
-                    let r = self.append(&event, routes, now, first, true, &mut records, &mut hashes);
+                    let r =
+                        self.append(&event, routes, now, first, true, &mut records, &mut hashes);
                     let r = r.map(|new| match new {
                         Some((seq, json, _)) => {
                             appended.push(Held {
@@ -378,7 +380,8 @@ impl Core {
                     deliveries,
                     reply,
                 } => {
-                    let r = self.route_later(seq, event, &deliveries, first, &mut records, &mut routed);
+                    let r =
+                        self.route_later(seq, event, &deliveries, first, &mut records, &mut routed);
                     let r = r.map(|done| {
                         done.map(|(held, count)| {
                             for (_, sink) in &deliveries {
@@ -404,7 +407,8 @@ impl Core {
                     replies.push(Reply::Unit(reply, Ok(())));
                 }
                 Command::Outcome { key, outcome, then } => {
-                    let r = self.outcome(&key, &outcome, first, &mut records, &mut settled, &mut dead);
+                    let r =
+                        self.outcome(&key, &outcome, first, &mut records, &mut settled, &mut dead);
                     replies.push(Reply::Then(then, r));
                 }
                 Command::Bury {

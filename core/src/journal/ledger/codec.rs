@@ -56,7 +56,11 @@ pub fn encode_event(
     json: &str,
 ) {
     buf.extend_from_slice(&committed_at.to_le_bytes());
-    let flags = if from.is_some() { flags | ROUTED } else { flags };
+    let flags = if from.is_some() {
+        flags | ROUTED
+    } else {
+        flags
+    };
     buf.push(flags);
     if let Some(from) = from {
         buf.extend_from_slice(&from.to_le_bytes());
@@ -194,7 +198,10 @@ impl<'a> Reader<'a> {
         JournalError::corrupt(format!("record {} of the log", self.seq), why)
     }
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], JournalError> {
-        let end = self.at.checked_add(n).filter(|end| *end <= self.bytes.len());
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|end| *end <= self.bytes.len());
         let Some(end) = end else {
             return Err(self.bad(format_args!(
                 "it ends at byte {} where {n} more were expected",
@@ -241,7 +248,15 @@ mod tests {
     fn an_event_head_reads_back_as_written() {
         let mut buf = Vec::new();
         let deliveries = [("file", "all"), ("hook", "adds")];
-        encode_event(&mut buf, 42, REPLAYED, Some(7), 99, &deliveries, "{\"a\":1}");
+        encode_event(
+            &mut buf,
+            42,
+            REPLAYED,
+            Some(7),
+            99,
+            &deliveries,
+            "{\"a\":1}",
+        );
         let (head, at) = decode_event_head(3, &buf).unwrap();
         assert_eq!(head.committed_at, 42);
         assert_eq!(head.from, Some(7));

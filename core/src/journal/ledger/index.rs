@@ -112,9 +112,7 @@ impl Index {
         let id = u32::try_from(self.routes.len())
             .ok()
             .filter(|id| u64::from(*id) <= ROUTE_MASK)
-            .ok_or_else(|| {
-                JournalError::io("indexing a delivery", "more than 2^20 route names")
-            })?;
+            .ok_or_else(|| JournalError::io("indexing a delivery", "more than 2^20 route names"))?;
         let name: Arc<str> = Arc::from(route);
         self.routes.push(name.clone());
         self.route_ids.insert(name, id);
@@ -303,7 +301,9 @@ impl Index {
         let Some(queue) = self.sinks.get(sink) else {
             return Vec::new();
         };
-        let start = after.map_or(0, |(seq, _)| queue.entries.partition_point(|e| seq_of(*e) < seq));
+        let start = after.map_or(0, |(seq, _)| {
+            queue.entries.partition_point(|e| seq_of(*e) < seq)
+        });
         let mut found = Vec::new();
         for key in queue.entries.iter().skip(start) {
             if found.len() >= limit {
@@ -466,7 +466,11 @@ impl Index {
                 let len = r.u32()? as usize;
                 queue.states.insert(key, PendingState::decode(r.take(len)?));
             }
-            if queue.entries.iter().any(|e| route_of(*e) as usize >= index.routes.len()) {
+            if queue
+                .entries
+                .iter()
+                .any(|e| route_of(*e) as usize >= index.routes.len())
+            {
                 return Err(r.bad("a delivery names a route the checkpoint lacks"));
             }
             index.sinks.insert(sink, queue);
@@ -552,7 +556,16 @@ mod tests {
         assert_eq!(index.base, 2, "the settled first event left the window");
         let bytes = {
             let mut out = Vec::new();
-            index.retry("a", 3, "r2", 99, Attempt { at: 5, error: "503".into() });
+            index.retry(
+                "a",
+                3,
+                "r2",
+                99,
+                Attempt {
+                    at: 5,
+                    error: "503".into(),
+                },
+            );
             index.encode(&mut out);
             out
         };

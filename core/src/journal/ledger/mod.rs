@@ -69,7 +69,12 @@ impl Shared {
         for &seq in seqs {
             // Re-position when there is no reader, when it is past `seq`, or when a kept
             // position lies between it and `seq` (skipping ahead beats reading through).
-            let mark = self.index().marks.range(..=seq).next_back().map(|(_, p)| *p);
+            let mark = self
+                .index()
+                .marks
+                .range(..=seq)
+                .next_back()
+                .map(|(_, p)| *p);
             let reposition = match (&reader, mark) {
                 (None, _) => true,
                 (Some(_), _) if last_read >= seq => true,
@@ -285,8 +290,7 @@ impl Ledger {
             .record(started.elapsed().as_secs_f64());
         let deleted = self.log.delete_before(base.min(keep_from))?;
         if deleted > 0 {
-            *self.shared.view.lock().unwrap_or_else(|p| p.into_inner()) =
-                Arc::new(self.log.view());
+            *self.shared.view.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(self.log.view());
             let first = self.log.first_seq();
             self.shared.index().forget_below(first);
             if self.last_mark.is_some_and(|m| m.segment < first) {
@@ -356,7 +360,9 @@ fn rebuild(
 /// Keeps `position` if the last kept one is another segment's or [`MARK_EVERY`] behind.
 fn mark(index: &mut Index, last: &mut Option<Position>, position: Position) {
     let keep = match last {
-        Some(last) => last.segment != position.segment || position.offset >= last.offset + MARK_EVERY,
+        Some(last) => {
+            last.segment != position.segment || position.offset >= last.offset + MARK_EVERY
+        }
         None => true,
     };
     if keep {
@@ -366,7 +372,12 @@ fn mark(index: &mut Index, last: &mut Option<Position>, position: Position) {
 }
 
 /// Takes one record into the index, as at its append or at a rebuild.
-pub fn apply_record(index: &mut Index, seq: u64, kind: u8, payload: &[u8]) -> Result<(), JournalError> {
+pub fn apply_record(
+    index: &mut Index,
+    seq: u64,
+    kind: u8,
+    payload: &[u8],
+) -> Result<(), JournalError> {
     match kind {
         EVENT => {
             let (head, at) = codec::decode_event_head(seq, payload)?;
@@ -376,7 +387,10 @@ pub fn apply_record(index: &mut Index, seq: u64, kind: u8, payload: &[u8]) -> Re
                 .range(..=seq)
                 .next_back()
                 .map_or(seq, |(_, p)| p.segment);
-            let newest = index.segment_times.entry(segment).or_insert(head.committed_at);
+            let newest = index
+                .segment_times
+                .entry(segment)
+                .or_insert(head.committed_at);
             *newest = (*newest).max(head.committed_at);
             index.add_event(seq, &head, size)
         }
@@ -416,7 +430,9 @@ fn read_checkpoint(dir: &Path, log: &Log) -> Result<Option<Index>, JournalError>
     }
     let index = Index::decode(body)?;
     if index.next_seq > log.next_seq() || index.next_seq < log.first_seq() {
-        return Err(corrupt("it does not fit the log (records it covers are missing)"));
+        return Err(corrupt(
+            "it does not fit the log (records it covers are missing)",
+        ));
     }
     Ok(Some(index))
 }
@@ -426,9 +442,11 @@ fn read_checkpoint(dir: &Path, log: &Log) -> Result<Option<Index>, JournalError>
 fn write_checkpoint(dir: &Path, body: &[u8]) -> Result<(), JournalError> {
     let path = dir.join(CHECKPOINT);
     let tmp = dir.join("checkpoint.tmp");
-    let io = |what: &str, e: std::io::Error| JournalError::io(format!("{what} {}", tmp.display()), e);
+    let io =
+        |what: &str, e: std::io::Error| JournalError::io(format!("{what} {}", tmp.display()), e);
     let mut file = fs::File::create(&tmp).map_err(|e| io("creating", e))?;
-    file.write_all(CHECKPOINT_MAGIC).map_err(|e| io("writing", e))?;
+    file.write_all(CHECKPOINT_MAGIC)
+        .map_err(|e| io("writing", e))?;
     file.write_all(body).map_err(|e| io("writing", e))?;
     file.write_all(&crc32c::crc32c(body).to_le_bytes())
         .map_err(|e| io("writing", e))?;

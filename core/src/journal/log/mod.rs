@@ -404,9 +404,13 @@ impl Log {
                         encode_record(&mut buf, kind, FIRST | LAST, record.seq, &payload);
                         changed += 1;
                     }
-                    None => {
-                        encode_record(&mut buf, record.kind, FIRST | LAST, record.seq, &record.payload)
-                    }
+                    None => encode_record(
+                        &mut buf,
+                        record.kind,
+                        FIRST | LAST,
+                        record.seq,
+                        &record.payload,
+                    ),
                 }
             }
             if changed == 0 {
