@@ -52,7 +52,10 @@ pub fn run(args: &JournalArgs, registry: &Registry) -> anyhow::Result<ExitCode> 
                 dir.join(upgrade::PRE_LOG_COPY).display()
             );
         }
-        Ok(None) => println!("{} is already on the log: nothing to convert", dir.display()),
+        Ok(None) => println!(
+            "{} is already on the log: nothing to convert",
+            dir.display()
+        ),
         Err(JournalError::Locked { path }) => anyhow::bail!(
             "the journal {path} is held by a running gateway: it converted the journal when it \
              started; stop it to run this command"

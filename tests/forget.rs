@@ -54,6 +54,25 @@ async fn forget_removes_one_users_events_from_a_stopped_gateway() {
         "user 1's event and its webhook delivery: {stdout}"
     );
     assert!(stdout.contains("out of Herald's reach"), "{stdout}");
+    // Forgetting reaches the journal's files: no byte of the user's event is left in them
+    // (the log's segments are rewritten, not appended to).
+    for file in files_under(&dir.path().join("herald-data")) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !bytes.windows(17).any(|w| w == b"user1@example.edu"),
+            "{} still holds user 1's address",
+            file.display()
+        );
+    }
+    assert!(
+        files_under(&dir.path().join("herald-data"))
+            .iter()
+            .any(|f| std::fs::read(f)
+                .unwrap()
+                .windows(17)
+                .any(|w| w == b"user2@example.edu")),
+        "user 2's event is still stored"
+    );
 
     // Nothing of user 1 is left; user 2's event and its delivery still are.
     let again = text(&gateway.cli(&["forget", "1"]).stdout);
@@ -66,4 +85,17 @@ async fn forget_removes_one_users_events_from_a_stopped_gateway() {
         other.contains("stored events:            1 (1 deliveries dropped undelivered)"),
         "{other}"
     );
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }

@@ -160,6 +160,8 @@ pub struct Gateway {
     child: Option<Child>,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
+    /// A command the gateway is started through (`sh -c '…; exec "$@"' sh`), if any.
+    wrapper: Vec<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -173,6 +175,13 @@ impl Gateway {
     /// Writes `yaml` as `dir/routes.yaml` and starts the gateway on it. The config should
     /// listen on `127.0.0.1:0` for both listeners.
     pub fn start(dir: &Path, yaml: &str) -> Gateway {
+        Gateway::start_through(dir, yaml, &[])
+    }
+
+    /// Like [`Gateway::start`], but through `wrapper`, a command that ends by `exec`ing its
+    /// arguments (the gateway's command line), keeping the pid: e.g. a shell that sets a
+    /// resource limit first.
+    pub fn start_through(dir: &Path, yaml: &str, wrapper: &[&str]) -> Gateway {
         let config = dir.join("routes.yaml");
         std::fs::write(&config, yaml).unwrap();
         let mut g = Gateway {
@@ -181,6 +190,7 @@ impl Gateway {
             child: None,
             listen: ([0, 0, 0, 0], 0).into(),
             admin: ([0, 0, 0, 0], 0).into(),
+            wrapper: wrapper.iter().map(|s| (*s).to_owned()).collect(),
         };
         g.spawn();
         g
@@ -192,7 +202,15 @@ impl Gateway {
             .append(true)
             .open(self.dir.join("gateway.log"))
             .unwrap();
-        let child = herald()
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_herald"));
+                c
+            }
+            None => herald(),
+        };
+        let child = command
             .args(["run", "-c", self.config.to_str().unwrap()])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

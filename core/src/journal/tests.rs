@@ -642,7 +642,9 @@ fn old_journal(dir: &std::path::Path) {
             seq,
             route: route.into(),
         };
-        batch.outcome(&key("audit", 1, "adds"), &Outcome::Delivered).unwrap();
+        batch
+            .outcome(&key("audit", 1, "adds"), &Outcome::Delivered)
+            .unwrap();
         let failed = Attempt {
             at: now,
             error: "503 from the chat server".into(),
@@ -675,10 +677,17 @@ async fn a_journal_of_the_redb_version_is_converted_at_start_losing_nothing() {
     assert_eq!(chat[0].state.attempts, 1, "the retry state came along");
     assert_eq!(chat[0].state.errors[0].error, "503 from the chat server");
     assert!(
-        journal.scan_pending("audit", None, 10).await.unwrap().is_empty(),
+        journal
+            .scan_pending("audit", None, 10)
+            .await
+            .unwrap()
+            .is_empty(),
         "delivered and dead deliveries stay settled"
     );
-    assert_eq!(journal.dead_letters(&DeadFilter::default()).unwrap().len(), 1);
+    assert_eq!(
+        journal.dead_letters(&DeadFilter::default()).unwrap().len(),
+        1
+    );
     assert_eq!(
         journal.get_state("google/registration").unwrap().as_deref(),
         Some(&b"kept"[..])
@@ -696,13 +705,19 @@ async fn a_journal_of_the_redb_version_is_converted_at_start_losing_nothing() {
         Ok(Committed::Duplicate),
         "the duplicate window came along"
     );
-    assert!(dir.path().join(upgrade::PRE_LOG_COPY).exists(), "the old file is kept");
+    assert!(
+        dir.path().join(upgrade::PRE_LOG_COPY).exists(),
+        "the old file is kept"
+    );
     journal.close().await;
     drop(journal);
 
     // Opened again: converted once, the same pending deliveries.
     let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
-    assert_eq!(journal.scan_pending("chat", None, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        journal.scan_pending("chat", None, 10).await.unwrap().len(),
+        1
+    );
     journal.close().await;
     drop(journal);
     assert!(upgrade::finalize(dir.path()).unwrap());
@@ -718,9 +733,16 @@ async fn a_conversion_cut_short_is_done_again_from_the_start() {
     old_journal(dir.path());
     // A crash in the middle of writing the new log leaves `log.converting/` behind.
     std::fs::create_dir_all(dir.path().join("log.converting")).unwrap();
-    std::fs::write(dir.path().join("log.converting/00000000000000000001.seg"), b"half").unwrap();
+    std::fs::write(
+        dir.path().join("log.converting/00000000000000000001.seg"),
+        b"half",
+    )
+    .unwrap();
     let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
-    assert_eq!(journal.scan_pending("chat", None, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        journal.scan_pending("chat", None, 10).await.unwrap().len(),
+        1
+    );
     assert!(!dir.path().join("log.converting").exists());
     journal.close().await;
 }
@@ -737,11 +759,18 @@ async fn every_acknowledged_record_survives_a_cut_at_every_offset() {
     let mut acknowledged = vec![(len(), 0usize)];
     let mut pending = 0;
     for i in 0..12 {
-        journal.commit(event(&i.to_string(), "delete")).await.unwrap();
+        journal
+            .commit(event(&i.to_string(), "delete"))
+            .await
+            .unwrap();
         pending += 1;
         acknowledged.push((len(), pending));
         if i % 3 == 2 {
-            let item = journal.scan_pending("audit", None, 1).await.unwrap().remove(0);
+            let item = journal
+                .scan_pending("audit", None, 1)
+                .await
+                .unwrap()
+                .remove(0);
             journal.record(item.key, Outcome::Delivered).await.unwrap();
             pending -= 1;
             acknowledged.push((len(), pending));
@@ -760,8 +789,11 @@ async fn every_acknowledged_record_survives_a_cut_at_every_offset() {
         .unwrap();
         // The checkpoint written at close covers records the cut removed: it must be
         // refused, not trusted.
-        std::fs::copy(dir.path().join("log/checkpoint"), copy.path().join("log/checkpoint"))
-            .unwrap();
+        std::fs::copy(
+            dir.path().join("log/checkpoint"),
+            copy.path().join("log/checkpoint"),
+        )
+        .unwrap();
         let (ledger, _) = ledger::Ledger::open(copy.path())
             .unwrap_or_else(|e| panic!("a cut at byte {cut} does not open: {e}"));
         let expected = acknowledged
@@ -769,7 +801,13 @@ async fn every_acknowledged_record_survives_a_cut_at_every_offset() {
             .rev()
             .find(|(end, _)| *end <= cut)
             .map_or(0, |(_, pending)| *pending);
-        let found = ledger.shared().index().pending().get("audit").copied().unwrap_or(0);
+        let found = ledger
+            .shared()
+            .index()
+            .pending()
+            .get("audit")
+            .copied()
+            .unwrap_or(0);
         assert_eq!(found as usize, expected, "cut at byte {cut}");
     }
 }
