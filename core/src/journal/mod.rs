@@ -29,6 +29,8 @@ pub mod ledger;
 /// The append-only segment log the engine's events and outcomes go to
 /// (docs/architecture.md §10.3).
 pub mod log;
+#[cfg(test)]
+mod old_writer;
 mod recent;
 mod records;
 mod store;

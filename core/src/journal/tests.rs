@@ -632,7 +632,7 @@ fn old_journal(dir: &std::path::Path) {
     let table = routes().load_full();
     let txn = db.begin_write().unwrap();
     {
-        let mut batch = store::Batch::new(&txn).unwrap();
+        let mut batch = old_writer::Batch::new(&txn).unwrap();
         let now = now_millis();
         batch.append(&event("1", "add"), &table, now).unwrap(); // chat + audit
         batch.append(&event("2", "delete"), &table, now).unwrap(); // audit

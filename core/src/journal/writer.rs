@@ -99,13 +99,6 @@ pub(super) fn spawn(writer: Writer) -> std::io::Result<std::thread::JoinHandle<(
         .spawn(move || writer.run())
 }
 
-/// Keeps the first error of a batch.
-fn note_failure<T>(failed: &mut Option<JournalError>, result: &Result<T, JournalError>) {
-    if let (None, Err(e)) = (&failed, result) {
-        *failed = Some(e.clone());
-    }
-}
-
 /// A reply to send once the batch is committed.
 enum Reply {
     Append(
@@ -243,6 +236,9 @@ impl Records {
             .collect()
     }
 }
+
+/// A new event as encoded: its seq, its JSON and its `(sink, route)` deliveries.
+type NewEvent = (u64, String, Vec<(String, String)>);
 
 /// `(sink, route)` pairs each once, from `(route, sink)` or targets.
 fn unique<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<(&'a str, &'a str)> {
@@ -505,7 +501,7 @@ impl Core {
         unrouted: bool,
         records: &mut Records,
         hashes: &mut HashMap<u64, (String, String)>,
-    ) -> Result<Option<(u64, String, Vec<(String, String)>)>, JournalError> {
+    ) -> Result<Option<NewEvent>, JournalError> {
         let hash = codec::dedup_hash(&event.source, &event.id);
         if let Some((source, id)) = hashes.get(&hash)
             && *source == event.source

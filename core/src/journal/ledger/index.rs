@@ -61,6 +61,10 @@ impl SinkQueue {
         self.entries.len() - self.done.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn find(&self, seq: u64, route: u32) -> Option<usize> {
         let at = self.entries.partition_point(|e| seq_of(*e) < seq);
         let key = pack(seq, route);

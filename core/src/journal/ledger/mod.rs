@@ -61,7 +61,7 @@ impl Shared {
 
     /// The events `seqs` (increasing) as stored, read from disk. An event that is not there
     /// (forgotten, or its segment deleted) is `None`; damage is `Corrupt` for that event.
-    pub fn read(&self, seqs: &[u64]) -> Vec<(u64, Result<Option<Held>, JournalError>)> {
+    pub(crate) fn read(&self, seqs: &[u64]) -> Vec<(u64, Result<Option<Held>, JournalError>)> {
         let view = self.view();
         let mut out = Vec::with_capacity(seqs.len());
         let mut reader: Option<super::log::Records> = None;
@@ -125,7 +125,7 @@ impl Shared {
 }
 
 /// An `EVENT` record as the sinks need it, with its head.
-pub fn decode_held(seq: u64, payload: &[u8]) -> Result<(Held, EventHead), JournalError> {
+pub(crate) fn decode_held(seq: u64, payload: &[u8]) -> Result<(Held, EventHead), JournalError> {
     let (head, at) = codec::decode_event_head(seq, payload)?;
     let json = &payload[at..];
     let what = || format!("event {seq}");
