@@ -143,7 +143,8 @@ impl Queue for Journal {
     async fn commit_unrouted(&self, event: Event) -> Result<Committed, JournalError> {
         self.room()?;
         let (reply, answer) = oneshot::channel();
-        self.send(writer::Command::AppendUnrouted { event, reply })
+        let json = super::event_json(&event)?;
+        self.send(writer::Command::AppendUnrouted { event, json, reply })
             .await?;
         let committed = answer.await.map_err(|_| JournalError::Closed)??;
         if committed == Committed::New {

@@ -432,9 +432,10 @@ impl Journal {
 impl Ingest for Journal {
     async fn commit(&self, event: Event) -> Result<Committed, IngestError> {
         self.room()?;
+        let json = event_json(&event)?;
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(writer::Command::Append { event, reply })
+            .send(writer::Command::Append { event, json, reply })
             .await
             .map_err(|_| IngestError::Unavailable("the journal is shutting down".into()))?;
         answer
@@ -490,6 +491,14 @@ pub(super) const WRITING_STATE: &str = "writing a state value";
 const READING_DEAD: &str = "reading the dead letters";
 pub(super) const REPLAYING: &str = "replaying dead letters";
 pub(super) const PURGING: &str = "purging dead letters";
+
+/// An event's JSON as stored, encoded by the sender so the writer thread does not. Encoding
+/// cannot fail for an [`Event`]; if it did, it would be an I/O error of the commit (503).
+fn event_json(event: &Event) -> Result<Arc<str>, JournalError> {
+    serde_json::to_string(event)
+        .map(Arc::from)
+        .map_err(|e| JournalError::io("encoding an event", e))
+}
 
 /// The retention in the journal's clock.
 fn retention_ms(queue: &QueueConfig) -> Millis {

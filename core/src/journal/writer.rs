@@ -23,12 +23,15 @@ use crate::ingest::{Committed, RejectedInput};
 use crate::rules::RouteTable;
 
 pub(super) enum Command {
+    /// `json` is the event's JSON, encoded by the sender (off the writer thread).
     Append {
         event: Event,
+        json: Arc<str>,
         reply: oneshot::Sender<Result<Committed, JournalError>>,
     },
     AppendUnrouted {
         event: Event,
+        json: Arc<str>,
         reply: oneshot::Sender<Result<Committed, JournalError>>,
     },
     RouteLater {
@@ -237,8 +240,8 @@ impl Records {
     }
 }
 
-/// A new event as encoded: its seq, its JSON and its `(sink, route)` deliveries.
-type NewEvent = (u64, String, Vec<(String, String)>);
+/// A new event as encoded: its seq and its `(sink, route)` deliveries.
+type NewEvent<'r> = (u64, Vec<(&'r str, &'r str)>);
 
 /// `(sink, route)` pairs each once, from `(route, sink)` or targets.
 fn unique<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<(&'a str, &'a str)> {
@@ -262,17 +265,15 @@ impl Core {
     /// confirmed against the stored event. Never a false duplicate: an event that cannot be
     /// read back is taken as new.
     fn seen(&self, hash: u64, event: &Event) -> bool {
-        let Some(seq) = self.ledger.shared().index().dedup.get(&hash).copied() else {
-            return false;
-        };
-        match self.held(seq) {
+        let candidates = self.ledger.shared().index().dedup.candidates(hash);
+        candidates.into_iter().any(|seq| match self.held(seq) {
             Ok(Some(held)) => held.event.source == event.source && held.event.id == event.id,
             Ok(None) => false,
             Err(e) => {
                 tracing::warn!(seq, error = %e, "an event the duplicate window points at cannot be read; the new one is taken as new");
                 false
             }
-        }
+        })
     }
 
     /// Checkpoints and deletes segments when due (`force`: now), logging a failure.
@@ -318,24 +319,36 @@ impl Core {
         let mut replayed: Vec<u64> = Vec::new();
         let mut sweeps = Vec::new();
         // What this batch did already, which the index does not know before the append.
-        let mut hashes: HashMap<u64, (String, String)> = HashMap::new();
+        let mut hashes: HashMap<u64, Arc<Event>> = HashMap::new();
         let mut routed: HashSet<u64> = HashSet::new();
         let mut settled: HashSet<(String, u64, String)> = HashSet::new();
 
         for command in commands.drain(..) {
             match command {
-                Command::Append { event, reply } => {
-                    let r =
-                        self.append(&event, routes, now, first, false, &mut records, &mut hashes);
+                Command::Append { event, json, reply } => {
+                    let event = Arc::new(event);
+                    let r = self.append(
+                        &event,
+                        &json,
+                        routes,
+                        now,
+                        first,
+                        false,
+                        &mut records,
+                        &mut hashes,
+                    );
                     let r = r.map(|new| match new {
-                        Some((seq, json, deliveries)) => {
-                            let event = Arc::new(event);
+                        Some((seq, deliveries)) => {
                             for (sink, _) in &deliveries {
-                                touched.insert(sink.clone());
+                                if !touched.contains(*sink) {
+                                    touched.insert((*sink).to_owned());
+                                }
                             }
                             if tapping {
-                                let deliveries =
-                                    deliveries.into_iter().map(|(s, r)| (r, s)).collect();
+                                let deliveries = deliveries
+                                    .iter()
+                                    .map(|(s, r)| ((*r).to_owned(), (*s).to_owned()))
+                                    .collect();
                                 tapped.push(super::Tapped {
                                     event: event.clone(),
                                     deliveries,
@@ -345,7 +358,7 @@ impl Core {
                                 seq,
                                 committed_at: now,
                                 event,
-                                json: Arc::from(json),
+                                json,
                             });
                             Committed::New
                         }
@@ -353,16 +366,25 @@ impl Core {
                     });
                     replies.push(Reply::Append(reply, r));
                 }
-                Command::AppendUnrouted { event, reply } => {
-                    let r =
-                        self.append(&event, routes, now, first, true, &mut records, &mut hashes);
+                Command::AppendUnrouted { event, json, reply } => {
+                    let event = Arc::new(event);
+                    let r = self.append(
+                        &event,
+                        &json,
+                        routes,
+                        now,
+                        first,
+                        true,
+                        &mut records,
+                        &mut hashes,
+                    );
                     let r = r.map(|new| match new {
-                        Some((seq, json, _)) => {
+                        Some((seq, _)) => {
                             appended.push(Held {
                                 seq,
                                 committed_at: now,
-                                event: Arc::new(event),
-                                json: Arc::from(json),
+                                event,
+                                json,
                             });
                             Committed::New
                         }
@@ -492,28 +514,27 @@ impl Core {
     /// Encodes a new event unless it is a duplicate (`None`); returns its seq, JSON and
     /// `(sink, route)` deliveries.
     #[allow(clippy::too_many_arguments)]
-    fn append(
+    fn append<'r>(
         &self,
-        event: &Event,
-        routes: &RouteTable,
+        event: &Arc<Event>,
+        json: &str,
+        routes: &'r RouteTable,
         now: Millis,
         first: u64,
         unrouted: bool,
         records: &mut Records,
-        hashes: &mut HashMap<u64, (String, String)>,
-    ) -> Result<Option<NewEvent>, JournalError> {
+        hashes: &mut HashMap<u64, Arc<Event>>,
+    ) -> Result<Option<NewEvent<'r>>, JournalError> {
         let hash = codec::dedup_hash(&event.source, &event.id);
-        if let Some((source, id)) = hashes.get(&hash)
-            && *source == event.source
-            && *id == event.id
+        if let Some(earlier) = hashes.get(&hash)
+            && earlier.source == event.source
+            && earlier.id == event.id
         {
             return Ok(None);
         }
         if self.seen(hash, event) {
             return Ok(None);
         }
-        let json =
-            serde_json::to_string(event).map_err(|e| JournalError::io("encoding an event", e))?;
         let targets = if unrouted {
             Vec::new()
         } else {
@@ -522,14 +543,10 @@ impl Core {
         let pairs = unique(targets.iter().map(|t| (t.sink, t.route)));
         let flags = if unrouted { codec::UNROUTED } else { 0 };
         let seq = records.push(first, codec::EVENT, |buf| {
-            codec::encode_event(buf, now, flags, None, hash, &pairs, &json);
+            codec::encode_event(buf, now, flags, None, hash, &pairs, json);
         });
-        hashes.insert(hash, (event.source.clone(), event.id.clone()));
-        let deliveries = pairs
-            .iter()
-            .map(|(s, r)| ((*s).to_owned(), (*r).to_owned()))
-            .collect();
-        Ok(Some((seq, json, deliveries)))
+        hashes.insert(hash, event.clone());
+        Ok(Some((seq, pairs)))
     }
 
     /// Encodes the routed copy of the unrouted event `seq`; `None` when it is not unrouted.

@@ -37,13 +37,13 @@ pub fn dedup_hash(source: &str, id: &str) -> u64 {
 
 /// The head of an `EVENT` record: everything but the JSON.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EventHead {
+pub struct EventHead<'a> {
     pub committed_at: Millis,
     pub flags: u8,
     pub from: Option<u64>,
     pub hash: u64,
-    /// `(sink, route)`, each once.
-    pub deliveries: Vec<(String, String)>,
+    /// `(sink, route)`, each once, borrowed from the record.
+    pub deliveries: Vec<(&'a str, &'a str)>,
 }
 
 pub fn encode_event(
@@ -76,7 +76,7 @@ pub fn encode_event(
 }
 
 /// The head of an `EVENT` record and where its JSON starts.
-pub fn decode_event_head(seq: u64, payload: &[u8]) -> Result<(EventHead, usize), JournalError> {
+pub fn decode_event_head(seq: u64, payload: &[u8]) -> Result<(EventHead<'_>, usize), JournalError> {
     let mut r = Reader::new(seq, payload);
     let committed_at = r.i64()?;
     let flags = r.u8()?;
@@ -89,8 +89,8 @@ pub fn decode_event_head(seq: u64, payload: &[u8]) -> Result<(EventHead, usize),
     let n = r.u16()?;
     let mut deliveries = Vec::with_capacity(usize::from(n));
     for _ in 0..n {
-        let sink = r.str()?.to_owned();
-        let route = r.str()?.to_owned();
+        let sink = r.str()?;
+        let route = r.str()?;
         deliveries.push((sink, route));
     }
     Ok((
@@ -114,10 +114,10 @@ pub enum Settled {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OutcomeRecord {
+pub struct OutcomeRecord<'a> {
     pub seq: u64,
-    pub sink: String,
-    pub route: String,
+    pub sink: &'a str,
+    pub route: &'a str,
     pub settled: Settled,
 }
 
@@ -140,12 +140,12 @@ pub fn encode_outcome(buf: &mut Vec<u8>, seq: u64, sink: &str, route: &str, sett
     }
 }
 
-pub fn decode_outcome(seq: u64, payload: &[u8]) -> Result<OutcomeRecord, JournalError> {
+pub fn decode_outcome(seq: u64, payload: &[u8]) -> Result<OutcomeRecord<'_>, JournalError> {
     let mut r = Reader::new(seq, payload);
     let event = r.u64()?;
     let what = r.u8()?;
-    let sink = r.str()?.to_owned();
-    let route = r.str()?.to_owned();
+    let sink = r.str()?;
+    let route = r.str()?;
     let settled = match what {
         0 => Settled::Delivered,
         1 => {
@@ -262,7 +262,7 @@ mod tests {
         assert_eq!(head.from, Some(7));
         assert_eq!(head.flags, REPLAYED | ROUTED);
         assert_eq!(head.hash, 99);
-        assert_eq!(head.deliveries[1], ("hook".into(), "adds".into()));
+        assert_eq!(head.deliveries[1], ("hook", "adds"));
         assert_eq!(&buf[at..], b"{\"a\":1}");
         // Cut anywhere in the head: Corrupt, never a panic.
         for cut in 0..at {
@@ -284,7 +284,7 @@ mod tests {
             encode_outcome(&mut buf, 12, "hook", "adds", &settled);
             let read = decode_outcome(1, &buf).unwrap();
             assert_eq!(read.seq, 12);
-            assert_eq!((read.sink.as_str(), read.route.as_str()), ("hook", "adds"));
+            assert_eq!((read.sink, read.route), ("hook", "adds"));
             assert_eq!(read.settled, settled);
         }
     }

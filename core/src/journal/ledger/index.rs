@@ -83,7 +83,7 @@ pub struct Index {
     routes: Vec<Arc<str>>,
     route_ids: HashMap<Arc<str>, u32>,
     pub unrouted: BTreeSet<u64>,
-    pub dedup: HashMap<u64, u64>,
+    pub dedup: super::dedup::Window,
     /// Batch starts, sparse: reading an event starts at the last one at or before it.
     pub marks: BTreeMap<u64, Position>,
     /// Per segment (by first seq), the newest commit time of an event in it.
@@ -172,11 +172,7 @@ impl Index {
                 size,
             },
         )?;
-        let mut by_sink: Vec<(&str, &str)> = head
-            .deliveries
-            .iter()
-            .map(|(s, r)| (s.as_str(), r.as_str()))
-            .collect();
+        let mut by_sink: Vec<(&str, &str)> = head.deliveries.clone();
         by_sink.sort_unstable();
         for (sink, route) in by_sink {
             let id = self.route_id(route)?;
@@ -350,8 +346,7 @@ impl Index {
 
     /// Forgets what refers to records below `first_seq`, whose segments were deleted.
     pub fn forget_below(&mut self, first_seq: u64) {
-        self.dedup.retain(|_, seq| *seq >= first_seq);
-        self.dedup.shrink_to_fit();
+        self.dedup.forget_below(first_seq);
         self.marks = self.marks.split_off(&first_seq);
         self.segment_times = self.segment_times.split_off(&first_seq);
     }
@@ -405,11 +400,7 @@ impl Index {
         for seq in &self.unrouted {
             u64s(out, *seq);
         }
-        u64s(out, self.dedup.len() as u64);
-        for (hash, seq) in &self.dedup {
-            u64s(out, *hash);
-            u64s(out, *seq);
-        }
+        self.dedup.encode(out);
         u64s(out, self.marks.len() as u64);
         for p in self.marks.values() {
             u64s(out, p.segment);
@@ -482,10 +473,7 @@ impl Index {
         for _ in 0..count(&mut r)? {
             index.unrouted.insert(r.u64()?);
         }
-        for _ in 0..count(&mut r)? {
-            let hash = r.u64()?;
-            index.dedup.insert(hash, r.u64()?);
-        }
+        index.dedup = super::dedup::Window::decode(&mut r, bytes.len())?;
         for _ in 0..count(&mut r)? {
             let p = Position {
                 segment: r.u64()?,
@@ -520,16 +508,13 @@ fn long_str<'a>(r: &mut Reader<'a>) -> Result<&'a str, JournalError> {
 mod tests {
     use super::*;
 
-    fn head(deliveries: &[(&str, &str)]) -> EventHead {
+    fn head<'a>(deliveries: &[(&'a str, &'a str)]) -> EventHead<'a> {
         EventHead {
             committed_at: 1,
             flags: 0,
             from: None,
             hash: 7,
-            deliveries: deliveries
-                .iter()
-                .map(|(s, r)| ((*s).to_owned(), (*r).to_owned()))
-                .collect(),
+            deliveries: deliveries.to_vec(),
         }
     }
 

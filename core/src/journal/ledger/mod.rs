@@ -18,6 +18,7 @@
 //!   checkpoint that no longer needs it is on disk.
 
 pub mod codec;
+pub mod dedup;
 pub mod index;
 
 use std::fs;
@@ -125,7 +126,7 @@ impl Shared {
 }
 
 /// An `EVENT` record as the sinks need it, with its head.
-pub(crate) fn decode_held(seq: u64, payload: &[u8]) -> Result<(Held, EventHead), JournalError> {
+pub(crate) fn decode_held(seq: u64, payload: &[u8]) -> Result<(Held, EventHead<'_>), JournalError> {
     let (head, at) = codec::decode_event_head(seq, payload)?;
     let json = &payload[at..];
     let what = || format!("event {seq}");
@@ -399,10 +400,10 @@ pub fn apply_record(
             let outcome = codec::decode_outcome(seq, payload)?;
             match outcome.settled {
                 Settled::Delivered | Settled::Dead => {
-                    index.settle(&outcome.sink, outcome.seq, &outcome.route);
+                    index.settle(outcome.sink, outcome.seq, outcome.route);
                 }
                 Settled::Retry { next_at, attempt } => {
-                    index.retry(&outcome.sink, outcome.seq, &outcome.route, next_at, attempt);
+                    index.retry(outcome.sink, outcome.seq, outcome.route, next_at, attempt);
                 }
             }
             Ok(())

@@ -104,7 +104,7 @@ pub struct Position {
 /// durable records end. A snapshot ([`Log::view`]); records appended later are not in it.
 #[derive(Clone, Debug, Default)]
 pub struct View {
-    segments: Vec<(u64, PathBuf)>,
+    segments: std::sync::Arc<Vec<(u64, PathBuf)>>,
     active_len: u64,
     next_seq: u64,
 }
@@ -215,6 +215,8 @@ pub struct Log {
     poisoned: Option<String>,
     /// Where the last appended batch starts.
     last_batch: Option<Position>,
+    /// `segments` as readers get them ([`Log::view`]), rebuilt when a segment comes or goes.
+    listed: std::sync::Arc<Vec<(u64, PathBuf)>>,
 }
 
 impl std::fmt::Debug for Log {
@@ -327,7 +329,10 @@ impl Log {
             buf: Vec::new(),
             poisoned: None,
             last_batch: None,
+            listed: Default::default(),
         };
+        let mut log = log;
+        log.relist();
         Ok((log, recovery))
     }
 
@@ -442,14 +447,19 @@ impl Log {
     /// A snapshot for readers (see [`View`]).
     pub fn view(&self) -> View {
         View {
-            segments: self
-                .segments
-                .iter()
-                .map(|s| (s.first_seq, s.path.clone()))
-                .collect(),
+            segments: self.listed.clone(),
             active_len: self.active_len,
             next_seq: self.next_seq,
         }
+    }
+
+    fn relist(&mut self) {
+        self.listed = std::sync::Arc::new(
+            self.segments
+                .iter()
+                .map(|s| (s.first_seq, s.path.clone()))
+                .collect(),
+        );
     }
 
     /// Appends `batch` as one group commit: one write and one fdatasync (module docs). Returns
@@ -560,6 +570,7 @@ impl Log {
         });
         self.active = file;
         self.active_len = HEADER_LEN as u64;
+        self.relist();
         Ok(())
     }
 
@@ -619,6 +630,7 @@ impl Log {
                 Err(e) => {
                     let error = io_error("deleting", path, e);
                     if deleted > 0 {
+                        self.relist();
                         let _ = self.ops.sync_dir(&self.dir);
                     }
                     return Err(error);
@@ -628,6 +640,7 @@ impl Log {
             deleted += 1;
         }
         if deleted > 0 {
+            self.relist();
             self.ops
                 .sync_dir(&self.dir)
                 .map_err(|e| io_error("syncing", &self.dir, e))?;
