@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 a=$1 b=$2 pairs=${3:-7} secs=${4:-6}
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$work"' EXIT
 
 # BINARY OFFSET → "requests/s cpu_µs_per_request"
 one() {

@@ -16,7 +16,7 @@ target=${CARGO_TARGET_DIR:-target}
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked -p herald -p herald-bench >&2
 bin="$target/release"
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$work"' EXIT
 
 # MODE → the RESULT line; MODE is "direct" (the baseline) or "herald".
 one() {

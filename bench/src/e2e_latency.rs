@@ -45,7 +45,11 @@ async fn receive(arrivals: Arrivals, listener: tokio::net::TcpListener) -> std::
                     let body = req.into_body().collect().await.map(|b| b.to_bytes());
                     let at = Instant::now();
                     if let Some(n) = body.ok().as_deref().and_then(number) {
-                        arrivals.lock().unwrap_or_else(|p| p.into_inner()).entry(n).or_insert(at);
+                        arrivals
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .entry(n)
+                            .or_insert(at);
                     }
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
                 }

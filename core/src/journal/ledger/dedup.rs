@@ -96,16 +96,16 @@ impl Window {
         self.len() == 0
     }
 
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.base.to_le_bytes());
-        out.extend_from_slice(&(self.sorted.len() as u64).to_le_bytes());
+    pub fn encode(&self, out: &mut (impl super::index::Out + ?Sized)) {
+        out.put(&self.base.to_le_bytes());
+        out.put(&(self.sorted.len() as u64).to_le_bytes());
         for e in &self.sorted {
-            out.extend_from_slice(&e.to_le_bytes());
+            out.put(&e.to_le_bytes());
         }
-        out.extend_from_slice(&(self.recent.len() as u64).to_le_bytes());
+        out.put(&(self.recent.len() as u64).to_le_bytes());
         for (hash, seq) in &self.recent {
-            out.extend_from_slice(&hash.to_le_bytes());
-            out.extend_from_slice(&seq.to_le_bytes());
+            out.put(&hash.to_le_bytes());
+            out.put(&seq.to_le_bytes());
         }
     }
 

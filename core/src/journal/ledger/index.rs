@@ -344,6 +344,26 @@ impl Index {
             .collect()
     }
 
+    /// Gives back the memory a backlog left behind once it is delivered (a queue holds on to
+    /// its largest size otherwise). Called with every checkpoint.
+    pub fn shrink(&mut self) {
+        fn shrink<T>(deque: &mut VecDeque<T>) {
+            if deque.capacity() > 4096 && deque.len() < deque.capacity() / 4 {
+                deque.shrink_to(deque.len() * 2);
+            }
+        }
+        shrink(&mut self.slots);
+        for queue in self.sinks.values_mut() {
+            shrink(&mut queue.entries);
+            if queue.done.capacity() > 4096 && queue.done.len() < queue.done.capacity() / 4 {
+                queue.done.shrink_to(queue.done.len() * 2);
+            }
+            if queue.states.capacity() > 4096 && queue.states.len() < queue.states.capacity() / 4 {
+                queue.states.shrink_to(queue.states.len() * 2);
+            }
+        }
+    }
+
     /// Forgets what refers to records below `first_seq`, whose segments were deleted.
     pub fn forget_below(&mut self, first_seq: u64) {
         self.dedup.forget_below(first_seq);
@@ -361,56 +381,56 @@ impl Index {
     // ---- checkpoints ----------------------------------------------------------------
 
     /// The index as a checkpoint file's body (`checkpoint.rs` frames it).
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        let u64s = |out: &mut Vec<u8>, v: u64| out.extend_from_slice(&v.to_le_bytes());
-        u64s(out, self.base);
-        u64s(out, self.next_seq);
-        u64s(out, self.undelivered_events);
-        u64s(out, self.undelivered_bytes);
-        u64s(out, self.slots.len() as u64);
+    pub fn encode(&self, out: &mut impl Out) {
+        let u64s = |out: &mut dyn Out, v: u64| out.put(&v.to_le_bytes());
+        u64s(&mut *out, self.base);
+        u64s(&mut *out, self.next_seq);
+        u64s(&mut *out, self.undelivered_events);
+        u64s(&mut *out, self.undelivered_bytes);
+        u64s(&mut *out, self.slots.len() as u64);
         for slot in &self.slots {
-            out.extend_from_slice(&slot.left.to_le_bytes());
-            out.push(u8::from(slot.unrouted));
-            out.extend_from_slice(&slot.size.to_le_bytes());
+            out.put(&slot.left.to_le_bytes());
+            out.put(&[u8::from(slot.unrouted)]);
+            out.put(&slot.size.to_le_bytes());
         }
-        u64s(out, self.routes.len() as u64);
+        u64s(&mut *out, self.routes.len() as u64);
         for route in &self.routes {
             put_long_str(out, route);
         }
-        u64s(out, self.sinks.len() as u64);
+        u64s(&mut *out, self.sinks.len() as u64);
         for (sink, queue) in &self.sinks {
             put_long_str(out, sink);
-            u64s(out, queue.entries.len() as u64);
+            u64s(&mut *out, queue.entries.len() as u64);
             for e in &queue.entries {
-                u64s(out, *e);
+                u64s(&mut *out, *e);
             }
-            u64s(out, queue.done.len() as u64);
+            u64s(&mut *out, queue.done.len() as u64);
             for e in &queue.done {
-                u64s(out, *e);
+                u64s(&mut *out, *e);
             }
-            u64s(out, queue.states.len() as u64);
+            u64s(&mut *out, queue.states.len() as u64);
             for (key, state) in &queue.states {
-                u64s(out, *key);
+                u64s(&mut *out, *key);
                 let json = state.encode();
-                out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-                out.extend_from_slice(&json);
+                out.put(&(json.len() as u32).to_le_bytes());
+                out.put(&json);
             }
         }
-        u64s(out, self.unrouted.len() as u64);
+        u64s(&mut *out, self.unrouted.len() as u64);
         for seq in &self.unrouted {
-            u64s(out, *seq);
+            u64s(&mut *out, *seq);
         }
         self.dedup.encode(out);
-        u64s(out, self.marks.len() as u64);
+        u64s(&mut *out, self.marks.len() as u64);
         for p in self.marks.values() {
-            u64s(out, p.segment);
-            u64s(out, p.offset);
-            u64s(out, p.seq);
+            u64s(&mut *out, p.segment);
+            u64s(&mut *out, p.offset);
+            u64s(&mut *out, p.seq);
         }
-        u64s(out, self.segment_times.len() as u64);
+        u64s(&mut *out, self.segment_times.len() as u64);
         for (segment, time) in &self.segment_times {
-            u64s(out, *segment);
-            out.extend_from_slice(&time.to_le_bytes());
+            u64s(&mut *out, *segment);
+            out.put(&time.to_le_bytes());
         }
     }
 
@@ -493,9 +513,21 @@ impl Index {
     }
 }
 
-fn put_long_str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
+fn put_long_str(out: &mut (impl Out + ?Sized), s: &str) {
+    out.put(&(s.len() as u32).to_le_bytes());
+    out.put(s.as_bytes());
+}
+
+/// Where a checkpoint's bytes go: a buffer, or the file itself (`ledger::write_checkpoint`
+/// streams the index into it rather than building a copy of it in memory).
+pub trait Out {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Out for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
 }
 
 fn long_str<'a>(r: &mut Reader<'a>) -> Result<&'a str, JournalError> {

@@ -271,10 +271,11 @@ impl Ledger {
             return Ok(0);
         }
         let started = Instant::now();
-        let (body, base, keep_from) = {
-            let index = self.shared.index();
-            let mut body = Vec::with_capacity(64 + index.slots.len() * 8);
-            index.encode(&mut body);
+        let mut out = Checkpoint::create(&self.dir)?;
+        let (base, keep_from) = {
+            let mut index = self.shared.index();
+            index.shrink();
+            index.encode(&mut out);
             // The oldest segment an event of which is still within the retention.
             let cutoff = super::records::now_millis().saturating_sub(retention_ms);
             let keep_from = index
@@ -282,9 +283,9 @@ impl Ledger {
                 .iter()
                 .find(|(_, newest)| **newest > cutoff)
                 .map_or(u64::MAX, |(first, _)| *first);
-            (body, index.base, keep_from)
+            (index.base, keep_from)
         };
-        write_checkpoint(&self.dir, &body)?;
+        out.finish()?;
         self.checkpointed_at = Instant::now();
         self.checkpointed_seq = self.log.next_seq();
         metrics::histogram!("herald_journal_checkpoint_seconds")
@@ -438,24 +439,68 @@ fn read_checkpoint(dir: &Path, log: &Log) -> Result<Option<Index>, JournalError>
     Ok(Some(index))
 }
 
-/// Writes the checkpoint: a temporary file, synced, renamed over the old one, and the
-/// directory synced, so a crash leaves the old checkpoint or the new one, whole.
-fn write_checkpoint(dir: &Path, body: &[u8]) -> Result<(), JournalError> {
-    let path = dir.join(CHECKPOINT);
-    let tmp = dir.join("checkpoint.tmp");
-    let io =
-        |what: &str, e: std::io::Error| JournalError::io(format!("{what} {}", tmp.display()), e);
-    let mut file = fs::File::create(&tmp).map_err(|e| io("creating", e))?;
-    file.write_all(CHECKPOINT_MAGIC)
-        .map_err(|e| io("writing", e))?;
-    file.write_all(body).map_err(|e| io("writing", e))?;
-    file.write_all(&crc32c::crc32c(body).to_le_bytes())
-        .map_err(|e| io("writing", e))?;
-    file.sync_all().map_err(|e| io("syncing", e))?;
-    fs::rename(&tmp, &path).map_err(|e| io("renaming", e))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| JournalError::io(format!("syncing {}", dir.display()), e))
+/// A checkpoint being written: the index is streamed into a temporary file (no copy of it in
+/// memory) with its checksum; [`Checkpoint::finish`] syncs it, renames it over the old one
+/// and syncs the directory, so a crash leaves the old checkpoint or the new one, whole.
+struct Checkpoint {
+    dir: PathBuf,
+    tmp: PathBuf,
+    file: std::io::BufWriter<fs::File>,
+    crc: u32,
+    failed: Option<std::io::Error>,
+}
+
+impl Checkpoint {
+    fn create(dir: &Path) -> Result<Checkpoint, JournalError> {
+        let tmp = dir.join("checkpoint.tmp");
+        let file = fs::File::create(&tmp)
+            .map_err(|e| JournalError::io(format!("creating {}", tmp.display()), e))?;
+        let mut out = Checkpoint {
+            dir: dir.to_path_buf(),
+            tmp,
+            file: std::io::BufWriter::with_capacity(1 << 20, file),
+            crc: 0,
+            failed: None,
+        };
+        if let Err(e) = out.file.write_all(CHECKPOINT_MAGIC) {
+            out.failed = Some(e);
+        }
+        Ok(out)
+    }
+
+    fn finish(mut self) -> Result<(), JournalError> {
+        let tmp = self.tmp.clone();
+        let io = |what: &str, e: std::io::Error| {
+            JournalError::io(format!("{what} {}", tmp.display()), e)
+        };
+        if let Some(e) = self.failed.take() {
+            return Err(io("writing", e));
+        }
+        let crc = self.crc.to_le_bytes();
+        self.file.write_all(&crc).map_err(|e| io("writing", e))?;
+        let file = self
+            .file
+            .into_inner()
+            .map_err(|e| io("writing", e.into_error()))?;
+        file.sync_all().map_err(|e| io("syncing", e))?;
+        let path = self.dir.join(CHECKPOINT);
+        fs::rename(&self.tmp, &path).map_err(|e| io("renaming", e))?;
+        fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| JournalError::io(format!("syncing {}", self.dir.display()), e))
+    }
+}
+
+impl index::Out for Checkpoint {
+    fn put(&mut self, bytes: &[u8]) {
+        if self.failed.is_some() {
+            return;
+        }
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        if let Err(e) = self.file.write_all(bytes) {
+            self.failed = Some(e);
+        }
+    }
 }
 
 /// Removes the checkpoint, so the next start rebuilds the index from the whole log (after
