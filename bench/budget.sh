@@ -17,7 +17,7 @@ works=("$@")
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 cargo build --release --locked -p herald-bench >&2
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$work"' EXIT
 . bench/lib.sh
 hz=$(getconf CLK_TCK)
 start() { # WORK_US → sets pid and url

@@ -22,7 +22,7 @@ target=${CARGO_TARGET_DIR:-target}
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked -p herald >&2
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$work"' EXIT
 . bench/lib.sh
 
 # DIR N → a routes.yaml with N school routes before the catch-all.
