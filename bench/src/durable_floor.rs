@@ -13,13 +13,21 @@
 //! real gateway can only be slower. If this floor stays under 0.7 of the bare server, so does
 //! every implementation of the issue on this machine.
 //!
-//! `durable-floor ADDR DIR [workers=N] [writers=N] [linger_us=N]`
+//! `durable-floor ADDR DIR [workers=N] [writers=N] [linger_us=N] [append=1] [deliver=1]`
 //!
 //! * `workers`: tokio worker threads (default 2, like `#[tokio::main]` on two cores; 0 runs
 //!   the current-thread runtime);
 //! * `writers`: writer threads (default 1). With more, one gathers and writes the next batch
 //!   while another waits for its fdatasync (pipelined commits);
 //! * `linger_us`: how long a writer waits for more records before it writes (default 0).
+//! * `append=1`: append to a file that grows (as a log of segments does) instead of
+//!   overwriting the pre-written ring, so every fdatasync also commits the file's new size and
+//!   blocks.
+//! * `deliver=1`: also do what delivering every event to a file sink and recording the
+//!   outcome durably costs at least: after each commit a delivery thread writes the batch's
+//!   records to `DIR/events.jsonl` with one `write`, then hands one small outcome record per
+//!   event back to the writer, which commits it with the next batch. With `append=1` this is
+//!   the floor under Herald's shape of journal (bench/run.sh's "delivering floor").
 //!
 //! On the 2-core machine of the closing note of issue #4 none of the variants beat the
 //! default: one worker was as fast, the current-thread runtime, a 150 µs linger and 2 or 3
@@ -44,7 +52,8 @@ use tokio::sync::{mpsc, oneshot};
 /// The ring the records are written into, written in full before the first request.
 const RING_BYTES: u64 = 64 * 1024 * 1024;
 
-type Record = (Vec<u8>, oneshot::Sender<()>);
+/// A record and whom to tell once it is durable (no one for an outcome record).
+type Record = (Vec<u8>, Option<oneshot::Sender<()>>);
 
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -61,6 +70,8 @@ struct Options {
     workers: usize,
     writers: usize,
     linger: Duration,
+    append: bool,
+    deliver: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -71,6 +82,8 @@ fn options() -> Result<Options, String> {
         workers: 2,
         writers: 1,
         linger: Duration::ZERO,
+        append: false,
+        deliver: false,
     };
     for arg in args {
         let (name, value) = arg
@@ -83,9 +96,11 @@ fn options() -> Result<Options, String> {
             "workers" => options.workers = value as usize,
             "writers" => options.writers = (value as usize).max(1),
             "linger_us" => options.linger = Duration::from_micros(value),
+            "append" => options.append = value != 0,
+            "deliver" => options.deliver = value != 0,
             _ => {
                 return Err(format!(
-                    "unknown option {name:?} (workers, writers, linger_us)"
+                    "unknown option {name:?} (workers, writers, linger_us, append, deliver)"
                 ));
             }
         }
@@ -109,12 +124,54 @@ fn open_ring(dir: &Path) -> std::io::Result<File> {
     Ok(file)
 }
 
+/// A log that grows: appended to, never written in advance.
+fn open_growing(dir: &Path) -> std::io::Result<File> {
+    std::fs::create_dir_all(dir)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(dir.join("log"))?;
+    file.sync_all()?;
+    File::open(dir)?.sync_all()?;
+    Ok(file)
+}
+
 /// Where the writers are in the ring, and the records they take turns gathering.
 struct Log {
     file: File,
     records: Mutex<mpsc::UnboundedReceiver<Record>>,
     offset: Mutex<u64>,
     linger: Duration,
+    /// Appending to a growing file, not a ring.
+    append: bool,
+    /// Committed batches to deliver (`deliver=1`).
+    delivered: Option<std::sync::mpsc::Sender<Vec<u8>>>,
+}
+
+/// `deliver=1`: writes each committed batch to the file sink's file with one `write`, then
+/// queues one outcome record per event for the next commit.
+fn deliver(
+    batches: std::sync::mpsc::Receiver<Vec<u8>>,
+    mut out: File,
+    outcomes: mpsc::UnboundedSender<Record>,
+) {
+    while let Ok(batch) = batches.recv() {
+        if let Err(e) = out.write_all(&batch) {
+            eprintln!("durable-floor: delivering failed: {e}");
+            std::process::exit(1);
+        }
+        for line in batch.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            // What an outcome names: the event (its id, here the start of the line) and the
+            // sink and route.
+            let mut outcome = Vec::with_capacity(48);
+            outcome.extend_from_slice(b"{\"delivered\":");
+            outcome.extend_from_slice(&line[..line.len().min(24)]);
+            outcome.extend_from_slice(b",\"sink\":\"audit\"}\n");
+            let _ = outcomes.send((outcome, None));
+        }
+    }
 }
 
 impl Log {
@@ -126,6 +183,7 @@ impl Log {
         let (mut commits, mut committed, mut syncing) = (0u64, 0u64, Duration::ZERO);
         let mut reported = Instant::now();
         loop {
+            let mut delivering = Vec::new();
             {
                 // One writer gathers and writes at a time; the fdatasync happens outside.
                 let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
@@ -133,11 +191,22 @@ impl Log {
                     return;
                 };
                 buf.extend_from_slice(&record);
-                replies.push(reply);
+                if let Some(reply) = reply {
+                    if self.delivered.is_some() {
+                        delivering.extend_from_slice(&record);
+                    }
+                    replies.push(reply);
+                }
+                let deliver_too = self.delivered.is_some();
                 let mut gather = |records: &mut mpsc::UnboundedReceiver<Record>| {
                     while let Ok((record, reply)) = records.try_recv() {
                         buf.extend_from_slice(&record);
-                        replies.push(reply);
+                        if let Some(reply) = reply {
+                            if deliver_too {
+                                delivering.extend_from_slice(&record);
+                            }
+                            replies.push(reply);
+                        }
                     }
                 };
                 gather(&mut records);
@@ -146,7 +215,7 @@ impl Log {
                     gather(&mut records);
                 }
                 let mut offset = self.offset.lock().unwrap_or_else(|p| p.into_inner());
-                if *offset + buf.len() as u64 > RING_BYTES {
+                if !self.append && *offset + buf.len() as u64 > RING_BYTES {
                     *offset = 0;
                 }
                 if let Err(e) = self.file.write_all_at(&buf, *offset) {
@@ -175,6 +244,11 @@ impl Log {
             buf.clear();
             for reply in replies.drain(..) {
                 let _ = reply.send(());
+            }
+            if let Some(delivered) = &self.delivered
+                && !delivering.is_empty()
+            {
+                let _ = delivered.send(delivering);
             }
         }
     }
@@ -212,7 +286,7 @@ async fn handle(
     record.extend_from_slice(&body);
     record.extend_from_slice(b"}\n");
     let (reply, durable) = oneshot::channel();
-    if records.send((record, reply)).is_err() || durable.await.is_err() {
+    if records.send((record, Some(reply))).is_err() || durable.await.is_err() {
         return answer(StatusCode::SERVICE_UNAVAILABLE);
     }
     answer(StatusCode::OK)
@@ -240,11 +314,33 @@ fn main() -> std::io::Result<()> {
     let options =
         options().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let (records, rx) = mpsc::unbounded_channel();
+    let dir = Path::new(&options.dir);
+    let file = if options.append {
+        open_growing(dir)?
+    } else {
+        open_ring(dir)?
+    };
+    let delivered = if options.deliver {
+        let (tx, batches) = std::sync::mpsc::channel();
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("events.jsonl"))?;
+        let outcomes = records.clone();
+        std::thread::Builder::new()
+            .name("floor-sink".into())
+            .spawn(move || deliver(batches, out, outcomes))?;
+        Some(tx)
+    } else {
+        None
+    };
     let log = Arc::new(Log {
-        file: open_ring(Path::new(&options.dir))?,
+        file,
         records: Mutex::new(rx),
         offset: Mutex::new(0),
         linger: options.linger,
+        append: options.append,
+        delivered,
     });
     for _ in 0..options.writers {
         let log = log.clone();
