@@ -57,6 +57,8 @@ impl Window {
     fn merge(&mut self) {
         let base = self.base;
         let mut kept = HashMap::new();
+        // Exactly as large as needed: doubling would leave up to half of the window unused.
+        self.sorted.reserve_exact(self.recent.len());
         for (hash, seq) in self.recent.drain() {
             match seq.checked_sub(base).filter(|off| *off <= 0xffff_ffff) {
                 Some(off) => self.sorted.push((fingerprint(hash) << 32) | off),
