@@ -628,7 +628,7 @@ impl Core {
                     .state(&key.sink, key.seq, &key.route);
                 let mut attempts = state.errors;
                 attempts.extend(attempt.clone());
-                self.bury_one(key, reason, attempts, dead);
+                self.dead_letter(key, reason, attempts, self.held(key.seq), dead);
                 Settled::Dead
             }
         };
@@ -641,15 +641,16 @@ impl Core {
         Ok(())
     }
 
-    /// The dead letter of a delivery given up.
-    fn bury_one(
+    /// The dead letter of a delivery given up, made from its event as read.
+    fn dead_letter(
         &self,
         key: &DeliveryKey,
         reason: &str,
         attempts: Vec<super::Attempt>,
+        event: Result<Option<Held>, JournalError>,
         dead: &mut Vec<NewDead>,
     ) {
-        match self.held(key.seq) {
+        match event {
             Ok(Some(held)) => dead.push(NewDead {
                 key: Some((key.seq, key.sink.clone(), key.route.clone())),
                 kind: DeadKind::Delivery {
@@ -681,6 +682,16 @@ impl Core {
         dead: &mut Vec<NewDead>,
     ) -> Result<usize, JournalError> {
         let found = self.ledger.shared().index().scan(sink, None, usize::MAX);
+        // The events in one pass over the log, not one read each: a removed sink's backlog
+        // can be millions of deliveries.
+        let mut seqs: Vec<u64> = found
+            .iter()
+            .map(|f| f.seq)
+            .filter(|seq| self.recent.get(*seq).is_none())
+            .collect();
+        seqs.dedup();
+        let mut events: HashMap<u64, Result<Option<Held>, JournalError>> =
+            self.ledger.shared().read(&seqs).into_iter().collect();
         let mut count = 0;
         for f in found {
             let key = DeliveryKey {
@@ -688,13 +699,20 @@ impl Core {
                 seq: f.seq,
                 route: f.route.to_string(),
             };
-            let outcome = Outcome::Dead {
-                attempt: None,
-                reason: reason.to_owned(),
+            if !settled.insert((key.sink.clone(), key.seq, key.route.clone())) {
+                continue;
+            }
+            let held = match self.recent.get(f.seq) {
+                Some(held) => Ok(Some(held)),
+                None => events.get(&f.seq).cloned().unwrap_or(Ok(None)),
             };
-            self.outcome(&key, &outcome, first, records, settled, dead)?;
+            self.dead_letter(&key, reason, f.state.errors, held, dead);
+            records.push(first, codec::OUTCOME, |buf| {
+                codec::encode_outcome(buf, key.seq, &key.sink, &key.route, &Settled::Dead);
+            });
             count += 1;
         }
+        events.clear();
         Ok(count)
     }
 
