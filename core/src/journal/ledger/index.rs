@@ -509,6 +509,14 @@ impl Index {
         if r.at != bytes.len() {
             return Err(r.bad("bytes follow the index"));
         }
+        if index.base.checked_add(index.slots.len() as u64) != Some(index.next_seq) {
+            return Err(r.bad(format_args!(
+                "its {} slots from seq {} do not end at its next seq {}",
+                index.slots.len(),
+                index.base,
+                index.next_seq
+            )));
+        }
         Ok(index)
     }
 }
