@@ -530,3 +530,6 @@ pub fn each_event(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,175 @@
+//! The ledger against a model: random sequences of events (to one or two sinks, some
+//! unrouted), outcomes (delivered, retried, given up), routing of unrouted events,
+//! checkpoints, restarts (from the checkpoint, or from the whole log when it is removed) and
+//! small segments that roll and get deleted. After every step the index must say exactly
+//! what the model says is pending, with the same retry counts; after a restart too.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::codec::{self, Settled};
+use super::*;
+use crate::journal::records::Attempt;
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// An event to these of the sinks `a` and `b` (bit 0: a, bit 1: b; 0: no delivery).
+    Event(u8),
+    Unrouted,
+    /// Route the n-th unrouted event (mod their number) to these sinks.
+    Route(usize, u8),
+    /// Settle or retry the n-th pending delivery (mod their number).
+    Delivered(usize),
+    Retry(usize),
+    Dead(usize),
+    Checkpoint,
+    Restart {
+        keep_checkpoint: bool,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u8..4).prop_map(Op::Event),
+        1 => Just(Op::Unrouted),
+        1 => (any::<usize>(), 0u8..4).prop_map(|(n, s)| Op::Route(n, s)),
+        4 => any::<usize>().prop_map(Op::Delivered),
+        2 => any::<usize>().prop_map(Op::Retry),
+        1 => any::<usize>().prop_map(Op::Dead),
+        1 => Just(Op::Checkpoint),
+        1 => any::<bool>().prop_map(|keep_checkpoint| Op::Restart { keep_checkpoint }),
+    ]
+}
+
+/// `(sink, seq, route)` → attempts so far.
+type Model = BTreeMap<(String, u64, String), u32>;
+
+fn pairs(sinks: u8) -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    if sinks & 1 != 0 {
+        out.push(("a", "r"));
+    }
+    if sinks & 2 != 0 {
+        out.push(("b", "r"));
+    }
+    out
+}
+
+fn event_record(sinks: u8, flags: u8, from: Option<u64>, n: u64) -> Vec<u8> {
+    let json = format!(
+        r#"{{"specversion":"1.0","id":"{n}","source":"s","type":"t","time":"2026-12-07T00:00:00Z","datacontenttype":"application/json","data":null}}"#
+    );
+    let mut buf = Vec::new();
+    codec::encode_event(&mut buf, 1, flags, from, n, &pairs(sinks), &json);
+    buf
+}
+
+fn check(ledger: &Ledger, model: &Model, unrouted: &[u64]) -> Result<(), TestCaseError> {
+    let index = ledger.shared().index();
+    for sink in ["a", "b"] {
+        let found: Vec<(u64, u32)> = index
+            .scan(sink, None, usize::MAX)
+            .iter()
+            .map(|f| (f.seq, f.state.attempts))
+            .collect();
+        let expected: Vec<(u64, u32)> = model
+            .iter()
+            .filter(|((s, _, _), _)| s == sink)
+            .map(|((_, seq, _), attempts)| (*seq, *attempts))
+            .collect();
+        prop_assert_eq!(found, expected, "sink {}", sink);
+    }
+    let waiting: Vec<u64> = index.unrouted.iter().copied().collect();
+    prop_assert_eq!(waiting, unrouted.to_vec());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn the_index_says_what_is_pending_through_checkpoints_restarts_and_deletion(
+        ops in proptest::collection::vec(op(), 1..120)
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let small = Options { segment_bytes: 600 };
+        let (mut ledger, _) = Ledger::open_with(dir.path(), small.clone()).unwrap();
+        let mut model = Model::new();
+        let mut unrouted: Vec<u64> = Vec::new();
+        let mut n = 0u64;
+        for op in ops {
+            let next = ledger.next_seq();
+            match op {
+                Op::Event(sinks) => {
+                    n += 1;
+                    let payload = event_record(sinks, 0, None, n);
+                    ledger.append(&[Entry { kind: codec::EVENT, payload: &payload }]).unwrap();
+                    for (sink, route) in pairs(sinks) {
+                        model.insert((sink.into(), next, route.into()), 0);
+                    }
+                }
+                Op::Unrouted => {
+                    n += 1;
+                    let payload = event_record(0, codec::UNROUTED, None, n);
+                    ledger.append(&[Entry { kind: codec::EVENT, payload: &payload }]).unwrap();
+                    unrouted.push(next);
+                }
+                Op::Route(i, sinks) => {
+                    if unrouted.is_empty() {
+                        continue;
+                    }
+                    let from = unrouted.remove(i % unrouted.len());
+                    let payload = event_record(sinks, 0, Some(from), from);
+                    ledger.append(&[Entry { kind: codec::EVENT, payload: &payload }]).unwrap();
+                    for (sink, route) in pairs(sinks) {
+                        model.insert((sink.into(), next, route.into()), 0);
+                    }
+                }
+                Op::Delivered(i) | Op::Retry(i) | Op::Dead(i) => {
+                    if model.is_empty() {
+                        continue;
+                    }
+                    let key = model.keys().nth(i % model.len()).cloned().unwrap();
+                    let settled = match op {
+                        Op::Retry(_) => Settled::Retry {
+                            next_at: 5,
+                            attempt: Attempt { at: 1, error: "503".into() },
+                        },
+                        Op::Delivered(_) => Settled::Delivered,
+                        _ => Settled::Dead,
+                    };
+                    let mut payload = Vec::new();
+                    codec::encode_outcome(&mut payload, key.1, &key.0, &key.2, &settled);
+                    ledger.append(&[Entry { kind: codec::OUTCOME, payload: &payload }]).unwrap();
+                    if matches!(settled, Settled::Retry { .. }) {
+                        *model.get_mut(&key).unwrap() += 1;
+                    } else {
+                        model.remove(&key);
+                    }
+                }
+                Op::Checkpoint => {
+                    // Retention 0: every settled segment may go.
+                    ledger.maintain(0, true).unwrap();
+                }
+                Op::Restart { keep_checkpoint } => {
+                    drop(ledger);
+                    if !keep_checkpoint {
+                        drop_checkpoint(dir.path()).unwrap();
+                    }
+                    let (reopened, opened) = Ledger::open_with(dir.path(), small.clone()).unwrap();
+                    prop_assert!(opened.recovery.torn.is_none());
+                    ledger = reopened;
+                }
+            }
+            check(&ledger, &model, &unrouted)?;
+        }
+        // The undelivered counters agree with the model too.
+        let index = ledger.shared().index();
+        let mut events: Vec<u64> = model.keys().map(|(_, seq, _)| *seq).collect();
+        events.extend(&unrouted);
+        events.sort_unstable();
+        events.dedup();
+        prop_assert_eq!(index.undelivered_events, events.len() as u64);
+    }
+}
