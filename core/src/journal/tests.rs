@@ -811,3 +811,34 @@ async fn every_acknowledged_record_survives_a_cut_at_every_offset() {
         assert_eq!(found as usize, expected, "cut at byte {cut}");
     }
 }
+
+#[tokio::test]
+async fn a_duplicate_window_hit_is_confirmed_against_the_stored_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+    journal.commit(event("first", "x")).await.unwrap();
+    // A hash that points at another event (a fingerprint collision, as it were): the new
+    // event is stored, never dropped as a duplicate of one it is not.
+    let new = event("second", "x");
+    let hash = ledger::codec::dedup_hash(&new.source, &new.id);
+    journal.shared.index().dedup.insert(hash, 1);
+    assert_eq!(journal.commit(new).await, Ok(Committed::New));
+
+    // A real duplicate of an event long out of the window of recent ones is found on disk.
+    for i in 0..(recent::RECENT_EVENTS + 10) {
+        journal.commit(event(&format!("filler-{i}"), "x")).await.unwrap();
+    }
+    assert_eq!(
+        journal.commit(event("first", "x")).await,
+        Ok(Committed::Duplicate)
+    );
+    journal.close().await;
+    drop(journal);
+    // And after a restart, from the checkpoint's window.
+    let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+    assert_eq!(
+        journal.commit(event("second", "x")).await,
+        Ok(Committed::Duplicate)
+    );
+    journal.close().await;
+}
