@@ -826,7 +826,10 @@ async fn a_duplicate_window_hit_is_confirmed_against_the_stored_event() {
 
     // A real duplicate of an event long out of the window of recent ones is found on disk.
     for i in 0..(recent::RECENT_EVENTS + 10) {
-        journal.commit(event(&format!("filler-{i}"), "x")).await.unwrap();
+        journal
+            .commit(event(&format!("filler-{i}"), "x"))
+            .await
+            .unwrap();
     }
     assert_eq!(
         journal.commit(event("first", "x")).await,

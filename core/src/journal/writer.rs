@@ -1,12 +1,16 @@
-//! The journal's single writer: group commit of everything that changes the journal.
+//! The journal's single writer: group commit of everything that changes the journal
+//! (docs/architecture.md §10 and §10.3). Per batch, [`Core::apply`] encodes every command as
+//! log records (checking duplicates against the window and what the batch did already),
+//! writes the batch's dead letters and rejected inputs to redb, appends the records to the
+//! log with one write and one fdatasync, and only then answers: the senders, the outcomes'
+//! completions, the woken sink workers and the tap.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use std::collections::{BTreeSet, HashMap, HashSet};
-
 use redb::Database;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -321,7 +325,7 @@ impl Core {
         // What this batch did already, which the index does not know before the append.
         let mut hashes: HashMap<u64, Arc<Event>> = HashMap::new();
         let mut routed: HashSet<u64> = HashSet::new();
-        let mut settled: HashSet<(String, u64, String)> = HashSet::new();
+        let mut settled: HashSet<DeliveryKey> = HashSet::new();
 
         for command in commands.drain(..) {
             match command {
@@ -426,7 +430,7 @@ impl Core {
                 }
                 Command::Outcome { key, outcome, then } => {
                     let r =
-                        self.outcome(&key, &outcome, first, &mut records, &mut settled, &mut dead);
+                        self.outcome(key, &outcome, first, &mut records, &mut settled, &mut dead);
                     replies.push(Reply::Then(then, r));
                 }
                 Command::Bury {
@@ -479,7 +483,7 @@ impl Core {
                         .undelivered_bytes
                         .store(index.undelivered_bytes, Ordering::Relaxed);
                     let mut sinks: BTreeSet<&str> = touched.iter().map(String::as_str).collect();
-                    sinks.extend(settled.iter().map(|(s, _, _)| s.as_str()));
+                    sinks.extend(settled.iter().map(|key| key.sink.as_str()));
                     for sink in sinks {
                         let depth = index.sinks.get(sink).map_or(0, |q| q.len());
                         metrics::gauge!("herald_queue_depth", "sink" => sink.to_owned())
@@ -596,15 +600,14 @@ impl Core {
     /// Encodes how an attempt ended (nothing when it is settled already).
     fn outcome(
         &self,
-        key: &DeliveryKey,
+        key: DeliveryKey,
         outcome: &Outcome,
         first: u64,
         records: &mut Records,
-        settled: &mut HashSet<(String, u64, String)>,
+        settled: &mut HashSet<DeliveryKey>,
         dead: &mut Vec<NewDead>,
     ) -> Result<(), JournalError> {
-        let id = (key.sink.clone(), key.seq, key.route.clone());
-        if settled.contains(&id)
+        if settled.contains(&key)
             || !self
                 .ledger
                 .shared()
@@ -628,16 +631,16 @@ impl Core {
                     .state(&key.sink, key.seq, &key.route);
                 let mut attempts = state.errors;
                 attempts.extend(attempt.clone());
-                self.dead_letter(key, reason, attempts, self.held(key.seq), dead);
+                self.dead_letter(&key, reason, attempts, self.held(key.seq), dead);
                 Settled::Dead
             }
         };
-        if !matches!(what, Settled::Retry { .. }) {
-            settled.insert(id);
-        }
         records.push(first, codec::OUTCOME, |buf| {
             codec::encode_outcome(buf, key.seq, &key.sink, &key.route, &what);
         });
+        if !matches!(what, Settled::Retry { .. }) {
+            settled.insert(key);
+        }
         Ok(())
     }
 
@@ -678,7 +681,7 @@ impl Core {
         reason: &str,
         first: u64,
         records: &mut Records,
-        settled: &mut HashSet<(String, u64, String)>,
+        settled: &mut HashSet<DeliveryKey>,
         dead: &mut Vec<NewDead>,
     ) -> Result<usize, JournalError> {
         let found = self.ledger.shared().index().scan(sink, None, usize::MAX);
@@ -699,7 +702,7 @@ impl Core {
                 seq: f.seq,
                 route: f.route.to_string(),
             };
-            if !settled.insert((key.sink.clone(), key.seq, key.route.clone())) {
+            if settled.contains(&key) {
                 continue;
             }
             let held = match self.recent.get(f.seq) {
@@ -710,6 +713,7 @@ impl Core {
             records.push(first, codec::OUTCOME, |buf| {
                 codec::encode_outcome(buf, key.seq, &key.sink, &key.route, &Settled::Dead);
             });
+            settled.insert(key);
             count += 1;
         }
         events.clear();
