@@ -267,16 +267,28 @@ impl Ledger {
     /// segments were deleted.
     pub fn maintain(&mut self, retention_ms: Millis, force: bool) -> Result<usize, JournalError> {
         let due = force || self.checkpointed_at.elapsed() >= CHECKPOINT_EVERY;
-        if !due || self.checkpointed_seq == self.log.next_seq() {
+        if !due {
             return Ok(0);
         }
-        let started = Instant::now();
-        let mut out = Checkpoint::create(&self.dir)?;
+        if self.checkpointed_seq != self.log.next_seq() {
+            let started = Instant::now();
+            let mut out = Checkpoint::create(&self.dir)?;
+            {
+                let mut index = self.shared.index();
+                index.shrink();
+                index.encode(&mut out);
+            }
+            out.finish()?;
+            self.checkpointed_seq = self.log.next_seq();
+            metrics::histogram!("herald_journal_checkpoint_seconds")
+                .record(started.elapsed().as_secs_f64());
+        }
+        self.checkpointed_at = Instant::now();
+        // The checkpoint on disk covers every record now (an idle gateway's too, so its old
+        // segments still go once they are past the retention): what is below the oldest
+        // record still needed, and past the retention, can go.
         let (base, keep_from) = {
-            let mut index = self.shared.index();
-            index.shrink();
-            index.encode(&mut out);
-            // The oldest segment an event of which is still within the retention.
+            let index = self.shared.index();
             let cutoff = super::records::now_millis().saturating_sub(retention_ms);
             let keep_from = index
                 .segment_times
@@ -285,11 +297,6 @@ impl Ledger {
                 .map_or(u64::MAX, |(first, _)| *first);
             (index.base, keep_from)
         };
-        out.finish()?;
-        self.checkpointed_at = Instant::now();
-        self.checkpointed_seq = self.log.next_seq();
-        metrics::histogram!("herald_journal_checkpoint_seconds")
-            .record(started.elapsed().as_secs_f64());
         let deleted = self.log.delete_before(base.min(keep_from))?;
         if deleted > 0 {
             *self.shared.view.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(self.log.view());
