@@ -469,6 +469,9 @@ impl Ingest for Journal {
         if let Err(JournalError::Full(limit)) = self.room() {
             return Err(format!("queue full: {limit}"));
         }
+        if let Some(why) = self.shared.refusing() {
+            return Err(format!("journal: {why}; restart the gateway"));
+        }
         self.health.check()
     }
 }

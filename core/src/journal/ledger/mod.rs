@@ -49,11 +49,21 @@ const MARK_EVERY: u64 = 64 * 1024;
 pub struct Shared {
     index: Mutex<Index>,
     view: Mutex<Arc<View>>,
+    /// Why the log takes no more writes until the gateway restarts, once it says so.
+    refusing: Mutex<Option<String>>,
 }
 
 impl Shared {
     pub fn index(&self) -> MutexGuard<'_, Index> {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why the log takes no more writes until the gateway restarts (`/readyz` says it).
+    pub fn refusing(&self) -> Option<String> {
+        self.refusing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn view(&self) -> Arc<View> {
@@ -175,6 +185,15 @@ impl Ledger {
     pub fn open_with(queue_dir: &Path, options: Options) -> Result<(Ledger, Opened), JournalError> {
         let dir = queue_dir.join(LOG_DIR);
         let (log, recovery) = Log::open(&dir, options)?;
+        Ledger::from_log(dir, log, recovery)
+    }
+
+    /// The ledger over a log just opened (tests open it with failing file operations).
+    pub(crate) fn from_log(
+        dir: PathBuf,
+        log: Log,
+        recovery: Recovery,
+    ) -> Result<(Ledger, Opened), JournalError> {
         if let Some(torn) = &recovery.torn {
             tracing::warn!(file = %torn.file.display(), offset = torn.offset, dropped = torn.dropped, why = %torn.why, "the journal's log ended in a torn write (a crash while it was being written); that unacknowledged batch was cut off");
         }
@@ -197,6 +216,7 @@ impl Ledger {
         let shared = Arc::new(Shared {
             index: Mutex::new(index),
             view: Mutex::new(Arc::new(log.view())),
+            refusing: Mutex::new(None),
         });
         let ledger = Ledger {
             log,
@@ -245,7 +265,19 @@ impl Ledger {
     /// were encoded by the caller with [`codec`]; on an error nothing of the batch is in the
     /// log or the index.
     pub fn append(&mut self, batch: &[Entry<'_>]) -> Result<u64, JournalError> {
-        let first = self.log.append(batch)?.start;
+        let first = match self.log.append(batch) {
+            Ok(seqs) => seqs.start,
+            Err(e) => {
+                if let Some(why) = self.log.refusing() {
+                    *self
+                        .shared
+                        .refusing
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(why.to_owned());
+                }
+                return Err(e);
+            }
+        };
         let position = self.log.last_batch();
         *self.shared.view.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(self.log.view());
         let mut index = self.shared.index();

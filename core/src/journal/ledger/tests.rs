@@ -173,3 +173,43 @@ proptest! {
         prop_assert_eq!(index.undelivered_events, events.len() as u64);
     }
 }
+
+/// Fails every fdatasync, as a disk that lost the written pages would.
+struct FailingSync;
+
+impl crate::journal::log::io::FileOps for FailingSync {
+    fn sync_data(&mut self, _file: &std::fs::File) -> std::io::Result<()> {
+        Err(std::io::Error::other("EIO (injected)"))
+    }
+}
+
+#[test]
+fn a_failed_fdatasync_is_said_until_the_log_is_opened_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join(LOG_DIR);
+    // The log is created with the real syncs, then opened again with failing ones.
+    drop(Ledger::open(dir.path()).unwrap());
+    let (log, recovery) =
+        Log::open_with(&log_dir, Options::default(), Box::new(FailingSync)).unwrap();
+    let (mut ledger, _) = Ledger::from_log(log_dir, log, recovery).unwrap();
+    assert_eq!(ledger.shared().refusing(), None);
+    let payload = event_record(1, 0, None, 1);
+    let entry = [Entry {
+        kind: codec::EVENT,
+        payload: &payload,
+    }];
+    assert!(ledger.append(&entry).is_err());
+    let why = ledger
+        .shared()
+        .refusing()
+        .expect("the refusal is kept for /readyz");
+    assert!(why.contains("fdatasync"), "{why}");
+    assert!(
+        ledger.append(&entry).is_err(),
+        "and it takes no more writes"
+    );
+    assert!(
+        ledger.shared().index().pending().is_empty(),
+        "nothing of it is indexed"
+    );
+}

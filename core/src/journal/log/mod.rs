@@ -51,7 +51,7 @@
 //! every delivery in them is settled and they are past retention.
 
 mod format;
-mod io;
+pub(crate) mod io;
 mod scan;
 #[cfg(test)]
 mod tests;
@@ -352,6 +352,11 @@ impl Log {
 
     pub fn segments(&self) -> usize {
         self.segments.len()
+    }
+
+    /// Why the log refuses writes until it is opened again (a failed fdatasync), if it does.
+    pub fn refusing(&self) -> Option<&str> {
+        self.poisoned.as_deref()
     }
 
     /// Where the batch the last [`Log::append`] wrote starts.
