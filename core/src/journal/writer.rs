@@ -249,8 +249,14 @@ type NewEvent<'r> = (u64, Vec<(&'r str, &'r str)>);
 
 /// `(sink, route)` pairs each once, from `(route, sink)` or targets.
 fn unique<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<(&'a str, &'a str)> {
-    let mut seen = BTreeSet::new();
-    pairs.into_iter().filter(|p| seen.insert(*p)).collect()
+    // An event has a handful of deliveries: a linear check beats a set's allocations.
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for pair in pairs {
+        if !out.contains(&pair) {
+            out.push(pair);
+        }
+    }
+    out
 }
 
 impl Core {
