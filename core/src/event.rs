@@ -8,6 +8,7 @@
 //! read back unchanged. `enriched` is the same kind of top-level member: what enrichment
 //! looked up (docs/architecture.md §11), beside `data`, which stays what Google sent.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -22,8 +23,9 @@ pub const DATA_CONTENT_TYPE: &str = "application/json";
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
+    /// Borrowed when it is the usual value (no allocation per event), like `meta`'s keys.
     #[serde(default = "spec_version")]
-    pub specversion: String,
+    pub specversion: Cow<'static, str>,
     pub id: String,
     pub source: String,
     #[serde(rename = "type")]
@@ -33,23 +35,23 @@ pub struct Event {
     #[serde(with = "rfc3339")]
     pub time: DateTime<Utc>,
     #[serde(default = "data_content_type")]
-    pub datacontenttype: String,
+    pub datacontenttype: Cow<'static, str>,
     #[serde(default)]
     pub data: Value,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub meta: BTreeMap<String, String>,
+    pub meta: BTreeMap<Cow<'static, str>, String>,
     /// What enrichment looked up (`course`, `person`), each an object with the `id` it
     /// stands for and the configured fields (docs/architecture.md §11); empty otherwise.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub enriched: BTreeMap<String, Value>,
 }
 
-fn spec_version() -> String {
-    SPEC_VERSION.to_owned()
+fn spec_version() -> Cow<'static, str> {
+    Cow::Borrowed(SPEC_VERSION)
 }
 
-fn data_content_type() -> String {
-    DATA_CONTENT_TYPE.to_owned()
+fn data_content_type() -> Cow<'static, str> {
+    Cow::Borrowed(DATA_CONTENT_TYPE)
 }
 
 impl Event {

@@ -97,7 +97,10 @@ impl FieldPath {
                 .as_deref()
                 .map(|s| Found::Text(Cow::Borrowed(s))),
             FieldPath::Time => Some(Found::Text(Cow::Owned(event.time_text()))),
-            FieldPath::Meta(name) => event.meta.get(name).map(|s| Found::Text(Cow::Borrowed(s))),
+            FieldPath::Meta(name) => event
+                .meta
+                .get(name.as_str())
+                .map(|s| Found::Text(Cow::Borrowed(s))),
             FieldPath::Data(segments) => walk(&event.data, segments).map(Found::Json),
             FieldPath::Enriched(segments) => {
                 let (first, rest) = segments.split_first()?;

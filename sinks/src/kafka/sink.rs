@@ -317,7 +317,7 @@ fn structured_headers() -> Headers {
 /// without data has an empty value (not a null one, which compacted topics read as a delete).
 pub(super) fn binary(event: &Event) -> (Vec<u8>, Headers) {
     let mut headers: Headers = vec![
-        ("ce_specversion".into(), event.specversion.clone()),
+        ("ce_specversion".into(), event.specversion.to_string()),
         ("ce_id".into(), event.id.clone()),
         ("ce_source".into(), event.source.clone()),
         ("ce_type".into(), event.ty.clone()),
@@ -329,7 +329,7 @@ pub(super) fn binary(event: &Event) -> (Vec<u8>, Headers) {
     let value = if event.data.is_null() {
         Vec::new()
     } else {
-        headers.push(("content-type".into(), event.datacontenttype.clone()));
+        headers.push(("content-type".into(), event.datacontenttype.to_string()));
         serde_json::to_vec(&event.data).unwrap_or_default()
     };
     for (name, value) in &event.meta {

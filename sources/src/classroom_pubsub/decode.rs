@@ -123,7 +123,7 @@ pub fn decode_message(
                         kind(value)
                     )));
                 };
-                meta.insert(name.clone(), value.clone());
+                meta.insert(name.clone().into(), value.clone());
             }
         }
         Some(other) => {

@@ -121,7 +121,7 @@ pub fn decode(
         meta.insert("channelExpiration".into(), text.clone());
     }
     for (name, value) in uri_params.iter() {
-        meta.insert(name.clone(), value.clone());
+        meta.insert(name.clone().into(), value.clone());
     }
     Ok(DirectoryMessage {
         sync: state == "sync",

@@ -154,7 +154,7 @@ fn directory_event(
         .meta
         .insert("channelExpiration".into(), expiration.into());
     for (k, v) in uri_meta {
-        event.meta.insert((*k).into(), (*v).into());
+        event.meta.insert(k.to_string().into(), (*v).into());
     }
     event
 }

@@ -91,7 +91,7 @@ fn meta_holds_attributes_subscription_id_and_time() {
     let meta: Vec<(&str, &str)> = event
         .meta
         .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .map(|(k, v)| (k.as_ref(), v.as_str()))
         .collect();
     assert_eq!(
         meta,

@@ -71,7 +71,7 @@ fn a_user_add_becomes_the_event() {
     let meta: Vec<(&str, &str)> = event
         .meta
         .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .map(|(k, v)| (k.as_ref(), v.as_str()))
         .collect();
     assert_eq!(
         meta,
