@@ -121,7 +121,7 @@ pub fn decode(
         meta.insert("channelExpiration".into(), text.clone());
     }
     for (name, value) in uri_params.iter() {
-        meta.insert(name.clone().into(), value.clone());
+        meta.insert((*name).into(), value.clone());
     }
     Ok(DirectoryMessage {
         sync: state == "sync",
@@ -139,7 +139,7 @@ thread_local! {
 }
 
 /// The `URI_PARAMS` query parameters of a resource URI, in the order they appear.
-type UriParams = Rc<Vec<(String, String)>>;
+type UriParams = Rc<Vec<(&'static str, String)>>;
 /// An expiration, and as written in `meta`.
 type Expiration = (DateTime<Utc>, String);
 
@@ -164,8 +164,10 @@ fn uri_params(text: &str) -> Result<UriParams, DecodeError> {
         .map_err(|e| DecodeError::new(format!("header {RESOURCE_URI} is not a URL ({e})")))?;
     Ok(Rc::new(
         uri.query_pairs()
-            .filter(|(name, _)| URI_PARAMS.contains(&name.as_ref()))
-            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .filter_map(|(name, value)| {
+                let name = URI_PARAMS.iter().find(|known| **known == name)?;
+                Some((*name, value.into_owned()))
+            })
             .collect(),
     ))
 }
