@@ -11,9 +11,10 @@
 //! * [`ingest`] — how sources hand events to the journal and when they may answer 2xx;
 //! * [`queue`] — the storage boundary: the one interface (`Queue`, `QueueAdmin`, `Ingest`)
 //!   every part asks of the queue, and the engine `queue.engine` names (docs/architecture.md §10);
-//! * [`journal`] — the `local` engine: the durable journal (redb): group commit, routing,
-//!   pending deliveries, dead letters, retention, leases; and `journal::log`, the append-only
-//!   segment log of issue 18 that is to replace redb there (not wired yet, docs/architecture.md §10.3);
+//! * [`journal`] — the `local` engine: the durable journal: group commit, routing, pending
+//!   deliveries, dead letters, retention, leases; its events and outcomes in an append-only
+//!   log (`journal::log`) with the pending deliveries indexed in memory (`journal::ledger`),
+//!   dead letters and state in redb (docs/architecture.md §10.3);
 //! * [`delivery`] — per-sink workers: concurrency, rate limit, retry with backoff, circuit
 //!   breaker, dead letters;
 //! * [`sink`] — the [`Sink`] trait, its retryable/permanent error and the delivery policy.

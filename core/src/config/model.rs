@@ -234,7 +234,8 @@ impl fmt::Debug for EngineSpec {
 /// knows the names; the `postgres` engine's code is in its own crate (herald-queue-postgres).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum QueueEngine {
-    /// The embedded journal under `queue.path` (redb): nothing to install.
+    /// The embedded journal under `queue.path` (an append-only log and a redb file): nothing
+    /// to install.
     #[default]
     Local,
     /// One queue shared by every gateway pointed at the same PostgreSQL database.

@@ -5,7 +5,7 @@
 //! | [`Full`](JournalError::Full) | the undelivered backlog reached `queue.max_events` or `queue.max_bytes` | sources answer 503 (the senders retry later) and `/readyz` says why; the admin API answers 503 |
 //! | [`Closed`](JournalError::Closed) | the writer is gone: the gateway is shutting down | sources and the admin API answer 503; an outcome that was not recorded leaves its delivery pending, to be attempted again after the restart |
 //! | [`Locked`](JournalError::Locked) | another process (a running gateway) holds the journal file | `herald dlq` asks that gateway through its admin listener instead; `herald run` refuses to start; the admin API answers 503 |
-//! | [`Corrupt`](JournalError::Corrupt) | a record cannot be decoded, or redb reports that the file is damaged | a sink worker backs off for a minute and logs it once instead of spinning; the admin API answers 500 |
+//! | [`Corrupt`](JournalError::Corrupt) | a record cannot be decoded, the log is damaged in a way a torn write cannot explain (named by file and byte offset), or redb reports that its file is damaged | at start the journal refuses to open; a sink worker skips an event it cannot read and logs it once, and backs off for a minute when the scan itself fails; the admin API answers 500 |
 //! | [`Unavailable`](JournalError::Unavailable) | the queue's database cannot be reached (the postgres engine, docs/architecture.md §10.2: PostgreSQL down or restarting) | sources answer 503 and `/readyz` says `queue: …`; a sink worker pauses and tries again after a second; the admin API answers 503 |
 //! | [`Io`](JournalError::Io) | reading or writing the file failed (a disk error, a full disk) | sources answer 503; the admin API answers 500; a sink worker tries again after a second |
 //!

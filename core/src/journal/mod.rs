@@ -1,21 +1,25 @@
 //! The durable journal: every acknowledged event, every pending delivery and every dead
-//! letter, in one redb file under `queue.path`.
+//! letter, under `queue.path` (docs/architecture.md §10 and §10.3): events and delivery
+//! outcomes in an append-only log of segments (`log/`, [`log`] and [`ledger`]) with what is
+//! pending indexed in memory, dead letters and the state table in a small redb file
+//! (`journal.redb`, `store.rs`). A journal of an older version, with its events in redb, is
+//! converted at first start ([`upgrade`]).
 //!
 //! **Group commit.** One writer thread owns all writes. Sources, sink workers and the sweeper
-//! send it commands; it takes every command waiting (up to [`MAX_BATCH`]), applies them in one
-//! transaction, commits once (one fsync for the whole batch) and only then answers each
-//! sender. A source answers 2xx only after that answer.
+//! send it commands; it takes every command waiting (up to [`MAX_BATCH`]), writes the batch's
+//! dead letters to redb if it has any, appends its records to the log with one write and one
+//! fdatasync, and only then answers each sender. A source answers 2xx only after that answer.
 //!
-//! **Routing.** The writer routes each new event in the transaction that stores it: the
-//! event and its `(route, sink)` deliveries become durable together, so a restart neither
-//! loses an event nor routes it again (possibly differently under a changed config). Routing
-//! is a few index lookups per event; no sink I/O happens here, so a slow or dead sink never
-//! slows ingest — its backlog waits on disk, in `pending`.
+//! **Routing.** The writer routes each new event in the batch that stores it: the event's
+//! record carries its `(route, sink)` deliveries, so a restart neither loses an event nor
+//! routes it again (possibly differently under a changed config). Routing is a few index
+//! lookups per event; no sink I/O happens here, so a slow or dead sink never slows ingest —
+//! its backlog waits on disk, in the log.
 //!
-//! **Why redb.** Pure Rust, crash-safe copy-on-write B-trees with checksummed commits, MVCC
-//! readers alongside the writer (the sink workers read while the writer commits), and freed
-//! pages are reused, so the file does not grow under steady load once retention removes
-//! delivered events.
+//! **Why a log.** A group commit is then one sequential write and one fdatasync, the least a
+//! durable gateway can do; redb's copy-on-write commit rewrote some 20 scattered pages per
+//! batch (README, "Benchmark"). The price is the index in memory (a few bytes per pending
+//! delivery and per event in the duplicate window), checkpointed so a start reads little.
 //!
 //! **Errors** come in kinds a caller acts on differently ([`JournalError`]): full, shut down,
 //! held by another process, damaged, or an I/O failure. The `error` module says who does what

@@ -1,7 +1,6 @@
-//! The append-only segment log of issue 18: the foundation of the next `local` engine
-//! (docs/architecture.md §10.3). **Not wired into the engine yet**: the journal still runs on
-//! redb (`store.rs`); switching the engine to this log (events and outcomes as records, the
-//! pending index in memory, checkpoints, the upgrade from redb) is a later step.
+//! The append-only segment log under the `local` engine (docs/architecture.md §10.3): records
+//! and segments, group commit, recovery. It knows nothing of events: the ledger
+//! (`../ledger`) gives the records their meaning and keeps the index of what is pending.
 //!
 //! **Segments.** The log is a directory of files `NNNNNNNNNNNNNNNNNNNN.seg`, each named by the
 //! seq of its first record (20 digits), each opening with a 24-byte header (magic, format
@@ -15,10 +14,9 @@
 //! with one positioned write at the end of the active segment and makes it durable with one
 //! `fdatasync`; it returns only then, with the seqs the batch got. Starting a segment costs
 //! a header write, an fdatasync and an fsync of the directory more. The journal's writer thread
-//! (`writer.rs`) would call it once per group commit, where it commits its redb transaction
-//! today. Expected cost per group commit: the encoding (one copy of the payloads and a crc32c
-//! over them, hardware-accelerated) plus one `pwrite` and one `fdatasync` — the durable floor
-//! of the benchmark (`bench/src/durable_floor.rs`), nothing else.
+//! (`writer.rs`) calls it once per group commit. Its cost per group commit: the encoding (one
+//! copy of the payloads and a crc32c over them, hardware-accelerated) plus one `pwrite` and
+//! one `fdatasync` — the durable floor of the benchmark (`bench/src/durable_floor.rs`).
 //!
 //! **In memory**: the list of segments (first seq and path each), the active segment's file
 //! and length, the next seq, and the encoding buffer (as large as the largest recent batch;
