@@ -30,26 +30,6 @@ fn old_journal(dir: &Path) {
     .unwrap();
 }
 
-/// The notification with message number `n` as the fixture's gateway received it.
-fn notification(client: &reqwest::Client, gateway: &Gateway, n: u64) -> reqwest::RequestBuilder {
-    client
-        .post(gateway.url("/webhook/directory"))
-        .header("Content-Type", "application/json")
-        .header("X-Goog-Channel-ID", "ch1")
-        .header("X-Goog-Channel-Token", TOKEN)
-        .header("X-Goog-Channel-Expiration", "Tue, 29 Oct 2030 20:32:02 GMT")
-        .header("X-Goog-Resource-ID", "r1")
-        .header(
-            "X-Goog-Resource-URI",
-            "https://admin.googleapis.com/admin/directory/v1/users?domain=example.edu&event=add",
-        )
-        .header("X-Goog-Resource-State", "add")
-        .header("X-Goog-Message-Number", n.to_string())
-        .body(format!(
-            r#"{{"kind":"admin#directory#user","id":"{n}","primaryEmail":"user{n}@example.edu"}}"#
-        ))
-}
-
 fn emails(received: &[herald_testkit::receiver::Received]) -> Vec<String> {
     let mut emails: Vec<String> = received
         .iter()
@@ -99,9 +79,15 @@ async fn herald_journal_upgrade_converts_an_old_journal_and_finalize_deletes_the
         ]
     );
     let client = reqwest::Client::new();
-    let resent = notification(&client, &gateway, 2).send().await.unwrap();
+    let resent = directory_request(&client, &gateway, "ch1", 2)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resent.status(), 200);
-    let fresh = notification(&client, &gateway, 4).send().await.unwrap();
+    let fresh = directory_request(&client, &gateway, "ch1", 4)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(fresh.status(), 200);
     let received = hook.wait_for(4).await;
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -144,8 +144,13 @@ impl Queue for Journal {
         self.room()?;
         let (reply, answer) = oneshot::channel();
         let json = super::event_json(&event)?;
-        self.send(writer::Command::AppendUnrouted { event, json, reply })
-            .await?;
+        self.send(writer::Command::Append {
+            event,
+            json,
+            unrouted: true,
+            reply,
+        })
+        .await?;
         let committed = answer.await.map_err(|_| JournalError::Closed)??;
         if committed == Committed::New {
             self.unrouted_notify.notify_one();

@@ -439,7 +439,12 @@ impl Ingest for Journal {
         let json = event_json(&event)?;
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(writer::Command::Append { event, json, reply })
+            .send(writer::Command::Append {
+                event,
+                json,
+                unrouted: false,
+                reply,
+            })
             .await
             .map_err(|_| IngestError::Unavailable("the journal is shutting down".into()))?;
         answer

@@ -27,15 +27,12 @@ use crate::ingest::{Committed, RejectedInput};
 use crate::rules::RouteTable;
 
 pub(super) enum Command {
-    /// `json` is the event's JSON, encoded by the sender (off the writer thread).
+    /// `json` is the event's JSON, encoded by the sender (off the writer thread). An
+    /// `unrouted` event waits for [`Command::RouteLater`] instead of being routed now.
     Append {
         event: Event,
         json: Arc<str>,
-        reply: oneshot::Sender<Result<Committed, JournalError>>,
-    },
-    AppendUnrouted {
-        event: Event,
-        json: Arc<str>,
+        unrouted: bool,
         reply: oneshot::Sender<Result<Committed, JournalError>>,
     },
     RouteLater {
@@ -335,7 +332,12 @@ impl Core {
 
         for command in commands.drain(..) {
             match command {
-                Command::Append { event, json, reply } => {
+                Command::Append {
+                    event,
+                    json,
+                    unrouted,
+                    reply,
+                } => {
                     let event = Arc::new(event);
                     let r = self.append(
                         &event,
@@ -343,7 +345,7 @@ impl Core {
                         routes,
                         now,
                         first,
-                        false,
+                        unrouted,
                         &mut records,
                         &mut hashes,
                     );
@@ -354,7 +356,8 @@ impl Core {
                                     touched.insert((*sink).to_owned());
                                 }
                             }
-                            if tapping {
+                            // An unrouted event is tapped once it is routed.
+                            if tapping && !unrouted {
                                 let deliveries = deliveries
                                     .iter()
                                     .map(|(s, r)| ((*r).to_owned(), (*s).to_owned()))
@@ -364,32 +367,6 @@ impl Core {
                                     deliveries,
                                 });
                             }
-                            appended.push(Held {
-                                seq,
-                                committed_at: now,
-                                event,
-                                json,
-                            });
-                            Committed::New
-                        }
-                        None => Committed::Duplicate,
-                    });
-                    replies.push(Reply::Append(reply, r));
-                }
-                Command::AppendUnrouted { event, json, reply } => {
-                    let event = Arc::new(event);
-                    let r = self.append(
-                        &event,
-                        &json,
-                        routes,
-                        now,
-                        first,
-                        true,
-                        &mut records,
-                        &mut hashes,
-                    );
-                    let r = r.map(|new| match new {
-                        Some((seq, _)) => {
                             appended.push(Held {
                                 seq,
                                 committed_at: now,
