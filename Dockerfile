@@ -21,7 +21,8 @@ COPY routes.yaml /etc/herald/routes.yaml
 ENV HERALD_CONFIG=/etc/herald/routes.yaml \
     HERALD_LISTEN=0.0.0.0:8080 \
     HERALD_ADMIN_LISTEN=127.0.0.1:9090 \
-    HERALD_DATA=/data
+    HERALD_DATA=/data \
+    MIMALLOC_ALLOW_THP=0
 USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 8080

@@ -25,6 +25,9 @@ use std::process::ExitCode;
 /// (chunk consolidation) took a fifth of the gateway's CPU, and with mimalloc the same
 /// binary answered 45% more requests (median of 3 alternating runs, 18.4k vs 12.7k/s).
 /// Plugins keep their own allocator: each frees the buffers it allocated (plugin/src/abi.rs).
+/// Built without transparent huge pages (Cargo.toml, `no_thp`); on a kernel whose THP mode
+/// is `always` rather than `madvise`, `MIMALLOC_ALLOW_THP=0` (set in deploy/herald.service
+/// and the Dockerfile) keeps them off too.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -32,6 +32,12 @@ pub mod rules;
 pub mod sink;
 pub mod template;
 
+/// The hash map of the per-event path (the journal's writer and index, the sink workers):
+/// foldhash, seeded per process like std's, at a fraction of SipHash's cost per key.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// The hash set of the per-event path, as [`FastMap`].
+pub(crate) type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
+
 pub use config::Config;
 pub use event::Event;
 pub use sink::{Delivery, DeliveryPolicy, Sink, SinkError};

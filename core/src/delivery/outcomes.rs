@@ -3,8 +3,10 @@
 //! by [`CAPACITY`]; fed by the sink workers after each attempt with one hash and one short
 //! lock, no allocation. A delivery made by another gateway on a shared queue is not here.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::VecDeque;
+
+use crate::FastMap;
+use std::hash::BuildHasher;
 use std::sync::{LazyLock, Mutex};
 
 /// How many deliveries are remembered; the oldest are forgotten first.
@@ -21,7 +23,7 @@ pub enum Seen {
 
 #[derive(Default)]
 struct Recent {
-    last: HashMap<u64, Seen>,
+    last: FastMap<u64, Seen>,
     order: VecDeque<u64>,
 }
 
@@ -30,9 +32,7 @@ static RECENT: LazyLock<Mutex<Recent>> = LazyLock::new(Mutex::default);
 /// The delivery of event `(source, id)` by `route` to `sink`, as one number (a collision
 /// among 8,192 keys of 64 bits is negligible, and would only mislabel a console line).
 fn key(source: &str, id: &str, route: &str, sink: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    (source, id, route, sink).hash(&mut h);
-    h.finish()
+    foldhash::fast::FixedState::with_seed(0).hash_one((source, id, route, sink))
 }
 
 /// Records the outcome of an attempt (the sink workers).

@@ -3,7 +3,6 @@
 //! only the deliveries in flight and one page of the journal in memory: a long outage leaves
 //! its backlog on disk.
 
-use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,6 +26,7 @@ use crate::queue::{
 };
 use crate::sink::{ALWAYS, Delivery, DeliveryPolicy, Pace, Sink, SinkError};
 use crate::template::Templates;
+use crate::{FastMap, FastSet};
 
 /// Pending deliveries read from the journal at a time.
 const PAGE: usize = 256;
@@ -77,7 +77,7 @@ struct Shared {
     /// Deliveries being attempted (`None`), or whose outcome was committed when the scan
     /// counter stood at `Some(n)`: a scan that began before that commit read the journal as
     /// it was and must not start the delivery again.
-    inflight: Mutex<HashMap<DeliveryKey, Option<u64>>>,
+    inflight: Mutex<FastMap<DeliveryKey, Option<u64>>>,
     /// Scans of the journal begun so far.
     scans: AtomicU64,
     /// Woken when an attempt ends, so a half-open circuit or a full worker goes on.
@@ -89,10 +89,10 @@ struct Shared {
     /// Deliveries this worker's last scan claimed that are not being attempted yet (waiting
     /// for a concurrency permit or the rate limit): renewed like those in flight, so a page
     /// that takes longer than the lease is not taken over while it waits.
-    waiting: Mutex<HashSet<DeliveryKey>>,
+    waiting: Mutex<FastSet<DeliveryKey>>,
     /// Waiting deliveries whose claim lapsed anyway (another gateway may have them): not
     /// attempted here.
-    lapsed: Mutex<HashSet<DeliveryKey>>,
+    lapsed: Mutex<FastSet<DeliveryKey>>,
     /// A paced sink on a shared queue: this gateway's turn at it (turn.rs).
     pacing: Option<Pacing>,
     /// An attempt recorded a retry since the worker last looked: its next pass reads the
@@ -131,13 +131,13 @@ impl Worker {
             journal: self.journal.clone(),
             templates: self.templates.clone(),
             breaker: Mutex::new(Breaker::default()),
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Mutex::default(),
             scans: AtomicU64::new(0),
             ended: Notify::new(),
             metrics: SinkMetrics::new(&self.name),
             leased: self.journal.renews_claims(),
-            waiting: Mutex::new(HashSet::new()),
-            lapsed: Mutex::new(HashSet::new()),
+            waiting: Mutex::default(),
+            lapsed: Mutex::default(),
             pacing: self
                 .pace
                 .filter(|_| self.journal.renews_claims())

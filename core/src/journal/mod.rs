@@ -335,17 +335,38 @@ impl Journal {
         after: Option<DeliveryKey>,
         limit: usize,
     ) -> Result<Vec<PendingItem>, JournalError> {
-        let shared = self.shared.clone();
-        let recent = self.recent.clone();
-        let owned = sink.to_owned();
-        let scanned = tokio::task::spawn_blocking(move || {
-            scan_pending(&shared, &recent, &owned, after.as_ref(), limit)
-        })
-        .await
-        .map_err(|e| JournalError::io("", format_args!("the reading task failed: {e}")))
-        .during(format_args!(
-            "reading the pending deliveries of sink `{sink}`"
-        ))?;
+        // Under load every delivery found is of an event still held in memory: then the
+        // page is served here. A blocking thread is taken only to read events back from
+        // disk, or when the writer holds the index (a checkpoint), never to wait for it here.
+        let quick = self.shared.try_index().map(|index| {
+            let found = index.scan(
+                sink,
+                after.as_ref().map(|a| (a.seq, a.route.as_str())),
+                limit,
+            );
+            drop(index);
+            let held = self.recent.get_all(found.iter().map(|f| f.seq));
+            (found, held)
+        });
+        let scanned = match quick {
+            Some((found, held)) if held.iter().all(Option::is_some) => {
+                fill(&self.shared, sink, found, held)
+            }
+            quick => {
+                let shared = self.shared.clone();
+                let recent = self.recent.clone();
+                let owned = sink.to_owned();
+                tokio::task::spawn_blocking(move || match quick {
+                    Some((found, held)) => fill(&shared, &owned, found, held),
+                    None => scan_pending(&shared, &recent, &owned, after.as_ref(), limit),
+                })
+                .await
+                .map_err(|e| JournalError::io("", format_args!("the reading task failed: {e}")))
+                .during(format_args!(
+                    "reading the pending deliveries of sink `{sink}`"
+                ))?
+            }
+        };
         if !scanned.damaged.is_empty() {
             let mut logged = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
             for (key, e) in &scanned.damaged {
@@ -559,25 +580,41 @@ fn scan_pending(
     let found = shared
         .index()
         .scan(sink, after.map(|a| (a.seq, a.route.as_str())), limit);
+    let held = recent.get_all(found.iter().map(|f| f.seq));
+    fill(shared, sink, found, held)
+}
+
+/// The pending deliveries `found` with their events: `held[i]` is `found[i]`'s from the
+/// window of recent events, if it is there; the others are read from the log in one pass.
+fn fill(
+    shared: &ledger::Shared,
+    sink: &str,
+    found: Vec<ledger::index::Found>,
+    held: Vec<Option<recent::Held>>,
+) -> Scanned {
     let missing: Vec<u64> = {
         let mut seqs: Vec<u64> = found
             .iter()
-            .map(|f| f.seq)
-            .filter(|seq| recent.get(*seq).is_none())
+            .zip(&held)
+            .filter(|(_, held)| held.is_none())
+            .map(|(f, _)| f.seq)
             .collect();
         seqs.dedup();
         seqs
     };
-    let mut read: HashMap<u64, Result<Option<recent::Held>, JournalError>> =
-        shared.read(&missing).into_iter().collect();
+    let mut read: HashMap<u64, Result<Option<recent::Held>, JournalError>> = if missing.is_empty() {
+        HashMap::new()
+    } else {
+        shared.read(&missing).into_iter().collect()
+    };
     let mut scanned = Scanned::default();
-    for f in found {
+    for (f, held) in found.into_iter().zip(held) {
         let key = DeliveryKey {
             sink: sink.to_owned(),
             seq: f.seq,
             route: f.route.to_string(),
         };
-        let held = match recent.get(f.seq) {
+        let held = match held {
             Some(held) => held,
             None => match read.get(&f.seq) {
                 Some(Ok(Some(held))) => held.clone(),

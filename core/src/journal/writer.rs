@@ -5,7 +5,7 @@
 //! log with one write and one fdatasync, and only then answers: the senders, the outcomes'
 //! completions, the woken sink workers and the tap.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -25,6 +25,7 @@ use super::{JournalError, Live, MAX_BATCH};
 use crate::event::Event;
 use crate::ingest::{Committed, RejectedInput};
 use crate::rules::RouteTable;
+use crate::{FastMap, FastSet};
 
 pub(super) enum Command {
     /// `json` is the event's JSON, encoded by the sender (off the writer thread). An
@@ -326,9 +327,9 @@ impl Core {
         let mut replayed: Vec<u64> = Vec::new();
         let mut sweeps = Vec::new();
         // What this batch did already, which the index does not know before the append.
-        let mut hashes: HashMap<u64, Arc<Event>> = HashMap::new();
-        let mut routed: HashSet<u64> = HashSet::new();
-        let mut settled: HashSet<DeliveryKey> = HashSet::new();
+        let mut hashes: FastMap<u64, Arc<Event>> = FastMap::default();
+        let mut routed: FastSet<u64> = FastSet::default();
+        let mut settled: FastSet<DeliveryKey> = FastSet::default();
 
         for command in commands.drain(..) {
             match command {
@@ -510,7 +511,7 @@ impl Core {
         first: u64,
         unrouted: bool,
         records: &mut Records,
-        hashes: &mut HashMap<u64, Arc<Event>>,
+        hashes: &mut FastMap<u64, Arc<Event>>,
     ) -> Result<Option<NewEvent<'r>>, JournalError> {
         let hash = codec::dedup_hash(&event.source, &event.id);
         if let Some(earlier) = hashes.get(&hash)
@@ -544,7 +545,7 @@ impl Core {
         deliveries: &[(String, String)],
         first: u64,
         records: &mut Records,
-        routed: &mut HashSet<u64>,
+        routed: &mut FastSet<u64>,
     ) -> Result<Option<(Held, usize)>, JournalError> {
         if routed.contains(&seq) || !self.ledger.shared().index().unrouted.contains(&seq) {
             return Ok(None);
@@ -587,7 +588,7 @@ impl Core {
         outcome: &Outcome,
         first: u64,
         records: &mut Records,
-        settled: &mut HashSet<DeliveryKey>,
+        settled: &mut FastSet<DeliveryKey>,
         dead: &mut Vec<NewDead>,
     ) -> Result<(), JournalError> {
         if settled.contains(&key)
@@ -664,7 +665,7 @@ impl Core {
         reason: &str,
         first: u64,
         records: &mut Records,
-        settled: &mut HashSet<DeliveryKey>,
+        settled: &mut FastSet<DeliveryKey>,
         dead: &mut Vec<NewDead>,
     ) -> Result<usize, JournalError> {
         let found = self.ledger.shared().index().scan(sink, None, usize::MAX);

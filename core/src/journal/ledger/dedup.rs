@@ -6,10 +6,9 @@
 //! stored event (a 32-bit fingerprint matches another event's about once in 4,000 lookups at
 //! a million events, which costs one read, never a dropped event).
 
-use std::collections::HashMap;
-
 use super::super::JournalError;
 use super::codec::Reader;
+use crate::FastMap;
 
 /// Inserts kept in the hash map before they are merged into the sorted array.
 const MERGE_AT: usize = 64 * 1024;
@@ -21,7 +20,7 @@ pub struct Window {
     /// `(fingerprint << 32) | (seq - base)`, sorted.
     sorted: Vec<u64>,
     /// The newest: full hash → seq.
-    recent: HashMap<u64, u64>,
+    recent: FastMap<u64, u64>,
 }
 
 fn fingerprint(hash: u64) -> u64 {
@@ -56,7 +55,7 @@ impl Window {
 
     fn merge(&mut self) {
         let base = self.base;
-        let mut kept = HashMap::new();
+        let mut kept = FastMap::default();
         // Exactly as large as needed: doubling would leave up to half of the window unused.
         self.sorted.reserve_exact(self.recent.len());
         for (hash, seq) in self.recent.drain() {
@@ -129,7 +128,7 @@ impl Window {
             return Err(r.bad("the duplicate window is out of order"));
         }
         let n = count(r)?;
-        let mut recent = HashMap::with_capacity(n);
+        let mut recent = FastMap::with_capacity_and_hasher(n, Default::default());
         for _ in 0..n {
             let hash = r.u64()?;
             recent.insert(hash, r.u64()?);

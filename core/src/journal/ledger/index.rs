@@ -5,13 +5,14 @@
 //! per event), and a sparse map of batch positions to read events back from. The events
 //! themselves stay on disk.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::super::JournalError;
 use super::super::log::Position;
 use super::super::records::{Attempt, Millis, PendingState};
 use super::codec::{self, EventHead, Reader};
+use crate::{FastMap, FastSet};
 
 /// Bits of a packed delivery that name its route; the rest is the seq.
 const ROUTE_BITS: u32 = 20;
@@ -51,9 +52,9 @@ impl Slot {
 pub struct SinkQueue {
     entries: VecDeque<u64>,
     /// Settled, but not yet at the front of `entries`.
-    done: HashSet<u64>,
+    done: FastSet<u64>,
     /// Deliveries attempted at least once.
-    states: HashMap<u64, PendingState>,
+    states: FastMap<u64, PendingState>,
 }
 
 impl SinkQueue {
@@ -81,7 +82,7 @@ pub struct Index {
     pub next_seq: u64,
     pub sinks: BTreeMap<String, SinkQueue>,
     routes: Vec<Arc<str>>,
-    route_ids: HashMap<Arc<str>, u32>,
+    route_ids: FastMap<Arc<str>, u32>,
     pub unrouted: BTreeSet<u64>,
     pub dedup: super::dedup::Window,
     /// Batch starts, sparse: reading an event starts at the last one at or before it.

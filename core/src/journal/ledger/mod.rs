@@ -58,6 +58,16 @@ impl Shared {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The index, unless another thread holds it (the writer applying a batch or writing
+    /// a checkpoint).
+    pub fn try_index(&self) -> Option<MutexGuard<'_, Index>> {
+        match self.index.try_lock() {
+            Ok(index) => Some(index),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// Why the log takes no more writes until the gateway restarts (`/readyz` says it).
     pub fn refusing(&self) -> Option<String> {
         self.refusing
