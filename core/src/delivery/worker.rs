@@ -3,9 +3,11 @@
 //! only the deliveries in flight and one page of the journal in memory: a long outage leaves
 //! its backlog on disk.
 
+use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -492,7 +494,15 @@ async fn attempt(
                 };
                 let send =
                     std::panic::AssertUnwindSafe(shared.sink.deliver(delivery)).catch_unwind();
-                match tokio::time::timeout(shared.policy.timeout, send).await {
+                let mut send = std::pin::pin!(send);
+                // A sink that answers at once (a file, stdout) is not given a timer: setting
+                // and clearing one per delivery is a lock on the runtime's timer wheel.
+                let first = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await;
+                let answered = match first {
+                    Poll::Ready(answer) => Ok(answer),
+                    Poll::Pending => tokio::time::timeout(shared.policy.timeout, send).await,
+                };
+                match answered {
                     Ok(Ok(result)) => result,
                     Ok(Err(panic)) => Err(SinkError::retryable(format!(
                         "the sink panicked: {}",

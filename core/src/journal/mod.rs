@@ -527,10 +527,30 @@ pub(super) const PURGING: &str = "purging dead letters";
 
 /// An event's JSON as stored, encoded by the sender so the writer thread does not. Encoding
 /// cannot fail for an [`Event`]; if it did, it would be an I/O error of the commit (503).
+///
+/// Encoded into a buffer each thread keeps, so the one allocation per event is the shared
+/// string itself (a `String` grown while encoding reallocates two or three times, then is
+/// copied into the `Arc` all the same).
 fn event_json(event: &Event) -> Result<Arc<str>, JournalError> {
-    serde_json::to_string(event)
-        .map(Arc::from)
-        .map_err(|e| JournalError::io("encoding an event", e))
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    /// A buffer grown past this by an unusually large event is not kept.
+    const KEEP: usize = 64 * 1024;
+    BUFFER.with_borrow_mut(|buffer| {
+        buffer.clear();
+        let encoded = serde_json::to_writer(&mut *buffer, event)
+            .map_err(|e| JournalError::io("encoding an event", e))
+            .and_then(|()| {
+                std::str::from_utf8(buffer)
+                    .map(Arc::from)
+                    .map_err(|e| JournalError::io("encoding an event", e))
+            });
+        if buffer.capacity() > KEEP {
+            *buffer = Vec::new();
+        }
+        encoded
+    })
 }
 
 /// The retention in the journal's clock.
