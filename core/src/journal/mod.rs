@@ -207,6 +207,7 @@ impl Journal {
                 recent: recent.clone(),
                 tap: tap.clone(),
                 retention_ms: retention_ms(queue),
+                metrics: writer::Metrics::default(),
             },
             commands: rx,
             routes,
@@ -697,6 +698,7 @@ pub fn open_for_admin(dir: &Path) -> Result<AdminJournal, JournalError> {
             recent: Arc::default(),
             tap,
             retention_ms: i64::MAX,
+            metrics: writer::Metrics::default(),
         }),
         shared,
     })

@@ -275,6 +275,17 @@ impl Ledger {
     /// were encoded by the caller with [`codec`]; on an error nothing of the batch is in the
     /// log or the index.
     pub fn append(&mut self, batch: &[Entry<'_>]) -> Result<u64, JournalError> {
+        self.append_then(batch, || {})
+    }
+
+    /// [`Ledger::append`], calling `written` once the batch is durable and before the index
+    /// shows it: what readers look up after finding a record in the index (the window of
+    /// recent events) is filled there, so they never miss it and read it from disk.
+    pub fn append_then(
+        &mut self,
+        batch: &[Entry<'_>],
+        written: impl FnOnce(),
+    ) -> Result<u64, JournalError> {
         let first = match self.log.append(batch) {
             Ok(seqs) => seqs.start,
             Err(e) => {
@@ -288,6 +299,7 @@ impl Ledger {
                 return Err(e);
             }
         };
+        written();
         let position = self.log.last_batch();
         *self.shared.view.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(self.log.view());
         let mut index = self.shared.index();
