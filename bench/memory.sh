@@ -10,6 +10,9 @@
 #      refused) under full load: RSS at the start and every 10 s, the peak, the backlog and
 #      the journal's size; then the receiver comes back and the time to the first delivery
 #      and to an empty backlog (the circuit breaker's wait included), and RSS after;
+#   3b. the floor under that: the durable floor keeping the least duplicate window there is
+#      (`durable-floor append=1 window=1`, 4 bytes per event) under the same load for as
+#      long: its RSS growth per event, beside the gateway's, and for the gateway's backlog;
 #   4. restart with EVENTS pending deliveries: load with the sink down until EVENTS are
 #      pending, SIGTERM, bring the sink back (a one-file Python receiver that notes its first
 #      request), start the gateway again and time gateway.json, /readyz 200 (the admin address
@@ -37,7 +40,8 @@ if [ -z "${SKIP_BUILD:-}" ]; then
 fi
 herald=$target/release/herald
 bare=$target/release/bare-server
-for b in "$herald" "$bare"; do
+floor=$target/release/durable-floor
+for b in "$herald" "$bare" "$floor"; do
   [ -x "$b" ] || { echo "$b is missing: build it (cargo build --release -p herald -p herald-bench)" >&2; exit 1; }
 done
 
@@ -238,6 +242,37 @@ row "3. after the drain (2 s later): RSS / peak" "$(mib "$(vm VmRSS "$gw")") / $
 stop_gateway
 stop_receiver
 rm -rf "$dir"
+
+# --- 3b. the floor under an outage's memory ----------------------------------------------
+# The durable floor keeping the least duplicate window there is (durable-floor append=1
+# window=1: a 32-bit fingerprint per event and nothing else, bench/src/durable_floor.rs),
+# loaded the same way for as long: how much any gateway with the issue's duplicate window
+# in memory grows per event, and so for as many events as the gateway's backlog above.
+log "part 3b: the floor under an outage's memory"
+: >"$work/floor.addr"
+"$floor" 127.0.0.1:0 "$work/floor" append=1 window=1 >"$work/floor.addr" 2>"$work/floor.log" &
+floor_pid=$!
+until [ -s "$work/floor.addr" ]; do
+  kill -0 "$floor_pid" 2>/dev/null || { cat "$work/floor.log" >&2; die "durable-floor exited at start"; }
+  sleep 0.05
+done
+listen=$(head -1 "$work/floor.addr")
+sleep 1
+floor_start=$(vm VmRSS "$floor_pid")
+start_load "$outage" 2500000000
+wait "$wrk" || true
+floor_end=$(vm VmRSS "$floor_pid")
+floor_events=$(sed -nE 's/^RESULT requests=([0-9]+).*/\1/p' "$work/wrk.out")
+kill "$floor_pid"
+wait "$floor_pid" 2>/dev/null || true
+rm -rf "$work/floor"
+floor_per_event=$(awk -v a="$floor_start" -v b="$floor_end" -v n="$floor_events" 'BEGIN { printf "%.1f", (b - a) * 1024 / n }')
+herald_per_event=$(awk -v a="${samples[0]}" -v b="${samples[-1]}" -v n="$backlog" 'BEGIN { printf "%.1f", (b - a) * 1048576 / n }')
+row "3b. floor (a 4-byte duplicate window, nothing else): RSS at the start / after ${outage} s, events" \
+  "$(mib "$floor_start") / $(mib "$floor_end") MiB, $(thousands "$floor_events")"
+row "3b. RSS growth per event: floor / gateway (its outage above)" "$floor_per_event / $herald_per_event bytes"
+row "3b. floor's growth for the gateway's backlog of $(thousands "$backlog") events" \
+  "$(awk -v p="$floor_per_event" -v n="$backlog" 'BEGIN { printf "%.1f", p * n / 1048576 }') MiB (the gateway's: $(awk -v a="${samples[0]}" -v b="${samples[-1]}" 'BEGIN { printf "%.1f", b - a }') MiB)"
 
 # --- 4. restart with EVENTS pending ---------------------------------------------------------
 log "part 4: restart with $events pending deliveries"

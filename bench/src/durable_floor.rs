@@ -13,7 +13,8 @@
 //! real gateway can only be slower. If this floor stays under 0.7 of the bare server, so does
 //! every implementation of the issue on this machine.
 //!
-//! `durable-floor ADDR DIR [workers=N] [writers=N] [linger_us=N] [append=1] [deliver=1]`
+//! `durable-floor ADDR DIR [workers=N] [writers=N] [linger_us=N] [append=1] [deliver=1]
+//! [window=1]`
 //!
 //! * `workers`: tokio worker threads (default 2, like `#[tokio::main]` on two cores; 0 runs
 //!   the current-thread runtime);
@@ -28,6 +29,11 @@
 //!   records to `DIR/events.jsonl` with one `write`, then hands one small outcome record per
 //!   event back to the writer, which commits it with the next batch. With `append=1` this is
 //!   the floor under Herald's shape of journal (bench/run.sh's "delivering floor").
+//! * `window=1`: also keep a duplicate window in memory, as small as one can be: a 32-bit
+//!   fingerprint of each committed event's id and nothing else (no position to confirm a hit
+//!   on disk from, no index of what is pending), in 256 KiB chunks so no slack is allocated
+//!   ahead and nothing is copied as it grows. The floor under the memory a sink outage costs
+//!   any gateway that keeps the issue's duplicate window in memory (bench/memory.sh, part 3).
 //!
 //! On the 2-core machine of the closing note of issue #4 none of the variants beat the
 //! default: one worker was as fast, the current-thread runtime, a 150 µs linger and 2 or 3
@@ -72,6 +78,7 @@ struct Options {
     linger: Duration,
     append: bool,
     deliver: bool,
+    window: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -84,6 +91,7 @@ fn options() -> Result<Options, String> {
         linger: Duration::ZERO,
         append: false,
         deliver: false,
+        window: false,
     };
     for arg in args {
         let (name, value) = arg
@@ -98,9 +106,10 @@ fn options() -> Result<Options, String> {
             "linger_us" => options.linger = Duration::from_micros(value),
             "append" => options.append = value != 0,
             "deliver" => options.deliver = value != 0,
+            "window" => options.window = value != 0,
             _ => {
                 return Err(format!(
-                    "unknown option {name:?} (workers, writers, linger_us, append, deliver)"
+                    "unknown option {name:?} (workers, writers, linger_us, append, deliver, window)"
                 ));
             }
         }
@@ -148,6 +157,39 @@ struct Log {
     append: bool,
     /// Committed batches to deliver (`deliver=1`).
     delivered: Option<std::sync::mpsc::Sender<Vec<u8>>>,
+    /// `window=1`: the fingerprints of the events committed.
+    window: Option<Mutex<Window>>,
+}
+
+/// The least duplicate window: 4 bytes per event, allocated a chunk at a time.
+#[derive(Default)]
+struct Window {
+    chunks: Vec<Box<[u32]>>,
+    /// Fingerprints in the last chunk.
+    used: usize,
+}
+
+impl Window {
+    const CHUNK: usize = 64 * 1024;
+
+    /// Notes the event in `record` (`{"id":"<number>",…`) by a 32-bit FNV-1a of its id.
+    fn note(&mut self, record: &[u8]) {
+        let id = record.get(7..).unwrap_or_default();
+        let id = &id[..id.iter().position(|b| *b == b'"').unwrap_or(id.len())];
+        let mut h: u32 = 0x811c_9dc5;
+        for b in id {
+            h ^= u32::from(*b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        if self.chunks.is_empty() || self.used == Self::CHUNK {
+            self.chunks.push(vec![0u32; Self::CHUNK].into_boxed_slice());
+            self.used = 0;
+        }
+        if let Some(last) = self.chunks.last_mut() {
+            last[self.used] = h;
+            self.used += 1;
+        }
+    }
 }
 
 /// `deliver=1`: writes each committed batch to the file sink's file with one `write`, then
@@ -191,6 +233,11 @@ impl Log {
                     return;
                 };
                 buf.extend_from_slice(&record);
+                if let Some(window) = &self.window
+                    && reply.is_some()
+                {
+                    window.lock().unwrap_or_else(|p| p.into_inner()).note(&record);
+                }
                 if let Some(reply) = reply {
                     if self.delivered.is_some() {
                         delivering.extend_from_slice(&record);
@@ -201,6 +248,11 @@ impl Log {
                 let mut gather = |records: &mut mpsc::UnboundedReceiver<Record>| {
                     while let Ok((record, reply)) = records.try_recv() {
                         buf.extend_from_slice(&record);
+                        if let Some(window) = &self.window
+                            && reply.is_some()
+                        {
+                            window.lock().unwrap_or_else(|p| p.into_inner()).note(&record);
+                        }
                         if let Some(reply) = reply {
                             if deliver_too {
                                 delivering.extend_from_slice(&record);
@@ -341,6 +393,7 @@ fn main() -> std::io::Result<()> {
         linger: options.linger,
         append: options.append,
         delivered,
+        window: options.window.then(Mutex::default),
     });
     for _ in 0..options.writers {
         let log = log.clone();
