@@ -236,7 +236,10 @@ impl Log {
                 if let Some(window) = &self.window
                     && reply.is_some()
                 {
-                    window.lock().unwrap_or_else(|p| p.into_inner()).note(&record);
+                    window
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .note(&record);
                 }
                 if let Some(reply) = reply {
                     if self.delivered.is_some() {
@@ -251,7 +254,10 @@ impl Log {
                         if let Some(window) = &self.window
                             && reply.is_some()
                         {
-                            window.lock().unwrap_or_else(|p| p.into_inner()).note(&record);
+                            window
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .note(&record);
                         }
                         if let Some(reply) = reply {
                             if deliver_too {
