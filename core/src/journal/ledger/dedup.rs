@@ -53,22 +53,41 @@ impl Window {
         found
     }
 
+    /// Moves the hash map's entries into the sorted array: sorts only them and merges them
+    /// in from the back, in place, so a merge costs the array's length once (not a sort of
+    /// all of it). The array grows by at least an eighth at a time: at most that much of it
+    /// unused, and a copy every few merges rather than at each.
     fn merge(&mut self) {
         let base = self.base;
-        let mut kept = FastMap::default();
-        // Exactly as large as needed: doubling would leave up to half of the window unused.
-        self.sorted.reserve_exact(self.recent.len());
+        let mut new = Vec::with_capacity(self.recent.len());
+        let mut kept = Vec::new();
+        // `drain` keeps the map's table for the next 64k.
         for (hash, seq) in self.recent.drain() {
             match seq.checked_sub(base).filter(|off| *off <= 0xffff_ffff) {
-                Some(off) => self.sorted.push((fingerprint(hash) << 32) | off),
+                Some(off) => new.push((fingerprint(hash) << 32) | off),
                 // Only when the log holds 2^32 records: kept in the map.
-                None => {
-                    kept.insert(hash, seq);
-                }
+                None => kept.push((hash, seq)),
             }
         }
-        self.recent = kept;
-        self.sorted.sort_unstable();
+        self.recent.extend(kept);
+        new.sort_unstable();
+        let old = self.sorted.len();
+        let total = old + new.len();
+        if total > self.sorted.capacity() {
+            self.sorted.reserve_exact(new.len().max(old / 8));
+        }
+        self.sorted.resize(total, 0);
+        let (mut i, mut j, mut k) = (old, new.len(), total);
+        while j > 0 {
+            k -= 1;
+            if i > 0 && self.sorted[i - 1] > new[j - 1] {
+                self.sorted[k] = self.sorted[i - 1];
+                i -= 1;
+            } else {
+                self.sorted[k] = new[j - 1];
+                j -= 1;
+            }
+        }
     }
 
     /// Forgets the events below `first_seq` (their segments were deleted).
@@ -171,6 +190,33 @@ mod tests {
         assert_eq!(back.len(), w.len());
         assert!(back.candidates(hash(150_000)).contains(&150_000));
         assert!(back.candidates(hash(300_000)).contains(&300_000));
+    }
+
+    #[test]
+    fn merging_keeps_the_array_sorted_and_complete() {
+        let mut w = Window::default();
+        let mut all = Vec::new();
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        for round in 0..5u64 {
+            for i in 0..(1000 + round * 777) {
+                // xorshift: hashes in no order, some fingerprints repeated.
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let hash = if i % 97 == 0 {
+                    0xabcd_0000_0000_0000 | i
+                } else {
+                    x
+                };
+                let seq = round * 10_000 + i;
+                w.insert(hash, seq);
+                all.push((fingerprint(hash) << 32) | seq);
+            }
+            w.merge();
+            all.sort_unstable();
+            assert_eq!(w.sorted, all, "round {round}");
+            assert!(w.recent.is_empty());
+        }
     }
 
     #[test]

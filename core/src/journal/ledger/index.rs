@@ -5,12 +5,13 @@
 //! per event), and a sparse map of batch positions to read events back from. The events
 //! themselves stay on disk.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::super::JournalError;
 use super::super::log::Position;
 use super::super::records::{Attempt, Millis, PendingState};
+use super::chunked::Chunked;
 use super::codec::{self, EventHead, Reader};
 use crate::{FastMap, FastSet};
 
@@ -50,7 +51,7 @@ impl Slot {
 /// A sink's pending deliveries, in `(seq, route)` order.
 #[derive(Clone, Debug, Default)]
 pub struct SinkQueue {
-    entries: VecDeque<u64>,
+    entries: Chunked<u64>,
     /// Settled, but not yet at the front of `entries`.
     done: FastSet<u64>,
     /// Deliveries attempted at least once.
@@ -70,15 +71,15 @@ impl SinkQueue {
         let at = self.entries.partition_point(|e| seq_of(*e) < seq);
         let key = pack(seq, route);
         (at..self.entries.len())
-            .take_while(|i| seq_of(self.entries[*i]) == seq)
-            .find(|i| self.entries[*i] == key && !self.done.contains(&key))
+            .take_while(|i| self.entries.get(*i).is_some_and(|e| seq_of(*e) == seq))
+            .find(|i| self.entries.get(*i) == Some(&key) && !self.done.contains(&key))
     }
 }
 
 #[derive(Debug, Default)]
 pub struct Index {
     pub base: u64,
-    pub slots: VecDeque<Slot>,
+    pub slots: Chunked<Slot>,
     pub next_seq: u64,
     pub sinks: BTreeMap<String, SinkQueue>,
     routes: Vec<Arc<str>>,
@@ -306,7 +307,7 @@ impl Index {
             queue.entries.partition_point(|e| seq_of(*e) < seq)
         });
         let mut found = Vec::new();
-        for key in queue.entries.iter().skip(start) {
+        for key in queue.entries.iter_from(start) {
             if found.len() >= limit {
                 break;
             }
@@ -345,17 +346,11 @@ impl Index {
             .collect()
     }
 
-    /// Gives back the memory a backlog left behind once it is delivered (a queue holds on to
-    /// its largest size otherwise). Called with every checkpoint.
+    /// Gives back the memory a backlog left behind once it is delivered (a map holds on to
+    /// its largest size otherwise; the slots and queues give back each chunk as they pass
+    /// it). Called with every checkpoint.
     pub fn shrink(&mut self) {
-        fn shrink<T>(deque: &mut VecDeque<T>) {
-            if deque.capacity() > 4096 && deque.len() < deque.capacity() / 4 {
-                deque.shrink_to(deque.len() * 2);
-            }
-        }
-        shrink(&mut self.slots);
         for queue in self.sinks.values_mut() {
-            shrink(&mut queue.entries);
             if queue.done.capacity() > 4096 && queue.done.len() < queue.done.capacity() / 4 {
                 queue.done.shrink_to(queue.done.len() * 2);
             }
@@ -389,7 +384,7 @@ impl Index {
         u64s(&mut *out, self.undelivered_events);
         u64s(&mut *out, self.undelivered_bytes);
         u64s(&mut *out, self.slots.len() as u64);
-        for slot in &self.slots {
+        for slot in self.slots.iter() {
             out.put(&slot.left.to_le_bytes());
             out.put(&[u8::from(slot.unrouted)]);
             out.put(&slot.size.to_le_bytes());
@@ -402,7 +397,7 @@ impl Index {
         for (sink, queue) in &self.sinks {
             put_long_str(out, sink);
             u64s(&mut *out, queue.entries.len() as u64);
-            for e in &queue.entries {
+            for e in queue.entries.iter() {
                 u64s(&mut *out, *e);
             }
             u64s(&mut *out, queue.done.len() as u64);

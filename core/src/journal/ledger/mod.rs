@@ -17,6 +17,7 @@
 //!   index's `base`) and its newest event is past `queue.retention`, and only after a
 //!   checkpoint that no longer needs it is on disk.
 
+mod chunked;
 pub mod codec;
 pub mod dedup;
 pub mod index;
