@@ -68,14 +68,7 @@ impl Recent {
 
     /// The event `seq`, if it is still held. Frees the events pushed out meanwhile.
     pub fn get(&self, seq: u64) -> Option<Held> {
-        let (found, freed) = {
-            let mut events = self.lock();
-            let i = events.held.partition_point(|held| held.seq < seq);
-            let found = events.held.get(i).filter(|held| held.seq == seq).cloned();
-            (found, std::mem::take(&mut events.pushed_out))
-        };
-        drop(freed);
-        found
+        self.get_all([seq]).pop().flatten()
     }
 
     /// [`Recent::get`] of each of `seqs` (in increasing order), under one lock.
