@@ -229,42 +229,32 @@ impl Log {
             {
                 // One writer gathers and writes at a time; the fdatasync happens outside.
                 let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
-                let Some((record, reply)) = records.blocking_recv() else {
+                let Some(first) = records.blocking_recv() else {
                     return;
                 };
-                buf.extend_from_slice(&record);
-                if let Some(window) = &self.window
-                    && reply.is_some()
-                {
-                    window
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .note(&record);
-                }
-                if let Some(reply) = reply {
-                    if self.delivered.is_some() {
+                let deliver_too = self.delivered.is_some();
+                // Every record goes into the batch; an event (one with a reply) is also noted
+                // in the window and queued for delivery.
+                let mut take = |(record, reply): Record| {
+                    buf.extend_from_slice(&record);
+                    let Some(reply) = reply else {
+                        return;
+                    };
+                    if let Some(window) = &self.window {
+                        window
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .note(&record);
+                    }
+                    if deliver_too {
                         delivering.extend_from_slice(&record);
                     }
                     replies.push(reply);
-                }
-                let deliver_too = self.delivered.is_some();
+                };
+                take(first);
                 let mut gather = |records: &mut mpsc::UnboundedReceiver<Record>| {
-                    while let Ok((record, reply)) = records.try_recv() {
-                        buf.extend_from_slice(&record);
-                        if let Some(window) = &self.window
-                            && reply.is_some()
-                        {
-                            window
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .note(&record);
-                        }
-                        if let Some(reply) = reply {
-                            if deliver_too {
-                                delivering.extend_from_slice(&record);
-                            }
-                            replies.push(reply);
-                        }
+                    while let Ok(record) = records.try_recv() {
+                        take(record);
                     }
                 };
                 gather(&mut records);
