@@ -4,28 +4,32 @@
 //! (`server.tls`; the Directory API only calls HTTPS endpoints). Each source answers POSTs at
 //! its `path`; the server itself answers `GET /healthz` (the process is alive), `GET /readyz`
 //! (the journal takes events) and `GET /metrics` (Prometheus text, rendered by the binary's
-//! recorder). Every source request is bounded by `server.request_timeout` (408) and its body
-//! by `server.body_limit` (413), counted per source and status, and a problem is logged once
-//! with the source's name.
+//! recorder). A request's path is looked up among the sources' first; only the rest goes
+//! through axum's router (docs/architecture.md §1). Every source request is bounded by
+//! `server.request_timeout` (408) and its body by `server.body_limit` (413), counted per
+//! source and status, and a problem is logged once with the source's name.
 //!
 //! Stopping: when the `stop` token given to [`serve`] is cancelled, the listener closes,
 //! requests in flight finish (up to `server.shutdown_timeout`), idle connections close, and
 //! the pull loops stop after storing the batch they hold; [`ServerHandle::stopped`] returns
 //! once all of that is done.
 
+use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, Uri, header};
-use axum::middleware::{self, Next};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use herald_core::Config;
 use herald_core::ingest::Ingest;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -40,7 +44,7 @@ use crate::answer::{Logged, Problem};
 use crate::google::Links;
 use crate::google::settings::Fallbacks;
 use crate::intake::Intake;
-use crate::source::{Receiving, StartContext, source_of};
+use crate::source::{BoxFuture, Handler, Receiving, StartContext, source_of};
 use crate::telemetry;
 
 /// Renders the metrics registry as Prometheus text (the binary's recorder).
@@ -116,6 +120,7 @@ pub async fn serve_linked(
         app = app.route("/metrics", get(move || metrics_text(render)));
     }
     let fallbacks = Fallbacks::of(config);
+    let mut endpoints = HashMap::new();
     let mut tasks = Vec::new();
     for source in &config.sources {
         let name = source.name.as_str();
@@ -131,8 +136,8 @@ pub async fn serve_linked(
             fallbacks: &fallbacks,
             stop: stop.clone(),
         };
-        let route = match spec.start(context).await {
-            Ok(Receiving::Http(route)) => route,
+        let endpoint = match spec.start(context).await {
+            Ok(Receiving::Http(endpoint)) => endpoint,
             Ok(Receiving::Task(task)) => {
                 tasks.push(task);
                 continue;
@@ -144,15 +149,18 @@ pub async fn serve_linked(
                 });
             }
         };
-        let observe = Observe {
+        let mounted = Mounted {
+            handler: endpoint.handler,
             answered: telemetry::Answered::new(Arc::from(name)),
             timeout: server.request_timeout,
         };
-        app = app.merge(route.layer(middleware::from_fn_with_state(observe, observed)));
+        // Config validation refuses two sources on one path.
+        endpoints.insert(endpoint.path, Arc::new(mounted));
     }
-    let app = app
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
+    let routes = Arc::new(Routes {
+        endpoints,
+        app: TowerToHyperService::new(app.fallback(not_found)),
+    });
 
     let tls = match &server.tls {
         Some(tls) => Some(tls_acceptor(&tls.cert, &tls.key).await?),
@@ -172,7 +180,7 @@ pub async fn serve_linked(
 
     let tasks: Vec<JoinHandle<()>> = tasks.into_iter().map(tokio::spawn).collect();
     let connections = Connections {
-        app,
+        routes,
         tls,
         request_timeout: server.request_timeout,
         shutdown_timeout: server.shutdown_timeout,
@@ -186,29 +194,68 @@ pub async fn serve_linked(
     Ok(ServerHandle { local_addr, task })
 }
 
-/// Per source: the request timeout, the request counter, and the one log line of a problem.
+/// Where a request goes: a source's path to its handler, anything else to axum's router
+/// (`/healthz`, `/readyz`, `/metrics`, 404).
+struct Routes {
+    endpoints: HashMap<String, Arc<Mounted>>,
+    app: TowerToHyperService<Router>,
+}
+
+/// The service of every connection.
 #[derive(Clone)]
-struct Observe {
+struct Service(Arc<Routes>);
+
+impl hyper::service::Service<hyper::Request<Incoming>> for Service {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+        match self.0.endpoints.get(request.uri().path()) {
+            Some(mounted) => {
+                let mounted = Arc::clone(mounted);
+                Box::pin(async move { Ok(mounted.answer(request.map(Body::new)).await) })
+            }
+            None => Box::pin(self.0.app.call(request)),
+        }
+    }
+}
+
+/// A source's handler, with its request timeout and its counter of answers.
+struct Mounted {
+    handler: Handler,
     answered: telemetry::Answered,
     timeout: Duration,
 }
 
-async fn observed(State(observe): State<Observe>, request: Request, next: Next) -> Response {
-    let response = match tokio::time::timeout(observe.timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => Problem::timeout(observe.timeout).into_response(),
-    };
-    observe.answered.record(response.status().as_u16());
-    if let Some(Logged(problem)) = response.extensions().get::<Logged>() {
-        tracing::warn!(
-            source = %observe.answered.source(),
-            status = problem.status.as_u16(),
-            error = problem.error,
-            "{}",
-            problem.reason
-        );
+impl Mounted {
+    /// The handler's answer to a POST (405 to any other method, 408 past the timeout),
+    /// counted per status, and the one log line of a problem.
+    async fn answer(&self, request: Request) -> Response {
+        let response = if request.method() != Method::POST {
+            let mut response = method_not_allowed(request.uri()).into_response();
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            response
+        } else {
+            match tokio::time::timeout(self.timeout, (self.handler)(request)).await {
+                Ok(response) => response,
+                Err(_) => Problem::timeout(self.timeout).into_response(),
+            }
+        };
+        self.answered.record(response.status().as_u16());
+        if let Some(Logged(problem)) = response.extensions().get::<Logged>() {
+            tracing::warn!(
+                source = %self.answered.source(),
+                status = problem.status.as_u16(),
+                error = problem.error,
+                "{}",
+                problem.reason
+            );
+        }
+        response
     }
-    response
 }
 
 async fn healthz() -> Response {
@@ -241,7 +288,7 @@ async fn not_found(uri: Uri) -> Problem {
     )
 }
 
-async fn method_not_allowed(uri: Uri) -> Problem {
+fn method_not_allowed(uri: &Uri) -> Problem {
     Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method not allowed",
@@ -292,7 +339,7 @@ async fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, ServeError
 }
 
 struct Connections {
-    app: Router,
+    routes: Arc<Routes>,
     tls: Option<TlsAcceptor>,
     request_timeout: Duration,
     shutdown_timeout: Duration,
@@ -318,7 +365,7 @@ impl Connections {
             };
             let _ = stream.set_nodelay(true);
             let watcher = graceful.watcher();
-            let service = TowerToHyperService::new(self.app.clone());
+            let service = Service(Arc::clone(&self.routes));
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(self.request_timeout);

@@ -6,18 +6,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 
 use super::PushSpec;
 use super::decode::decode_push;
 use super::oidc::{AuthError, Verifier};
 use crate::answer::{Problem, read_body};
 use crate::intake::Intake;
+use crate::source::Endpoint;
 use crate::telemetry;
 
 /// The push endpoint of one source, mounted at its `path`.
@@ -27,7 +25,7 @@ pub fn router(
     intake: Intake,
     body_limit: u64,
     client: &reqwest::Client,
-) -> Router {
+) -> Endpoint {
     if spec.auth.is_none() {
         tracing::warn!(source = %name, path = %spec.path,
             "classroom_pubsub source has no `auth`: anyone who can reach {} can post notifications; \
@@ -42,9 +40,7 @@ pub fn router(
             .map(|auth| Verifier::new(auth, client.clone())),
         body_limit,
     };
-    Router::new()
-        .route(&spec.path, post(handle))
-        .with_state(Arc::new(state))
+    Endpoint::post(&spec.path, Arc::new(state), handle)
 }
 
 pub struct PushState {
@@ -54,10 +50,7 @@ pub struct PushState {
     pub body_limit: u64,
 }
 
-pub async fn handle(
-    State(state): State<Arc<PushState>>,
-    request: axum::extract::Request,
-) -> Response {
+pub async fn handle(state: Arc<PushState>, request: axum::extract::Request) -> Response {
     // The request taken apart rather than its headers extracted: axum's `HeaderMap`
     // extractor clones them, which was 5% of the gateway's CPU under load (README,
     // "Benchmark").

@@ -29,7 +29,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -123,10 +122,7 @@ fn change_key(event: &herald_core::Event) -> Option<String> {
     ))
 }
 
-pub async fn handle(
-    State(state): State<Arc<DirectoryState>>,
-    request: axum::extract::Request,
-) -> Response {
+pub async fn handle(state: Arc<DirectoryState>, request: axum::extract::Request) -> Response {
     // The request taken apart rather than its headers extracted: axum's `HeaderMap`
     // extractor clones them, which was 5% of the gateway's CPU under load (README,
     // "Benchmark").

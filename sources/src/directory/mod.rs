@@ -12,15 +12,13 @@ pub(crate) mod handler;
 
 use std::sync::Arc;
 
-use axum::Router;
-use axum::routing::post;
 use herald_core::Event;
 use herald_core::config::SourceType;
 
 pub use config::DirectorySpec;
 
 use crate::DecodeError;
-use crate::source::{BoxFuture, Receiving, Source, StartContext, Subscriptions};
+use crate::source::{BoxFuture, Endpoint, Receiving, Source, StartContext, Subscriptions};
 
 /// `type: directory_webhook`
 pub const TYPE: SourceType = SourceType {
@@ -48,10 +46,8 @@ impl Source for DirectorySpec {
             context.server.body_limit,
             context.links.clone(),
         );
-        let router = Router::new()
-            .route(&self.path, post(handler::handle))
-            .with_state(Arc::new(state));
-        Box::pin(async move { Ok(Receiving::Http(router)) })
+        let endpoint = Endpoint::post(&self.path, Arc::new(state), handler::handle);
+        Box::pin(async move { Ok(Receiving::Http(endpoint)) })
     }
 
     /// `headers` are the request's `X-Goog-*` headers (names in any case), `body` the JSON

@@ -231,16 +231,32 @@ async fn each_malformed_input_gets_its_answer_and_the_server_keeps_serving() {
 #[tokio::test]
 async fn a_get_on_a_source_is_405_and_a_header_past_the_server_limit_is_431() {
     let gateway = Gateway::start(SOURCES).await;
-    let (status, body) = answer(
-        client()
-            .get(gateway.url("/push/classroom"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let response = client()
+        .get(gateway.url("/push/classroom"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["allow"], "POST");
+    let (status, body) = answer(response).await;
     assert_eq!(status, 405);
     assert_eq!(body["reason"], "/push/classroom answers POST only");
+    // Counted as the source's answers are.
+    let metrics = client()
+        .get(gateway.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("herald_source_requests_total")
+                && l.contains("source=\"classroom\"")
+                && l.contains("status=\"405\"")),
+        "{metrics}"
+    );
 
     // hyper refuses a head larger than its buffer before any handler runs.
     let response = client()
