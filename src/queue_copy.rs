@@ -123,7 +123,7 @@ async fn copy(local: &AdminJournal, path: &Path, spec: &pg::PgSpec) -> anyhow::R
                     });
                 entry
                     .deliveries
-                    .push((item.key.route, item.key.sink, item.state));
+                    .push((item.key.route.to_string(), item.key.sink.to_string(), item.state));
             }
             if !full {
                 break;

@@ -411,12 +411,12 @@ impl PgQueue {
 
     /// The keys as three arrays, for `unnest`.
     fn columns(keys: &[DeliveryKey]) -> (Vec<String>, Vec<i64>, Vec<String>) {
-        let sinks = keys.iter().map(|k| k.sink.clone()).collect();
+        let sinks = keys.iter().map(|k| k.sink.to_string()).collect();
         let seqs = keys
             .iter()
             .map(|k| i64::try_from(k.seq).unwrap_or(i64::MAX))
             .collect();
-        let routes = keys.iter().map(|k| k.route.clone()).collect();
+        let routes = keys.iter().map(|k| k.route.to_string()).collect();
         (sinks, seqs, routes)
     }
 }
@@ -615,9 +615,9 @@ impl Queue for PgQueue {
             .iter()
             .filter(|k| {
                 !held.contains(&(
-                    k.sink.clone(),
+                    k.sink.to_string(),
                     i64::try_from(k.seq).unwrap_or(i64::MAX),
-                    k.route.clone(),
+                    k.route.to_string(),
                 ))
             })
             .cloned()
@@ -927,7 +927,7 @@ async fn scan(
 ) -> Result<Vec<PendingItem>, QueueError> {
     let client = client(&inner.pool).await?;
     let (after_seq, after_route) = match &after {
-        Some(k) => (i64::try_from(k.seq).unwrap_or(i64::MAX), k.route.clone()),
+        Some(k) => (i64::try_from(k.seq).unwrap_or(i64::MAX), k.route.to_string()),
         None => (-1, String::new()),
     };
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -948,6 +948,7 @@ async fn scan(
         .await
         .map_err(e)?;
     let mut items = Vec::with_capacity(rows.len());
+    let sink_name: Arc<str> = Arc::from(sink);
     for row in &rows {
         let seq: i64 = row.try_get(0).map_err(e)?;
         let route: String = row.try_get(1).map_err(e)?;
@@ -973,9 +974,9 @@ async fn scan(
         };
         items.push(PendingItem {
             key: DeliveryKey {
-                sink: sink.to_owned(),
+                sink: Arc::clone(&sink_name),
                 seq: u64::try_from(seq).unwrap_or(0),
-                route,
+                route: route.into(),
             },
             state: PendingState {
                 attempts: u32::try_from(attempts).unwrap_or(0),
@@ -1290,9 +1291,9 @@ async fn run_batch(inner: &Inner, work: &[Work]) -> Result<Vec<Done>, Failed> {
                 outcome: Outcome::Delivered,
                 ..
             } => {
-                delivered.0.push(key.sink.as_str());
+                delivered.0.push(&*key.sink);
                 delivered.1.push(*seq);
-                delivered.2.push(key.route.as_str());
+                delivered.2.push(&*key.route);
             }
             other => others.push(other),
         }
@@ -1583,7 +1584,7 @@ async fn run_one(
                 Outcome::Delivered => {
                     tx.execute(
                         &stmts.delivered,
-                        &[&vec![&key.sink], &vec![*seq], &vec![&key.route], &holder],
+                        &[&vec![&*key.sink], &vec![*seq], &vec![&*key.route], &holder],
                     )
                     .await?
                 }
@@ -1591,14 +1592,14 @@ async fn run_one(
                     let next_at = *next_at as f64;
                     tx.execute(
                         &stmts.retry,
-                        &[&key.sink, seq, &key.route, &holder, &next_at, attempt],
+                        &[&&*key.sink, seq, &&*key.route, &holder, &next_at, attempt],
                     )
                     .await?
                 }
                 Outcome::Dead { reason, .. } => {
                     tx.execute(
                         &stmts.dead,
-                        &[&key.sink, seq, &key.route, &holder, reason, attempt],
+                        &[&&*key.sink, seq, &&*key.route, &holder, reason, attempt],
                     )
                     .await?
                 }

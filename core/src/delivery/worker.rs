@@ -409,9 +409,9 @@ impl Worker {
     /// Where a scan of new deliveries may begin (`Queue::wake_hint`).
     fn hint(&self) -> Option<DeliveryKey> {
         self.journal.wake_hint(&self.name).map(|seq| DeliveryKey {
-            sink: self.name.clone(),
+            sink: Arc::from(self.name.as_str()),
             seq: seq.saturating_sub(1),
-            route: String::new(),
+            route: Arc::from(""),
         })
     }
 }

@@ -342,7 +342,7 @@ impl Journal {
         let quick = self.shared.try_index().map(|index| {
             let found = index.scan(
                 sink,
-                after.as_ref().map(|a| (a.seq, a.route.as_str())),
+                after.as_ref().map(|a| (a.seq, &*a.route)),
                 limit,
             );
             drop(index);
@@ -600,7 +600,7 @@ fn scan_pending(
 ) -> Scanned {
     let found = shared
         .index()
-        .scan(sink, after.map(|a| (a.seq, a.route.as_str())), limit);
+        .scan(sink, after.map(|a| (a.seq, &*a.route)), limit);
     let held = recent.get_all(found.iter().map(|f| f.seq));
     fill(shared, sink, found, held)
 }
@@ -629,11 +629,12 @@ fn fill(
         shared.read(&missing).into_iter().collect()
     };
     let mut scanned = Scanned::default();
+    let sink: Arc<str> = Arc::from(sink);
     for (f, held) in found.into_iter().zip(held) {
         let key = DeliveryKey {
-            sink: sink.to_owned(),
+            sink: Arc::clone(&sink),
             seq: f.seq,
-            route: f.route.to_string(),
+            route: f.route,
         };
         let held = match held {
             Some(held) => held,

@@ -226,7 +226,7 @@ impl<'t> Batch<'t> {
 
     /// Records the outcome of one attempt.
     pub fn outcome(&mut self, key: &DeliveryKey, outcome: &Outcome) -> Result<(), JournalError> {
-        let pkey = (key.sink.as_str(), key.seq, key.route.as_str());
+        let pkey = (&*key.sink, key.seq, &*key.route);
         // Taken out in one B-tree walk; a retry puts it back with its new state.
         let Some(state) = self
             .pending
@@ -263,8 +263,8 @@ impl<'t> Batch<'t> {
                 };
                 if let Some(event) = event {
                     self.dead_letter(DeadKind::Delivery {
-                        route: key.route.clone(),
-                        sink: key.sink.clone(),
+                        route: key.route.to_string(),
+                        sink: key.sink.to_string(),
                         reason: reason.clone(),
                         attempts,
                         event: Box::new(event),

@@ -56,12 +56,14 @@ pub const FILE_NAME: &str = "journal.redb";
 /// table) is far smaller, and the file itself stays in the OS page cache.
 const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
-/// A delivery waiting to be sent.
+/// A delivery waiting to be sent. The names are shared: a key is cloned several times per
+/// attempt (the worker's in-flight set, the outcome, the writer), and a clone of an
+/// `Arc<str>` is a count, not an allocation.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeliveryKey {
-    pub sink: String,
+    pub sink: Arc<str>,
     pub seq: u64,
-    pub route: String,
+    pub route: Arc<str>,
 }
 
 /// A pending delivery with its event, as the sink workers read it.

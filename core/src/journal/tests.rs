@@ -61,13 +61,13 @@ async fn events_are_committed_once_and_routed_durably() {
     let chat = journal.scan_pending("chat", None, 10).await.unwrap();
     assert_eq!(chat.len(), 1);
     assert_eq!(
-        (chat[0].key.route.as_str(), chat[0].event.id.as_str()),
+        (&*chat[0].key.route, chat[0].event.id.as_str()),
         ("adds", "1")
     );
     let audit = journal.scan_pending("audit", None, 10).await.unwrap();
     let got: Vec<_> = audit
         .iter()
-        .map(|i| (i.key.route.as_str(), i.event.id.as_str()))
+        .map(|i| (&*i.key.route, i.event.id.as_str()))
         .collect();
     assert_eq!(got, [("adds", "1"), ("rest", "2")]);
     let held = |items: &[PendingItem]| -> Vec<(DeliveryKey, Event, String)> {

@@ -505,7 +505,7 @@ impl Core {
                         .undelivered_bytes
                         .store(index.undelivered_bytes, Ordering::Relaxed);
                     let mut sinks: BTreeSet<&str> = touched.iter().map(String::as_str).collect();
-                    sinks.extend(settled.iter().map(|key| key.sink.as_str()));
+                    sinks.extend(settled.iter().map(|key| &*key.sink));
                     for sink in sinks {
                         let depth = index.sinks.get(sink).map_or(0, |q| q.len());
                         self.metrics.depth(sink).set(depth as f64);
@@ -674,10 +674,10 @@ impl Core {
     ) {
         match event {
             Ok(Some(held)) => dead.push(NewDead {
-                key: Some((key.seq, key.sink.clone(), key.route.clone())),
+                key: Some((key.seq, key.sink.to_string(), key.route.to_string())),
                 kind: DeadKind::Delivery {
-                    route: key.route.clone(),
-                    sink: key.sink.clone(),
+                    route: key.route.to_string(),
+                    sink: key.sink.to_string(),
                     reason: reason.to_owned(),
                     attempts,
                     event: Box::new((*held.event).clone()),
@@ -715,11 +715,12 @@ impl Core {
         let mut events: HashMap<u64, Result<Option<Held>, JournalError>> =
             self.ledger.shared().read(&seqs).into_iter().collect();
         let mut count = 0;
+        let sink: Arc<str> = Arc::from(sink);
         for f in found {
             let key = DeliveryKey {
-                sink: sink.to_owned(),
+                sink: Arc::clone(&sink),
                 seq: f.seq,
-                route: f.route.to_string(),
+                route: f.route,
             };
             if settled.contains(&key) {
                 continue;
