@@ -121,9 +121,11 @@ async fn copy(local: &AdminJournal, path: &Path, spec: &pg::PgSpec) -> anyhow::R
                         json: item.json.to_string(),
                         deliveries: Vec::new(),
                     });
-                entry
-                    .deliveries
-                    .push((item.key.route.to_string(), item.key.sink.to_string(), item.state));
+                entry.deliveries.push((
+                    item.key.route.to_string(),
+                    item.key.sink.to_string(),
+                    item.state,
+                ));
             }
             if !full {
                 break;

@@ -927,7 +927,10 @@ async fn scan(
 ) -> Result<Vec<PendingItem>, QueueError> {
     let client = client(&inner.pool).await?;
     let (after_seq, after_route) = match &after {
-        Some(k) => (i64::try_from(k.seq).unwrap_or(i64::MAX), k.route.to_string()),
+        Some(k) => (
+            i64::try_from(k.seq).unwrap_or(i64::MAX),
+            k.route.to_string(),
+        ),
         None => (-1, String::new()),
     };
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);

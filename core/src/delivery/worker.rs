@@ -373,7 +373,18 @@ impl Worker {
                     }
                 }
                 lock(&shared.inflight).insert(item.key.clone(), None);
-                attempts.spawn(attempt(shared.clone(), item, permit, recording));
+                // Attempted in place first: a sink that answers at once (a file, stdout) and
+                // an outcome the writer takes at once need no task of their own. Only an
+                // attempt that has to wait is spawned, and runs on from where it stopped. A
+                // panic ends the attempt, never the worker, as it would a task.
+                let mut attempt = Box::pin(
+                    std::panic::AssertUnwindSafe(attempt(shared.clone(), item, permit, recording))
+                        .catch_unwind(),
+                );
+                let first = std::future::poll_fn(|cx| Poll::Ready(attempt.as_mut().poll(cx))).await;
+                if first.is_pending() {
+                    attempts.spawn(attempt);
+                }
             }
             cursor = last;
         }

@@ -340,11 +340,7 @@ impl Journal {
         // page is served here. A blocking thread is taken only to read events back from
         // disk, or when the writer holds the index (a checkpoint), never to wait for it here.
         let quick = self.shared.try_index().map(|index| {
-            let found = index.scan(
-                sink,
-                after.as_ref().map(|a| (a.seq, &*a.route)),
-                limit,
-            );
+            let found = index.scan(sink, after.as_ref().map(|a| (a.seq, &*a.route)), limit);
             drop(index);
             let held = self.recent.get_all(found.iter().map(|f| f.seq));
             (found, held)
