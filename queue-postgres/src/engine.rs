@@ -908,7 +908,7 @@ async fn route_later(
         if let Some(event) = event {
             let _ = inner.tap.send(Arc::new(Tapped {
                 event: Arc::new(event),
-                deliveries: pairs.clone(),
+                deliveries: pairs.as_slice().into(),
             }));
         }
     }

@@ -579,7 +579,7 @@ mod activity_tests {
         );
         Arc::new(Tapped {
             event: Arc::new(event),
-            deliveries: vec![],
+            deliveries: Arc::new([]),
         })
     }
 

@@ -101,12 +101,21 @@ pub struct Tapped {
     /// "Benchmark").
     #[serde(serialize_with = "shared_event")]
     pub event: Arc<Event>,
-    /// `(route, sink)` deliveries, in order; empty when the event matched nothing.
-    pub deliveries: Vec<(String, String)>,
+    /// `(route, sink)` deliveries, in order; empty when the event matched nothing. Shared
+    /// by the events routed alike: the writer reuses the last list while it is the same.
+    #[serde(serialize_with = "shared_deliveries")]
+    pub deliveries: Arc<[(String, String)]>,
 }
 
 fn shared_event<S: serde::Serializer>(event: &Arc<Event>, s: S) -> Result<S::Ok, S::Error> {
     serde::Serialize::serialize(&**event, s)
+}
+
+fn shared_deliveries<S: serde::Serializer>(
+    deliveries: &Arc<[(String, String)]>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&**deliveries, s)
 }
 
 /// The wake-up of each sink's worker, created on first use (sinks come and go on reload).
@@ -206,6 +215,7 @@ impl Journal {
                 notifies: notifies.clone(),
                 recent: recent.clone(),
                 tap: tap.clone(),
+                tapped_alike: None,
                 retention_ms: retention_ms(queue),
                 metrics: writer::Metrics::default(),
             },
@@ -694,6 +704,7 @@ pub fn open_for_admin(dir: &Path) -> Result<AdminJournal, JournalError> {
             notifies: Notifies::default(),
             recent: Arc::default(),
             tap,
+            tapped_alike: None,
             retention_ms: i64::MAX,
             metrics: writer::Metrics::default(),
         }),

@@ -85,8 +85,34 @@ pub(super) struct Core {
     pub notifies: super::Notifies,
     pub recent: Arc<super::recent::Recent>,
     pub tap: broadcast::Sender<Arc<super::Tapped>>,
+    /// The deliveries of the last tapped event, for the next one routed alike.
+    pub tapped_alike: Option<Arc<[(String, String)]>>,
     pub retention_ms: i64,
     pub metrics: Metrics,
+}
+
+/// `(sink, route)` pairs as a tapped event's `(route, sink)` deliveries: `last` when it lists
+/// the same, as it does for every event routed alike, else a new list that becomes `last`.
+/// Tapping then allocates nothing per event for them (the console follows the tap always).
+fn alike(
+    last: &mut Option<Arc<[(String, String)]>>,
+    pairs: &[(&str, &str)],
+) -> Arc<[(String, String)]> {
+    if let Some(last) = last
+        && last.len() == pairs.len()
+        && last
+            .iter()
+            .zip(pairs)
+            .all(|((route, sink), (s, r))| route == r && sink == s)
+    {
+        return Arc::clone(last);
+    }
+    let new: Arc<[(String, String)]> = pairs
+        .iter()
+        .map(|(sink, route)| ((*route).to_owned(), (*sink).to_owned()))
+        .collect();
+    *last = Some(Arc::clone(&new));
+    new
 }
 
 /// The writer's series, registered once: a labelled macro call allocates its key and looks
@@ -390,13 +416,9 @@ impl Core {
                             }
                             // An unrouted event is tapped once it is routed.
                             if tapping && !unrouted {
-                                let deliveries = deliveries
-                                    .iter()
-                                    .map(|(s, r)| ((*r).to_owned(), (*s).to_owned()))
-                                    .collect();
                                 tapped.push(super::Tapped {
                                     event: event.clone(),
-                                    deliveries,
+                                    deliveries: alike(&mut self.tapped_alike, &deliveries),
                                 });
                             }
                             appended.push(Held {
@@ -427,7 +449,7 @@ impl Core {
                             if tapping {
                                 tapped.push(super::Tapped {
                                     event: held.event.clone(),
-                                    deliveries: deliveries.clone(),
+                                    deliveries: deliveries.as_slice().into(),
                                 });
                             }
                             appended.push(held);
@@ -788,5 +810,32 @@ impl Core {
         }
         report.sinks = sinks.into_iter().collect();
         Ok((report, held))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_routed_alike_share_their_tapped_deliveries() {
+        let mut last = None;
+        let first = alike(&mut last, &[("audit", "all"), ("chat", "adds")]);
+        assert_eq!(
+            &*first,
+            [
+                ("all".to_owned(), "audit".to_owned()),
+                ("adds".to_owned(), "chat".to_owned())
+            ]
+        );
+        let second = alike(&mut last, &[("audit", "all"), ("chat", "adds")]);
+        assert!(Arc::ptr_eq(&first, &second), "the same list, not a copy");
+        // Routed otherwise: a list of its own, which the next alike event shares.
+        let other = alike(&mut last, &[("audit", "all")]);
+        assert_eq!(&*other, [("all".to_owned(), "audit".to_owned())]);
+        assert!(Arc::ptr_eq(&other, &alike(&mut last, &[("audit", "all")])));
+        let swapped = alike(&mut last, &[("all", "audit")]);
+        assert_eq!(&*swapped, [("audit".to_owned(), "all".to_owned())]);
+        assert!(alike(&mut last, &[]).is_empty());
     }
 }
