@@ -323,7 +323,7 @@ stop_gateway
 stop_receiver
 
 echo
-echo "Herald memory and restart, local engine (redb), $(date -u +%F), $(thousands "$events") events, ${outage} s outage"
+echo "Herald memory and restart, local engine (the append-only log), $(date -u +%F), $(thousands "$events") events, ${outage} s outage"
 echo
 echo "| measure | result |"
 echo "|---|---|"
