@@ -242,7 +242,7 @@ async fn tap(State(s): State<AdminState>, RawQuery(query): RawQuery) -> Response
                     if !filter.matches(&tapped) {
                         continue;
                     }
-                    let mut line = serde_json::to_vec(&*tapped).unwrap_or_default();
+                    let mut line = serde_json::to_vec(&tapped).unwrap_or_default();
                     line.push(b'\n');
                     if tx.send(Ok(line)).await.is_err() {
                         return;

@@ -79,7 +79,7 @@ struct Inner {
     retention_ms: i64,
     routes: Arc<ArcSwap<RouteTable>>,
     notifies: RwLock<HashMap<String, Arc<Notify>>>,
-    tap: broadcast::Sender<Arc<Tapped>>,
+    tap: broadcast::Sender<Tapped>,
     health: Health,
     undelivered_events: AtomicU64,
     undelivered_bytes: AtomicU64,
@@ -728,7 +728,7 @@ impl Queue for PgQueue {
             .clone()
     }
 
-    fn tap(&self) -> broadcast::Receiver<Arc<Tapped>> {
+    fn tap(&self) -> broadcast::Receiver<Tapped> {
         self.inner.tap.subscribe()
     }
 
@@ -906,10 +906,10 @@ async fn route_later(
             }
         };
         if let Some(event) = event {
-            let _ = inner.tap.send(Arc::new(Tapped {
+            let _ = inner.tap.send(Tapped {
                 event: Arc::new(event),
                 deliveries: pairs.as_slice().into(),
-            }));
+            });
         }
     }
     Ok(RoutedLater::Routed {
@@ -1188,10 +1188,10 @@ async fn apply(inner: &Inner, commands: &mut Vec<Command>) -> Option<oneshot::Se
                         .fetch_add(u64::try_from(size).unwrap_or(0), Ordering::Relaxed);
                     if let Some(event) = event {
                         let deliveries = routes.into_iter().zip(sinks.clone()).collect();
-                        let _ = inner.tap.send(Arc::new(Tapped {
+                        let _ = inner.tap.send(Tapped {
                             event: Arc::new(event),
                             deliveries,
-                        }));
+                        });
                     }
                     touched.extend(sinks);
                 }

@@ -31,7 +31,7 @@ pub struct Activity {
 #[derive(Default)]
 struct ActivityInner {
     sources: BTreeMap<String, SourceActivity>,
-    recent: VecDeque<Arc<Tapped>>,
+    recent: VecDeque<Tapped>,
     /// Per sink: deliveries and failures (retries and dead letters) a minute, the last hour.
     sinks: BTreeMap<String, SinkActivity>,
 }
@@ -41,7 +41,7 @@ struct SourceActivity {
     events: u64,
     /// The source's last event, shared with `recent`; its summary (`last_json`) is built when
     /// the overview is read, not per event (docs/architecture.md §12, README "Benchmark").
-    last: Arc<Tapped>,
+    last: Tapped,
     /// Events a second, the last minute.
     per_second: Buckets,
 }
@@ -161,8 +161,8 @@ impl Activity {
     }
 
     /// Runs once per routed event, so it allocates only for a source's first event: the
-    /// source is looked up by `&str`, and the last event is kept as the shared `Arc`.
-    fn record(&self, tapped: Arc<Tapped>) {
+    /// source is looked up by `&str`, and the last event is kept as the shared `Tapped`.
+    fn record(&self, tapped: Tapped) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let now = unix_now();
         match inner.sources.get_mut(&tapped.event.source) {
@@ -314,7 +314,7 @@ pub async fn overview(State(s): State<AdminState>) -> Response {
             .recent
             .iter()
             .rev()
-            .map(|t| serde_json::to_value(&**t).unwrap_or(Value::Null))
+            .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
             .collect();
         (sources, recent)
     };
@@ -569,7 +569,7 @@ mod activity_tests {
 
     use super::{Activity, RECENT, last_json, unix_now};
 
-    fn tapped(id: &str, source: &str) -> Arc<Tapped> {
+    fn tapped(id: &str, source: &str) -> Tapped {
         let event = Event::new(
             id,
             source,
@@ -577,10 +577,10 @@ mod activity_tests {
             chrono::Utc::now(),
             json!({}),
         );
-        Arc::new(Tapped {
+        Tapped {
             event: Arc::new(event),
             deliveries: Arc::new([]),
-        })
+        }
     }
 
     #[test]

@@ -327,7 +327,7 @@ impl Queue for Journal {
         Journal::bury(self, sink, reason).await
     }
 
-    fn tap(&self) -> broadcast::Receiver<Arc<Tapped>> {
+    fn tap(&self) -> broadcast::Receiver<Tapped> {
         Journal::tap(self)
     }
 

@@ -93,7 +93,8 @@ impl Drop for OnRecorded {
     }
 }
 
-/// An event as it was routed, for `herald tap` and the console's activity.
+/// An event as it was routed, for `herald tap` and the console's activity. Sent by value:
+/// both fields are shared, so a clone for each follower is two counts, not an allocation.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Tapped {
     /// Shared with the writer's window of recent events rather than cloned: every event is
@@ -155,7 +156,7 @@ pub struct Journal {
     max_bytes: Option<u64>,
     notifies: Notifies,
     recent: Arc<recent::Recent>,
-    tap: broadcast::Sender<Arc<Tapped>>,
+    tap: broadcast::Sender<Tapped>,
     health: Health,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Events found damaged by a scan, each logged once.
@@ -255,7 +256,7 @@ impl Journal {
 
     /// Every event routed from now on, with its deliveries (`herald tap`). While nobody
     /// subscribes, the writer does no work for it.
-    pub fn tap(&self) -> broadcast::Receiver<Arc<Tapped>> {
+    pub fn tap(&self) -> broadcast::Receiver<Tapped> {
         self.tap.subscribe()
     }
 

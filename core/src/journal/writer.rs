@@ -84,7 +84,7 @@ pub(super) struct Core {
     pub live: Arc<Live>,
     pub notifies: super::Notifies,
     pub recent: Arc<super::recent::Recent>,
-    pub tap: broadcast::Sender<Arc<super::Tapped>>,
+    pub tap: broadcast::Sender<super::Tapped>,
     /// The deliveries of the last tapped event, for the next one routed alike.
     pub tapped_alike: Option<Arc<[(String, String)]>>,
     pub retention_ms: i64,
@@ -537,7 +537,7 @@ impl Core {
                     self.notifies.get(sink).notify_one();
                 }
                 for tapped in tapped {
-                    let _ = self.tap.send(Arc::new(tapped));
+                    let _ = self.tap.send(tapped);
                 }
                 for reply in replies {
                     reply.send(None);

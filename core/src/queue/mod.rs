@@ -346,7 +346,7 @@ pub trait Queue: QueueAdmin + Ingest {
     // ---- the rest -------------------------------------------------------------------
 
     /// Every event routed from now on, with its deliveries (`herald tap`); live, not durable.
-    fn tap(&self) -> broadcast::Receiver<Arc<Tapped>>;
+    fn tap(&self) -> broadcast::Receiver<Tapped>;
 
     /// Readiness checks of the rest of the gateway, which [`Ingest::ready`] reports.
     fn health(&self) -> &Health;

@@ -41,7 +41,10 @@ impl SinkSpec for FileSpec {
             Target::Stdout => Output::Stdout,
         };
         Ok(Arc::new(FileSink {
-            out: Mutex::new(out),
+            out: Mutex::new(Writing {
+                out,
+                line: Vec::new(),
+            }),
             templated: self.templated,
         }))
     }
@@ -68,58 +71,77 @@ enum Output {
 /// interleave within a line. A line is a few hundred bytes written to the page cache, short
 /// enough to do on the runtime thread.
 pub(super) struct FileSink {
-    out: Mutex<Output>,
+    out: Mutex<Writing>,
     templated: bool,
 }
 
-/// `{"route":…,"sink":…,"event":…}` and a newline: the event's JSON is the journal's own,
-/// spliced in rather than serialized again.
-fn record_line(route: &str, sink: &str, json: &str) -> Result<Vec<u8>, serde_json::Error> {
-    let mut line = Vec::with_capacity(json.len() + route.len() + sink.len() + 32);
+/// Where lines go, and the buffer each is put together in (kept between deliveries, so a
+/// delivery allocates nothing for its line).
+struct Writing {
+    out: Output,
+    line: Vec<u8>,
+}
+
+/// A line buffer grown past this by a large event is let go after its write.
+const KEEP_LINE: usize = 64 * 1024;
+
+/// `{"route":…,"sink":…,"event":…}` and a newline into `line`: the event's JSON is the
+/// journal's own, spliced in rather than serialized again.
+fn record_line(
+    line: &mut Vec<u8>,
+    route: &str,
+    sink: &str,
+    json: &str,
+) -> Result<(), serde_json::Error> {
+    line.reserve(json.len() + route.len() + sink.len() + 32);
     line.extend_from_slice(br#"{"route":"#);
-    serde_json::to_writer(&mut line, route)?;
+    serde_json::to_writer(&mut *line, route)?;
     line.extend_from_slice(br#","sink":"#);
-    serde_json::to_writer(&mut line, sink)?;
+    serde_json::to_writer(&mut *line, sink)?;
     line.extend_from_slice(br#","event":"#);
     line.extend_from_slice(json.as_bytes());
     line.extend_from_slice(b"}\n");
-    Ok(line)
+    Ok(())
 }
 
 #[async_trait]
 impl Sink for FileSink {
     async fn deliver(&self, delivery: Delivery<'_>) -> Result<(), SinkError> {
-        let line = match delivery.rendered.get("line").filter(|_| self.templated) {
-            Some(text) => {
-                let mut line = text.trim_end_matches('\n').as_bytes().to_vec();
-                line.push(b'\n');
-                line
-            }
-            None => record_line(delivery.route, delivery.sink, delivery.json)
-                .map_err(|e| SinkError::permanent(format!("cannot serialize the record: {e}")))?,
-        };
-        let mut out = self
+        let mut writing = self
             .out
             .lock()
             .map_err(|_| SinkError::retryable("file sink lock poisoned"))?;
-        let result = match &mut *out {
+        let Writing { out, line } = &mut *writing;
+        line.clear();
+        match delivery.rendered.get("line").filter(|_| self.templated) {
+            Some(text) => {
+                line.extend_from_slice(text.trim_end_matches('\n').as_bytes());
+                line.push(b'\n');
+            }
+            None => record_line(line, delivery.route, delivery.sink, delivery.json)
+                .map_err(|e| SinkError::permanent(format!("cannot serialize the record: {e}")))?,
+        }
+        let result = match out {
             Output::File { file, fsync } => file
-                .write_all(&line)
+                .write_all(line)
                 .and_then(|_| if *fsync { file.sync_data() } else { Ok(()) }),
             Output::Stdout => {
                 let mut stdout = io::stdout().lock();
-                stdout.write_all(&line).and_then(|_| stdout.flush())
+                stdout.write_all(line).and_then(|_| stdout.flush())
             }
         };
+        if line.capacity() > KEEP_LINE {
+            *line = Vec::new();
+        }
         result.map_err(|e| SinkError::retryable(format!("write failed: {e}")))
     }
 
     async fn flush(&self) -> Result<(), SinkError> {
-        let out = self
+        let writing = self
             .out
             .lock()
             .map_err(|_| SinkError::retryable("file sink lock poisoned"))?;
-        match &*out {
+        match &writing.out {
             Output::File { file, .. } => file
                 .sync_all()
                 .map_err(|e| SinkError::retryable(format!("fsync failed: {e}"))),
@@ -141,7 +163,9 @@ mod tests {
             chrono::Utc::now(),
             serde_json::json!({"primaryEmail": "a\"b@example.edu"}),
         );
-        let line = record_line("all \"users\"", "audit\n", &event.to_json()).unwrap();
+        let mut line = b"left over from the last line".to_vec();
+        line.clear();
+        record_line(&mut line, "all \"users\"", "audit\n", &event.to_json()).unwrap();
         let text = String::from_utf8(line).unwrap();
         assert!(
             text.ends_with("}\n") && text.matches('\n').count() == 1,

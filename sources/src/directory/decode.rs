@@ -117,8 +117,9 @@ pub fn decode(
     meta.insert("resourceUri".into(), resource_uri.to_owned());
     meta.insert("resourceState".into(), state.to_owned());
     meta.insert("messageNumber".into(), number.to_string());
-    if let Some((_, text)) = &expiration {
-        meta.insert("channelExpiration".into(), text.clone());
+    let expires = expiration.as_ref().map(|(time, _)| *time);
+    if let Some((_, text)) = expiration {
+        meta.insert("channelExpiration".into(), text);
     }
     for (name, value) in uri_params.iter() {
         meta.insert((*name).into(), value.clone());
@@ -126,7 +127,7 @@ pub fn decode(
     Ok(DirectoryMessage {
         sync: state == "sync",
         channel_id: channel_id.to_owned(),
-        expiration: expiration.map(|(time, _)| time),
+        expiration: expires,
         event,
     })
 }
