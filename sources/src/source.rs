@@ -92,8 +92,8 @@ pub enum Receiving {
 
 /// A source's path on the shared listener, and what answers a POST there. The server looks
 /// the path up itself, before axum's router, and answers other methods 405: a source request
-/// costs one lookup and one boxed future instead of the router's clones and layers (about
-/// 25 allocations; docs/architecture.md §14).
+/// costs one lookup and two boxed futures instead of the router's clones and layers (about
+/// 19 allocations; docs/architecture.md §1).
 pub struct Endpoint {
     pub path: String,
     pub handler: Handler,
