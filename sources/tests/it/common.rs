@@ -136,6 +136,18 @@ impl Gateway {
         format!("http://{}{path}", self.addr)
     }
 
+    /// `GET /metrics`: the Prometheus text.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Asks the server to stop and waits until it has.
     pub async fn stop(mut self) {
         drop(self.stop.take());

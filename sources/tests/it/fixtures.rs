@@ -245,14 +245,7 @@ async fn sync_is_acknowledged_and_routed_only_with_route_sync() {
     assert_eq!(events[0].data, Value::Null);
     assert_eq!(events[0].subject, None);
 
-    let metrics = client()
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics().await;
     assert!(
         metrics
             .lines()

@@ -241,14 +241,7 @@ async fn a_get_on_a_source_is_405_and_a_header_past_the_server_limit_is_431() {
     assert_eq!(status, 405);
     assert_eq!(body["reason"], "/push/classroom answers POST only");
     // Counted as the source's answers are.
-    let metrics = client()
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics().await;
     assert!(
         metrics
             .lines()

@@ -222,14 +222,7 @@ async fn bad_tokens_are_refused_and_nothing_is_stored() {
     assert!(gateway.ingest.events().is_empty(), "nothing is stored");
     assert!(gateway.ingest.rejected().is_empty(), "nothing is kept");
 
-    let metrics = client()
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics().await;
     let failures = metrics
         .lines()
         .find(|l| l.starts_with("herald_source_auth_failures_total{source=\"guarded\"}"))

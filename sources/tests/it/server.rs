@@ -182,14 +182,7 @@ async fn a_directory_channel_expiration_is_exposed() {
             .status(),
         200
     );
-    let text = client()
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gateway.metrics().await;
     // Tue, 29 Oct 2030 20:32:02 GMT
     let line = r#"herald_directory_channel_expiration_timestamp_seconds{source="directory",channel="directoryApiId"} 1919536322"#;
     assert!(text.lines().any(|l| l == line), "{text}");
