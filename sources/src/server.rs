@@ -159,7 +159,10 @@ pub async fn serve_linked(
     }
     let routes = Arc::new(Routes {
         endpoints,
-        app: TowerToHyperService::new(app.fallback(not_found)),
+        app: TowerToHyperService::new(
+            app.fallback(not_found)
+                .method_not_allowed_fallback(get_only),
+        ),
     });
 
     let tls = match &server.tls {
@@ -233,7 +236,7 @@ impl Mounted {
     /// counted per status, and the one log line of a problem.
     async fn answer(&self, request: Request) -> Response {
         let response = if request.method() != Method::POST {
-            let mut response = method_not_allowed(request.uri()).into_response();
+            let mut response = method_not_allowed(request.uri(), "POST").into_response();
             response
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -288,12 +291,18 @@ async fn not_found(uri: Uri) -> Problem {
     )
 }
 
-fn method_not_allowed(uri: &Uri) -> Problem {
+/// 405 for `path`, which answers `method` only.
+fn method_not_allowed(uri: &Uri, method: &str) -> Problem {
     Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method not allowed",
-        format!("{} answers POST only", uri.path()),
+        format!("{} answers {method} only", uri.path()),
     )
+}
+
+/// The router's 405 (`/healthz`, `/readyz` and `/metrics` are read with GET).
+async fn get_only(uri: Uri) -> Problem {
+    method_not_allowed(&uri, "GET")
 }
 
 /// Reads `server.tls`'s PEM files into a rustls acceptor.

@@ -43,6 +43,16 @@ async fn health_and_readiness() {
     );
     let (status, _) = answer(client().get(gateway.url("/healthz")).send().await.unwrap()).await;
     assert_eq!(status, 200, "alive even when not ready");
+
+    // The gateway's own paths are read, not posted to; an unknown path is 404.
+    let response = client().post(gateway.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.headers()["allow"], "GET,HEAD");
+    let (status, body) = answer(response).await;
+    assert_eq!(status, 405);
+    assert_eq!(body["reason"], "/healthz answers GET only");
+    let (status, body) = answer(client().post(gateway.url("/nowhere")).send().await.unwrap()).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["reason"], "nothing is served at /nowhere");
     gateway.stop().await;
 }
 
