@@ -106,7 +106,11 @@ fn init_logs(format: cli::LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A line that cannot be written (stderr on a full disk) is lost, nothing more: the
+        // subscriber's own report of it is an `eprintln!`, which panics when stderr fails,
+        // in the journal's writer or a request's task alike.
+        .log_internal_errors(false);
     match format {
         cli::LogFormat::Text => builder.init(),
         cli::LogFormat::Json => builder.json().flatten_event(true).init(),

@@ -799,3 +799,44 @@ async fn a_kafka_sinks_missing_topic_shows_in_readyz_until_the_sink_changes_or_g
     assert_eq!(body["report"]["removed"], serde_json::json!(["bus"]));
     ready().await;
 }
+
+/// A log that cannot be written (stderr on a full disk: `/dev/full` fails every write with
+/// ENOSPC) costs the log lines and nothing else: the gateway starts, refuses a wrong token,
+/// answers 200 and delivers what it acknowledged, and stops on SIGTERM as usual.
+/// tracing-subscriber reports a failed write with `eprintln!`, which panics when stderr
+/// fails, in whichever thread logged: the journal's writer, a request's task (`init_logs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_cannot_be_written_stops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = Gateway::start_through(
+        dir.path(),
+        &config_to("logless", false),
+        &["sh", "-c", "exec \"$@\" 2>/dev/full", "sh"],
+    );
+    let client = reqwest::Client::new();
+    let mut wrong = directory_request(&client, &g, "logless", 1)
+        .build()
+        .unwrap();
+    wrong.headers_mut().insert(
+        "X-Goog-Channel-Token",
+        reqwest::header::HeaderValue::from_static("not-the-token"),
+    );
+    let refused = client.execute(wrong).await.unwrap();
+    assert_eq!(refused.status(), 403, "a refusal is logged, and answered");
+    for n in 1..=20 {
+        assert_eq!(post(&client, &g, "logless", n).await, 200);
+    }
+    let delivered = eventually("all 20 delivered", Duration::from_secs(20), || {
+        let records = records(&g, "logless");
+        (records.len() == 20).then_some(records)
+    })
+    .await;
+    let ids: HashSet<&str> = delivered
+        .iter()
+        .filter_map(|r| r["event"]["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 20, "each once");
+    let (status, _) = readyz(&client, &g).await;
+    assert_eq!(status, 200);
+    assert!(g.terminate().success(), "a clean stop");
+}
