@@ -185,19 +185,28 @@ async fn a_full_disk_refuses_new_events_and_loses_nothing_acknowledged() {
         "the refusal names the cause:\n{}",
         gateway.log()
     );
-    // Still serving.
+    // Still serving, and not ready: a load balancer sends the requests elsewhere.
     let health = client
         .get(format!("http://{}/healthz", gateway.admin))
         .send()
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    let ready = client.get(gateway.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let why = ready.text().await.unwrap();
+    assert!(
+        why.contains("a commit failed") && why.contains("File too large"),
+        "{why}"
+    );
     drop(gateway);
 
     // Restarted with room and the sink up: every acknowledged event is delivered, and none
     // of those refused.
     let hook = Receiver::start().await;
-    let _gateway = Gateway::start(dir.path(), &config(&hook.url("/h")));
+    let gateway = Gateway::start(dir.path(), &config(&hook.url("/h")));
+    let ready = client.get(gateway.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "ready with room");
     let ids = || {
         let mut ids: Vec<String> = hook
             .received()

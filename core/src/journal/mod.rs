@@ -44,7 +44,7 @@ mod writer;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -136,11 +136,52 @@ impl Notifies {
 /// The most commands applied in one transaction.
 pub const MAX_BATCH: usize = 2048;
 
-/// Counters mirrored from the journal after every commit, read without a transaction.
+/// Counters mirrored from the journal after every commit, read without a transaction, and
+/// the last failed commit.
 #[derive(Debug, Default)]
 pub(crate) struct Live {
     undelivered_events: AtomicU64,
     undelivered_bytes: AtomicU64,
+    /// Set with `failure`: a commit failed and none has succeeded since.
+    failed: AtomicBool,
+    failure: std::sync::Mutex<Option<(std::time::Instant, String)>>,
+}
+
+/// How long `/readyz` reports a failed commit (a full disk, say) when no commit succeeded
+/// since. Then it says ready again, so that a load balancer sends requests that find out
+/// whether there is room now: without traffic no commit would ever clear it.
+const FAILED_COMMIT_UNREADY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Live {
+    /// The writer's commit failed with `error`.
+    pub(crate) fn commit_failed(&self, error: &JournalError) {
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        *failure = Some((std::time::Instant::now(), error.to_string()));
+        self.failed.store(true, Ordering::Release);
+    }
+
+    /// A commit succeeded: one per commit, so it costs one load unless a commit had failed.
+    pub(crate) fn commit_succeeded(&self) {
+        if self.failed.swap(false, Ordering::AcqRel) {
+            *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+
+    /// Why the journal is not ready: a commit failed lately and none has succeeded since.
+    fn failing(&self) -> Option<String> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, reason) = failure.as_ref()?;
+        let ago = at.elapsed();
+        (ago < FAILED_COMMIT_UNREADY).then(|| {
+            format!(
+                "journal: a commit failed {}s ago and none succeeded since: {reason}",
+                ago.as_secs()
+            )
+        })
+    }
 }
 
 /// The open journal: the `local` engine of the storage boundary ([`crate::queue::Queue`],
@@ -199,6 +240,7 @@ impl Journal {
             Arc::new(Live {
                 undelivered_events: AtomicU64::new(index.undelivered_events),
                 undelivered_bytes: AtomicU64::new(index.undelivered_bytes),
+                ..Live::default()
             })
         };
         let notifies = Notifies::default();
@@ -510,6 +552,9 @@ impl Ingest for Journal {
         if let Some(why) = self.shared.refusing() {
             return Err(format!("journal: {why}; restart the gateway"));
         }
+        if let Some(why) = self.live.failing() {
+            return Err(why);
+        }
         self.health.check()
     }
 }
@@ -692,6 +737,7 @@ pub fn open_for_admin(dir: &Path) -> Result<AdminJournal, JournalError> {
     let live = Arc::new(Live {
         undelivered_events: AtomicU64::new(index.undelivered_events),
         undelivered_bytes: AtomicU64::new(index.undelivered_bytes),
+        ..Live::default()
     });
     drop(index);
     let (tap, _) = broadcast::channel(1);

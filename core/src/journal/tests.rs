@@ -927,3 +927,21 @@ async fn events_are_read_back_from_many_segments_for_a_sink_far_behind() {
     assert!(journal.damaged.lock().unwrap().is_empty());
     journal.close().await;
 }
+
+#[test]
+fn a_failed_commit_is_unready_until_one_succeeds() {
+    let live = Live::default();
+    assert_eq!(live.failing(), None);
+    let full = JournalError::io(
+        "appending a batch",
+        std::io::Error::from_raw_os_error(28), // ENOSPC
+    );
+    live.commit_failed(&full);
+    let why = live.failing().expect("not ready");
+    assert!(
+        why.contains("a commit failed 0s ago") && why.contains("No space left on device"),
+        "{why}"
+    );
+    live.commit_succeeded();
+    assert_eq!(live.failing(), None, "ready again after a commit");
+}

@@ -513,6 +513,7 @@ impl Core {
         self.metrics.batch_size.record(size as f64);
         match result {
             Ok(_) => {
+                self.live.commit_succeeded();
                 if !replayed.is_empty()
                     && let Err(e) = store::remove_dead(&self.db, &replayed)
                 {
@@ -545,6 +546,7 @@ impl Core {
             }
             Err(e) => {
                 tracing::error!(error = %e, "journal commit failed; {size} commands refused");
+                self.live.commit_failed(&e);
                 for reply in replies {
                     reply.send(Some(&e));
                 }
