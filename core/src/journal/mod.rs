@@ -162,7 +162,7 @@ impl Live {
 
     /// A commit succeeded: one per commit, so it costs one load unless a commit had failed.
     pub(crate) fn commit_succeeded(&self) {
-        if self.failed.swap(false, Ordering::AcqRel) {
+        if self.failed.load(Ordering::Relaxed) && self.failed.swap(false, Ordering::AcqRel) {
             *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
     }
