@@ -66,6 +66,10 @@ enum Command {
         outcome: Outcome,
         then: OnRecorded,
     },
+    /// Answered once the batch it is in is committed (`Queue::committed_so_far`).
+    Barrier {
+        reply: oneshot::Sender<()>,
+    },
     Stop {
         reply: oneshot::Sender<()>,
     },
@@ -744,6 +748,12 @@ impl Queue for PgQueue {
         self.inner.sweep().await
     }
 
+    async fn committed_so_far(&self) -> Result<(), QueueError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Barrier { reply }).await?;
+        answer.await.map_err(|_| QueueError::Closed)
+    }
+
     async fn try_lead(&self, name: &str, claim: Claim<'_>) -> Result<Lead, QueueError> {
         self.inner.try_lead(name, claim).await
     }
@@ -1073,8 +1083,31 @@ async fn write(inner: Arc<Inner>, mut commands: mpsc::Receiver<Command>) {
     }
 }
 
-/// Applies `commands` in one transaction and answers them; returns a stop request.
+/// Applies `commands` in one transaction and answers them; returns a stop request. The
+/// barriers among them are answered last, once the rest is committed (or refused).
 async fn apply(inner: &Inner, commands: &mut Vec<Command>) -> Option<oneshot::Sender<()>> {
+    let mut barriers = Vec::new();
+    if commands
+        .iter()
+        .any(|c| matches!(c, Command::Barrier { .. }))
+    {
+        let mut rest = Vec::with_capacity(commands.len());
+        for command in commands.drain(..) {
+            match command {
+                Command::Barrier { reply } => barriers.push(reply),
+                other => rest.push(other),
+            }
+        }
+        *commands = rest;
+    }
+    let stop = apply_commands(inner, commands).await;
+    for barrier in barriers {
+        let _ = barrier.send(());
+    }
+    stop
+}
+
+async fn apply_commands(inner: &Inner, commands: &mut Vec<Command>) -> Option<oneshot::Sender<()>> {
     if commands.is_empty() {
         return None;
     }
@@ -1139,6 +1172,10 @@ async fn apply(inner: &Inner, commands: &mut Vec<Command>) -> Option<oneshot::Se
                 replies.push(Reply::Then(then));
             }
             Command::Stop { reply } => stop = Some(reply),
+            // Taken out by `apply` (answered here all the same).
+            Command::Barrier { reply } => {
+                let _ = reply.send(());
+            }
         }
     }
     if work.is_empty() {

@@ -142,6 +142,11 @@ pub async fn retire(journal: Arc<dyn Queue>, name: String, worker: WorkerHandle,
         }
     }
     let deadline = tokio::time::Instant::now() + drain;
+    // Events the old routes sent to the sink may still be in a commit begun before the
+    // reload: counted now, they would be missed and buried.
+    if let Err(e) = journal.committed_so_far().await {
+        tracing::warn!(sink = %name, error = %e, "cannot wait for the commits in progress; deliveries they add to the removed sink may be buried");
+    }
     loop {
         let left = journal
             .stats()

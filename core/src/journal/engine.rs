@@ -343,6 +343,10 @@ impl Queue for Journal {
         Journal::sweep(self).await
     }
 
+    async fn committed_so_far(&self) -> Result<(), JournalError> {
+        Journal::committed_so_far(self).await
+    }
+
     async fn try_lead(&self, name: &str, claim: Claim<'_>) -> Result<Lead, JournalError> {
         let now = now_millis();
         Ok(

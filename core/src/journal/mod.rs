@@ -373,6 +373,14 @@ impl Journal {
         answer.await.map_err(|_| JournalError::Closed)?
     }
 
+    /// Returns once the writer has committed every batch begun before the call (and the
+    /// one this joins).
+    pub async fn committed_so_far(&self) -> Result<(), JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(writer::Command::Barrier { reply }).await?;
+        answer.await.map_err(|_| JournalError::Closed)?
+    }
+
     async fn send(&self, command: writer::Command) -> Result<(), JournalError> {
         self.commands
             .send(command)

@@ -57,6 +57,7 @@ async fn events_are_committed_once_and_routed_durably() {
         Ok(Committed::Duplicate),
         "same (source, id)"
     );
+    assert_eq!(journal.committed_so_far().await, Ok(()));
 
     let chat = journal.scan_pending("chat", None, 10).await.unwrap();
     assert_eq!(chat.len(), 1);
@@ -323,6 +324,7 @@ async fn a_shut_down_journal_says_closed() {
         Err(JournalError::Closed)
     );
     assert_eq!(journal.sweep().await, Err(JournalError::Closed));
+    assert_eq!(journal.committed_so_far().await, Err(JournalError::Closed));
     assert!(matches!(
         journal.commit(event("1", "x")).await,
         Err(IngestError::Unavailable(_))

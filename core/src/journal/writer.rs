@@ -54,6 +54,11 @@ pub(super) enum Command {
     Sweep {
         reply: oneshot::Sender<Result<usize, JournalError>>,
     },
+    /// Answered once the batch it is in is committed: every batch begun before it was sent
+    /// has ended by then (`Queue::committed_so_far`).
+    Barrier {
+        reply: oneshot::Sender<Result<(), JournalError>>,
+    },
     Bury {
         sink: String,
         reason: String,
@@ -493,6 +498,7 @@ impl Core {
                     replies.push(Reply::Replay(reply, r));
                 }
                 Command::Sweep { reply } => sweeps.push(reply),
+                Command::Barrier { reply } => replies.push(Reply::Unit(reply, Ok(()))),
                 Command::Stop { reply } => stop = Some(reply),
             }
         }

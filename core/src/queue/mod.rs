@@ -318,6 +318,15 @@ pub trait Queue: QueueAdmin + Ingest {
         None
     }
 
+    /// Returns once every commit begun before the call has ended, so that nothing routed by a
+    /// route table replaced before the call is still on its way (a removed sink's
+    /// [`crate::delivery::retire`] counts what is pending for it only after this). Both
+    /// engines commit in batches, each routed by the table loaded as it began. The default,
+    /// for an engine that routes nothing itself, returns at once.
+    async fn committed_so_far(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
+
     /// Moves every pending delivery of `sink` to the dead letters with `reason` (a sink
     /// removed from the config); returns how many.
     async fn bury(&self, sink: &str, reason: &str) -> Result<usize, QueueError>;
