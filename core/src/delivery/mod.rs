@@ -145,7 +145,7 @@ pub async fn retire(journal: Arc<dyn Queue>, name: String, worker: WorkerHandle,
     // Events the old routes sent to the sink may still be in a commit begun before the
     // reload: counted now, they would be missed and buried.
     if let Err(e) = journal.committed_so_far().await {
-        tracing::warn!(sink = %name, error = %e, "cannot wait for the commits in progress; deliveries they add to the removed sink may be buried");
+        tracing::warn!(sink = %name, error = %e, "the commits in progress were not confirmed; deliveries they add to the removed sink may be buried");
     }
     loop {
         let left = journal
