@@ -1087,27 +1087,18 @@ async fn write(inner: Arc<Inner>, mut commands: mpsc::Receiver<Command>) {
 /// barriers among them are answered last, once the rest is committed (or refused).
 async fn apply(inner: &Inner, commands: &mut Vec<Command>) -> Option<oneshot::Sender<()>> {
     let mut barriers = Vec::new();
-    if commands
-        .iter()
-        .any(|c| matches!(c, Command::Barrier { .. }))
-    {
-        let mut rest = Vec::with_capacity(commands.len());
-        for command in commands.drain(..) {
-            match command {
-                Command::Barrier { reply } => barriers.push(reply),
-                other => rest.push(other),
-            }
-        }
-        *commands = rest;
-    }
-    let stop = apply_commands(inner, commands).await;
+    let stop = apply_commands(inner, commands, &mut barriers).await;
     for barrier in barriers {
         let _ = barrier.send(());
     }
     stop
 }
 
-async fn apply_commands(inner: &Inner, commands: &mut Vec<Command>) -> Option<oneshot::Sender<()>> {
+async fn apply_commands(
+    inner: &Inner,
+    commands: &mut Vec<Command>,
+    barriers: &mut Vec<oneshot::Sender<()>>,
+) -> Option<oneshot::Sender<()>> {
     if commands.is_empty() {
         return None;
     }
@@ -1172,10 +1163,7 @@ async fn apply_commands(inner: &Inner, commands: &mut Vec<Command>) -> Option<on
                 replies.push(Reply::Then(then));
             }
             Command::Stop { reply } => stop = Some(reply),
-            // Taken out by `apply` (answered here all the same).
-            Command::Barrier { reply } => {
-                let _ = reply.send(());
-            }
+            Command::Barrier { reply } => barriers.push(reply),
         }
     }
     if work.is_empty() {
