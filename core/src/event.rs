@@ -15,6 +15,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod data;
+
+pub use data::Data;
+
 /// The CloudEvents version Herald writes.
 pub const SPEC_VERSION: &str = "1.0";
 /// The content type of `data`: always JSON for Google's notifications.
@@ -36,8 +40,9 @@ pub struct Event {
     pub time: DateTime<Utc>,
     #[serde(default = "data_content_type")]
     pub datacontenttype: Cow<'static, str>,
+    /// As the source received it; see [`Data`].
     #[serde(default)]
-    pub data: Value,
+    pub data: Data,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub meta: BTreeMap<Cow<'static, str>, String>,
     /// What enrichment looked up (`course`, `person`), each an object with the `id` it
@@ -61,7 +66,7 @@ impl Event {
         source: impl Into<String>,
         ty: impl Into<String>,
         time: DateTime<Utc>,
-        data: Value,
+        data: impl Into<Data>,
     ) -> Self {
         Event {
             specversion: spec_version(),
@@ -71,7 +76,7 @@ impl Event {
             subject: None,
             time,
             datacontenttype: data_content_type(),
-            data,
+            data: data.into(),
             meta: BTreeMap::new(),
             enriched: BTreeMap::new(),
         }
@@ -89,9 +94,58 @@ impl Event {
 
     /// The event in the CloudEvents JSON format.
     pub fn to_json(&self) -> String {
-        // Serializing a struct of strings, a timestamp and a `Value` cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+        let mut json = Vec::new();
+        // Writing strings, a timestamp and JSON into a `Vec` cannot fail, and what
+        // serde_json writes is UTF-8.
+        let _ = self.write_json(&mut json);
+        String::from_utf8(json).unwrap_or_default()
     }
+
+    /// Writes the event in the CloudEvents JSON format, `data` as the text it came in when
+    /// that was kept (the same JSON as `serde_json::to_writer(out, event)`, whose `data` is
+    /// the parsed tree, without parsing it). This is how the journal stores an event.
+    pub fn write_json(&self, out: impl std::io::Write) -> serde_json::Result<()> {
+        serde_json::to_writer(
+            out,
+            &Json {
+                specversion: &self.specversion,
+                id: &self.id,
+                source: &self.source,
+                ty: &self.ty,
+                subject: self.subject.as_deref(),
+                time: &self.time,
+                datacontenttype: &self.datacontenttype,
+                data: self.data.verbatim(),
+                meta: &self.meta,
+                enriched: &self.enriched,
+            },
+        )
+    }
+}
+
+/// [`Event`]'s fields as its derived `Serialize` writes them, borrowed, with `data`
+/// verbatim: kept in step with `Event` by the test `write_json_is_serdes_json`.
+#[derive(Serialize)]
+struct Json<'a> {
+    specversion: &'a str,
+    id: &'a str,
+    source: &'a str,
+    #[serde(rename = "type")]
+    ty: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    #[serde(serialize_with = "rfc3339::serialize_ref")]
+    time: &'a DateTime<Utc>,
+    datacontenttype: &'a str,
+    data: data::Verbatim<'a>,
+    #[serde(skip_serializing_if = "is_empty")]
+    meta: &'a BTreeMap<Cow<'static, str>, String>,
+    #[serde(skip_serializing_if = "is_empty")]
+    enriched: &'a BTreeMap<String, Value>,
+}
+
+fn is_empty<K, V>(map: &&BTreeMap<K, V>) -> bool {
+    map.is_empty()
 }
 
 /// RFC 3339 timestamps in UTC with `Z`, keeping the fraction of a second only when present.
@@ -105,6 +159,10 @@ mod rfc3339 {
 
     pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format(t))
+    }
+
+    pub fn serialize_ref<S: Serializer>(t: &&DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        serialize(t, s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
@@ -156,6 +214,31 @@ mod tests {
         let back: Event = serde_json::from_str(&event.to_json()).unwrap();
         assert_eq!(back, event);
         assert_eq!(back.to_json(), event.to_json());
+    }
+
+    #[test]
+    fn write_json_is_serdes_json() {
+        let mut event = roster_event();
+        assert_eq!(event.to_json(), serde_json::to_string(&event).unwrap());
+        event.subject = None;
+        event.meta.clear();
+        event
+            .enriched
+            .insert("course".into(), json!({"id": "12345", "name": "Biology"}));
+        assert_eq!(event.to_json(), serde_json::to_string(&event).unwrap());
+        // Written as it came (a tree would write `100.0` and `é`), on one line.
+        let text = "{\"collection\": \"courses.students\",\n \"n\": 1e2, \"e\": \"\\u00e9\"}";
+        event.data = Data::from_json(text.to_owned()).unwrap();
+        assert!(
+            event
+                .to_json()
+                .contains(r#""data":{"collection":"courses.students","n":1e2,"e":"\u00e9"}"#),
+            "{}",
+            event.to_json()
+        );
+        let back: Event = serde_json::from_str(&event.to_json()).unwrap();
+        assert_eq!(back, event);
+        assert_eq!(back.to_json(), serde_json::to_string(&event).unwrap());
     }
 
     #[test]

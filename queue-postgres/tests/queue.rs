@@ -468,7 +468,7 @@ async fn unrouted_events_are_claimed_taken_over_after_the_lease_and_routed_once(
     // A routes u0 with an enriched event (one delivery: the pair counted once); a second
     // call, by anyone, finds it routed.
     let mut enriched = (*held[0].event).clone();
-    enriched.data = json!({"n": "u0", "enriched": true});
+    enriched.data = json!({"n": "u0", "enriched": true}).into();
     let routed = RouteLater {
         event: Some(enriched),
         ..to_chat.clone()

@@ -600,7 +600,8 @@ fn event_json(event: &Event) -> Result<Arc<str>, JournalError> {
     const KEEP: usize = 64 * 1024;
     BUFFER.with_borrow_mut(|buffer| {
         buffer.clear();
-        let encoded = serde_json::to_writer(&mut *buffer, event)
+        let encoded = event
+            .write_json(&mut *buffer)
             .map_err(|e| JournalError::io("encoding an event", e))
             .and_then(|()| {
                 std::str::from_utf8(buffer)

@@ -623,8 +623,7 @@ impl Core {
         };
         let (event, json) = match event {
             Some(event) => {
-                let json = serde_json::to_string(&event)
-                    .map_err(|e| JournalError::io("encoding an event", e))?;
+                let json = event.to_json();
                 (Arc::new(event), Arc::<str>::from(json))
             }
             None => (original.event.clone(), original.json.clone()),
@@ -799,8 +798,7 @@ impl Core {
                 DeadKind::Delivery {
                     route, sink, event, ..
                 } => {
-                    let json = serde_json::to_string(event)
-                        .map_err(|e| JournalError::io("encoding an event", e))?;
+                    let json = event.to_json();
                     let pair = [(sink.as_str(), route.as_str())];
                     let seq = records.push(first, codec::EVENT, |buf| {
                         codec::encode_event(buf, now, codec::REPLAYED, None, 0, &pair, &json);

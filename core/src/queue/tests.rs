@@ -82,7 +82,7 @@ async fn an_unrouted_event_is_routed_later_exactly_once() {
 
     let mut tap = queue.tap();
     let mut enriched = event("1");
-    enriched.data = json!({"n": "1", "enriched": true});
+    enriched.data = json!({"n": "1", "enriched": true}).into();
     let routed = RouteLater {
         event: Some(enriched.clone()),
         deliveries: deliveries(&[("all", "chat"), ("all", "audit"), ("all", "chat")]),

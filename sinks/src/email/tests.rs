@@ -50,7 +50,8 @@ fn teacher_event(n: usize, teacher: &str) -> Event {
         "primaryEmail": format!("user{n}@example.edu"),
         "name": format!("Student <{n}> & co"),
         "teacher": teacher,
-    });
+    })
+    .into();
     e
 }
 

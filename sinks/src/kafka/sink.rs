@@ -326,11 +326,19 @@ pub(super) fn binary(event: &Event) -> (Vec<u8>, Headers) {
     if let Some(subject) = &event.subject {
         headers.push(("ce_subject".into(), subject.clone()));
     }
-    let value = if event.data.is_null() {
-        Vec::new()
-    } else {
-        headers.push(("content-type".into(), event.datacontenttype.to_string()));
-        serde_json::to_vec(&event.data).unwrap_or_default()
+    // `data` as the text it came in when that was kept, without parsing it.
+    let json = match event.data.text() {
+        Some(text) => (text != "null").then(|| text.as_bytes().to_vec()),
+        None => {
+            (!event.data.is_null()).then(|| serde_json::to_vec(&event.data).unwrap_or_default())
+        }
+    };
+    let value = match json {
+        None => Vec::new(),
+        Some(json) => {
+            headers.push(("content-type".into(), event.datacontenttype.to_string()));
+            json
+        }
     };
     for (name, value) in &event.meta {
         headers.push((format!("meta.{name}"), value.clone()));

@@ -19,6 +19,8 @@ use std::rc::Rc;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 use herald_core::Event;
+use herald_core::event::Data;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
 use crate::DecodeError;
@@ -62,12 +64,18 @@ pub fn decode(
             clip(number)
         )));
     }
-    let number: u64 = number.parse().map_err(|_| {
+    let parsed: u64 = number.parse().map_err(|_| {
         DecodeError::new(format!(
             "header {MESSAGE_NUMBER} is too large: `{}`",
             clip(number)
         ))
     })?;
+    // The number as written without leading zeros (as Google writes it, so the text is
+    // usually kept as it is).
+    let number = match number.strip_prefix('0') {
+        Some(rest) if !rest.is_empty() => parsed.to_string().into(),
+        _ => std::borrow::Cow::Borrowed(number),
+    };
     let state = required(headers, RESOURCE_STATE)?;
     if state.is_empty() || !state.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(DecodeError::new(format!(
@@ -83,11 +91,11 @@ pub fn decode(
         Some(text) => Some(LAST_EXPIRATION.with_borrow_mut(|last| memo(last, text, http_date))?),
     };
 
-    let data = body_json(body)?;
-    let subject = match data.get("id") {
+    let (data, id) = body_json(body)?;
+    let subject = match &id {
         None | Some(Value::Null) => None,
         Some(Value::String(id)) if !id.is_empty() && !id.contains('/') => {
-            Some(format!("users/{id}"))
+            Some(["users/", id].concat())
         }
         Some(Value::String(id)) => {
             return Err(DecodeError::new(format!(
@@ -104,9 +112,9 @@ pub fn decode(
     };
 
     let mut event = Event::new(
-        format!("{channel_id}/{number}"),
+        [channel_id, "/", &number].concat(),
         source,
-        format!("directory.users.{state}"),
+        ["directory.users.", state].concat(),
         received,
         data,
     );
@@ -116,7 +124,7 @@ pub fn decode(
     meta.insert("resourceId".into(), resource_id.to_owned());
     meta.insert("resourceUri".into(), resource_uri.to_owned());
     meta.insert("resourceState".into(), state.to_owned());
-    meta.insert("messageNumber".into(), number.to_string());
+    meta.insert("messageNumber".into(), number.into_owned());
     let expires = expiration.as_ref().map(|(time, _)| *time);
     if let Some((_, text)) = expiration {
         meta.insert("channelExpiration".into(), text);
@@ -189,20 +197,88 @@ fn http_date(text: &str) -> Result<Expiration, DecodeError> {
     ))
 }
 
-/// The body as JSON: an object, or null when empty.
-fn body_json(body: &[u8]) -> Result<Value, DecodeError> {
+/// The body, kept as the JSON text it came in (docs/architecture.md §3): an object, or
+/// null when empty; and its `id` member, if any.
+fn body_json(body: &[u8]) -> Result<(Data, Option<Value>), DecodeError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Null);
+        return Ok((Value::Null.into(), None));
     }
-    let data: Value = serde_json::from_slice(body)
-        .map_err(|e| DecodeError::new(format!("the body is not JSON: {e}")))?;
-    if !data.is_object() {
+    let not_json =
+        |e: &dyn std::fmt::Display| DecodeError::new(format!("the body is not JSON: {e}"));
+    let text = String::from_utf8(body.to_vec()).map_err(|e| not_json(&e))?;
+    let data = Data::from_json(text).map_err(|e| not_json(&e))?;
+    let text = data.text().unwrap_or_default();
+    if !text.starts_with('{') {
         return Err(DecodeError::new(format!(
             "the body must be a JSON object (a Directory user), found {}",
-            kind(&data)
+            kind_of_text(text)
         )));
     }
-    Ok(data)
+    let Head(id) = serde_json::from_str(text).map_err(|e| not_json(&e))?;
+    Ok((data, id))
+}
+
+/// What JSON `text` (checked to be JSON) is, as [`kind`] names it.
+fn kind_of_text(text: &str) -> &'static str {
+    match text.as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
+/// The `id` member of a JSON object (the last one, as a [`Value`] would keep), the other
+/// members read through without being kept.
+struct Head(Option<Value>);
+
+impl<'de> Deserialize<'de> for Head {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Head, D::Error> {
+        deserializer.deserialize_map(HeadVisitor)
+    }
+}
+
+struct HeadVisitor;
+
+impl<'de> Visitor<'de> for HeadVisitor {
+    type Value = Head;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Head, A::Error> {
+        let mut id = None;
+        while let Some(IsId(is_id)) = map.next_key()? {
+            if is_id {
+                id = Some(map.next_value()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(Head(id))
+    }
+}
+
+/// Whether a member's name is `id`, without keeping the name.
+struct IsId(bool);
+
+impl<'de> Deserialize<'de> for IsId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<IsId, D::Error> {
+        struct Name;
+        impl Visitor<'_> for Name {
+            type Value = IsId;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<IsId, E> {
+                Ok(IsId(name == "id"))
+            }
+        }
+        deserializer.deserialize_str(Name)
+    }
 }
 
 /// The text of header `name`, if present.

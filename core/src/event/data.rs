@@ -1,0 +1,309 @@
+//! `data`: the notification's JSON, kept as the text it arrived in when the source has it.
+//!
+//! Herald never changes `data` (docs/architecture.md §3): a Directory notification's body is
+//! written to the journal and to every sink as it came, and parsed into a [`Value`] only the
+//! first time something reads a field of it (a route matching `data.…`, a template,
+//! enrichment, `forget`). An event routed on its type and written to a file is then never
+//! turned into a tree: parsing the body into one, writing it out again and freeing it were
+//! about a tenth of the gateway's CPU per event (README, "Benchmark").
+//!
+//! Read it as a [`Value`] (`event.data.get("id")`, `&*event.data`); build it from a `Value`
+//! (`json!({…}).into()`) or from text ([`Data::from_json`]). Every serializer sees the tree;
+//! only [`Event::write_json`](super::Event::write_json) writes the kept text verbatim.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::OnceLock;
+
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+#[derive(Clone, Default)]
+pub struct Data {
+    /// The JSON text as received; `None` for data built as a tree.
+    text: Option<Box<RawValue>>,
+    /// The tree: given at construction, or parsed from `text` on first read.
+    tree: OnceLock<Value>,
+}
+
+impl Data {
+    /// Data kept as the JSON text `text`, less the whitespace between its tokens (Google's
+    /// bodies are pretty-printed; an event is one line of a JSON Lines file). Fails, with
+    /// serde_json's message, if it is not JSON or nests deeper than a [`Value`] may (128
+    /// levels), so that reading it later cannot fail.
+    pub fn from_json(text: String) -> Result<Data, serde_json::Error> {
+        serde_json::from_str::<Shape>(&text)?;
+        Ok(Data {
+            text: Some(RawValue::from_string(compact(text))?),
+            tree: OnceLock::new(),
+        })
+    }
+
+    /// The JSON text as received, when it was kept.
+    pub fn text(&self) -> Option<&str> {
+        self.text.as_deref().map(RawValue::get)
+    }
+
+    /// The tree, parsed if it was not yet.
+    pub fn into_value(self) -> Value {
+        let Data { text, tree } = self;
+        tree.into_inner().unwrap_or_else(|| parse(text.as_deref()))
+    }
+
+    /// For [`Event::write_json`](super::Event::write_json): the kept text verbatim, else
+    /// the tree. Only a serde_json serializer writes a [`RawValue`] as JSON.
+    pub(super) fn verbatim(&self) -> Verbatim<'_> {
+        Verbatim(self)
+    }
+}
+
+/// JSON `text` without the whitespace outside its strings: the same JSON on one line
+/// (inside a string a line break is always escaped). Only ASCII whitespace is removed, so
+/// what is left is UTF-8. `text` itself when there is none.
+fn compact(text: String) -> String {
+    let bytes = text.as_bytes();
+    let mut in_string = false;
+    let mut escaped = false;
+    // Whether `b`, read in the state before it, is whitespace between tokens; moves the state.
+    let mut between_tokens = |b: u8| {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            false
+        } else {
+            in_string = b == b'"';
+            matches!(b, b' ' | b'\n' | b'\r' | b'\t')
+        }
+    };
+    let Some(first) = bytes.iter().position(|&b| between_tokens(b)) else {
+        return text;
+    };
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..first]);
+    out.extend(bytes[first + 1..].iter().filter(|&&b| !between_tokens(b)));
+    String::from_utf8(out).unwrap_or(text)
+}
+
+/// What `from_json` checked parses; `Null` for data that has neither text nor tree
+/// (`Data::default()`).
+fn parse(text: Option<&RawValue>) -> Value {
+    text.and_then(|text| serde_json::from_str(text.get()).ok())
+        .unwrap_or(Value::Null)
+}
+
+impl Deref for Data {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        self.tree.get_or_init(|| parse(self.text.as_deref()))
+    }
+}
+
+impl From<Value> for Data {
+    fn from(value: Value) -> Data {
+        Data {
+            text: None,
+            tree: OnceLock::from(value),
+        }
+    }
+}
+
+impl PartialEq for Data {
+    fn eq(&self, other: &Data) -> bool {
+        **self == **other
+    }
+}
+
+impl PartialEq<Value> for Data {
+    fn eq(&self, other: &Value) -> bool {
+        **self == *other
+    }
+}
+
+impl fmt::Debug for Data {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl Serialize for Data {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Data {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Data, D::Error> {
+        Value::deserialize(deserializer).map(Data::from)
+    }
+}
+
+/// See [`Data::verbatim`].
+pub(super) struct Verbatim<'a>(&'a Data);
+
+impl Serialize for Verbatim<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.0.text {
+            Some(text) => text.serialize(serializer),
+            None => self.0.serialize(serializer),
+        }
+    }
+}
+
+/// Any JSON value, read through and not kept. Unlike [`IgnoredAny`] it goes through
+/// `deserialize_any`, where serde_json counts the nesting as it does for a [`Value`].
+struct Shape;
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Shape, D::Error> {
+        deserializer.deserialize_any(Shape)
+    }
+}
+
+impl<'de> Visitor<'de> for Shape {
+    type Value = Shape;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Shape, E> {
+        Ok(Shape)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Shape, E> {
+        Ok(Shape)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Shape, E> {
+        Ok(Shape)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Shape, E> {
+        Ok(Shape)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Shape, E> {
+        Ok(Shape)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Shape, E> {
+        Ok(Shape)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+        while seq.next_element::<Shape>()?.is_some() {}
+        Ok(Shape)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
+        while map.next_entry::<IgnoredAny, Shape>()?.is_some() {}
+        Ok(Shape)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn text_is_read_as_the_tree_it_parses_to() {
+        let text = "{\n  \"id\": \"1\",\r\n\t\"name\": {\"fullName\": \"Ada \\\"A\\\" \\\\ Lovelace\"},\n  \"n\": [1, 2.5e0, null] }\n";
+        let data = Data::from_json(text.to_owned()).unwrap();
+        assert_eq!(
+            data.text(),
+            Some(r#"{"id":"1","name":{"fullName":"Ada \"A\" \\ Lovelace"},"n":[1,2.5e0,null]}"#),
+            "kept as it came, on one line"
+        );
+        assert_eq!(data["name"]["fullName"], "Ada \"A\" \\ Lovelace");
+        assert_eq!(
+            data,
+            Data::from(serde_json::from_str::<Value>(text).unwrap())
+        );
+        assert_eq!(
+            data.clone().into_value(),
+            serde_json::from_str::<Value>(text).unwrap()
+        );
+    }
+
+    #[test]
+    fn what_is_not_json_is_refused_with_serde_jsons_message() {
+        for bad in [r#"{"id":"#, r#"{"a":1} x"#, "", "{'a':1}"] {
+            assert!(Data::from_json(bad.to_owned()).is_err(), "{bad:?}");
+        }
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let e = Data::from_json(deep.clone()).unwrap_err();
+        assert!(e.to_string().contains("recursion limit"), "{e}");
+        assert!(
+            serde_json::from_str::<Value>(&deep).is_err(),
+            "a Value refuses it alike"
+        );
+        let fine = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert!(Data::from_json(fine).is_ok());
+    }
+
+    #[test]
+    fn serializers_see_the_tree_and_only_verbatim_sees_the_text() {
+        let data = Data::from_json(r#"{"b": 1, "a": "\u00e9 2"}"#.to_owned()).unwrap();
+        assert_eq!(
+            serde_json::to_string(&data).unwrap(),
+            r#"{"b":1,"a":"é 2"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&data.verbatim()).unwrap(),
+            r#"{"b":1,"a":"\u00e9 2"}"#
+        );
+        assert_eq!(
+            serde_json::to_value(&data).unwrap(),
+            json!({"b": 1, "a": "é 2"})
+        );
+        let tree = Data::from(json!({"b": 1}));
+        assert_eq!(tree.text(), None);
+        assert_eq!(
+            serde_json::to_string(&tree.verbatim()).unwrap(),
+            r#"{"b":1}"#
+        );
+        assert_eq!(*Data::default(), Value::Null);
+    }
+
+    /// Any JSON value: strings with quotes, backslashes, line breaks and spaces.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let text = "[ a\"\\\\\n\t\r{}\\[\\]:,é]{0,8}";
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            text.prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                prop::collection::vec((text, inner), 0..6)
+                    .prop_map(|members| Value::Object(members.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Pretty-printed or not, the text kept is one line and the same JSON.
+        #[test]
+        fn compacted_text_is_the_same_json_on_one_line(value in json_value()) {
+            for text in [serde_json::to_string_pretty(&value).unwrap(), serde_json::to_string(&value).unwrap()] {
+                let data = Data::from_json(text).unwrap();
+                let kept = data.text().unwrap();
+                proptest::prop_assert!(!kept.contains('\n') && !kept.contains('\r'), "{kept}");
+                proptest::prop_assert_eq!(kept, serde_json::to_string(&value).unwrap());
+                proptest::prop_assert_eq!(&*data, &value);
+            }
+        }
+    }
+}
