@@ -157,8 +157,55 @@ mod rfc3339 {
         t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
     }
 
+    /// What [`format`] writes, into `buf` rather than a new `String` (every event's JSON
+    /// has a `time`); `None` for a year outside 0–9999 or a leap second, which `format`
+    /// then writes.
+    pub fn write<'b>(t: &DateTime<Utc>, buf: &'b mut [u8; 30]) -> Option<&'b str> {
+        use chrono::{Datelike, Timelike};
+        let nanos = t.nanosecond();
+        let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+        if nanos >= 1_000_000_000 {
+            return None;
+        }
+        let digits = |buf: &mut [u8], mut value: u32| {
+            for b in buf.iter_mut().rev() {
+                *b = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        digits(&mut buf[0..4], year);
+        buf[4] = b'-';
+        digits(&mut buf[5..7], t.month());
+        buf[7] = b'-';
+        digits(&mut buf[8..10], t.day());
+        buf[10] = b'T';
+        digits(&mut buf[11..13], t.hour());
+        buf[13] = b':';
+        digits(&mut buf[14..16], t.minute());
+        buf[16] = b':';
+        digits(&mut buf[17..19], t.second());
+        // As `SecondsFormat::AutoSi`: none, milli-, micro- or nanoseconds, whichever is exact.
+        let (fraction, width) = match nanos {
+            0 => (0, 0),
+            n if n % 1_000_000 == 0 => (n / 1_000_000, 3),
+            n if n % 1_000 == 0 => (n / 1_000, 6),
+            n => (n, 9),
+        };
+        let mut end = 19;
+        if width > 0 {
+            buf[19] = b'.';
+            digits(&mut buf[20..20 + width], fraction);
+            end = 20 + width;
+        }
+        buf[end] = b'Z';
+        std::str::from_utf8(&buf[..=end]).ok()
+    }
+
     pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format(t))
+        match write(t, &mut [0; 30]) {
+            Some(text) => s.serialize_str(text),
+            None => s.serialize_str(&format(t)),
+        }
     }
 
     pub fn serialize_ref<S: Serializer>(t: &&DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -239,6 +286,47 @@ mod tests {
         let back: Event = serde_json::from_str(&event.to_json()).unwrap();
         assert_eq!(back, event);
         assert_eq!(back.to_json(), serde_json::to_string(&event).unwrap());
+    }
+
+    use proptest::strategy::Strategy;
+
+    proptest::proptest! {
+        /// The time written without allocating is chrono's RFC 3339, to the nanosecond.
+        #[test]
+        fn time_is_written_as_chrono_writes_it(
+            secs in -62_135_596_800i64..253_402_300_800,
+            nanos in proptest::prop_oneof![
+                proptest::prelude::Just(0u32),
+                (0u32..1000).prop_map(|ms| ms * 1_000_000),
+                (0u32..1_000_000).prop_map(|us| us * 1_000),
+                0u32..1_000_000_000,
+            ],
+        ) {
+            let t = DateTime::from_timestamp(secs, nanos).unwrap();
+            let mut buf = [0; 30];
+            let chrono = rfc3339::format(&t);
+            proptest::prop_assert_eq!(rfc3339::write(&t, &mut buf), Some(chrono.as_str()));
+        }
+    }
+
+    #[test]
+    fn times_out_of_the_fast_path_are_written_too() {
+        let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+            .unwrap()
+            .and_hms_nano_opt(23, 59, 59, 1_500_000_000)
+            .unwrap()
+            .and_utc();
+        let far = DateTime::from_timestamp(253_402_300_800, 0).unwrap();
+        for t in [leap, far] {
+            assert_eq!(rfc3339::write(&t, &mut [0; 30]), None);
+            let mut event = roster_event();
+            event.time = t;
+            assert!(
+                event
+                    .to_json()
+                    .contains(&format!("\"time\":\"{}\"", event.time_text()))
+            );
+        }
     }
 
     #[test]
