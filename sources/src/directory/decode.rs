@@ -48,6 +48,9 @@ pub struct DirectoryMessage {
     pub channel_id: String,
     /// `X-Goog-Channel-Expiration`: channels stop when it passes.
     pub expiration: Option<DateTime<Utc>>,
+    /// The body's `etag`, when it is a string: with the user `id`, which version of the
+    /// user the change is (read here, so that the handler need not parse `data`).
+    pub etag: Option<String>,
 }
 
 pub fn decode(
@@ -91,7 +94,7 @@ pub fn decode(
         Some(text) => Some(LAST_EXPIRATION.with_borrow_mut(|last| memo(last, text, http_date))?),
     };
 
-    let (data, id) = body_json(body)?;
+    let (data, Head { id, etag }) = body_json(body)?;
     let subject = match &id {
         None | Some(Value::Null) => None,
         Some(Value::String(id)) if !id.is_empty() && !id.contains('/') => {
@@ -136,6 +139,10 @@ pub fn decode(
         sync: state == "sync",
         channel_id: channel_id.to_owned(),
         expiration: expires,
+        etag: match etag {
+            Some(Value::String(etag)) => Some(etag),
+            _ => None,
+        },
         event,
     })
 }
@@ -198,10 +205,10 @@ fn http_date(text: &str) -> Result<Expiration, DecodeError> {
 }
 
 /// The body, kept as the JSON text it came in (docs/architecture.md §3): an object, or
-/// null when empty; and its `id` member, if any.
-fn body_json(body: &[u8]) -> Result<(Data, Option<Value>), DecodeError> {
+/// null when empty; and its members the decoder reads.
+fn body_json(body: &[u8]) -> Result<(Data, Head), DecodeError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok((Value::Null.into(), None));
+        return Ok((Value::Null.into(), Head::default()));
     }
     let not_json =
         |e: &dyn std::fmt::Display| DecodeError::new(format!("the body is not JSON: {e}"));
@@ -214,8 +221,8 @@ fn body_json(body: &[u8]) -> Result<(Data, Option<Value>), DecodeError> {
             kind_of_text(text)
         )));
     }
-    let Head(id) = serde_json::from_str(text).map_err(|e| not_json(&e))?;
-    Ok((data, id))
+    let head = serde_json::from_str(text).map_err(|e| not_json(&e))?;
+    Ok((data, head))
 }
 
 /// What JSON `text` (checked to be JSON) is, as [`kind`] names it.
@@ -230,9 +237,13 @@ fn kind_of_text(text: &str) -> &'static str {
     }
 }
 
-/// The `id` member of a JSON object (the last one, as a [`Value`] would keep), the other
-/// members read through without being kept.
-struct Head(Option<Value>);
+/// The `id` and `etag` members of a JSON object (the last of each, as a [`Value`] would
+/// keep), the other members read through without being kept.
+#[derive(Default)]
+struct Head {
+    id: Option<Value>,
+    etag: Option<Value>,
+}
 
 impl<'de> Deserialize<'de> for Head {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Head, D::Error> {
@@ -250,31 +261,41 @@ impl<'de> Visitor<'de> for HeadVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Head, A::Error> {
-        let mut id = None;
-        while let Some(IsId(is_id)) = map.next_key()? {
-            if is_id {
-                id = Some(map.next_value()?);
-            } else {
-                map.next_value::<IgnoredAny>()?;
+        let mut head = Head::default();
+        while let Some(member) = map.next_key()? {
+            match member {
+                Member::Id => head.id = Some(map.next_value()?),
+                Member::Etag => head.etag = Some(map.next_value()?),
+                Member::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
-        Ok(Head(id))
+        Ok(head)
     }
 }
 
-/// Whether a member's name is `id`, without keeping the name.
-struct IsId(bool);
+/// A member's name, as far as [`Head`] cares, without keeping the name.
+enum Member {
+    Id,
+    Etag,
+    Other,
+}
 
-impl<'de> Deserialize<'de> for IsId {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<IsId, D::Error> {
+impl<'de> Deserialize<'de> for Member {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Member, D::Error> {
         struct Name;
         impl Visitor<'_> for Name {
-            type Value = IsId;
+            type Value = Member;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a member name")
             }
-            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<IsId, E> {
-                Ok(IsId(name == "id"))
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Member, E> {
+                Ok(match name {
+                    "id" => Member::Id,
+                    "etag" => Member::Etag,
+                    _ => Member::Other,
+                })
             }
         }
         deserializer.deserialize_str(Name)

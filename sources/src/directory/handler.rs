@@ -109,11 +109,11 @@ impl Changes {
 }
 
 /// The identity of a change independent of the channel it came on: `None` when the body
-/// has no user `id` and `etag`.
-fn change_key(event: &herald_core::Event) -> Option<String> {
-    let data = &event.data;
-    let id = data.get("id")?.as_str()?;
-    let etag = data.get("etag")?.as_str()?;
+/// has no user `id` and `etag`. Read from what the decoder kept, so `data` is not parsed.
+fn change_key(message: &DirectoryMessage) -> Option<String> {
+    let event = &message.event;
+    let id = event.subject.as_deref()?.strip_prefix("users/")?;
+    let etag = message.etag.as_deref()?;
     let meta = |name: &str| event.meta.get(name).cloned().unwrap_or_default();
     Some(format!(
         "{}\0{}\0{id}\0{etag}",
@@ -169,11 +169,7 @@ async fn answer(state: &DirectoryState, headers: &HeaderMap, body: Body) -> Resu
             return Ok(());
         }
     }
-    let key = if managed {
-        change_key(&message.event)
-    } else {
-        None
-    };
+    let key = if managed { change_key(&message) } else { None };
     if let Some(key) = &key {
         let copied = state
             .changes

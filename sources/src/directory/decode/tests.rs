@@ -93,6 +93,34 @@ fn a_user_add_becomes_the_event() {
 }
 
 #[test]
+fn the_body_is_kept_as_it_came_and_its_id_and_etag_are_read_once() {
+    // Pretty-printed, as Google's bodies are; a repeated member counts once, the last, as
+    // in a parsed object.
+    let body = b"{\n  \"id\": \"1\",\n  \"etag\": \"\\\"e1\\\"\",\n  \"name\": {\"fullName\": \"A \\u00e9\"},\n  \"id\": \"1112\"\n}\n";
+    let message = decode("directory", &headers(&add_headers()), body, received()).unwrap();
+    assert_eq!(message.event.subject.as_deref(), Some("users/1112"));
+    assert_eq!(message.etag.as_deref(), Some("\"e1\""));
+    assert_eq!(
+        message.event.data.text(),
+        Some(r#"{"id":"1","etag":"\"e1\"","name":{"fullName":"A \u00e9"},"id":"1112"}"#),
+        "on one line, escapes as sent"
+    );
+    assert_eq!(message.event.data["name"]["fullName"], "A é");
+    assert_eq!(message.event.data["id"], "1112");
+    let no_etag = decode(
+        "directory",
+        &headers(&add_headers()),
+        br#"{"id": "1", "etag": 7}"#,
+        received(),
+    )
+    .unwrap();
+    assert_eq!(
+        no_etag.etag, None,
+        "an etag that is not a string is not one"
+    );
+}
+
+#[test]
 fn sync_has_an_empty_body() {
     let message = decode("directory", &with(RESOURCE_STATE, "sync"), b"", received()).unwrap();
     assert!(message.sync);
