@@ -269,10 +269,56 @@ fn leading_zeros_do_not_make_a_new_id() {
     assert_eq!(event.id, "directoryApiId/10");
 }
 
+/// Any JSON value: strings with quotes, backslashes, slashes and line breaks.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        "[ a\"\\\\/\n\té]{0,8}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 5, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::from),
+            proptest::collection::vec(("[a-z\" ]{1,5}", inner), 0..5)
+                .prop_map(|members| Value::Object(members.into_iter().collect())),
+        ]
+    })
+}
+
 proptest! {
     #[test]
     fn any_body_decodes_or_fails_without_panicking(body in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = decode("d", &headers(&add_headers()), &body, received());
+    }
+
+    /// Any JSON object, pretty-printed or not: what decodes is stored as the same JSON on
+    /// one line, and it decodes unless its `id` is not a user id.
+    #[test]
+    fn a_body_is_stored_as_the_json_it_is(
+        members in proptest::collection::vec(("(id|etag|name|[a-z\\\\\" ]{1,6})", json_value()), 0..6),
+        pretty in any::<bool>(),
+    ) {
+        let object = Value::Object(members.into_iter().collect());
+        let body = if pretty {
+            serde_json::to_string_pretty(&object).unwrap()
+        } else {
+            serde_json::to_string(&object).unwrap()
+        };
+        match decode("d", &headers(&add_headers()), body.as_bytes(), received()) {
+            Ok(message) => {
+                let json = message.event.to_json();
+                prop_assert!(!json.contains('\n'), "{json}");
+                let stored: Value = serde_json::from_str(&json).unwrap();
+                prop_assert_eq!(&stored["data"], &object);
+                prop_assert_eq!(&*message.event.data, &object);
+                prop_assert_eq!(message.etag.as_deref(), object.get("etag").and_then(Value::as_str));
+            }
+            Err(e) => prop_assert!(
+                object.get("id").is_some_and(|id| !id.is_null() && !id.as_str().is_some_and(|id| !id.is_empty() && !id.contains('/'))),
+                "refused for another reason than its id: {e:?} {body}"
+            ),
+        }
     }
 
     #[test]
