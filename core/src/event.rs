@@ -123,6 +123,56 @@ impl Event {
     }
 }
 
+impl Event {
+    /// An event from its CloudEvents JSON, as [`Event::write_json`] writes it: the same
+    /// event as `serde_json::from_str` gives, with `data` kept as its text rather than
+    /// parsed into a tree (how the journal reads its events back).
+    pub fn from_json(json: &str) -> serde_json::Result<Event> {
+        let read: JsonIn<'_> = serde_json::from_str(json)?;
+        let data = match read.data {
+            Some(text) => Data::from_json(text.get().to_owned())?,
+            None => Data::default(),
+        };
+        Ok(Event {
+            specversion: read.specversion,
+            id: read.id,
+            source: read.source,
+            ty: read.ty,
+            subject: read.subject,
+            time: read.time,
+            datacontenttype: read.datacontenttype,
+            data,
+            meta: read.meta,
+            enriched: read.enriched,
+        })
+    }
+}
+
+/// [`Event`]'s fields as its derived `Deserialize` reads them, with `data` borrowed as
+/// text (`None` for null or absent): kept in step by the test `from_json_is_serdes_json`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonIn<'a> {
+    #[serde(default = "spec_version")]
+    specversion: Cow<'static, str>,
+    id: String,
+    source: String,
+    #[serde(rename = "type")]
+    ty: String,
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(with = "rfc3339")]
+    time: DateTime<Utc>,
+    #[serde(default = "data_content_type")]
+    datacontenttype: Cow<'static, str>,
+    #[serde(default, borrow)]
+    data: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    meta: BTreeMap<Cow<'static, str>, String>,
+    #[serde(default)]
+    enriched: BTreeMap<String, Value>,
+}
+
 /// [`Event`]'s fields as its derived `Serialize` writes them, borrowed, with `data`
 /// verbatim: kept in step with `Event` by the test `write_json_is_serdes_json`.
 #[derive(Serialize)]
@@ -325,6 +375,37 @@ mod tests {
                 event
                     .to_json()
                     .contains(&format!("\"time\":\"{}\"", event.time_text()))
+            );
+        }
+    }
+
+    #[test]
+    fn from_json_is_serdes_json() {
+        let mut event = roster_event();
+        event
+            .enriched
+            .insert("course".into(), json!({"id": "12345", "name": "Biology"}));
+        let json = event.to_json();
+        let read = Event::from_json(&json).unwrap();
+        assert_eq!(read, serde_json::from_str::<Event>(&json).unwrap());
+        assert_eq!(read, event);
+        assert!(read.data.text().is_some(), "data kept as its text");
+        assert_eq!(read.to_json(), json, "written back unchanged");
+        // Defaults, a null `data`, and the same refusals as serde's.
+        let bare =
+            r#"{"id":"1","source":"s","type":"t","time":"2030-10-29T20:32:02Z","data":null}"#;
+        assert_eq!(
+            Event::from_json(bare).unwrap(),
+            serde_json::from_str::<Event>(bare).unwrap()
+        );
+        for bad in [
+            r#"{"id":"1","source":"s","type":"t","time":"yesterday"}"#,
+            r#"{"id":"1","source":"s","type":"t","time":"2030-10-29T20:32:02Z","extra":1}"#,
+            r#"{"id":"1","source":"s","time":"2030-10-29T20:32:02Z"}"#,
+        ] {
+            assert_eq!(
+                Event::from_json(bad).unwrap_err().to_string(),
+                serde_json::from_str::<Event>(bad).unwrap_err().to_string()
             );
         }
     }

@@ -833,7 +833,7 @@ async fn claim_unrouted(
         let committed_at: Millis = row.try_get(1).map_err(e)?;
         let json: String = row.try_get(2).map_err(e)?;
         let lease_until: Millis = row.try_get(3).map_err(e)?;
-        match serde_json::from_str::<Event>(&json) {
+        match Event::from_json(&json) {
             Ok(event) => items.push(UnroutedItem {
                 seq: u64::try_from(seq).unwrap_or(0),
                 committed_at,
@@ -971,7 +971,7 @@ async fn scan(
         let committed_at: Millis = row.try_get(5).map_err(e)?;
         let json: String = row.try_get(6).map_err(e)?;
         let claimed: bool = row.try_get(7).map_err(e)?;
-        let event: Event = match serde_json::from_str(&json) {
+        let event = match Event::from_json(&json) {
             Ok(event) => event,
             Err(err) => {
                 let first = inner

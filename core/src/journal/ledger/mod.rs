@@ -151,10 +151,10 @@ pub(crate) fn decode_held(seq: u64, payload: &[u8]) -> Result<(Held, EventHead<'
     let (head, at) = codec::decode_event_head(seq, payload)?;
     let json = &payload[at..];
     let what = || format!("event {seq}");
-    let event: Event = serde_json::from_slice(json)
-        .map_err(|e| JournalError::corrupt(what(), super::error::json_detail(&e)))?;
     let json = std::str::from_utf8(json)
         .map_err(|_| JournalError::corrupt(what(), "its JSON is not UTF-8"))?;
+    let event = Event::from_json(json)
+        .map_err(|e| JournalError::corrupt(what(), super::error::json_detail(&e)))?;
     Ok((
         Held {
             seq,
