@@ -12,12 +12,6 @@ use super::store::*;
 use crate::event::Event;
 use crate::rules::RouteTable;
 
-/// An event's JSON, as stored. Serializing cannot fail for an [`Event`]; if it did, it
-/// would be reported as an I/O error of the operation (HTTP 500), never as a damaged journal.
-fn event_json(event: &Event) -> Result<String, JournalError> {
-    Ok(event.to_json())
-}
-
 fn dedup_key(source: &str, id: &str) -> String {
     format!("{source}\0{id}")
 }
@@ -150,7 +144,7 @@ impl<'t> Batch<'t> {
             self.dedup.insert(key.as_str(), first)?;
             return Ok(None);
         }
-        let json = event_json(event)?;
+        let json = event.to_json();
         let stored = self.store_event(&json, now)?;
         debug_assert_eq!(stored, seq);
         Ok(Some((seq, json)))

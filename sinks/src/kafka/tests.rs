@@ -304,6 +304,27 @@ fn config_mistakes_are_reported_where_they_are() {
 }
 
 #[test]
+fn binary_values_are_data_as_it_came_and_nothing_for_null() {
+    use herald_core::event::Data;
+    let mut event = user_event(1);
+    let text = r#"{"id":"1","n":1e2,"e":"\u00e9"}"#;
+    event.data = Data::from_json(text.to_owned()).unwrap();
+    let (value, headers) = super::sink::binary(&event);
+    assert_eq!(
+        value,
+        text.as_bytes(),
+        "the text as sent, not re-serialized"
+    );
+    assert!(headers.iter().any(|(name, _)| name == "content-type"));
+    for null in [Data::from_json("null".to_owned()).unwrap(), Data::default()] {
+        event.data = null;
+        let (value, headers) = super::sink::binary(&event);
+        assert!(value.is_empty());
+        assert!(!headers.iter().any(|(name, _)| name == "content-type"));
+    }
+}
+
+#[test]
 fn describe_and_defaults() {
     let config = load(
         "sinks:\n  bus: { type: kafka, brokers: [\"k1:9092\", \"k2:9092\"], topic: edu.events, properties: { sasl.password: hunter2 } }\n",
