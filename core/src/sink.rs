@@ -117,6 +117,25 @@ pub trait Sink: Send + Sync + 'static {
     /// Sends one delivery. `Ok` means the destination has it (SMTP 250, Kafka ack, HTTP 2xx).
     async fn deliver(&self, delivery: Delivery<'_>) -> Result<(), SinkError>;
 
+    /// Whether [`Sink::deliver_batch`] costs less than one `deliver` after another (a file:
+    /// one `write` for all the lines). The engine then hands such a sink the due deliveries
+    /// of a page of its backlog together, as one attempt (docs/architecture.md §7,
+    /// "Batches"), unless a rate limit or a pace spaces them.
+    fn batches(&self) -> bool {
+        false
+    }
+
+    /// Sends `deliveries` as one attempt, answering for each, in their order: `Ok` for
+    /// each the destination has, as [`Sink::deliver`] would. The default sends them one
+    /// after another.
+    async fn deliver_batch(&self, deliveries: &[Delivery<'_>]) -> Vec<Result<(), SinkError>> {
+        let mut answers = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            answers.push(self.deliver(*delivery).await);
+        }
+        answers
+    }
+
     /// Makes sure everything delivered so far is durable (e.g. fsync a file) before the
     /// gateway exits. Most sinks have nothing to do.
     async fn flush(&self) -> Result<(), SinkError> {

@@ -31,6 +31,13 @@ struct Recorder {
     error: Option<SinkError>,
     panics: bool,
     hangs: bool,
+    /// Takes deliveries in batches ([`Sink::batches`]), recording each batch's size.
+    batches: bool,
+    batch_sizes: Mutex<Vec<usize>>,
+    /// A batch waits for a permit of this before it is sent (the test lets them go).
+    hold: Option<Arc<tokio::sync::Semaphore>>,
+    /// Events whose delivery fails with a permanent error, every time.
+    refused: Vec<String>,
 }
 
 impl Recorder {
@@ -45,7 +52,23 @@ impl Recorder {
             error,
             panics: false,
             hangs: false,
+            batches: false,
+            batch_sizes: Mutex::new(Vec::new()),
+            hold: None,
+            refused: Vec::new(),
         })
+    }
+    /// A sink that takes batches, the first held until the test adds a permit to `hold`.
+    fn batching(hold: Option<Arc<tokio::sync::Semaphore>>, refused: &[&str]) -> Arc<Self> {
+        Arc::new(Recorder {
+            batches: true,
+            hold,
+            refused: refused.iter().map(|id| id.to_string()).collect(),
+            ..Arc::into_inner(Recorder::ok()).unwrap()
+        })
+    }
+    fn batch_sizes(&self) -> Vec<usize> {
+        self.batch_sizes.lock().unwrap().clone()
     }
     fn ids(&self) -> Vec<String> {
         self.received
@@ -73,11 +96,30 @@ impl Sink for Recorder {
                 .clone()
                 .unwrap_or_else(|| SinkError::retryable("503 Service Unavailable")));
         }
+        if self.refused.contains(&d.event.id) {
+            return Err(SinkError::permanent("422 refused"));
+        }
         self.received
             .lock()
             .unwrap()
             .push((d.event.id.clone(), Instant::now()));
         Ok(())
+    }
+
+    fn batches(&self) -> bool {
+        self.batches
+    }
+
+    async fn deliver_batch(&self, deliveries: &[Delivery<'_>]) -> Vec<Result<(), SinkError>> {
+        self.batch_sizes.lock().unwrap().push(deliveries.len());
+        if let Some(hold) = &self.hold {
+            hold.acquire().await.unwrap().forget();
+        }
+        let mut answers = Vec::new();
+        for d in deliveries {
+            answers.push(self.deliver(*d).await);
+        }
+        answers
     }
 }
 
@@ -419,4 +461,130 @@ async fn deliveries_pending_at_shutdown_are_sent_after_a_restart() {
     until("the backlog after restart", WAIT, || up.ids().len() == 5).await;
     engine.stop().await;
     drop(_dir);
+}
+
+#[tokio::test]
+async fn a_sink_that_batches_gets_its_backlog_in_batches_each_delivery_answered_alone() {
+    // One attempt at a time: while the first batch is held, the backlog gathers.
+    let hold = Arc::new(tokio::sync::Semaphore::new(0));
+    let sink = Recorder::batching(Some(hold.clone()), &["e3", "e11"]);
+    let policy = DeliveryPolicy {
+        concurrency: 1,
+        ..fast_policy()
+    };
+    let setup = Setup::new(vec![("batched", sink.clone(), policy)]);
+    setup.send(40).await;
+    until("the first batch to be held", WAIT, || {
+        !sink.batch_sizes().is_empty()
+    })
+    .await;
+    hold.add_permits(1000);
+    let journal = setup.journal.clone();
+    until("38 deliveries and 2 dead letters", WAIT, || {
+        sink.ids().len() >= 38 && journal.dead_letters(&DeadFilter::default()).unwrap().len() >= 2
+    })
+    .await;
+    let journal = setup.stop().await;
+
+    let mut ids = sink.ids();
+    assert_eq!(ids.len(), 38, "each delivered once: {ids:?}");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 38);
+    assert!(!ids.contains(&"e3".to_string()) && !ids.contains(&"e11".to_string()));
+    let sizes = sink.batch_sizes();
+    assert!(
+        sizes.iter().any(|&n| n > 1),
+        "the held backlog went out in batches: {sizes:?}"
+    );
+    assert_eq!(
+        sizes.iter().sum::<usize>(),
+        40,
+        "one attempt each: {sizes:?}"
+    );
+    let mut refused: Vec<String> = journal
+        .dead_letters(&DeadFilter::default())
+        .unwrap()
+        .into_iter()
+        .map(|letter| match letter.kind {
+            DeadKind::Delivery { reason, event, .. } => {
+                assert_eq!(reason, "permanent error");
+                event.id
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    refused.sort();
+    assert_eq!(refused, ["e11", "e3"]);
+    until("the journal to settle", WAIT, || {
+        journal.stats().unwrap().undelivered_events == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_batch_that_panics_fails_every_delivery_in_it_and_the_worker_goes_on() {
+    let panicky = Arc::new(Recorder {
+        panics: true,
+        ..Arc::into_inner(Recorder::batching(None, &[])).unwrap()
+    });
+    let policy = DeliveryPolicy {
+        max_attempts: 2,
+        ..fast_policy()
+    };
+    let setup = Setup::new(vec![("panicky", panicky.clone(), policy)]);
+    setup.send(3).await;
+    let journal = setup.journal.clone();
+    until("three dead letters", WAIT, || {
+        journal.dead_letters(&DeadFilter::default()).unwrap().len() == 3
+    })
+    .await;
+    for letter in journal.dead_letters(&DeadFilter::default()).unwrap() {
+        match &letter.kind {
+            DeadKind::Delivery {
+                reason, attempts, ..
+            } => {
+                assert_eq!(reason, "gave up after 2 attempts");
+                assert!(
+                    attempts
+                        .iter()
+                        .all(|a| a.error == "the sink panicked: plugin exploded"),
+                    "{attempts:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_that_never_ends_times_out_and_is_retried() {
+    let hangs = Arc::new(Recorder {
+        hangs: true,
+        ..Arc::into_inner(Recorder::batching(None, &[])).unwrap()
+    });
+    let setup = Setup::new(vec![("hangs", hangs.clone(), fast_policy())]);
+    setup.send(1).await;
+    until("delivery on the second attempt", WAIT, || {
+        hangs.ids().len() == 1
+    })
+    .await;
+    assert_eq!(hangs.batch_sizes(), [1, 1]);
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn a_rate_limit_sends_a_batching_sink_one_delivery_at_a_time() {
+    let sink = Recorder::batching(None, &[]);
+    let policy = DeliveryPolicy {
+        rate_per_second: Some(50.0),
+        burst: 1,
+        ..fast_policy()
+    };
+    let setup = Setup::new(vec![("paced", sink.clone(), policy)]);
+    setup.send(5).await;
+    until("five deliveries", WAIT, || sink.ids().len() == 5).await;
+    assert!(sink.batch_sizes().is_empty(), "{:?}", sink.batch_sizes());
+    setup.stop().await;
 }

@@ -27,7 +27,7 @@ use crate::queue::{
     Claim, DeliveryKey, OnRecorded, Outcome, PendingItem, Queue, QueueError as JournalError,
 };
 use crate::sink::{ALWAYS, Delivery, DeliveryPolicy, Pace, Sink, SinkError};
-use crate::template::Templates;
+use crate::template::{Rendered, Templates};
 use crate::{FastMap, FastSet};
 
 /// Pending deliveries read from the journal at a time.
@@ -147,6 +147,10 @@ impl Worker {
             retried: AtomicBool::new(false),
         });
         let limiter = rate_limiter(&self.policy);
+        // A sink that takes several deliveries at once (a file: one write) gets a page's due
+        // deliveries as one attempt, unless a rate limit or a pace must space them
+        // (docs/architecture.md §7, "Batches").
+        let batches = self.sink.batches() && limiter.is_none() && shared.pacing.is_none();
         let semaphore = Arc::new(Semaphore::new(self.policy.concurrency));
         // Attempts that ended but whose outcome is not committed yet. The concurrency permit
         // is released as soon as the sink answered, so the next deliveries go out while
@@ -302,6 +306,10 @@ impl Worker {
             let mut probed = false;
             // Where the next page begins, once every item of this one was looked at.
             let last = items.last().map(|item| item.key.clone());
+            // This page's deliveries gathered for a sink that batches, and the concurrency
+            // permit their attempt holds.
+            let mut batch = Vec::new();
+            let mut batch_permit = None;
             for item in items {
                 if lock(&shared.inflight).contains_key(&item.key) {
                     continue;
@@ -328,17 +336,30 @@ impl Worker {
                     Gate::Go => {}
                     Gate::Probe => probed = true,
                     Gate::Wait(_) => {
-                        // The circuit opened (or a probe is out): start the pass again later.
+                        // The circuit opened (or a probe is out): start the pass again later,
+                        // once what was gathered (before it opened) is sent.
+                        if let Some(permit) = batch_permit.take() {
+                            let batch = std::mem::take(&mut batch);
+                            start(&mut attempts, attempt_batch(shared.clone(), batch, permit))
+                                .await;
+                        }
                         cursor = None;
                         continue 'outer;
                     }
                 }
-                let permit = tokio::select! {
-                    permit = semaphore.clone().acquire_owned() => match permit {
-                        Ok(p) => p,
-                        Err(_) => break 'outer,
-                    },
-                    _ = shutdown.cancelled() => break 'outer,
+                // A probe of a half-open circuit goes alone.
+                let gathered = batches && !probed;
+                // A batch holds one concurrency permit, taken for its first delivery.
+                let permit = if gathered && batch_permit.is_some() {
+                    None
+                } else {
+                    tokio::select! {
+                        permit = semaphore.clone().acquire_owned() => match permit {
+                            Ok(p) => Some(p),
+                            Err(_) => break 'outer,
+                        },
+                        _ = shutdown.cancelled() => break 'outer,
+                    }
                 };
                 if let Some(limiter) = &limiter {
                     tokio::select! {
@@ -373,18 +394,24 @@ impl Worker {
                     }
                 }
                 lock(&shared.inflight).insert(item.key.clone(), None);
-                // Attempted in place first: a sink that answers at once (a file, stdout) and
-                // an outcome the writer takes at once need no task of their own. Only an
-                // attempt that has to wait is spawned, and runs on from where it stopped. A
-                // panic ends the attempt, never the worker, as it would a task.
-                let mut attempt = Box::pin(
-                    std::panic::AssertUnwindSafe(attempt(shared.clone(), item, permit, recording))
-                        .catch_unwind(),
-                );
-                let first = std::future::poll_fn(|cx| Poll::Ready(attempt.as_mut().poll(cx))).await;
-                if first.is_pending() {
-                    attempts.spawn(attempt);
+                match permit {
+                    Some(permit) if !gathered => {
+                        start(
+                            &mut attempts,
+                            attempt(shared.clone(), item, permit, recording),
+                        )
+                        .await;
+                    }
+                    permit => {
+                        if batch_permit.is_none() {
+                            batch_permit = permit;
+                        }
+                        batch.push((item, recording));
+                    }
                 }
+            }
+            if let Some(permit) = batch_permit {
+                start(&mut attempts, attempt_batch(shared.clone(), batch, permit)).await;
             }
             cursor = last;
         }
@@ -473,6 +500,21 @@ async fn renew_claims(shared: Arc<Shared>, sink: String) {
     }
 }
 
+/// Starts `attempt`, polling it once in place: a sink that answers at once (a file, stdout)
+/// and an outcome the writer takes at once need no task of their own. Only an attempt that
+/// has to wait is spawned, and runs on from where it stopped. A panic ends the attempt,
+/// never the worker, as it would a task.
+async fn start(
+    attempts: &mut JoinSet<std::thread::Result<()>>,
+    attempt: impl Future<Output = ()> + Send + 'static,
+) {
+    let mut attempt = Box::pin(std::panic::AssertUnwindSafe(attempt).catch_unwind());
+    let first = std::future::poll_fn(|cx| Poll::Ready(attempt.as_mut().poll(cx))).await;
+    if first.is_pending() {
+        attempts.spawn(attempt);
+    }
+}
+
 /// One attempt of one delivery. `permit` (the sink's concurrency) is given back once the
 /// sink has answered; `recording` (the bound on outcomes waiting for a commit) once its
 /// outcome is committed, which the journal's writer reports without a task waiting for it.
@@ -482,55 +524,139 @@ async fn attempt(
     permit: tokio::sync::OwnedSemaphorePermit,
     recording: tokio::sync::OwnedSemaphorePermit,
 ) {
+    let result = {
+        let templates = shared.templates.load();
+        match templates.render_event(&item.key.route, &item.key.sink, &item.event) {
+            Err(e) => Err(SinkError::permanent(e.to_string())),
+            Ok(rendered) => {
+                let delivery = Delivery {
+                    event: &item.event,
+                    json: &item.json,
+                    route: &item.key.route,
+                    sink: &item.key.sink,
+                    rendered: &rendered,
+                    turn: shared.pacing.as_ref().map_or(&ALWAYS, |p| &p.turn),
+                };
+                answer(shared.sink.deliver(delivery), shared.policy.timeout)
+                    .await
+                    .and_then(|result| result)
+            }
+        }
+    };
+    drop(permit);
+    shared.ended.notify_one();
+    conclude(&shared, item, result, recording).await;
+}
+
+/// The due deliveries of a page as one attempt of a sink that [batches](Sink::batches)
+/// them: rendered each, sent together, each answer then taken as [`attempt`] takes its one.
+/// A delivery whose templates fail is not sent (its answer is that error); a panic, the
+/// timeout, or an answer of the wrong length fails every delivery sent, as retryable.
+async fn attempt_batch(
+    shared: Arc<Shared>,
+    batch: Vec<(PendingItem, tokio::sync::OwnedSemaphorePermit)>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let results: Vec<Result<(), SinkError>> = {
+        let templates = shared.templates.load();
+        let rendered: Vec<Result<Rendered, SinkError>> = batch
+            .iter()
+            .map(|(item, _)| {
+                templates
+                    .render_event(&item.key.route, &item.key.sink, &item.event)
+                    .map_err(|e| SinkError::permanent(e.to_string()))
+            })
+            .collect();
+        let deliveries: Vec<Delivery<'_>> = batch
+            .iter()
+            .zip(&rendered)
+            .filter_map(|((item, _), rendered)| {
+                Some(Delivery {
+                    event: &item.event,
+                    json: &item.json,
+                    route: &item.key.route,
+                    sink: &item.key.sink,
+                    rendered: rendered.as_ref().ok()?,
+                    turn: &ALWAYS,
+                })
+            })
+            .collect();
+        let sent = deliveries.len();
+        let answers = if sent == 0 {
+            Vec::new()
+        } else {
+            match answer(
+                shared.sink.deliver_batch(&deliveries),
+                shared.policy.timeout,
+            )
+            .await
+            {
+                Ok(answers) if answers.len() == sent => answers,
+                Ok(answers) => vec![
+                    Err(SinkError::retryable(format!(
+                        "the sink answered {} of a batch of {sent} deliveries",
+                        answers.len()
+                    )));
+                    sent
+                ],
+                Err(e) => vec![Err(e); sent],
+            }
+        };
+        let mut answers = answers.into_iter();
+        rendered
+            .into_iter()
+            .map(|rendered| match rendered {
+                Err(e) => Err(e),
+                Ok(_) => answers.next().unwrap_or_else(|| {
+                    Err(SinkError::retryable("the sink left a delivery unanswered"))
+                }),
+            })
+            .collect()
+    };
+    drop(permit);
+    shared.ended.notify_one();
+    for ((item, recording), result) in batch.into_iter().zip(results) {
+        conclude(&shared, item, result, recording).await;
+    }
+}
+
+/// `send` polled once in place, so that a sink that answers at once (a file, stdout) is not
+/// given a timer (setting and clearing one per attempt is a lock on the runtime's timer
+/// wheel); else awaited up to `timeout`. A panic or the timeout is a retryable error.
+async fn answer<T>(send: impl Future<Output = T>, timeout: Duration) -> Result<T, SinkError> {
+    let send = std::panic::AssertUnwindSafe(send).catch_unwind();
+    let mut send = std::pin::pin!(send);
+    let first = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await;
+    let answered = match first {
+        Poll::Ready(answer) => Ok(answer),
+        Poll::Pending => tokio::time::timeout(timeout, send).await,
+    };
+    match answered {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(panic)) => Err(SinkError::retryable(format!(
+            "the sink panicked: {}",
+            panic_message(&panic)
+        ))),
+        Err(_) => Err(SinkError::retryable(format!("timed out after {timeout:?}"))),
+    }
+}
+
+/// What follows the sink's answer `result` for `item`: the circuit breaker, the outcome
+/// (delivered, a retry, a dead letter) with its metrics and log line, and the outcome
+/// handed to the journal.
+async fn conclude(
+    shared: &Arc<Shared>,
+    item: PendingItem,
+    result: Result<(), SinkError>,
+    recording: tokio::sync::OwnedSemaphorePermit,
+) {
     let PendingItem {
         key,
         state,
         committed_at,
         event,
-        json,
         ..
     } = item;
-    let result = {
-        let templates = shared.templates.load();
-        match templates.render_event(&key.route, &key.sink, &event) {
-            Err(e) => Err(SinkError::permanent(e.to_string())),
-            Ok(rendered) => {
-                let delivery = Delivery {
-                    event: &event,
-                    json: &json,
-                    route: &key.route,
-                    sink: &key.sink,
-                    rendered: &rendered,
-                    turn: shared.pacing.as_ref().map_or(&ALWAYS, |p| &p.turn),
-                };
-                let send =
-                    std::panic::AssertUnwindSafe(shared.sink.deliver(delivery)).catch_unwind();
-                let mut send = std::pin::pin!(send);
-                // A sink that answers at once (a file, stdout) is not given a timer: setting
-                // and clearing one per delivery is a lock on the runtime's timer wheel.
-                let first = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await;
-                let answered = match first {
-                    Poll::Ready(answer) => Ok(answer),
-                    Poll::Pending => tokio::time::timeout(shared.policy.timeout, send).await,
-                };
-                match answered {
-                    Ok(Ok(result)) => result,
-                    Ok(Err(panic)) => Err(SinkError::retryable(format!(
-                        "the sink panicked: {}",
-                        panic_message(&panic)
-                    ))),
-                    Err(_) => Err(SinkError::retryable(format!(
-                        "timed out after {:?}",
-                        shared.policy.timeout
-                    ))),
-                }
-            }
-        }
-    };
-
-    drop(permit);
-    shared.ended.notify_one();
-
     let now = Instant::now();
     {
         let mut breaker = lock(&shared.breaker);

@@ -73,6 +73,91 @@ async fn appends_one_json_record_per_delivery_relative_to_the_config() {
 }
 
 #[tokio::test]
+async fn a_batch_is_appended_in_order_with_an_answer_for_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = load(
+        "sinks:\n  audit: { type: file, path: events.jsonl }\n",
+        dir.path(),
+    );
+    let built = config
+        .sink("audit")
+        .unwrap()
+        .spec
+        .build(&Default::default())
+        .unwrap();
+    assert!(built.batches());
+    let events: Vec<Event> = (0..3)
+        .map(|n| {
+            let mut e = event();
+            e.id = format!("m{n}");
+            e
+        })
+        .collect();
+    let json: Vec<String> = events.iter().map(Event::to_json).collect();
+    let rendered = Default::default();
+    let deliveries: Vec<Delivery> = events
+        .iter()
+        .zip(&json)
+        .map(|(event, json)| Delivery {
+            event,
+            json,
+            route: "all",
+            sink: "audit",
+            rendered: &rendered,
+            turn: &herald_core::sink::ALWAYS,
+        })
+        .collect();
+    let answers = built.deliver_batch(&deliveries).await;
+    assert_eq!(answers, vec![Ok(()), Ok(()), Ok(())]);
+    built.deliver(deliveries[0]).await.unwrap();
+
+    let text = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+    let ids: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let line: Value = serde_json::from_str(l).unwrap();
+            line["event"]["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids, ["m0", "m1", "m2", "m0"]);
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_every_delivery_of_a_batch_as_retryable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = load(
+        "sinks:\n  audit: { type: file, path: /dev/full }\n",
+        dir.path(),
+    );
+    let built = config
+        .sink("audit")
+        .unwrap()
+        .spec
+        .build(&Default::default())
+        .unwrap();
+    let (a, b) = (event(), event());
+    let (json_a, json_b) = (a.to_json(), b.to_json());
+    let rendered = Default::default();
+    let delivery = |event, json| Delivery {
+        event,
+        json,
+        route: "all",
+        sink: "audit",
+        rendered: &rendered,
+        turn: &herald_core::sink::ALWAYS,
+    };
+    let answers = built
+        .deliver_batch(&[delivery(&a, &json_a), delivery(&b, &json_b)])
+        .await;
+    assert_eq!(answers.len(), 2);
+    for answer in answers {
+        let e = answer.unwrap_err();
+        assert!(e.is_retryable(), "{e}");
+        assert!(e.message().contains("No space left on device"), "{e}");
+    }
+}
+
+#[tokio::test]
 async fn writes_the_line_template_when_given() {
     let dir = tempfile::tempdir().unwrap();
     let config = load(
