@@ -104,22 +104,46 @@ impl Event {
     /// Writes the event in the CloudEvents JSON format, `data` as the text it came in when
     /// that was kept (the same JSON as `serde_json::to_writer(out, event)`, whose `data` is
     /// the parsed tree, without parsing it). This is how the journal stores an event.
-    pub fn write_json(&self, out: impl std::io::Write) -> serde_json::Result<()> {
-        serde_json::to_writer(
-            out,
-            &Json {
-                specversion: &self.specversion,
-                id: &self.id,
-                source: &self.source,
-                ty: &self.ty,
-                subject: self.subject.as_deref(),
-                time: &self.time,
-                datacontenttype: &self.datacontenttype,
-                data: self.data.verbatim(),
-                meta: &self.meta,
-                enriched: &self.enriched,
-            },
-        )
+    pub fn write_json(&self, mut out: impl std::io::Write) -> serde_json::Result<()> {
+        let out = &mut out;
+        // The fields in the order of `Event`'s, as its derived `Serialize` writes them: kept
+        // in step by the test `write_json_is_serdes_json`.
+        let raw = |out: &mut dyn std::io::Write, bytes: &[u8]| {
+            out.write_all(bytes).map_err(serde_json::Error::io)
+        };
+        raw(out, br#"{"specversion":"#)?;
+        serde_json::to_writer(&mut *out, &*self.specversion)?;
+        raw(out, br#","id":"#)?;
+        serde_json::to_writer(&mut *out, &self.id)?;
+        raw(out, br#","source":"#)?;
+        serde_json::to_writer(&mut *out, &self.source)?;
+        raw(out, br#","type":"#)?;
+        serde_json::to_writer(&mut *out, &self.ty)?;
+        if let Some(subject) = &self.subject {
+            raw(out, br#","subject":"#)?;
+            serde_json::to_writer(&mut *out, subject)?;
+        }
+        raw(out, br#","time":"#)?;
+        match rfc3339::write(&self.time, &mut [0; 30]) {
+            Some(time) => serde_json::to_writer(&mut *out, time)?,
+            None => serde_json::to_writer(&mut *out, &rfc3339::format(&self.time))?,
+        }
+        raw(out, br#","datacontenttype":"#)?;
+        serde_json::to_writer(&mut *out, &*self.datacontenttype)?;
+        raw(out, br#","data":"#)?;
+        match self.data.text() {
+            Some(text) => raw(out, text.as_bytes())?,
+            None => serde_json::to_writer(&mut *out, &self.data)?,
+        }
+        if !self.meta.is_empty() {
+            raw(out, br#","meta":"#)?;
+            serde_json::to_writer(&mut *out, &self.meta)?;
+        }
+        if !self.enriched.is_empty() {
+            raw(out, br#","enriched":"#)?;
+            serde_json::to_writer(&mut *out, &self.enriched)?;
+        }
+        raw(out, b"}")
     }
 }
 
@@ -171,31 +195,6 @@ struct JsonIn<'a> {
     meta: BTreeMap<Cow<'static, str>, String>,
     #[serde(default)]
     enriched: BTreeMap<String, Value>,
-}
-
-/// [`Event`]'s fields as its derived `Serialize` writes them, borrowed, with `data`
-/// verbatim: kept in step with `Event` by the test `write_json_is_serdes_json`.
-#[derive(Serialize)]
-struct Json<'a> {
-    specversion: &'a str,
-    id: &'a str,
-    source: &'a str,
-    #[serde(rename = "type")]
-    ty: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    subject: Option<&'a str>,
-    #[serde(serialize_with = "rfc3339::serialize_ref")]
-    time: &'a DateTime<Utc>,
-    datacontenttype: &'a str,
-    data: data::Verbatim<'a>,
-    #[serde(skip_serializing_if = "is_empty")]
-    meta: &'a BTreeMap<Cow<'static, str>, String>,
-    #[serde(skip_serializing_if = "is_empty")]
-    enriched: &'a BTreeMap<String, Value>,
-}
-
-fn is_empty<K, V>(map: &&BTreeMap<K, V>) -> bool {
-    map.is_empty()
 }
 
 /// RFC 3339 timestamps in UTC with `Z`, keeping the fraction of a second only when present.
@@ -256,10 +255,6 @@ mod rfc3339 {
             Some(text) => s.serialize_str(text),
             None => s.serialize_str(&format(t)),
         }
-    }
-
-    pub fn serialize_ref<S: Serializer>(t: &&DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        serialize(t, s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {

@@ -15,15 +15,14 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::OnceLock;
 
-use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 #[derive(Clone, Default)]
 pub struct Data {
-    /// The JSON text as received; `None` for data built as a tree.
-    text: Option<Box<RawValue>>,
+    /// The JSON text as received, checked and on one line; `None` for data built as a tree.
+    text: Option<Box<str>>,
     /// The tree: given at construction, or parsed from `text` on first read.
     tree: OnceLock<Value>,
 }
@@ -34,28 +33,36 @@ impl Data {
     /// serde_json's message, if it is not JSON or nests deeper than a [`Value`] may (128
     /// levels), so that reading it later cannot fail.
     pub fn from_json(text: String) -> Result<Data, serde_json::Error> {
-        serde_json::from_str::<Shape>(&text)?;
-        Ok(Data {
-            text: Some(RawValue::from_string(compact(text))?),
-            tree: OnceLock::new(),
-        })
+        Data::from_json_members(text, []).map(|(data, [])| data)
     }
 
-    /// The JSON text as received, when it was kept.
+    /// [`Data::from_json`], reading in its one pass over the text the values of the
+    /// top-level members `names` when the JSON is an object (the last of each, as a
+    /// [`Value`] keeps): a source reads a notification's `id` this way without parsing the
+    /// rest into a tree.
+    pub fn from_json_members<const N: usize>(
+        text: String,
+        names: [&str; N],
+    ) -> Result<(Data, [Option<Value>; N]), serde_json::Error> {
+        let mut read = serde_json::Deserializer::from_str(&text);
+        let members = Members { names: &names }.deserialize(&mut read)?;
+        read.end()?;
+        let data = Data {
+            text: Some(compact(text).into_boxed_str()),
+            tree: OnceLock::new(),
+        };
+        Ok((data, members))
+    }
+
+    /// The JSON text as received (on one line), when it was kept.
     pub fn text(&self) -> Option<&str> {
-        self.text.as_deref().map(RawValue::get)
+        self.text.as_deref()
     }
 
     /// The tree, parsed if it was not yet.
     pub fn into_value(self) -> Value {
         let Data { text, tree } = self;
         tree.into_inner().unwrap_or_else(|| parse(text.as_deref()))
-    }
-
-    /// For [`Event::write_json`](super::Event::write_json): the kept text verbatim, else
-    /// the tree. Only a serde_json serializer writes a [`RawValue`] as JSON.
-    pub(super) fn verbatim(&self) -> Verbatim<'_> {
-        Verbatim(self)
     }
 }
 
@@ -93,8 +100,8 @@ fn compact(text: String) -> String {
 
 /// What `from_json` checked parses; `Null` for data that has neither text nor tree
 /// (`Data::default()`).
-fn parse(text: Option<&RawValue>) -> Value {
-    text.and_then(|text| serde_json::from_str(text.get()).ok())
+fn parse(text: Option<&str>) -> Value {
+    text.and_then(|text| serde_json::from_str(text).ok())
         .unwrap_or(Value::Null)
 }
 
@@ -145,15 +152,93 @@ impl<'de> Deserialize<'de> for Data {
     }
 }
 
-/// See [`Data::verbatim`].
-pub(super) struct Verbatim<'a>(&'a Data);
+/// The values of the top-level members `names` of a JSON object (none for other JSON), the
+/// rest read through as [`Shape`] reads it: what [`Data::from_json_members`] checks and reads
+/// in one pass.
+struct Members<'n, const N: usize> {
+    names: &'n [&'n str; N],
+}
 
-impl Serialize for Verbatim<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match &self.0.text {
-            Some(text) => text.serialize(serializer),
-            None => self.0.serialize(serializer),
+impl<'de, const N: usize> DeserializeSeed<'de> for Members<'_, N> {
+    type Value = [Option<Value>; N];
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de, const N: usize> Visitor<'de> for Members<'_, N> {
+    type Value = [Option<Value>; N];
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(std::array::from_fn(|_| None))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(std::array::from_fn(|_| None))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(std::array::from_fn(|_| None))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(std::array::from_fn(|_| None))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(std::array::from_fn(|_| None))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(std::array::from_fn(|_| None))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Shape.visit_seq(seq)?;
+        Ok(std::array::from_fn(|_| None))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut values = std::array::from_fn(|_| None);
+        while let Some(member) = map.next_key_seed(Name { names: self.names })? {
+            match member {
+                Some(i) => values[i] = Some(map.next_value::<Value>()?),
+                None => {
+                    map.next_value::<Shape>()?;
+                }
+            }
         }
+        Ok(values)
+    }
+}
+
+/// A member's name as its place in `names`, without keeping the name.
+struct Name<'n, const N: usize> {
+    names: &'n [&'n str; N],
+}
+
+impl<'de, const N: usize> DeserializeSeed<'de> for Name<'_, N> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<usize>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<const N: usize> Visitor<'_> for Name<'_, N> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Option<usize>, E> {
+        Ok(self.names.iter().position(|n| *n == name))
     }
 }
 
@@ -251,27 +336,45 @@ mod tests {
     }
 
     #[test]
-    fn serializers_see_the_tree_and_only_verbatim_sees_the_text() {
+    fn serializers_see_the_tree_and_only_write_json_the_text() {
         let data = Data::from_json(r#"{"b": 1, "a": "\u00e9 2"}"#.to_owned()).unwrap();
         assert_eq!(
             serde_json::to_string(&data).unwrap(),
             r#"{"b":1,"a":"é 2"}"#
         );
-        assert_eq!(
-            serde_json::to_string(&data.verbatim()).unwrap(),
-            r#"{"b":1,"a":"\u00e9 2"}"#
-        );
+        assert_eq!(data.text(), Some(r#"{"b":1,"a":"\u00e9 2"}"#));
         assert_eq!(
             serde_json::to_value(&data).unwrap(),
             json!({"b": 1, "a": "é 2"})
         );
         let tree = Data::from(json!({"b": 1}));
         assert_eq!(tree.text(), None);
-        assert_eq!(
-            serde_json::to_string(&tree.verbatim()).unwrap(),
-            r#"{"b":1}"#
-        );
         assert_eq!(*Data::default(), Value::Null);
+    }
+
+    #[test]
+    fn members_are_read_from_the_top_level_object_in_the_same_pass() {
+        let text = r#"{"id": 1, "user": {"id": "inner", "etag": "x"}, "id": "last", "n": [1]}"#;
+        let (data, [id, etag, missing]) =
+            Data::from_json_members(text.to_owned(), ["id", "etag", "missing"]).unwrap();
+        assert_eq!(id, Some(json!("last")), "the last, as a Value keeps");
+        assert_eq!(etag, None, "only top-level members");
+        assert_eq!(missing, None);
+        assert_eq!(data, serde_json::from_str::<Value>(text).unwrap());
+
+        let (_, [id]) = Data::from_json_members(r#"[{"id": 1}]"#.to_owned(), ["id"]).unwrap();
+        assert_eq!(id, None, "not an object");
+
+        // The nesting limit holds for the members read and for those read through.
+        for deep in [
+            format!(r#"{{"id": {}{}}}"#, "[".repeat(200), "]".repeat(200)),
+            format!(r#"{{"x": {}{}}}"#, "[".repeat(200), "]".repeat(200)),
+        ] {
+            let e = Data::from_json_members(deep, ["id"]).unwrap_err();
+            assert!(e.to_string().contains("recursion limit"), "{e}");
+        }
+        let e = Data::from_json_members(r#"{"id": 1} x"#.to_owned(), ["id"]).unwrap_err();
+        assert!(e.to_string().contains("trailing characters"), "{e}");
     }
 
     /// Any JSON value: strings with quotes, backslashes, line breaks and spaces.

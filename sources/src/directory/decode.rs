@@ -20,7 +20,6 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 use herald_core::Event;
 use herald_core::event::Data;
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
 use crate::DecodeError;
@@ -213,7 +212,9 @@ fn body_json(body: &[u8]) -> Result<(Data, Head), DecodeError> {
     let not_json =
         |e: &dyn std::fmt::Display| DecodeError::new(format!("the body is not JSON: {e}"));
     let text = String::from_utf8(body.to_vec()).map_err(|e| not_json(&e))?;
-    let data = Data::from_json(text).map_err(|e| not_json(&e))?;
+    // Checked, and `id` and `etag` read, in one pass that builds nothing else.
+    let (data, [id, etag]) =
+        Data::from_json_members(text, ["id", "etag"]).map_err(|e| not_json(&e))?;
     let text = data.text().unwrap_or_default();
     if !text.starts_with('{') {
         return Err(DecodeError::new(format!(
@@ -221,8 +222,7 @@ fn body_json(body: &[u8]) -> Result<(Data, Head), DecodeError> {
             kind_of_text(text)
         )));
     }
-    let head = serde_json::from_str(text).map_err(|e| not_json(&e))?;
-    Ok((data, head))
+    Ok((data, Head { id, etag }))
 }
 
 /// What JSON `text` (checked to be JSON) is, as [`kind`] names it.
@@ -237,69 +237,12 @@ fn kind_of_text(text: &str) -> &'static str {
     }
 }
 
-/// The `id` and `etag` members of a JSON object (the last of each, as a [`Value`] would
-/// keep), the other members read through without being kept.
+/// The `id` and `etag` members of the body's object (the last of each, as a [`Value`]
+/// would keep).
 #[derive(Default)]
 struct Head {
     id: Option<Value>,
     etag: Option<Value>,
-}
-
-impl<'de> Deserialize<'de> for Head {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Head, D::Error> {
-        deserializer.deserialize_map(HeadVisitor)
-    }
-}
-
-struct HeadVisitor;
-
-impl<'de> Visitor<'de> for HeadVisitor {
-    type Value = Head;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Head, A::Error> {
-        let mut head = Head::default();
-        while let Some(member) = map.next_key()? {
-            match member {
-                Member::Id => head.id = Some(map.next_value()?),
-                Member::Etag => head.etag = Some(map.next_value()?),
-                Member::Other => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(head)
-    }
-}
-
-/// A member's name, as far as [`Head`] cares, without keeping the name.
-enum Member {
-    Id,
-    Etag,
-    Other,
-}
-
-impl<'de> Deserialize<'de> for Member {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Member, D::Error> {
-        struct Name;
-        impl Visitor<'_> for Name {
-            type Value = Member;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Member, E> {
-                Ok(match name {
-                    "id" => Member::Id,
-                    "etag" => Member::Etag,
-                    _ => Member::Other,
-                })
-            }
-        }
-        deserializer.deserialize_str(Name)
-    }
 }
 
 /// The text of header `name`, if present.
