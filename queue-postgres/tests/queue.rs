@@ -13,7 +13,8 @@ use herald_core::config::QueueConfig;
 use herald_core::event::Event;
 use herald_core::ingest::{Committed, RejectedInput};
 use herald_core::queue::{
-    Attempt, Claim, DeadFilter, DeadKind, Lead, Outcome, Queue, QueueError, now_millis,
+    Attempt, Claim, DeadFilter, DeadKind, Lead, OnRecordedAll, Outcome, Queue, QueueError,
+    now_millis,
 };
 use herald_core::rules::{Condition, Route, RouteTable};
 use herald_queue_postgres::{PgQueue, Registration};
@@ -739,4 +740,56 @@ async fn the_first_channel_of_a_change_is_one_for_every_gateway() {
     );
     a.close().await;
     b.close().await;
+}
+
+/// A batch's outcomes handed over together (the default of `Queue::record_all_then`, one by
+/// one): each recorded, and one answer with a result for each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batchs_outcomes_are_recorded_each_and_answered_together() {
+    let url = Postgres::shared().database("pgq_batch_outcomes");
+    let queue = open(&url, &QueueConfig::default()).await;
+    for id in ["1", "2", "3"] {
+        assert_eq!(queue.commit(event(id)).await.unwrap(), Committed::New);
+    }
+    let keys: Vec<_> = queue
+        .scan_pending("chat", Claim::new(queue.holder(), LEASE), None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|item| item.key)
+        .collect();
+    assert_eq!(keys.len(), 3);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    queue
+        .record_all_then(
+            vec![
+                (keys[0].clone(), Outcome::Delivered),
+                (keys[1].clone(), Outcome::Delivered),
+                (
+                    keys[2].clone(),
+                    Outcome::Dead {
+                        attempt: None,
+                        reason: "permanent error".into(),
+                    },
+                ),
+            ],
+            OnRecordedAll::new(3, move |results| {
+                let _ = tx.send(results);
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rx.await.unwrap(), vec![Ok(()), Ok(()), Ok(())]);
+    let stats = queue.stats().await.unwrap();
+    assert_eq!(stats.pending.get("chat").copied().unwrap_or(0), 0);
+    assert_eq!(stats.undelivered_events, 0);
+    assert_eq!(
+        queue
+            .dead_letters(&DeadFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    queue.close().await;
 }

@@ -24,7 +24,8 @@ use super::turn::Pacing;
 use crate::backoff::Backoff;
 use crate::journal::now_millis;
 use crate::queue::{
-    Claim, DeliveryKey, OnRecorded, Outcome, PendingItem, Queue, QueueError as JournalError,
+    Claim, DeliveryKey, OnRecorded, OnRecordedAll, Outcome, PendingItem, Queue,
+    QueueError as JournalError,
 };
 use crate::sink::{ALWAYS, Delivery, DeliveryPolicy, Pace, Sink, SinkError};
 use crate::template::{Rendered, Templates};
@@ -72,6 +73,8 @@ pub(super) struct Worker {
 /// What the attempts of one worker share.
 struct Shared {
     sink: Arc<dyn Sink>,
+    /// The sink's name in routes.yaml, for log lines.
+    sink_name: String,
     policy: DeliveryPolicy,
     journal: Arc<dyn Queue>,
     templates: Arc<ArcSwap<Templates>>,
@@ -129,6 +132,7 @@ impl Worker {
     pub async fn run(self) {
         let shared = Arc::new(Shared {
             sink: self.sink.clone(),
+            sink_name: self.name.clone(),
             policy: self.policy.clone(),
             journal: self.journal.clone(),
             templates: self.templates.clone(),
@@ -615,9 +619,15 @@ async fn attempt_batch(
     };
     drop(permit);
     shared.ended.notify_one();
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut recordings = Vec::with_capacity(batch.len());
     for ((item, recording), result) in batch.into_iter().zip(results) {
-        conclude(&shared, item, result, recording).await;
+        outcomes.push(judge(&shared, item, result));
+        recordings.push(recording);
     }
+    // Handed over together: one command to the journal, one completion for all.
+    let recorded = on_recorded_all(shared.clone(), outcomes.clone(), recordings);
+    let _ = shared.journal.record_all_then(outcomes, recorded).await;
 }
 
 /// `send` polled once in place, so that a sink that answers at once (a file, stdout) is not
@@ -641,15 +651,27 @@ async fn answer<T>(send: impl Future<Output = T>, timeout: Duration) -> Result<T
     }
 }
 
-/// What follows the sink's answer `result` for `item`: the circuit breaker, the outcome
-/// (delivered, a retry, a dead letter) with its metrics and log line, and the outcome
-/// handed to the journal.
+/// What follows the sink's answer `result` for `item`: [`judge`], and the outcome handed to
+/// the journal.
 async fn conclude(
     shared: &Arc<Shared>,
     item: PendingItem,
     result: Result<(), SinkError>,
     recording: tokio::sync::OwnedSemaphorePermit,
 ) {
+    let (key, outcome) = judge(shared, item, result);
+    let recorded = on_recorded(shared.clone(), key.clone(), outcome.clone(), recording);
+    // An error is reported to `recorded` as well.
+    let _ = shared.journal.record_then(key, outcome, recorded).await;
+}
+
+/// The sink's answer `result` for `item` taken: the circuit breaker, the outcome (delivered,
+/// a retry, a dead letter) with its metrics and log line.
+fn judge(
+    shared: &Shared,
+    item: PendingItem,
+    result: Result<(), SinkError>,
+) -> (DeliveryKey, Outcome) {
     let PendingItem {
         key,
         state,
@@ -704,9 +726,7 @@ async fn conclude(
         }
         Outcome::Delivered => {}
     }
-    let recorded = on_recorded(shared.clone(), key.clone(), outcome.clone(), recording);
-    // An error is reported to `recorded` as well.
-    let _ = shared.journal.record_then(key, outcome, recorded).await;
+    (key, outcome)
 }
 
 /// What happens once an attempt's outcome was committed, or could not be: the delivery is
@@ -743,6 +763,56 @@ fn on_recorded(
             }
         }
         settle(&shared, key, recording);
+    })
+}
+
+/// [`on_recorded`] for the outcomes of a batch, handed over together: each settled, or
+/// recorded again, by its own result; one log line for those refused.
+fn on_recorded_all(
+    shared: Arc<Shared>,
+    outcomes: Vec<(DeliveryKey, Outcome)>,
+    recordings: Vec<tokio::sync::OwnedSemaphorePermit>,
+) -> OnRecordedAll {
+    let runtime = tokio::runtime::Handle::current();
+    OnRecordedAll::new(outcomes.len(), move |results| {
+        let mut settled = Vec::with_capacity(outcomes.len());
+        let (mut closed, mut refused) = (0, None);
+        for (((key, outcome), recording), result) in
+            outcomes.into_iter().zip(recordings).zip(results)
+        {
+            match result {
+                Err(JournalError::Closed) => {
+                    closed += 1;
+                    // Still pending: the next pass reads from the start.
+                    shared.retried.store(true, Ordering::SeqCst);
+                }
+                Err(e) => {
+                    refused = Some(e);
+                    runtime.spawn(record_again(shared.clone(), key, outcome, recording));
+                    continue;
+                }
+                Ok(()) => {
+                    if matches!(outcome, Outcome::Retry { .. }) {
+                        shared.retried.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+            settled.push((key, recording));
+        }
+        if closed > 0 {
+            tracing::warn!(sink = %shared.sink_name, outcomes = closed, "the queue closed before delivery outcomes were recorded; they will be attempted again");
+        }
+        if let Some(e) = refused {
+            tracing::warn!(sink = %shared.sink_name, error = %e, "cannot record delivery outcomes yet; trying again");
+        }
+        let at = shared.scans.load(Ordering::SeqCst);
+        let mut inflight = lock(&shared.inflight);
+        for (key, recording) in settled {
+            inflight.insert(key, Some(at));
+            drop(recording);
+        }
+        drop(inflight);
+        shared.ended.notify_one();
     })
 }
 

@@ -17,7 +17,9 @@ use tokio::sync::{Notify, broadcast, oneshot};
 use super::error::During;
 use super::records::{Millis, now_millis};
 use super::{AdminJournal, DeadFilter, DeadLetter, DeliveryKey, Journal, JournalError};
-use super::{OnRecorded, Outcome, PendingItem, ReplayReport, Stats, Tapped, store, writer};
+use super::{
+    OnRecorded, OnRecordedAll, Outcome, PendingItem, ReplayReport, Stats, Tapped, store, writer,
+};
 use crate::config::QueueEngine;
 use crate::event::Event;
 use crate::health::Health;
@@ -314,6 +316,22 @@ impl Queue for Journal {
         {
             Ok(()) => Recording::done(Ok(())),
             // The command, and with it `then`, is dropped: `then` is called with `Closed`.
+            Err(TrySendError::Closed(_)) => Recording::done(Err(JournalError::Closed)),
+            Err(TrySendError::Full(command)) => Recording::waiting(self.send(command)),
+        }
+    }
+
+    fn record_all_then(
+        &self,
+        outcomes: Vec<(DeliveryKey, Outcome)>,
+        then: OnRecordedAll,
+    ) -> Recording<'_> {
+        // One command, committed in one batch: `then` gets one result for all.
+        match self
+            .commands
+            .try_send(writer::Command::Outcomes { outcomes, then })
+        {
+            Ok(()) => Recording::done(Ok(())),
             Err(TrySendError::Closed(_)) => Recording::done(Err(JournalError::Closed)),
             Err(TrySendError::Full(command)) => Recording::waiting(self.send(command)),
         }

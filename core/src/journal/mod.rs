@@ -93,6 +93,50 @@ impl Drop for OnRecorded {
     }
 }
 
+/// What is called once the outcomes handed over together by [`Queue::record_all_then`]
+/// were committed, or could not be: with a result for each, in their order. Called with
+/// [`JournalError::Closed`] for all if dropped uncalled (the writer stopped).
+///
+/// [`Queue::record_all_then`]: crate::queue::Queue::record_all_then
+pub struct OnRecordedAll {
+    then: Option<RecordedAll>,
+    count: usize,
+}
+
+type RecordedAll = Box<dyn FnOnce(Vec<Result<(), JournalError>>) + Send>;
+
+impl OnRecordedAll {
+    /// `then` for `count` outcomes.
+    pub fn new(
+        count: usize,
+        then: impl FnOnce(Vec<Result<(), JournalError>>) + Send + 'static,
+    ) -> Self {
+        OnRecordedAll {
+            then: Some(Box::new(then)),
+            count,
+        }
+    }
+
+    /// How many outcomes it answers for.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    pub fn call(mut self, results: Vec<Result<(), JournalError>>) {
+        if let Some(then) = self.then.take() {
+            then(results);
+        }
+    }
+}
+
+impl Drop for OnRecordedAll {
+    fn drop(&mut self) {
+        if let Some(then) = self.then.take() {
+            then(vec![Err(JournalError::Closed); self.count]);
+        }
+    }
+}
+
 /// An event as it was routed, for `herald tap` and the console's activity. Sent by value:
 /// both fields are shared, so a clone for each follower is two counts, not an allocation.
 #[derive(Clone, Debug, serde::Serialize)]

@@ -51,6 +51,11 @@ pub(super) enum Command {
         outcome: Outcome,
         then: super::OnRecorded,
     },
+    /// A batch's outcomes (`Queue::record_all_then`).
+    Outcomes {
+        outcomes: Vec<(DeliveryKey, Outcome)>,
+        then: super::OnRecordedAll,
+    },
     Sweep {
         reply: oneshot::Sender<Result<usize, JournalError>>,
     },
@@ -185,6 +190,7 @@ enum Reply {
         Result<Option<usize>, JournalError>,
     ),
     Then(super::OnRecorded, Result<(), JournalError>),
+    ThenAll(super::OnRecordedAll, Vec<Result<(), JournalError>>),
     Replay(
         oneshot::Sender<Result<super::ReplayReport, JournalError>>,
         Result<super::ReplayReport, JournalError>,
@@ -209,6 +215,10 @@ impl Reply {
             Reply::Replay(tx, r) => answer!(tx, r),
             Reply::Then(then, r) => then.call(match failed {
                 Some(e) => Err(e.clone()),
+                None => r,
+            }),
+            Reply::ThenAll(then, r) => then.call(match failed {
+                Some(e) => vec![Err(e.clone()); r.len()],
                 None => r,
             }),
         }
@@ -474,6 +484,22 @@ impl Core {
                     let r =
                         self.outcome(key, &outcome, first, &mut records, &mut settled, &mut dead);
                     replies.push(Reply::Then(then, r));
+                }
+                Command::Outcomes { outcomes, then } => {
+                    let r = outcomes
+                        .into_iter()
+                        .map(|(key, outcome)| {
+                            self.outcome(
+                                key,
+                                &outcome,
+                                first,
+                                &mut records,
+                                &mut settled,
+                                &mut dead,
+                            )
+                        })
+                        .collect();
+                    replies.push(Reply::ThenAll(then, r));
                 }
                 Command::Bury {
                     sink,

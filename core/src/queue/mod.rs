@@ -34,7 +34,9 @@
 //! per-delivery call, [`Queue::record_then`], is a plain method returning [`Recording`],
 //! which is ready at once when the engine could take the outcome without waiting (the local
 //! engine's `try_send` to its writer) and boxes a future only when the engine must wait
-//! (the writer's channel is full): no allocation and no extra await per delivery.
+//! (the writer's channel is full): no allocation and no extra await per delivery. A batch's
+//! outcomes go together through [`Queue::record_all_then`]: one command and one completion
+//! per batch on the local engine.
 
 pub mod forget;
 mod recording;
@@ -51,10 +53,32 @@ pub use crate::ingest::{Committed, Ingest, IngestError, RejectedInput};
 // engine speaks them (`QueueError`'s kinds are what callers act on, whatever the engine).
 pub use crate::journal::{
     Attempt, DeadFilter, DeadKind, DeadLetter, DeliveryKey, JournalError as QueueError, Limit,
-    Millis, OnRecorded, Outcome, PendingItem, PendingState, ReplayReport, Stats, Tapped,
-    now_millis, to_time,
+    Millis, OnRecorded, OnRecordedAll, Outcome, PendingItem, PendingState, ReplayReport, Stats,
+    Tapped, now_millis, to_time,
 };
 pub use forget::ForgetReport;
+
+/// The results of outcomes handed over one by one by the default
+/// [`Queue::record_all_then`]: its `then` is called when the last completion lets go of it,
+/// with `Closed` for any never handed over.
+struct Gathered {
+    results: std::sync::Mutex<Vec<Result<(), QueueError>>>,
+    then: std::sync::Mutex<Option<OnRecordedAll>>,
+}
+
+impl Drop for Gathered {
+    fn drop(&mut self) {
+        let then = self
+            .then
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(then) = then {
+            let results = std::mem::take(self.results.get_mut().unwrap_or_else(|p| p.into_inner()));
+            then.call(results);
+        }
+    }
+}
 pub use recording::Recording;
 
 use crate::config::{QueueConfig, QueueEngine};
@@ -305,6 +329,30 @@ pub trait Queue: QueueAdmin + Ingest {
     /// with the commit's result (or [`QueueError::Closed`]). The sink workers' path: see
     /// the module docs for why this is not an `async fn`.
     fn record_then(&self, key: DeliveryKey, outcome: Outcome, then: OnRecorded) -> Recording<'_>;
+
+    /// [`Queue::record_then`] for several outcomes (a batch's, docs/architecture.md §7),
+    /// `then` called once with a result for each, in their order. The default hands them
+    /// over one by one; an engine that can take them as one command does.
+    fn record_all_then(
+        &self,
+        outcomes: Vec<(DeliveryKey, Outcome)>,
+        then: OnRecordedAll,
+    ) -> Recording<'_> {
+        let gathered = Arc::new(Gathered {
+            results: std::sync::Mutex::new(vec![Err(QueueError::Closed); outcomes.len()]),
+            then: std::sync::Mutex::new(Some(then)),
+        });
+        Recording::waiting(async move {
+            for (i, (key, outcome)) in outcomes.into_iter().enumerate() {
+                let gathered = Arc::clone(&gathered);
+                let one = OnRecorded::new(move |result| {
+                    gathered.results.lock().unwrap_or_else(|p| p.into_inner())[i] = result;
+                });
+                self.record_then(key, outcome, one).await?;
+            }
+            Ok(())
+        })
+    }
 
     /// Woken when deliveries for `sink` were committed (here or, for a shared engine, by
     /// another gateway).

@@ -337,3 +337,62 @@ async fn committing_an_unrouted_event_wakes_the_enrichment_task() {
         .await
         .expect("a claim given up wakes the task too");
 }
+
+#[tokio::test]
+async fn a_batchs_outcomes_are_handed_over_as_one_and_answered_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open_in(dir.path());
+    for id in ["1", "2", "3"] {
+        assert_eq!(queue.commit(event(id)).await, Ok(Committed::New));
+    }
+    let claim = Claim::new(queue.holder(), queue.lease());
+    let keys: Vec<DeliveryKey> = queue
+        .scan_pending("chat", claim, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|item| item.key)
+        .collect();
+    assert_eq!(keys.len(), 3);
+    let retry = Outcome::Retry {
+        attempt: Attempt {
+            at: now_millis(),
+            error: "503".into(),
+        },
+        next_at: now_millis() + 60_000,
+    };
+    let dead = Outcome::Dead {
+        attempt: None,
+        reason: "permanent error".into(),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let recording = queue.record_all_then(
+        vec![
+            (keys[0].clone(), Outcome::Delivered),
+            (keys[1].clone(), retry),
+            (keys[2].clone(), dead),
+        ],
+        OnRecordedAll::new(3, move |results| {
+            let _ = tx.send(results);
+        }),
+    );
+    assert!(recording.is_done(), "one command, taken at once");
+    assert_eq!(recording.await, Ok(()));
+    assert_eq!(rx.await.unwrap(), vec![Ok(()), Ok(()), Ok(())]);
+    let stats = queue.stats().await.unwrap();
+    assert_eq!(stats.pending.get("chat"), Some(&1), "the retry waits");
+    let letters = queue.dead_letters(&DeadFilter::default()).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    queue.close().await;
+
+    // Once the queue is closed, each is answered `Closed`.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let recording = queue.record_all_then(
+        vec![(keys[1].clone(), Outcome::Delivered)],
+        OnRecordedAll::new(1, move |results| {
+            let _ = tx.send(results);
+        }),
+    );
+    assert_eq!(recording.await, Err(QueueError::Closed));
+    assert_eq!(rx.await.unwrap(), vec![Err(QueueError::Closed)]);
+}
