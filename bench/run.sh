@@ -119,7 +119,7 @@ ratio herald / delivering floor per round: ${herald_floor2_ratios[*]}; median $(
 server CPU per request, herald / durable floor: ${cpu_floor_ratios[*]}; median $(median "${cpu_floor_ratios[@]}")
 server CPU per request, herald / delivering floor: ${cpu_floor2_ratios[*]}; median $(median "${cpu_floor2_ratios[@]}")
 herald memory: RSS $((rss / 1024)) MiB at the end, peak $((hwm / 1024)) MiB
-journal group commit: $(awk -v s="$batch_sum" -v c="$batch_count" 'BEGIN { printf "%.1f", s / c }') events per commit on average over $batch_count commits, $(awk -v s="$commit_sum" -v c="$batch_count" 'BEGIN { printf "%.2f", 1000 * s / c }') ms per commit
+journal group commit: $(awk -v s="$batch_sum" -v c="$batch_count" 'BEGIN { printf "%.1f", s / c }') commands per commit on average over $batch_count commits (each new event is one; a batch of outcomes one), $(awk -v s="$commit_sum" -v c="$batch_count" 'BEGIN { printf "%.2f", 1000 * s / c }') ms per commit
 durable floor: $(grep -v ' 1 commits' "$work/floor.log" | tail -1 | sed 's/^durable-floor: //') (last 5 s)
 delivering floor: $(grep -v ' 1 commits' "$work/floor2.log" | tail -1 | sed 's/^durable-floor: //') (last 5 s)
 delivered to the file sink 2 s after the load: $delivered of $acknowledged acknowledged
