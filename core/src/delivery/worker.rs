@@ -777,6 +777,11 @@ fn on_recorded_all(
     OnRecordedAll::new(outcomes.len(), move |results| {
         let mut settled = Vec::with_capacity(outcomes.len());
         let (mut closed, mut refused) = (0, None);
+        // A result missing (never, from the engines) counts as not recorded: the delivery
+        // stays pending rather than in flight for good.
+        let results = results
+            .into_iter()
+            .chain(std::iter::repeat_with(|| Err(JournalError::Closed)));
         for (((key, outcome), recording), result) in
             outcomes.into_iter().zip(recordings).zip(results)
         {

@@ -117,11 +117,6 @@ impl OnRecordedAll {
         }
     }
 
-    /// How many outcomes it answers for.
-    pub fn count(&self) -> usize {
-        self.count
-    }
-
     pub fn call(mut self, results: Vec<Result<(), JournalError>>) {
         if let Some(then) = self.then.take() {
             then(results);
