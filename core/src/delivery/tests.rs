@@ -123,6 +123,26 @@ impl Sink for Recorder {
     }
 }
 
+/// A dead letter of a delivery that panicked on each of its `attempts` attempts.
+fn assert_gave_up_on_panics(kind: &DeadKind, attempts: u32) {
+    match kind {
+        DeadKind::Delivery {
+            reason,
+            attempts: errors,
+            ..
+        } => {
+            assert_eq!(reason, &format!("gave up after {attempts} attempts"));
+            assert!(
+                errors
+                    .iter()
+                    .all(|a| a.error == "the sink panicked: plugin exploded"),
+                "{errors:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 fn fast_policy() -> DeliveryPolicy {
     DeliveryPolicy {
         concurrency: 4,
@@ -327,20 +347,7 @@ async fn a_panicking_sink_is_retried_then_dead_lettered_and_the_gateway_lives() 
     .await;
     assert_eq!(ok.ids().len(), 2);
     let letters = journal.dead_letters(&DeadFilter::default()).unwrap();
-    match &letters[0].kind {
-        DeadKind::Delivery {
-            reason, attempts, ..
-        } => {
-            assert_eq!(reason, "gave up after 3 attempts");
-            assert!(
-                attempts
-                    .iter()
-                    .all(|a| a.error == "the sink panicked: plugin exploded"),
-                "{attempts:?}"
-            );
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_gave_up_on_panics(&letters[0].kind, 3);
     setup.stop().await;
 }
 
@@ -540,20 +547,7 @@ async fn a_batch_that_panics_fails_every_delivery_in_it_and_the_worker_goes_on()
     })
     .await;
     for letter in journal.dead_letters(&DeadFilter::default()).unwrap() {
-        match &letter.kind {
-            DeadKind::Delivery {
-                reason, attempts, ..
-            } => {
-                assert_eq!(reason, "gave up after 2 attempts");
-                assert!(
-                    attempts
-                        .iter()
-                        .all(|a| a.error == "the sink panicked: plugin exploded"),
-                    "{attempts:?}"
-                );
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_gave_up_on_panics(&letter.kind, 2);
     }
     setup.stop().await;
 }

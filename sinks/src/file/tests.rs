@@ -2,8 +2,10 @@ use std::path::Path;
 
 use chrono::Utc;
 use herald_core::config::{self, Registry};
-use herald_core::template::Templates;
-use herald_core::{Delivery, Event};
+use std::sync::Arc;
+
+use herald_core::template::{Rendered, Templates};
+use herald_core::{Delivery, Event, Sink};
 use serde_json::{Value, json};
 
 fn registry() -> Registry {
@@ -27,9 +29,29 @@ fn event() -> Event {
     )
 }
 
+fn build(config: &config::Config, sink: &str) -> Arc<dyn Sink> {
+    config
+        .sink(sink)
+        .unwrap()
+        .spec
+        .build(&Default::default())
+        .unwrap()
+}
+
+/// A delivery of `event` by route `all` to sink `audit`.
+fn delivery<'a>(event: &'a Event, json: &'a str, rendered: &'a Rendered) -> Delivery<'a> {
+    Delivery {
+        event,
+        json,
+        route: "all",
+        sink: "audit",
+        rendered,
+        turn: &herald_core::sink::ALWAYS,
+    }
+}
+
 async fn deliver(config: &config::Config, route: &str, sink: &str, event: &Event) {
-    let spec = &config.sink(sink).unwrap().spec;
-    let built = spec.build(&Default::default()).unwrap();
+    let built = build(config, sink);
     let rendered = config
         .templates
         .render(route, sink, &Templates::context(event))
@@ -79,12 +101,7 @@ async fn a_batch_is_appended_in_order_with_an_answer_for_each() {
         "sinks:\n  audit: { type: file, path: events.jsonl }\n",
         dir.path(),
     );
-    let built = config
-        .sink("audit")
-        .unwrap()
-        .spec
-        .build(&Default::default())
-        .unwrap();
+    let built = build(&config, "audit");
     assert!(built.batches());
     let events: Vec<Event> = (0..3)
         .map(|n| {
@@ -98,14 +115,7 @@ async fn a_batch_is_appended_in_order_with_an_answer_for_each() {
     let deliveries: Vec<Delivery> = events
         .iter()
         .zip(&json)
-        .map(|(event, json)| Delivery {
-            event,
-            json,
-            route: "all",
-            sink: "audit",
-            rendered: &rendered,
-            turn: &herald_core::sink::ALWAYS,
-        })
+        .map(|(event, json)| delivery(event, json, &rendered))
         .collect();
     let answers = built.deliver_batch(&deliveries).await;
     assert_eq!(answers, vec![Ok(()), Ok(()), Ok(())]);
@@ -129,25 +139,15 @@ async fn a_full_disk_fails_every_delivery_of_a_batch_as_retryable() {
         "sinks:\n  audit: { type: file, path: /dev/full }\n",
         dir.path(),
     );
-    let built = config
-        .sink("audit")
-        .unwrap()
-        .spec
-        .build(&Default::default())
-        .unwrap();
+    let built = build(&config, "audit");
     let (a, b) = (event(), event());
     let (json_a, json_b) = (a.to_json(), b.to_json());
     let rendered = Default::default();
-    let delivery = |event, json| Delivery {
-        event,
-        json,
-        route: "all",
-        sink: "audit",
-        rendered: &rendered,
-        turn: &herald_core::sink::ALWAYS,
-    };
     let answers = built
-        .deliver_batch(&[delivery(&a, &json_a), delivery(&b, &json_b)])
+        .deliver_batch(&[
+            delivery(&a, &json_a, &rendered),
+            delivery(&b, &json_b, &rendered),
+        ])
         .await;
     assert_eq!(answers.len(), 2);
     for answer in answers {
