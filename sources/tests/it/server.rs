@@ -213,15 +213,104 @@ async fn a_request_slower_than_the_timeout_gets_408_and_stores_nothing() {
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&body.as_bytes()[..10]).await.unwrap();
+    let (answer, waited) = until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(5),
+        "answered after {waited:?}, the timeout is 1 s"
+    );
+    assert!(answer.contains("server.request_timeout"), "{answer}");
+    assert!(gateway.ingest.events().is_empty());
+    gateway.stop().await;
+}
+
+/// Reads what the server sends until it closes the connection; the bytes and how long that
+/// took. Panics if it is still open after 10 s.
+async fn until_closed(stream: &mut TcpStream) -> (String, Duration) {
+    let started = std::time::Instant::now();
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
         .await
-        .expect("the server answers within the timeout")
+        .expect("the server closes the connection")
         .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(answer.contains("server.request_timeout"), "{answer}");
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[tokio::test]
+async fn a_client_trickling_its_headers_is_disconnected_after_the_timeout() {
+    let gateway = Gateway::start(&format!(
+        "server: {{ listen: 127.0.0.1:0, request_timeout: 1s }}\n{SOURCES}"
+    ))
+    .await;
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    stream
+        .write_all(b"POST /push/classroom HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // A header line every 200 ms is progress on the socket, but no whole head ever comes.
+    let mut closed = false;
+    for i in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if stream
+            .write_all(format!("X-Slow-{i}: y\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            closed = true;
+            break;
+        }
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(1), stream.read(&mut byte)).await
+        {
+            closed = true;
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(closed, "still open after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(5),
+        "closed after {elapsed:?}, the timeout is 1 s"
+    );
     assert!(gateway.ingest.events().is_empty());
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_and_a_busy_one_is_not() {
+    let gateway = Gateway::start(&format!(
+        "server: {{ listen: 127.0.0.1:0, request_timeout: 1s }}\n{SOURCES}"
+    ))
+    .await;
+    // One connection, a request every 300 ms for 2.4 s: more than twice the timeout, and
+    // every request is answered on it.
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    for _ in 0..8 {
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+            .await
+            .expect("answered")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Then nothing: the server closes it once a whole timeout passed with no request.
+    let (rest, idle) = until_closed(&mut stream).await;
+    assert_eq!(rest, "", "nothing more is sent");
+    assert!(
+        idle >= Duration::from_millis(700) && idle < Duration::from_secs(5),
+        "closed after {idle:?} idle (300 ms of it before), the timeout is 1 s"
+    );
     gateway.stop().await;
 }
 
