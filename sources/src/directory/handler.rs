@@ -205,8 +205,7 @@ async fn answer(state: &DirectoryState, headers: &HeaderMap, body: Body) -> Resu
 /// `channel_tokens`.
 fn authorize(state: &DirectoryState, headers: &HeaderMap) -> Result<bool, Problem> {
     let spec = &state.spec;
-    let token = headers
-        .get(CHANNEL_TOKEN)
+    let token = decode::get(headers, CHANNEL_TOKEN)
         .ok_or_else(|| Problem::unauthorized(format!("missing header {CHANNEL_TOKEN}")))?;
     let fixed = matches_any(token.as_bytes(), &spec.channel_tokens);
     let managed = state.links.accepts(&state.intake.source, token.as_bytes());
