@@ -128,7 +128,10 @@ async fn delivered_events_leave_after_the_retention() {
         ..queue(dir.path())
     };
     // One batch per segment: deletion takes whole segments.
-    let one_batch_each = super::log::Options { segment_bytes: 1 };
+    let one_batch_each = super::log::Options {
+        segment_bytes: 1,
+        ahead: 64,
+    };
     let journal = Journal::open_with(&q, routes(), &sinks(), one_batch_each).unwrap();
     journal.commit(event("1", "delete")).await.unwrap();
     journal.commit(event("2", "delete")).await.unwrap();
@@ -749,6 +752,20 @@ async fn a_conversion_cut_short_is_done_again_from_the_start() {
     journal.close().await;
 }
 
+/// Where the records of a segment's bytes end: walked by their frames (docs/architecture.md
+/// §10.3: `crc u32 | len u32 | kind u8 | flags u8 | seq u64 | payload`) up to the zeros
+/// written ahead or the end of the file.
+fn records_end(bytes: &[u8]) -> u64 {
+    let mut at = 24;
+    while let Some(head) = bytes.get(at..at + 18)
+        && head.iter().any(|&b| b != 0)
+    {
+        let len = u32::from_le_bytes(head[4..8].try_into().unwrap()) as usize;
+        at += 18 + len;
+    }
+    at.min(bytes.len()) as u64
+}
+
 /// Every cut of the log's last segment, at every byte offset: what was acknowledged before
 /// the cut is there, what was not is not, and the journal opens.
 #[tokio::test]
@@ -756,7 +773,8 @@ async fn every_acknowledged_record_survives_a_cut_at_every_offset() {
     let dir = tempfile::tempdir().unwrap();
     let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
     let segment = dir.path().join("log/00000000000000000001.seg");
-    let len = || std::fs::metadata(&segment).unwrap().len();
+    // The end of the records (the file holds zeros written ahead after them).
+    let len = || records_end(&std::fs::read(&segment).unwrap());
     // (end of the batch, audit deliveries pending once it is durable)
     let mut acknowledged = vec![(len(), 0usize)];
     let mut pending = 0;
@@ -781,7 +799,9 @@ async fn every_acknowledged_record_survives_a_cut_at_every_offset() {
     journal.close().await;
     drop(journal);
     let bytes = std::fs::read(&segment).unwrap();
-    for cut in 24..=bytes.len() as u64 {
+    // Every offset of the records, and into the zeros after them.
+    let end = (records_end(&bytes) + 100).min(bytes.len() as u64);
+    for cut in 24..=end {
         let copy = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(copy.path().join("log")).unwrap();
         std::fs::write(
@@ -855,7 +875,10 @@ async fn an_idle_journal_still_deletes_what_passes_the_retention() {
         retention: Duration::from_millis(300),
         ..queue(dir.path())
     };
-    let one_batch_each = super::log::Options { segment_bytes: 1 };
+    let one_batch_each = super::log::Options {
+        segment_bytes: 1,
+        ahead: 64,
+    };
     let journal = Journal::open_with(&q, routes(), &sinks(), one_batch_each).unwrap();
     journal.commit(event("1", "delete")).await.unwrap();
     let item = journal
@@ -876,6 +899,7 @@ async fn events_are_read_back_from_many_segments_for_a_sink_far_behind() {
     let dir = tempfile::tempdir().unwrap();
     let small = super::log::Options {
         segment_bytes: 16 * 1024,
+        ahead: 1024,
     };
     let journal =
         Journal::open_with(&queue(dir.path()), routes(), &sinks(), small.clone()).unwrap();

@@ -93,7 +93,10 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..120)
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let small = Options { segment_bytes: 600 };
+        let small = Options {
+            segment_bytes: 600,
+            ahead: 256,
+        };
         let (mut ledger, _) = Ledger::open_with(dir.path(), small.clone()).unwrap();
         let mut model = Model::new();
         let mut unrouted: Vec<u64> = Vec::new();

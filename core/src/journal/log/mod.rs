@@ -12,7 +12,11 @@
 //!
 //! **Group commit.** [`Log::append`] takes a whole batch, encodes it into one buffer, writes it
 //! with one positioned write at the end of the active segment and makes it durable with one
-//! `fdatasync`; it returns only then, with the seqs the batch got. Starting a segment costs
+//! `fdatasync`; it returns only then, with the seqs the batch got. A batch that reaches past
+//! what the file holds is written with [`Options::ahead`] zeros after it, which the next batches
+//! overwrite: the file grows once per MiB, not with every commit (an `fdatasync` of a file
+//! that grew also writes its size and new blocks' metadata; docs/architecture.md §10.3,
+//! "Zeros written ahead"). Starting a segment costs
 //! a header write, an fdatasync and an fsync of the directory more. The journal's writer thread
 //! (`writer.rs`) calls it once per group commit. Its cost per group commit: the encoding (one
 //! copy of the payloads and a crc32c over them, hardware-accelerated) plus one `pwrite` and
@@ -24,7 +28,8 @@
 //! read buffer ([`Log::records_after`]), and the caller decides what it keeps.
 //!
 //! **Recovery** ([`Log::open`]) lists the segments, checks every header, and scans the last
-//! segment to find its end. A torn tail of the last segment — what a crash in the middle of
+//! segment to find its end: the end of the file, or zeros from a batch boundary to it (the
+//! zeros written ahead; zeros with anything after them are damage). A torn tail of the last segment — what a crash in the middle of
 //! its last write leaves — is cut off (the file is truncated to the end of its last whole
 //! batch) and reported in [`Recovery::torn`]; every other damage is `JournalError::Corrupt`
 //! naming the file and the byte offset. The rule that tells them apart: damage a torn write
@@ -79,12 +84,16 @@ const KEEP_BUFFER: usize = 4 * 1024 * 1024;
 pub struct Options {
     /// A new segment is started before a batch that would take the active one past this.
     pub segment_bytes: u64,
+    /// Zeros written past a batch that reaches the end of what the file holds (module docs):
+    /// 1 MiB; the tests make it small, to keep their files small.
+    pub ahead: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             segment_bytes: 64 * 1024 * 1024,
+            ahead: 1024 * 1024,
         }
     }
 }
@@ -205,8 +214,11 @@ pub struct Log {
     /// Oldest first; the last one is the active segment, never empty of a header.
     segments: VecDeque<Segment>,
     active: File,
-    /// The active segment's length: the end of its last durable batch.
+    /// The end of the active segment's last durable batch.
     active_len: u64,
+    /// The active segment's file length: from `active_len` to here it holds zeros written
+    /// ahead.
+    written_end: u64,
     next_seq: u64,
     buf: Vec<u8>,
     /// Why writes are refused until the log is opened again.
@@ -296,7 +308,7 @@ impl Log {
                 if let Some(t) = last_scan.torn {
                     torn = Some(t);
                 }
-                (file, last_scan.len, last_scan.next_seq)
+                (file, last_scan.end, last_scan.next_seq)
             }
             // A new log, or one whose only segment was never written to.
             None => {
@@ -308,6 +320,11 @@ impl Log {
                 (file, HEADER_LEN as u64, fresh_seq)
             }
         };
+        let written_end = active
+            .metadata()
+            .map_err(|e| io_error("reading", dir, e))?
+            .len()
+            .max(active_len);
         let first_seq = segments.front().map_or(next_seq, |s| s.first_seq);
         let recovery = Recovery {
             first_seq,
@@ -323,6 +340,7 @@ impl Log {
             segments,
             active,
             active_len,
+            written_end,
             next_seq,
             buf: Vec::new(),
             poisoned: None,
@@ -441,6 +459,7 @@ impl Log {
                     .open(&segment.path)
                     .map_err(|e| io_error("opening", &segment.path, e))?;
                 self.active_len = buf.len() as u64;
+                self.written_end = self.active_len;
             }
         }
         self.last_batch = None;
@@ -498,6 +517,12 @@ impl Log {
             self.roll()?;
         }
         let at = self.active_len;
+        if at + size > self.written_end {
+            // Zeros ahead, in the same write: the commits after this one overwrite them
+            // instead of growing the file (module docs).
+            self.buf.resize(self.buf.len() + self.options.ahead, 0);
+        }
+        let wrote = self.buf.len() as u64;
         let written = self.ops.write_at(&self.active, &self.buf, at);
         let synced = written.and_then(|()| {
             self.ops.sync_data(&self.active).inspect_err(|e| {
@@ -514,6 +539,7 @@ impl Log {
             return Err(self.undo(at, e));
         }
         self.active_len = at + size;
+        self.written_end = self.written_end.max(at + wrote);
         self.next_seq = first + batch.len() as u64;
         self.last_batch = Some(Position {
             segment: self.segments.back().map_or(first, |s| s.first_seq),
@@ -529,6 +555,7 @@ impl Log {
         let undone = self
             .ops
             .set_len(&self.active, at)
+            .inspect(|()| self.written_end = at)
             .map_err(|cut| {
                 self.poisoned = Some(format!(
                     "a failed batch could not be cut off {} ({cut}); the log takes no more \
@@ -573,6 +600,7 @@ impl Log {
         });
         self.active = file;
         self.active_len = HEADER_LEN as u64;
+        self.written_end = HEADER_LEN as u64;
         self.relist();
         Ok(())
     }

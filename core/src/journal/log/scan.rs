@@ -131,6 +131,9 @@ impl SegmentReader {
         self.offset
     }
 
+    /// The next record, or the end: the end of the segment, or zeros from here to it (the
+    /// log writes zeros ahead of its records; no record is all zeros, its checksum covers
+    /// its 14 bytes after the checksum). Other bytes that are not a record are damage.
     pub fn step(&mut self) -> io::Result<Step> {
         let at = self.offset;
         let left = self.end.saturating_sub(at);
@@ -138,14 +141,18 @@ impl SegmentReader {
             return Ok(Step::End);
         }
         let damaged = |damage| Ok(Step::Damaged { at, damage });
+        let mut header = [0u8; RECORD_HEADER_LEN];
+        let head = &mut header[..left.min(RECORD_HEADER_LEN as u64) as usize];
+        self.file.read_exact(head)?;
+        if head.iter().all(|&b| b == 0) && self.zeros(at + head.len() as u64)? {
+            return Ok(Step::End);
+        }
         if left < RECORD_HEADER_LEN as u64 {
             return damaged(Damage::CutShort {
                 left,
                 needed: RECORD_HEADER_LEN as u64,
             });
         }
-        let mut header = [0u8; RECORD_HEADER_LEN];
-        self.file.read_exact(&mut header)?;
         let frame = Frame::parse(&header);
         if !frame.length_possible() {
             return damaged(Damage::Length(frame.len));
@@ -164,6 +171,29 @@ impl SegmentReader {
         }
         self.offset += needed;
         Ok(Step::Record { at, frame, payload })
+    }
+}
+
+impl SegmentReader {
+    /// Whether the bytes from `from` to the end are all zeros (read beside the buffered
+    /// reader, which the caller leaves once they are).
+    fn zeros(&self, from: u64) -> io::Result<bool> {
+        use std::os::unix::fs::FileExt;
+        let file = self.file.get_ref();
+        let mut chunk = vec![0u8; READ_BUFFER];
+        let mut at = from;
+        while at < self.end {
+            let want = (self.end - at).min(READ_BUFFER as u64) as usize;
+            let n = file.read_at(&mut chunk[..want], at)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            if chunk[..n].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            at += n as u64;
+        }
+        Ok(true)
     }
 }
 
@@ -250,8 +280,9 @@ pub(super) fn header_torn(path: &Path, file: &mut File, len: u64) -> Result<bool
 /// What the recovery scan of the last segment found.
 pub(super) struct LastScan {
     pub next_seq: u64,
-    /// The segment's length once a torn tail is cut off.
-    pub len: u64,
+    /// Where its last whole batch ends (zeros written ahead may follow; a torn tail is cut
+    /// off).
+    pub end: u64,
     pub torn: Option<Torn>,
 }
 
@@ -281,7 +312,7 @@ pub(super) fn scan_last(
             Step::End => {
                 return Ok(LastScan {
                     next_seq: chain.next_seq,
-                    len,
+                    end: reader.offset(),
                     torn: None,
                 });
             }
@@ -311,7 +342,7 @@ pub(super) fn scan_last(
         .map_err(|e| io_error("cutting the torn tail of", path, e))?;
     Ok(LastScan {
         next_seq: good_seq,
-        len: good,
+        end: good,
         torn: Some(Torn {
             file: path.to_path_buf(),
             offset: good,

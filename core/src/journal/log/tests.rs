@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;
 
-use super::format::{HEADER_LEN, RECORD_HEADER_LEN};
+use super::format::{Frame, HEADER_LEN, RECORD_HEADER_LEN, batch_starts_at};
 use super::io::FileOps;
 use super::*;
 
@@ -95,8 +95,14 @@ impl FileOps for Faulty {
 
 type Batch = Vec<(u8, Vec<u8>)>;
 
+/// Zeros written ahead in these tests: enough to cover several small batches.
+const AHEAD: usize = 300;
+
 fn options(segment_bytes: u64) -> Options {
-    Options { segment_bytes }
+    Options {
+        segment_bytes,
+        ahead: AHEAD,
+    }
 }
 
 fn open(dir: &Path, segment_bytes: u64) -> Result<(Log, Recovery), JournalError> {
@@ -285,7 +291,11 @@ fn segments_roll_past_the_size_limit_and_never_split_a_batch() {
             "00000000000000000016.seg",
         ]
     );
-    assert_eq!(fs::metadata(&files[5]).unwrap().len(), 24 + 2 * 518);
+    assert_eq!(
+        fs::metadata(&files[5]).unwrap().len(),
+        24 + 2 * 518 + AHEAD as u64,
+        "the big batch and the zeros written ahead after it"
+    );
     let mut all = batches.clone();
     all.push(big);
     assert_eq!(read_all(&log).unwrap(), expected(&all));
@@ -460,6 +470,7 @@ fn a_record_with_a_good_checksum_in_the_wrong_place_is_corrupt() {
     // The first batch again at the end: whole and checksummed, but seq 1 after seq 2.
     let mut bytes = fs::read(file).unwrap();
     let first = bytes[placed[0].start as usize..placed[0].end as usize].to_vec();
+    bytes.truncate(placed[1].end as usize);
     bytes.extend_from_slice(&first);
     fs::write(file, bytes).unwrap();
     let e = open(dir.path(), 1 << 20).map(|_| ()).unwrap_err();
@@ -561,14 +572,18 @@ fn a_full_disk_fails_the_batch_and_the_log_takes_the_next_once_there_is_room() {
     let batches: Vec<Batch> = (1..=4).map(|n| batch(n, 2, 100)).collect();
     append(&mut log, &batches[0]).unwrap();
     let file = segment_files(dir.path())[0].clone();
-    let before = fs::metadata(&file).unwrap().len();
+    let before = log.active_len;
     // Room for half of the next batch: written in part, then ENOSPC.
     faulty.with(|f| f.space = Some(150));
     let e = append(&mut log, &batches[1]).unwrap_err();
     assert!(matches!(e, JournalError::Io { .. }), "{e:?}");
     assert!(e.to_string().contains("No space left on device"), "{e}");
     assert!(e.to_string().contains("the log is as before it"), "{e}");
-    assert_eq!(fs::metadata(&file).unwrap().len(), before, "cut back");
+    assert_eq!(
+        fs::metadata(&file).unwrap().len(),
+        before,
+        "cut back to the end of the records"
+    );
     assert!(append(&mut log, &batches[1]).is_err(), "still full");
     // Space is back.
     faulty.with(|f| f.space = None);
@@ -619,8 +634,67 @@ fn a_failed_fdatasync_fails_the_batch_and_refuses_writes_until_reopened() {
     assert!(append(&mut log, &batch(3, 1, 1)).is_err());
     drop(log);
     let (log, recovery) = open(dir.path(), 1 << 20).unwrap();
-    assert_eq!(recovery.torn.map(|t| t.dropped), Some(20));
+    // The 20 bytes written, and the zeros written ahead after them.
+    let torn = recovery.torn.expect("the partial batch is a torn tail");
+    assert!(torn.dropped >= 20, "{torn:?}");
     assert_eq!(read_all(&log).unwrap().len(), 2);
+}
+
+#[test]
+fn zeros_are_written_ahead_so_most_commits_do_not_grow_the_file() {
+    const AHEAD: u64 = 64 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        let options = Options {
+            segment_bytes: 64 << 20,
+            ahead: AHEAD as usize,
+        };
+        Log::open_with(dir.path(), options, Box::new(NoSync)).unwrap()
+    };
+    let (mut log, _) = open();
+    let file = segment_files(dir.path())[0].clone();
+    let len = || fs::metadata(&file).unwrap().len();
+    assert_eq!(len(), HEADER_LEN as u64);
+
+    // The first batch writes its records and the zeros after them, in its one write.
+    append(&mut log, &batch(1, 2, 100)).unwrap();
+    let end = log.active_len;
+    assert_eq!(len(), end + AHEAD);
+    // The next ones overwrite those zeros: the file does not grow.
+    for n in 2..10 {
+        append(&mut log, &batch(n, 3, 1000)).unwrap();
+        assert_eq!(len(), end + AHEAD, "batch {n}");
+    }
+
+    // Opened again: the zeros are the end, not a torn tail, and writing goes on where the
+    // records end.
+    let records_end = log.active_len;
+    drop(log);
+    let (mut log, recovery) = open();
+    assert_eq!((recovery.next_seq, recovery.torn), (27, None));
+    assert_eq!(log.active_len, records_end);
+    append(&mut log, &batch(10, 1, 10)).unwrap();
+    assert_eq!(len(), end + AHEAD);
+    let mut all: Vec<Batch> = vec![batch(1, 2, 100)];
+    all.extend((2..10).map(|n| batch(n, 3, 1000)));
+    all.push(batch(10, 1, 10));
+    assert_eq!(read_all(&log).unwrap(), expected(&all));
+
+    // A batch past the zeros writes as many again after itself.
+    append(&mut log, &batch(11, 1, AHEAD as usize)).unwrap();
+    assert_eq!(len(), log.active_len + AHEAD);
+    drop(log);
+    let (log, recovery) = open();
+    assert_eq!(recovery.torn, None);
+    all.push(batch(11, 1, AHEAD as usize));
+    assert_eq!(read_all(&log).unwrap(), expected(&all));
+}
+
+#[test]
+fn no_record_is_all_zeros() {
+    let zeros = [0u8; RECORD_HEADER_LEN];
+    assert!(!Frame::parse(&zeros).checks(&zeros, &[]));
+    assert!(!batch_starts_at(&[0u8; 64]));
 }
 
 // ---- properties --------------------------------------------------------------------------
@@ -633,6 +707,16 @@ fn batches() -> impl Strategy<Value = Vec<Batch>> {
 /// Writes the first `cut` bytes of `bytes` as `path`.
 fn cut_file(path: &Path, bytes: &[u8], cut: u64) {
     fs::write(path, &bytes[..cut as usize]).unwrap();
+}
+
+/// Whether keeping the first `cut` bytes of a segment leaves a torn tail in batch `p`: a part
+/// of it, not only zeros (zeros from a batch boundary on are the end of the records).
+fn torn(bytes: &[u8], p: &Placed, cut: u64) -> bool {
+    p.start < cut
+        && cut < p.end
+        && bytes[p.start as usize..cut as usize]
+            .iter()
+            .any(|&b| b != 0)
 }
 
 /// Opens the log and reads it all back, checking it against the whole batches expected.
@@ -663,8 +747,63 @@ proptest! {
         for cut in last.start..=last.end {
             cut_file(&file, &bytes, cut);
             let whole = if cut == last.end { n } else { n - 1 };
-            recovers_exactly(dir.path(), segment_bytes, &batches, whole, cut != last.start && cut != last.end);
+            recovers_exactly(dir.path(), segment_bytes, &batches, whole, torn(&bytes, last, cut));
         }
+    }
+
+    /// A crash while the last batch was being written over the zeros written ahead: whatever
+    /// prefix of its bytes reached the disk, with zeros after it, recovery returns the
+    /// batches before it (the torn one is cut off), or all of them when it is whole.
+    #[test]
+    fn a_batch_torn_over_the_zeros_ahead_keeps_exactly_the_whole_batches(
+        batches in batches(),
+        segment_bytes in 100u64..600,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let placed = write_all(dir.path(), segment_bytes, &batches);
+        let last = placed.last().unwrap();
+        let file = segment_files(dir.path())[last.segment].clone();
+        let bytes = fs::read(&file).unwrap();
+        let n = batches.len();
+        for written in last.start..=last.end {
+            let mut crashed = bytes.clone();
+            crashed[written as usize..].fill(0);
+            fs::write(&file, &crashed).unwrap();
+            // Zeros over bytes that were zeros already change nothing: the batch is whole.
+            let intact = bytes[written as usize..last.end as usize].iter().all(|&b| b == 0);
+            let whole = if intact { n } else { n - 1 };
+            let torn = !intact && torn(&bytes, last, written);
+            recovers_exactly(dir.path(), segment_bytes, &batches, whole, torn);
+        }
+    }
+
+    /// Zeros where acknowledged batches were, with a whole batch after them, are damage:
+    /// `Corrupt` naming the file and the offset, never taken for the end of the log.
+    #[test]
+    fn zeros_in_place_of_acknowledged_batches_are_corrupt(
+        batches in batches().prop_filter("two batches", |b| b.len() >= 2),
+        segment_bytes in 100u64..600,
+        which in any::<prop::sample::Index>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let placed = write_all(dir.path(), segment_bytes, &batches);
+        let files = segment_files(dir.path());
+        // A batch followed by another in its segment.
+        let followed: Vec<&Placed> = placed
+            .windows(2)
+            .filter(|w| w[0].segment == w[1].segment)
+            .map(|w| &w[0])
+            .collect();
+        prop_assume!(!followed.is_empty());
+        let hit = followed[which.index(followed.len())];
+        let file = files[hit.segment].clone();
+        let mut bytes = fs::read(&file).unwrap();
+        bytes[hit.start as usize..hit.end as usize].fill(0);
+        fs::write(&file, &bytes).unwrap();
+        let opened = open(dir.path(), segment_bytes).and_then(|(log, _)| read_all(&log));
+        let e = opened.unwrap_err().to_string();
+        prop_assert!(e.contains(&format!("at byte {}", hit.start)), "{e}");
+        prop_assert!(e.contains(&file.display().to_string()), "{e}");
     }
 
     /// A cut anywhere in the last segment, header included: the batches wholly before the
@@ -687,8 +826,14 @@ proptest! {
             .iter()
             .take_while(|p| p.segment < last || p.end <= cut)
             .count();
-        let at_boundary = cut == HEADER_LEN as u64 || placed.iter().any(|p| p.segment == last && p.end == cut);
-        recovers_exactly(dir.path(), segment_bytes, &batches, whole, !at_boundary);
+        // In the header, or inside a batch with some of its bytes kept: torn. At the end of a
+        // batch or in the zeros written ahead after the last one: whole.
+        let cut_torn = cut < HEADER_LEN as u64
+            || placed
+                .iter()
+                .filter(|p| p.segment == last)
+                .any(|p| torn(&bytes, p, cut));
+        recovers_exactly(dir.path(), segment_bytes, &batches, whole, cut_torn);
     }
 
     /// A flipped byte in a batch that was followed by another (in its segment or by a later
