@@ -4,7 +4,7 @@
 //! ```text
 //! segment header (24 bytes)
 //!   0  magic      8 bytes  "HRLDSEG\n"
-//!   8  version    u32 LE   1
+//!   8  version    u32 LE   2 (1 is read too: the same, with no zeros written ahead)
 //!  12  first_seq  u64 LE   the seq of the segment's first record (also in the file name)
 //!  20  crc        u32 LE   crc32c of bytes 0..20
 //!
@@ -21,8 +21,12 @@ use std::fmt;
 
 /// The first bytes of every segment.
 pub(super) const MAGIC: [u8; 8] = *b"HRLDSEG\n";
-/// The format this code writes and reads.
-pub(super) const VERSION: u32 = 1;
+/// The format this code writes. 2: a segment may end in zeros written ahead of its records
+/// (docs/architecture.md §10.3), which a reader of version 1 would take for damage; so that
+/// a Herald from before them refuses such a segment by its version rather than as corrupt.
+pub(super) const VERSION: u32 = 2;
+/// The oldest format this code reads (version 1 is version 2 without zeros written ahead).
+pub(super) const OLDEST_VERSION: u32 = 1;
 pub(super) const HEADER_LEN: usize = 24;
 pub(super) const RECORD_HEADER_LEN: usize = 18;
 /// The largest payload a record may carry; a larger length on disk is impossible (damage).
@@ -59,7 +63,8 @@ impl fmt::Display for BadHeader {
             BadHeader::Checksum => write!(f, "the segment header's checksum does not match"),
             BadHeader::Version(v) => write!(
                 f,
-                "the segment is in format version {v}; this Herald reads version {VERSION}"
+                "the segment is in format version {v}; this Herald reads versions \
+                 {OLDEST_VERSION} to {VERSION}"
             ),
         }
     }
@@ -74,7 +79,7 @@ pub(super) fn decode_header(h: &[u8; HEADER_LEN]) -> Result<u64, BadHeader> {
         return Err(BadHeader::Checksum);
     }
     let version = u32::from_le_bytes(le4(&h[8..12]));
-    if version != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return Err(BadHeader::Version(version));
     }
     Ok(u64::from_le_bytes(le8(&h[12..20])))

@@ -691,6 +691,35 @@ fn zeros_are_written_ahead_so_most_commits_do_not_grow_the_file() {
 }
 
 #[test]
+fn segments_of_format_version_1_are_read_and_a_later_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_all(dir.path(), 1 << 20, &[batch(1, 2, 10)]);
+    let file = segment_files(dir.path())[0].clone();
+    let with_version = |version: u32| {
+        let mut bytes = fs::read(&file).unwrap();
+        bytes[8..12].copy_from_slice(&version.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[..20]);
+        bytes[20..24].copy_from_slice(&crc.to_le_bytes());
+        fs::write(&file, bytes).unwrap();
+    };
+    // Written before zeros were written ahead: the same records, read as they are.
+    with_version(1);
+    let (log, recovery) = open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(recovery.torn, None);
+    assert_eq!(read_all(&log).unwrap(), expected(&[batch(1, 2, 10)]));
+    drop(log);
+    with_version(3);
+    let e = open(dir.path(), 1 << 20)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("format version 3; this Herald reads versions 1 to 2"),
+        "{e}"
+    );
+}
+
+#[test]
 fn no_record_is_all_zeros() {
     let zeros = [0u8; RECORD_HEADER_LEN];
     assert!(!Frame::parse(&zeros).checks(&zeros, &[]));
