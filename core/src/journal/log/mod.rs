@@ -320,9 +320,10 @@ impl Log {
                 (file, HEADER_LEN as u64, fresh_seq)
             }
         };
+        let active_path = segments.back().map_or(dir, |s| s.path.as_path());
         let written_end = active
             .metadata()
-            .map_err(|e| io_error("reading", dir, e))?
+            .map_err(|e| io_error("reading", active_path, e))?
             .len()
             .max(active_len);
         let first_seq = segments.front().map_or(next_seq, |s| s.first_seq);
