@@ -19,6 +19,14 @@ sources:
     channel_tokens: ["398348u3tu83ut8uu38"]
 "#;
 
+/// The gateway of these tests with `server.request_timeout: 1s`.
+async fn with_one_second_timeout() -> Gateway {
+    Gateway::start(&format!(
+        "server: {{ listen: 127.0.0.1:0, request_timeout: 1s }}\n{SOURCES}"
+    ))
+    .await
+}
+
 fn roster(id: &str) -> String {
     push_body(&read_json("classroom/roster-student-created.json"), id)
 }
@@ -201,10 +209,7 @@ async fn a_directory_channel_expiration_is_exposed() {
 
 #[tokio::test]
 async fn a_request_slower_than_the_timeout_gets_408_and_stores_nothing() {
-    let gateway = Gateway::start(&format!(
-        "server: {{ listen: 127.0.0.1:0, request_timeout: 1s }}\n{SOURCES}"
-    ))
-    .await;
+    let gateway = with_one_second_timeout().await;
     let body = roster("slow");
     let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
     let head = format!(
@@ -241,10 +246,7 @@ async fn until_closed(stream: &mut TcpStream) -> (String, Duration) {
 
 #[tokio::test]
 async fn a_client_trickling_its_headers_is_disconnected_after_the_timeout() {
-    let gateway = Gateway::start(&format!(
-        "server: {{ listen: 127.0.0.1:0, request_timeout: 1s }}\n{SOURCES}"
-    ))
-    .await;
+    let gateway = with_one_second_timeout().await;
     let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
     let started = std::time::Instant::now();
     stream
@@ -283,10 +285,7 @@ async fn a_client_trickling_its_headers_is_disconnected_after_the_timeout() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_and_a_busy_one_is_not() {
-    let gateway = Gateway::start(&format!(
-        "server: {{ listen: 127.0.0.1:0, request_timeout: 1s }}\n{SOURCES}"
-    ))
-    .await;
+    let gateway = with_one_second_timeout().await;
     // One connection, a request every 300 ms for 2.4 s: more than twice the timeout, and
     // every request is answered on it.
     let mut stream = TcpStream::connect(gateway.addr).await.unwrap();

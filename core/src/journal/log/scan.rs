@@ -172,9 +172,7 @@ impl SegmentReader {
         self.offset += needed;
         Ok(Step::Record { at, frame, payload })
     }
-}
 
-impl SegmentReader {
     /// Whether the bytes from `from` to the end are all zeros (read beside the buffered
     /// reader, which the caller leaves once they are).
     fn zeros(&self, from: u64) -> io::Result<bool> {

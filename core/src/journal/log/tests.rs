@@ -748,6 +748,19 @@ fn torn(bytes: &[u8], p: &Placed, cut: u64) -> bool {
             .any(|&b| b != 0)
 }
 
+/// Appends `batches` to a new log in `dir`: where the last one is, its segment's file and
+/// that file's bytes.
+fn write_with_last(
+    dir: &Path,
+    segment_bytes: u64,
+    batches: &[Batch],
+) -> (Placed, PathBuf, Vec<u8>) {
+    let last = write_all(dir, segment_bytes, batches).pop().unwrap();
+    let file = segment_files(dir)[last.segment].clone();
+    let bytes = fs::read(&file).unwrap();
+    (last, file, bytes)
+}
+
 /// Opens the log and reads it all back, checking it against the whole batches expected.
 fn recovers_exactly(dir: &Path, segment_bytes: u64, batches: &[Batch], whole: usize, torn: bool) {
     let (log, recovery) = open(dir, segment_bytes).unwrap();
@@ -768,15 +781,12 @@ proptest! {
         segment_bytes in 100u64..600,
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let placed = write_all(dir.path(), segment_bytes, &batches);
-        let last = placed.last().unwrap();
-        let file = segment_files(dir.path())[last.segment].clone();
-        let bytes = fs::read(&file).unwrap();
+        let (last, file, bytes) = write_with_last(dir.path(), segment_bytes, &batches);
         let n = batches.len();
         for cut in last.start..=last.end {
             cut_file(&file, &bytes, cut);
             let whole = if cut == last.end { n } else { n - 1 };
-            recovers_exactly(dir.path(), segment_bytes, &batches, whole, torn(&bytes, last, cut));
+            recovers_exactly(dir.path(), segment_bytes, &batches, whole, torn(&bytes, &last, cut));
         }
     }
 
@@ -789,10 +799,7 @@ proptest! {
         segment_bytes in 100u64..600,
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let placed = write_all(dir.path(), segment_bytes, &batches);
-        let last = placed.last().unwrap();
-        let file = segment_files(dir.path())[last.segment].clone();
-        let bytes = fs::read(&file).unwrap();
+        let (last, file, bytes) = write_with_last(dir.path(), segment_bytes, &batches);
         let n = batches.len();
         for written in last.start..=last.end {
             let mut crashed = bytes.clone();
@@ -801,7 +808,7 @@ proptest! {
             // Zeros over bytes that were zeros already change nothing: the batch is whole.
             let intact = bytes[written as usize..last.end as usize].iter().all(|&b| b == 0);
             let whole = if intact { n } else { n - 1 };
-            let torn = !intact && torn(&bytes, last, written);
+            let torn = !intact && torn(&bytes, &last, written);
             recovers_exactly(dir.path(), segment_bytes, &batches, whole, torn);
         }
     }
