@@ -37,7 +37,8 @@ one() {
   for _ in $(seq 50); do ls "$work"/cg.out.* >/dev/null 2>&1 && break; sleep 0.1; done
   sleep 1
   n=$(sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$out")
-  ir=$(grep -hE '^(summary|totals):' "$work"/cg.out.* | awk '{ s += $2 } END { printf "%.0f", s }')
+  # Each dump states its count twice (`summary:` and `totals:`): one of them, per dump.
+  ir=$(grep -hE '^totals:' "$work"/cg.out.* | awk '{ s += $2 } END { printf "%.0f", s }')
   kill -INT "$started" 2>/dev/null || true
   wait "$started" 2>/dev/null || true
   rm -rf "$work"
