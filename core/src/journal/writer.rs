@@ -399,9 +399,12 @@ impl Core {
         let mut replayed: Vec<u64> = Vec::new();
         let mut sweeps = Vec::new();
         // What this batch did already, which the index does not know before the append.
-        let mut hashes: FastMap<u64, Arc<Event>> = FastMap::default();
+        // Sized for the batch: grown as it fills, they rehashed a few times per commit.
+        let mut hashes: FastMap<u64, Arc<Event>> =
+            FastMap::with_capacity_and_hasher(size, Default::default());
         let mut routed: FastSet<u64> = FastSet::default();
-        let mut settled: FastSet<DeliveryKey> = FastSet::default();
+        let mut settled: FastSet<DeliveryKey> =
+            FastSet::with_capacity_and_hasher(size, Default::default());
 
         for command in commands.drain(..) {
             match command {

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use super::PushSpec;
 use super::decode::decode_push;
 use super::oidc::{AuthError, Verifier};
-use crate::answer::{Problem, read_body};
+use crate::answer::{Problem, empty_reusing, read_body};
 use crate::intake::Intake;
 use crate::source::Endpoint;
 use crate::telemetry;
@@ -56,7 +56,10 @@ pub async fn handle(state: Arc<PushState>, request: axum::extract::Request) -> R
     // "Benchmark").
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
-    answer(&state, &headers, body).await.into_response()
+    match answer(&state, &headers, body).await {
+        Ok(status) => empty_reusing(status, headers),
+        Err(problem) => problem.into_response(),
+    }
 }
 
 async fn answer(state: &PushState, headers: &HeaderMap, body: Body) -> Result<StatusCode, Problem> {

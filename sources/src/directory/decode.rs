@@ -58,8 +58,18 @@ pub fn decode(
     body: &[u8],
     received: DateTime<Utc>,
 ) -> Result<DirectoryMessage, DecodeError> {
-    let channel_id = required(headers, CHANNEL_ID)?;
-    let number = required(headers, MESSAGE_NUMBER)?;
+    decode_found(source, &Found::in_map(headers), body, received)
+}
+
+/// [`decode`], with the headers found already.
+pub fn decode_found(
+    source: &str,
+    headers: &Found<'_>,
+    body: &[u8],
+    received: DateTime<Utc>,
+) -> Result<DirectoryMessage, DecodeError> {
+    let channel_id = headers.required(CHANNEL_ID)?;
+    let number = headers.required(MESSAGE_NUMBER)?;
     if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
         return Err(DecodeError::new(format!(
             "header {MESSAGE_NUMBER} must be a number, found `{}`",
@@ -78,17 +88,17 @@ pub fn decode(
         Some(rest) if !rest.is_empty() => parsed.to_string().into(),
         _ => std::borrow::Cow::Borrowed(number),
     };
-    let state = required(headers, RESOURCE_STATE)?;
+    let state = headers.required(RESOURCE_STATE)?;
     if state.is_empty() || !state.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(DecodeError::new(format!(
             "header {RESOURCE_STATE} must be a word such as `add` or `makeAdmin`, found `{}`",
             clip(state)
         )));
     }
-    let resource_id = required(headers, RESOURCE_ID)?;
-    let resource_uri = required(headers, RESOURCE_URI)?;
+    let resource_id = headers.required(RESOURCE_ID)?;
+    let resource_uri = headers.required(RESOURCE_URI)?;
     let uri_params = LAST_URI.with_borrow_mut(|last| memo(last, resource_uri, uri_params))?;
-    let expiration = match optional(headers, CHANNEL_EXPIRATION)? {
+    let expiration = match headers.optional(CHANNEL_EXPIRATION)? {
         None => None,
         Some(text) => Some(LAST_EXPIRATION.with_borrow_mut(|last| memo(last, text, http_date))?),
     };
@@ -245,9 +255,7 @@ struct Head {
     etag: Option<Value>,
 }
 
-/// The headers above as looked up: a `&str` name is checked and lower-cased again on every
-/// `HeaderMap::get`, which for the seven of every message was 2% of the gateway's
-/// instructions under load.
+/// The headers above by their names as stored (lower case), in the order of [`Found`].
 static KEYS: [(&str, HeaderName); 7] = [
     (CHANNEL_ID, HeaderName::from_static("x-goog-channel-id")),
     (
@@ -270,35 +278,57 @@ static KEYS: [(&str, HeaderName); 7] = [
     ),
 ];
 
-/// The value of header `name`.
-pub fn get<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h HeaderValue> {
-    match KEYS.iter().find(|(known, _)| *known == name) {
-        Some((_, key)) => headers.get(key),
-        None => headers.get(name),
-    }
-}
+/// The values of the seven `X-Goog-*` headers of a request (the first of each, as
+/// `HeaderMap::get` gives), found in one pass over its headers. Looked up one by one, each
+/// name was hashed and probed for again: 4% of the gateway's instructions under load
+/// (README, "The seventh pass").
+pub struct Found<'h>([Option<&'h HeaderValue>; 7]);
 
-/// The text of header `name`, if present.
-pub fn optional<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, DecodeError> {
-    let Some(value) = get(headers, name) else {
-        return Ok(None);
-    };
-    if value.len() > MAX_HEADER {
-        return Err(DecodeError::new(format!(
-            "header {name} is too long ({} bytes; at most {MAX_HEADER})",
-            value.len()
-        )));
+impl<'h> Found<'h> {
+    pub fn in_map(headers: &'h HeaderMap) -> Found<'h> {
+        let mut found = [None; 7];
+        for (name, value) in headers {
+            let name = name.as_str();
+            if !name.starts_with("x-goog-") {
+                continue;
+            }
+            if let Some(at) = KEYS.iter().position(|(_, key)| key.as_str() == name)
+                && found[at].is_none()
+            {
+                found[at] = Some(value);
+            }
+        }
+        Found(found)
     }
-    let text = value
-        .to_str()
-        .map_err(|_| DecodeError::new(format!("header {name} is not ASCII text")))?;
-    Ok(Some(text.trim()))
-}
 
-pub fn required<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, DecodeError> {
-    match optional(headers, name)? {
-        Some(text) if !text.is_empty() => Ok(text),
-        _ => Err(DecodeError::new(format!("missing header {name}"))),
+    /// The value of header `name`, one of the constants above (any other is absent).
+    pub fn get(&self, name: &str) -> Option<&'h HeaderValue> {
+        let at = KEYS.iter().position(|(known, _)| *known == name)?;
+        self.0[at]
+    }
+
+    /// The text of header `name`, if present.
+    pub fn optional(&self, name: &str) -> Result<Option<&'h str>, DecodeError> {
+        let Some(value) = self.get(name) else {
+            return Ok(None);
+        };
+        if value.len() > MAX_HEADER {
+            return Err(DecodeError::new(format!(
+                "header {name} is too long ({} bytes; at most {MAX_HEADER})",
+                value.len()
+            )));
+        }
+        let text = value
+            .to_str()
+            .map_err(|_| DecodeError::new(format!("header {name} is not ASCII text")))?;
+        Ok(Some(text.trim()))
+    }
+
+    pub fn required(&self, name: &str) -> Result<&'h str, DecodeError> {
+        match self.optional(name)? {
+            Some(text) if !text.is_empty() => Ok(text),
+            _ => Err(DecodeError::new(format!("missing header {name}"))),
+        }
     }
 }
 

@@ -35,8 +35,8 @@ use chrono::{DateTime, Utc};
 use subtle::{Choice, ConstantTimeEq};
 
 use super::config::DirectorySpec;
-use super::decode::{self, CHANNEL_ID, CHANNEL_TOKEN, DirectoryMessage};
-use crate::answer::{Problem, clip, read_body};
+use super::decode::{self, CHANNEL_ID, CHANNEL_TOKEN, DirectoryMessage, Found};
+use crate::answer::{Problem, clip, empty_reusing, read_body};
 use crate::google::Links;
 use crate::intake::Intake;
 use crate::telemetry;
@@ -129,14 +129,15 @@ pub async fn handle(state: Arc<DirectoryState>, request: axum::extract::Request)
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
     match answer(&state, &headers, body).await {
-        Ok(()) => StatusCode::OK.into_response(),
+        Ok(()) => empty_reusing(StatusCode::OK, headers),
         Err(problem) => problem.into_response(),
     }
 }
 
 async fn answer(state: &DirectoryState, headers: &HeaderMap, body: Body) -> Result<(), Problem> {
     let source = &state.intake.source;
-    let managed = match authorize(state, headers) {
+    let found = Found::in_map(headers);
+    let managed = match authorize(state, &found) {
         Ok(managed) => managed,
         Err(problem) => {
             telemetry::auth_failure(source);
@@ -145,7 +146,7 @@ async fn answer(state: &DirectoryState, headers: &HeaderMap, body: Body) -> Resu
     };
     let body = read_body(headers, body, state.body_limit).await?;
     let started = Instant::now();
-    let decoded = decode::decode(source, headers, &body, Utc::now());
+    let decoded = decode::decode_found(source, &found, &body, Utc::now());
     state
         .intake
         .metrics
@@ -203,9 +204,10 @@ async fn answer(state: &DirectoryState, headers: &HeaderMap, body: Body) -> Resu
 
 /// `Ok(true)` for the token of a channel Herald opened, `Ok(false)` for one of
 /// `channel_tokens`.
-fn authorize(state: &DirectoryState, headers: &HeaderMap) -> Result<bool, Problem> {
+fn authorize(state: &DirectoryState, headers: &Found<'_>) -> Result<bool, Problem> {
     let spec = &state.spec;
-    let token = decode::get(headers, CHANNEL_TOKEN)
+    let token = headers
+        .get(CHANNEL_TOKEN)
         .ok_or_else(|| Problem::unauthorized(format!("missing header {CHANNEL_TOKEN}")))?;
     let fixed = matches_any(token.as_bytes(), &spec.channel_tokens);
     let managed = state.links.accepts(&state.intake.source, token.as_bytes());
@@ -215,7 +217,7 @@ fn authorize(state: &DirectoryState, headers: &HeaderMap) -> Result<bool, Proble
         )));
     }
     if let Some(ids) = &spec.channel_ids
-        && let Ok(Some(id)) = decode::optional(headers, CHANNEL_ID)
+        && let Ok(Some(id)) = headers.optional(CHANNEL_ID)
         && !ids.iter().any(|allowed| allowed == id)
     {
         return Err(Problem::forbidden(format!(

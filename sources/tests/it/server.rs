@@ -433,3 +433,88 @@ async fn start_up_errors_say_what_to_fix() {
         "{message}"
     );
 }
+
+/// One keep-alive connection carries Directory notifications with different headers, one
+/// with its body in chunks, and a Pub/Sub push: each is decoded from its own headers and
+/// body alone (an answer's header map is reused to parse the next request into, and a body
+/// that came in one piece is kept without a copy).
+#[tokio::test]
+async fn requests_on_one_connection_are_read_each_from_its_own_headers() {
+    let gateway = Gateway::start(SOURCES).await;
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    let goog = |number: u32, extra: &str| {
+        format!(
+            "X-Goog-Channel-ID: directoryApiId\r\nX-Goog-Channel-Token: 398348u3tu83ut8uu38\r\n\
+             X-Goog-Resource-ID: ret08u3rv24htgh289g\r\n\
+             X-Goog-Resource-URI: https://admin.googleapis.com/admin/directory/v1/users?domain=mydomain.com&event=add\r\n\
+             X-Goog-Resource-State: add\r\nX-Goog-Message-Number: {number}\r\n{extra}"
+        )
+    };
+    let user = |id: &str| format!(r#"{{"kind":"admin#directory#user","id":"{id}"}}"#);
+    let first = user("u1");
+    let chunked = user("u2");
+    let push = roster("on-the-same-connection");
+    let requests = [
+        format!(
+            "POST /webhook/directory HTTP/1.1\r\nHost: x\r\n{}Content-Length: {}\r\n\r\n{first}",
+            goog(
+                1,
+                "X-Goog-Channel-Expiration: Tue, 29 Oct 2030 20:32:02 GMT\r\nX-Extra: 1\r\n"
+            ),
+            first.len()
+        ),
+        format!(
+            "POST /webhook/directory HTTP/1.1\r\nHost: x\r\n{}Transfer-Encoding: chunked\r\n\r\n\
+             {:x}\r\n{}\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+            goog(2, ""),
+            10,
+            &chunked[..10],
+            chunked.len() - 10,
+            &chunked[10..]
+        ),
+        format!(
+            "POST /push/classroom HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{push}",
+            push.len()
+        ),
+    ];
+    for (request, status) in requests.iter().zip(["200", "200", "204"]) {
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+            .await
+            .expect("answered")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{answer}"
+        );
+        // The answer holds none of the request's headers (the channel token least of all).
+        let lower = answer.to_ascii_lowercase();
+        assert!(
+            !lower.contains("x-goog") && !lower.contains("x-extra") && !lower.contains("host:"),
+            "{answer}"
+        );
+    }
+    let events = gateway.ingest.events();
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(events[0].id, "directoryApiId/1");
+    assert_eq!(events[0].subject.as_deref(), Some("users/u1"));
+    assert_eq!(
+        events[0].meta.get("channelExpiration").map(String::as_str),
+        Some("2030-10-29T20:32:02Z")
+    );
+    assert_eq!(events[1].id, "directoryApiId/2");
+    assert_eq!(events[1].subject.as_deref(), Some("users/u2"));
+    assert_eq!(
+        events[1].data,
+        serde_json::json!({"kind": "admin#directory#user", "id": "u2"})
+    );
+    assert_eq!(
+        events[1].meta.get("channelExpiration"),
+        None,
+        "the second request has no expiration: nothing of the first is left"
+    );
+    assert_eq!(events[2].source, "classroom");
+    gateway.stop().await;
+}

@@ -342,3 +342,41 @@ fn header_map_refuses_bad_names() {
     let err = header_map(&[("bad name".into(), "v".into())]).unwrap_err();
     assert!(err.reason.contains("is not a header name"));
 }
+
+/// The headers are found in one pass over the map: a header sent twice is read from its
+/// first value (as `HeaderMap::get` reads it), names match in any case, and other headers,
+/// `X-Goog-` or not, are passed over.
+#[test]
+fn headers_found_in_one_pass_read_each_first_value() {
+    let mut pairs = vec![
+        ("Content-Type", "application/json"),
+        ("X-Goog-Something-Else", "ignored"),
+        ("x-goog-message-number", "7"),
+    ];
+    pairs.extend(
+        add_headers()
+            .into_iter()
+            .filter(|(k, _)| *k != MESSAGE_NUMBER),
+    );
+    pairs.push((MESSAGE_NUMBER, "8"));
+    pairs.push((RESOURCE_STATE, "delete"));
+    let map = headers(&pairs);
+    let found = Found::in_map(&map);
+    assert_eq!(found.required(MESSAGE_NUMBER).unwrap(), "7");
+    assert_eq!(found.required(RESOURCE_STATE).unwrap(), "add");
+    assert_eq!(found.optional("X-Goog-Something-Else").unwrap(), None);
+    for name in [
+        CHANNEL_ID,
+        CHANNEL_TOKEN,
+        CHANNEL_EXPIRATION,
+        RESOURCE_ID,
+        RESOURCE_URI,
+        RESOURCE_STATE,
+        MESSAGE_NUMBER,
+    ] {
+        assert_eq!(found.get(name), map.get(name), "{name}");
+    }
+    let message = decode("d", &map, b"{}", received()).unwrap();
+    assert_eq!(message.event.id, "directoryApiId/7");
+    assert_eq!(message.event.ty, "directory.users.add");
+}
