@@ -94,78 +94,77 @@ impl Event {
 
     /// The event in the CloudEvents JSON format.
     pub fn to_json(&self) -> String {
-        let mut json = Vec::new();
-        // Writing strings, a timestamp and JSON into a `Vec` cannot fail, and what
-        // serde_json writes is UTF-8.
+        let mut json = String::new();
+        // Serializing a JSON tree and strings cannot fail.
         let _ = self.write_json(&mut json);
-        String::from_utf8(json).unwrap_or_default()
+        json
     }
 
     /// Writes the event in the CloudEvents JSON format, `data` as the text it came in when
     /// that was kept (the same JSON as `serde_json::to_writer(out, event)`, whose `data` is
     /// the parsed tree, without parsing it). This is how the journal stores an event.
-    pub fn write_json(&self, mut out: impl std::io::Write) -> serde_json::Result<()> {
-        let out = &mut out;
+    pub fn write_json(&self, out: &mut String) -> serde_json::Result<()> {
         // The fields in the order of `Event`'s, as its derived `Serialize` writes them: kept
-        // in step by the test `write_json_is_serdes_json`.
-        let raw = |out: &mut dyn std::io::Write, bytes: &[u8]| {
-            out.write_all(bytes).map_err(serde_json::Error::io)
-        };
-        raw(out, br#"{"specversion":"#)?;
+        // in step by the test `write_json_is_serdes_json`. Into a `String`, piece by piece,
+        // so that nothing has to be checked to be UTF-8 afterwards (1.7% of the gateway's
+        // instructions under load when it was written into bytes).
+        out.push_str(r#"{"specversion":"#);
         write_str(out, &self.specversion)?;
-        raw(out, br#","id":"#)?;
+        out.push_str(r#","id":"#);
         write_str(out, &self.id)?;
-        raw(out, br#","source":"#)?;
+        out.push_str(r#","source":"#);
         write_str(out, &self.source)?;
-        raw(out, br#","type":"#)?;
+        out.push_str(r#","type":"#);
         write_str(out, &self.ty)?;
         if let Some(subject) = &self.subject {
-            raw(out, br#","subject":"#)?;
+            out.push_str(r#","subject":"#);
             write_str(out, subject)?;
         }
-        raw(out, br#","time":"#)?;
+        out.push_str(r#","time":"#);
         match rfc3339::write(&self.time, &mut [0; 30]) {
             Some(time) => write_str(out, time)?,
             None => write_str(out, &rfc3339::format(&self.time))?,
         }
-        raw(out, br#","datacontenttype":"#)?;
+        out.push_str(r#","datacontenttype":"#);
         write_str(out, &self.datacontenttype)?;
-        raw(out, br#","data":"#)?;
+        out.push_str(r#","data":"#);
         match self.data.text() {
-            Some(text) => raw(out, text.as_bytes())?,
-            None => serde_json::to_writer(&mut *out, &self.data)?,
+            Some(text) => out.push_str(text),
+            None => out.push_str(&serde_json::to_string(&self.data)?),
         }
         if !self.meta.is_empty() {
-            raw(out, br#","meta":"#)?;
-            let mut separator = b"{";
+            out.push_str(r#","meta":"#);
+            let mut separator = "{";
             for (name, value) in &self.meta {
-                raw(out, separator)?;
+                out.push_str(separator);
                 write_str(out, name)?;
-                raw(out, b":")?;
+                out.push(':');
                 write_str(out, value)?;
-                separator = b",";
+                separator = ",";
             }
-            raw(out, b"}")?;
+            out.push('}');
         }
         if !self.enriched.is_empty() {
-            raw(out, br#","enriched":"#)?;
-            serde_json::to_writer(&mut *out, &self.enriched)?;
+            out.push_str(r#","enriched":"#);
+            out.push_str(&serde_json::to_string(&self.enriched)?);
         }
-        raw(out, b"}")
+        out.push('}');
+        Ok(())
     }
 }
 
 /// `text` as a JSON string, as serde_json writes it: copied at once when nothing in it needs
 /// escaping (the usual case: ids, names, times), through serde_json otherwise. Its per-byte
 /// escaping loop was 3% of the gateway's instructions under load.
-fn write_str(out: &mut dyn std::io::Write, text: &str) -> serde_json::Result<()> {
+fn write_str(out: &mut String, text: &str) -> serde_json::Result<()> {
     if needs_escape(text.as_bytes()) {
-        return serde_json::to_writer(out, text);
+        out.push_str(&serde_json::to_string(text)?);
+        return Ok(());
     }
-    let io = serde_json::Error::io;
-    out.write_all(b"\"").map_err(io)?;
-    out.write_all(text.as_bytes()).map_err(io)?;
-    out.write_all(b"\"").map_err(io)
+    out.push('"');
+    out.push_str(text);
+    out.push('"');
+    Ok(())
 }
 
 /// Whether a JSON string of `bytes` escapes any of them: a quote, a backslash or a control

@@ -633,22 +633,18 @@ pub(super) const PURGING: &str = "purging dead letters";
 /// copied into the `Arc` all the same).
 fn event_json(event: &Event) -> Result<Arc<str>, JournalError> {
     thread_local! {
-        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        static BUFFER: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
     }
     /// A buffer grown past this by an unusually large event is not kept.
     const KEEP: usize = 64 * 1024;
     BUFFER.with_borrow_mut(|buffer| {
         buffer.clear();
         let encoded = event
-            .write_json(&mut *buffer)
-            .map_err(|e| JournalError::io("encoding an event", e))
-            .and_then(|()| {
-                std::str::from_utf8(buffer)
-                    .map(Arc::from)
-                    .map_err(|e| JournalError::io("encoding an event", e))
-            });
+            .write_json(buffer)
+            .map(|()| Arc::from(buffer.as_str()))
+            .map_err(|e| JournalError::io("encoding an event", e));
         if buffer.capacity() > KEEP {
-            *buffer = Vec::new();
+            *buffer = String::new();
         }
         encoded
     })
