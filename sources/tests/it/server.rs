@@ -229,6 +229,18 @@ async fn a_request_slower_than_the_timeout_gets_408_and_stores_nothing() {
     gateway.stop().await;
 }
 
+/// Sends `request` on `stream` and reads the answer (one read: the answers here are small).
+/// Panics if none comes within 5 s.
+async fn ask(stream: &mut TcpStream, request: &str) -> String {
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    String::from_utf8_lossy(&answer[..n]).into_owned()
+}
+
 /// Reads what the server sends until it closes the connection; the bytes and how long that
 /// took. Panics if it is still open after 10 s.
 async fn until_closed(stream: &mut TcpStream) -> (String, Duration) {
@@ -290,16 +302,7 @@ async fn an_idle_keep_alive_connection_is_closed_and_a_busy_one_is_not() {
     // every request is answered on it.
     let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
     for _ in 0..8 {
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut answer = vec![0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
-            .await
-            .expect("answered")
-            .unwrap();
-        let answer = String::from_utf8_lossy(&answer[..n]);
+        let answer = ask(&mut stream, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -478,13 +481,7 @@ async fn requests_on_one_connection_are_read_each_from_its_own_headers() {
         ),
     ];
     for (request, status) in requests.iter().zip(["200", "200", "204"]) {
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = vec![0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
-            .await
-            .expect("answered")
-            .unwrap();
-        let answer = String::from_utf8_lossy(&answer[..n]);
+        let answer = ask(&mut stream, request).await;
         assert!(
             answer.starts_with(&format!("HTTP/1.1 {status}")),
             "{answer}"
