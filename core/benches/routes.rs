@@ -79,9 +79,10 @@ fn event(school: usize) -> Event {
         Utc::now(),
         json!({ "primaryEmail": format!("ada@school{school}.example.org"), "id": "1112" }),
     );
-    event
-        .meta
-        .insert("domain".into(), format!("school{school}.example.org"));
+    event.meta.insert(
+        "domain".into(),
+        format!("school{school}.example.org").into(),
+    );
     event
 }
 

@@ -18,6 +18,10 @@ use serde_json::Value;
 mod data;
 
 pub use data::Data;
+/// `meta`'s values: inline up to 23 bytes, shared by reference count when longer, so that
+/// the values a channel sends with every message (its id, resource URI and expiration) are
+/// one allocation for all its events rather than one per event.
+pub use smol_str::SmolStr;
 
 /// The CloudEvents version Herald writes.
 pub const SPEC_VERSION: &str = "1.0";
@@ -44,7 +48,7 @@ pub struct Event {
     #[serde(default)]
     pub data: Data,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub meta: BTreeMap<Cow<'static, str>, String>,
+    pub meta: BTreeMap<Cow<'static, str>, SmolStr>,
     /// What enrichment looked up (`course`, `person`), each an object with the `id` it
     /// stands for and the configured fields (docs/architecture.md §11); empty otherwise.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -225,7 +229,7 @@ struct JsonIn<'a> {
     #[serde(default, borrow)]
     data: Option<&'a serde_json::value::RawValue>,
     #[serde(default)]
-    meta: BTreeMap<Cow<'static, str>, String>,
+    meta: BTreeMap<Cow<'static, str>, SmolStr>,
     #[serde(default)]
     enriched: BTreeMap<String, Value>,
 }
@@ -381,7 +385,7 @@ mod tests {
             let mut event = roster_event();
             event.id = id;
             event.subject = Some(subject);
-            event.meta.insert(name.into(), value);
+            event.meta.insert(name.into(), value.into());
             proptest::prop_assert_eq!(event.to_json(), serde_json::to_string(&event).unwrap());
         }
 

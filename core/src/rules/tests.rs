@@ -459,7 +459,7 @@ fn arb_school_event() -> impl Strategy<Value = Event> {
                 e = e.with_subject(subject);
             }
             if let Some(domain) = domain {
-                e.meta.insert("domain".into(), domain);
+                e.meta.insert("domain".into(), domain.into());
             }
             e
         })

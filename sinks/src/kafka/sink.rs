@@ -341,7 +341,7 @@ pub(super) fn binary(event: &Event) -> (Vec<u8>, Headers) {
         }
     };
     for (name, value) in &event.meta {
-        headers.push((format!("meta.{name}"), value.clone()));
+        headers.push((format!("meta.{name}"), value.to_string()));
     }
     (value, headers)
 }

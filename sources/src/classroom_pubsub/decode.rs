@@ -123,7 +123,7 @@ pub fn decode_message(
                         kind(value)
                     )));
                 };
-                meta.insert(name.clone().into(), value.clone());
+                meta.insert(name.clone().into(), value.into());
             }
         }
         Some(other) => {
@@ -134,10 +134,10 @@ pub fn decode_message(
         }
     }
     if let Some(subscription) = subscription {
-        meta.insert("subscription".into(), subscription.to_owned());
+        meta.insert("subscription".into(), subscription.into());
     }
-    meta.insert("messageId".into(), id.to_owned());
-    meta.insert("publishTime".into(), published.to_owned());
+    meta.insert("messageId".into(), id.into());
+    meta.insert("publishTime".into(), published.into());
 
     let data = match message.get("data") {
         Some(Value::String(data)) if !data.is_empty() => data,

@@ -19,7 +19,7 @@ use std::rc::Rc;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 use herald_core::Event;
-use herald_core::event::Data;
+use herald_core::event::{Data, SmolStr};
 use serde_json::Value;
 
 use crate::DecodeError;
@@ -44,7 +44,7 @@ pub struct DirectoryMessage {
     pub event: Event,
     /// A `sync` message: the first one of every channel, with an empty body.
     pub sync: bool,
-    pub channel_id: String,
+    pub channel_id: SmolStr,
     /// `X-Goog-Channel-Expiration`: channels stop when it passes.
     pub expiration: Option<DateTime<Utc>>,
     /// The body's `etag`, when it is a string: with the user `id`, which version of the
@@ -95,12 +95,21 @@ pub fn decode_found(
             clip(state)
         )));
     }
+    // What a channel sends the same with every message: shared with the events before it
+    // rather than copied into each (README, "The eighth pass").
     let resource_id = headers.required(RESOURCE_ID)?;
     let resource_uri = headers.required(RESOURCE_URI)?;
-    let uri_params = LAST_URI.with_borrow_mut(|last| memo(last, resource_uri, uri_params))?;
+    let (channel_id, ()) = LAST_CHANNEL.with_borrow_mut(|last| memo(last, channel_id, as_is))?;
+    let (resource_id, ()) = LAST_RESOURCE.with_borrow_mut(|last| memo(last, resource_id, as_is))?;
+    let (resource_uri, uri_params) =
+        LAST_URI.with_borrow_mut(|last| memo(last, resource_uri, uri_params))?;
     let expiration = match headers.optional(CHANNEL_EXPIRATION)? {
         None => None,
-        Some(text) => Some(LAST_EXPIRATION.with_borrow_mut(|last| memo(last, text, http_date))?),
+        Some(text) => Some(
+            LAST_EXPIRATION
+                .with_borrow_mut(|last| memo(last, text, http_date))?
+                .1,
+        ),
     };
 
     let (data, Head { id, etag }) = body_json(body)?;
@@ -124,7 +133,7 @@ pub fn decode_found(
     };
 
     let mut event = Event::new(
-        [channel_id, "/", &number].concat(),
+        [&channel_id, "/", &number].concat(),
         source,
         ["directory.users.", state].concat(),
         received,
@@ -132,11 +141,11 @@ pub fn decode_found(
     );
     event.subject = subject;
     let meta = &mut event.meta;
-    meta.insert("channelId".into(), channel_id.to_owned());
-    meta.insert("resourceId".into(), resource_id.to_owned());
-    meta.insert("resourceUri".into(), resource_uri.to_owned());
-    meta.insert("resourceState".into(), state.to_owned());
-    meta.insert("messageNumber".into(), number.into_owned());
+    meta.insert("channelId".into(), channel_id.clone());
+    meta.insert("resourceId".into(), resource_id);
+    meta.insert("resourceUri".into(), resource_uri);
+    meta.insert("resourceState".into(), state.into());
+    meta.insert("messageNumber".into(), number.into());
     let expires = expiration.as_ref().map(|(time, _)| *time);
     if let Some((_, text)) = expiration {
         meta.insert("channelExpiration".into(), text);
@@ -146,7 +155,7 @@ pub fn decode_found(
     }
     Ok(DirectoryMessage {
         sync: state == "sync",
-        channel_id: channel_id.to_owned(),
+        channel_id,
         expiration: expires,
         etag: match etag {
             Some(Value::String(etag)) => Some(etag),
@@ -157,31 +166,42 @@ pub fn decode_found(
 }
 
 thread_local! {
-    // A channel sends the same resource URI and expiration with every message: each thread
-    // keeps what it parsed from the last ones it saw and parses only when they change.
-    static LAST_URI: RefCell<Option<(String, UriParams)>> = const { RefCell::new(None) };
-    static LAST_EXPIRATION: RefCell<Option<(String, Expiration)>> = const { RefCell::new(None) };
+    // A channel sends the same id, resource id, resource URI and expiration with every
+    // message: each thread keeps the last ones it saw, as shared text and parsed, and makes
+    // them again only when they change (a burst of messages usually comes from one channel;
+    // messages of channels taking turns cost what they did before this was kept).
+    static LAST_CHANNEL: RefCell<Option<(SmolStr, ())>> = const { RefCell::new(None) };
+    static LAST_RESOURCE: RefCell<Option<(SmolStr, ())>> = const { RefCell::new(None) };
+    static LAST_URI: RefCell<Option<(SmolStr, UriParams)>> = const { RefCell::new(None) };
+    static LAST_EXPIRATION: RefCell<Option<(SmolStr, Expiration)>> = const { RefCell::new(None) };
 }
 
 /// The `URI_PARAMS` query parameters of a resource URI, in the order they appear.
-type UriParams = Rc<Vec<(&'static str, String)>>;
+type UriParams = Rc<Vec<(&'static str, SmolStr)>>;
 /// An expiration, and as written in `meta`.
-type Expiration = (DateTime<Utc>, String);
+type Expiration = (DateTime<Utc>, SmolStr);
 
-/// `parse(text)`, or what it gave for the same `text` last time. An error is not kept.
+/// `text` as shared text and `parse(text)`, or what they were for the same `text` last
+/// time. An error is not kept.
 fn memo<T: Clone>(
-    last: &mut Option<(String, T)>,
+    last: &mut Option<(SmolStr, T)>,
     text: &str,
     parse: fn(&str) -> Result<T, DecodeError>,
-) -> Result<T, DecodeError> {
+) -> Result<(SmolStr, T), DecodeError> {
     if let Some((seen, parsed)) = last
         && seen == text
     {
-        return Ok(parsed.clone());
+        return Ok((seen.clone(), parsed.clone()));
     }
     let parsed = parse(text)?;
-    *last = Some((text.to_owned(), parsed.clone()));
-    Ok(parsed)
+    let seen = SmolStr::new(text);
+    *last = Some((seen.clone(), parsed.clone()));
+    Ok((seen, parsed))
+}
+
+/// Any text, for [`memo`] to share.
+fn as_is(_: &str) -> Result<(), DecodeError> {
+    Ok(())
 }
 
 fn uri_params(text: &str) -> Result<UriParams, DecodeError> {
@@ -191,7 +211,7 @@ fn uri_params(text: &str) -> Result<UriParams, DecodeError> {
         uri.query_pairs()
             .filter_map(|(name, value)| {
                 let name = URI_PARAMS.iter().find(|known| **known == name)?;
-                Some((*name, value.into_owned()))
+                Some((*name, SmolStr::new(value)))
             })
             .collect(),
     ))
@@ -209,7 +229,8 @@ fn http_date(text: &str) -> Result<Expiration, DecodeError> {
         .with_timezone(&Utc);
     Ok((
         time,
-        time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            .into(),
     ))
 }
 

@@ -263,11 +263,11 @@ fn watch_expiration(state: &DirectoryState, message: &DirectoryMessage) {
     let source = &state.intake.source;
     {
         let mut exposed = state.exposed.lock().unwrap_or_else(|e| e.into_inner());
-        if exposed.get(&message.channel_id) != Some(&expiration.timestamp()) {
+        if exposed.get(message.channel_id.as_str()) != Some(&expiration.timestamp()) {
             if exposed.len() >= MAX_REMEMBERED {
                 exposed.clear();
             }
-            exposed.insert(message.channel_id.clone(), expiration.timestamp());
+            exposed.insert(message.channel_id.to_string(), expiration.timestamp());
             telemetry::channel_expiration(source, &message.channel_id, expiration.timestamp());
         }
     }
@@ -275,13 +275,13 @@ fn watch_expiration(state: &DirectoryState, message: &DirectoryMessage) {
         return;
     }
     let mut warned = state.warned.lock().unwrap_or_else(|e| e.into_inner());
-    if warned.get(&message.channel_id) == Some(&expiration) {
+    if warned.get(message.channel_id.as_str()) == Some(&expiration) {
         return;
     }
     if warned.len() >= MAX_REMEMBERED {
         warned.clear();
     }
-    warned.insert(message.channel_id.clone(), expiration);
+    warned.insert(message.channel_id.to_string(), expiration);
     tracing::warn!(
         source = %source,
         channel = %message.channel_id,

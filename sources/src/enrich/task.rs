@@ -187,11 +187,12 @@ pub fn enrich(
     if !failed.is_empty() {
         enriched
             .meta
-            .insert(META.into(), format!("failed: {}", failed.join("; ")));
+            .insert(META.into(), format!("failed: {}", failed.join("; ")).into());
     } else if !unknown.is_empty() {
-        enriched
-            .meta
-            .insert(META.into(), format!("unknown: {}", unknown.join("; ")));
+        enriched.meta.insert(
+            META.into(),
+            format!("unknown: {}", unknown.join("; ")).into(),
+        );
     }
     enriched
 }

@@ -498,7 +498,7 @@ async fn requests_on_one_connection_are_read_each_from_its_own_headers() {
     assert_eq!(events[0].id, "directoryApiId/1");
     assert_eq!(events[0].subject.as_deref(), Some("users/u1"));
     assert_eq!(
-        events[0].meta.get("channelExpiration").map(String::as_str),
+        events[0].meta.get("channelExpiration").map(|v| v.as_str()),
         Some("2030-10-29T20:32:02Z")
     );
     assert_eq!(events[1].id, "directoryApiId/2");

@@ -191,7 +191,7 @@ fn each_message_gets_its_own_uri_and_expiration_when_they_change() {
         );
         let message = decode("d", &map, b"{}", received()).unwrap();
         let meta = &message.event.meta;
-        assert_eq!(meta.get("domain").map(String::as_str), domain, "{uri}");
+        assert_eq!(meta.get("domain").map(|v| v.as_str()), domain, "{uri}");
         assert_eq!(meta["event"], event);
         assert_eq!(meta.contains_key("customer"), domain.is_none());
         assert_eq!(meta["channelExpiration"], expires);
@@ -204,6 +204,38 @@ fn each_message_gets_its_own_uri_and_expiration_when_they_change() {
     for _ in 0..2 {
         assert!(error(&with(RESOURCE_URI, "not a uri"), b"").contains("is not a URL"));
     }
+}
+
+#[test]
+fn channels_taking_turns_each_get_their_own_id_and_resource() {
+    // The thread remembers the last channel id and resource id as shared text.
+    for (channel, resource) in [("c1", "r1"), ("c1", "r1"), ("c2", "r2"), ("c1", "r2")] {
+        let mut map = with(CHANNEL_ID, channel);
+        map.insert(
+            HeaderName::from_static("x-goog-resource-id"),
+            HeaderValue::from_str(resource).unwrap(),
+        );
+        let message = decode("d", &map, b"{}", received()).unwrap();
+        assert_eq!(message.channel_id, channel);
+        assert_eq!(message.event.id, format!("{channel}/10"));
+        assert_eq!(message.event.meta["channelId"], channel);
+        assert_eq!(message.event.meta["resourceId"], resource);
+    }
+}
+
+#[test]
+fn a_channels_messages_share_its_long_values() {
+    // Longer than a value kept inline (23 bytes), so each is one allocation for all the
+    // events; the expiration as written (20 bytes) and the resource id here are inline.
+    let long_channel = "01234567-89ab-cdef-0123-456789abcdef";
+    let one = || decode("d", &with(CHANNEL_ID, long_channel), b"{}", received()).unwrap();
+    let (first, second) = (one(), one());
+    for name in ["channelId", "resourceUri"] {
+        let (a, b) = (&first.event.meta[name], &second.event.meta[name]);
+        assert!(a.is_heap_allocated(), "{name} is long");
+        assert_eq!(a.as_ptr(), b.as_ptr(), "{name} is shared");
+    }
+    assert_eq!(first.event.meta["channelId"], long_channel);
 }
 
 #[test]
