@@ -115,7 +115,7 @@ async fn copy(local: &AdminJournal, path: &Path, spec: &pg::PgSpec) -> anyhow::R
                 let entry = events
                     .entry(item.key.seq)
                     .or_insert_with(|| pg::ImportEvent {
-                        source: item.event.source.clone(),
+                        source: item.event.source.to_string(),
                         event_id: item.event.id.clone(),
                         committed_at: item.committed_at,
                         json: item.json.to_string(),

@@ -52,7 +52,7 @@ fn lookups(config: &Config, event: &Event) -> Vec<LookupReport> {
     use herald_sources::enrich::lookup::Key;
     use herald_sources::enrich::task::{from_body, keys_of};
     let specs = herald_sources::enrich::specs(config);
-    let Some(spec) = specs.get(&event.source) else {
+    let Some(spec) = specs.get(event.source.as_str()) else {
         return Vec::new();
     };
     keys_of(event, spec)

@@ -35,9 +35,11 @@ pub struct Event {
     #[serde(default = "spec_version")]
     pub specversion: Cow<'static, str>,
     pub id: String,
-    pub source: String,
+    /// The source's name and the type: inline when short, as they usually are (no
+    /// allocation per event).
+    pub source: SmolStr,
     #[serde(rename = "type")]
-    pub ty: String,
+    pub ty: SmolStr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
     #[serde(with = "rfc3339")]
@@ -67,8 +69,8 @@ impl Event {
     /// A new event with the fixed CloudEvents attributes filled in.
     pub fn new(
         id: impl Into<String>,
-        source: impl Into<String>,
-        ty: impl Into<String>,
+        source: impl Into<SmolStr>,
+        ty: impl Into<SmolStr>,
         time: DateTime<Utc>,
         data: impl Into<Data>,
     ) -> Self {
@@ -217,9 +219,9 @@ struct JsonIn<'a> {
     #[serde(default = "spec_version")]
     specversion: Cow<'static, str>,
     id: String,
-    source: String,
+    source: SmolStr,
     #[serde(rename = "type")]
-    ty: String,
+    ty: SmolStr,
     #[serde(default)]
     subject: Option<String>,
     #[serde(with = "rfc3339")]

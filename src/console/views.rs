@@ -165,7 +165,7 @@ impl Activity {
     fn record(&self, tapped: Tapped) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let now = unix_now();
-        match inner.sources.get_mut(&tapped.event.source) {
+        match inner.sources.get_mut(tapped.event.source.as_str()) {
             Some(entry) => {
                 entry.events += 1;
                 entry.per_second.add(now, 1);
@@ -175,7 +175,7 @@ impl Activity {
                 let mut per_second = Buckets::new(1, 60);
                 per_second.add(now, 1);
                 inner.sources.insert(
-                    tapped.event.source.clone(),
+                    tapped.event.source.to_string(),
                     SourceActivity {
                         events: 1,
                         last: tapped.clone(),

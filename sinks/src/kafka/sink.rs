@@ -319,8 +319,8 @@ pub(super) fn binary(event: &Event) -> (Vec<u8>, Headers) {
     let mut headers: Headers = vec![
         ("ce_specversion".into(), event.specversion.to_string()),
         ("ce_id".into(), event.id.clone()),
-        ("ce_source".into(), event.source.clone()),
-        ("ce_type".into(), event.ty.clone()),
+        ("ce_source".into(), event.source.to_string()),
+        ("ce_type".into(), event.ty.to_string()),
         ("ce_time".into(), event.time_text()),
     ];
     if let Some(subject) = &event.subject {

@@ -135,7 +135,7 @@ pub fn decode_found(
     let mut event = Event::new(
         [&channel_id, "/", &number].concat(),
         source,
-        ["directory.users.", state].concat(),
+        smol_str::format_smolstr!("directory.users.{state}"),
         received,
         data,
     );

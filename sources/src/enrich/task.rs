@@ -308,7 +308,7 @@ impl Enricher {
             // Wake up in time for the first event whose `max_wait` runs out.
             let now = now_millis();
             for item in &held {
-                if let Some(spec) = self.specs.get(&item.event.source) {
+                if let Some(spec) = self.specs.get(item.event.source.as_str()) {
                     let due = item
                         .committed_at
                         .saturating_add(millis(spec.max_wait))
@@ -419,7 +419,7 @@ impl Enricher {
         let mut needed: BTreeMap<Key, Duration> = BTreeMap::new();
         let mut plans = Vec::with_capacity(items.len());
         for item in &items {
-            let spec = self.specs.get(&item.event.source);
+            let spec = self.specs.get(item.event.source.as_str());
             let keys = spec.map(|s| keys_of(&item.event, s)).unwrap_or_default();
             for (_, key) in &keys {
                 if spec.is_some_and(|s| from_body(&item.event, s, key).is_some()) {
@@ -456,7 +456,7 @@ impl Enricher {
         let table = self.routes.load();
         let mut waiting = Vec::new();
         for (item, keys) in items.into_iter().zip(plans) {
-            let Some(spec) = self.specs.get(&item.event.source) else {
+            let Some(spec) = self.specs.get(item.event.source.as_str()) else {
                 // A source no longer enriching (config changed across a restart): route as is.
                 self.route(holder, &item, (*item.event).clone(), &table)
                     .await;
@@ -495,7 +495,7 @@ impl Enricher {
             Ok(RoutedLater::Routed { .. }) => {
                 metrics::counter!(ROUTED).increment(1);
                 let waited = now_millis().saturating_sub(item.committed_at).max(0) as f64;
-                metrics::histogram!(WAIT, "source" => item.event.source.clone(), "outcome" => outcome)
+                metrics::histogram!(WAIT, "source" => item.event.source.to_string(), "outcome" => outcome)
                     .record(waited / 1000.0);
             }
             Ok(RoutedLater::AlreadyRouted) => {}

@@ -65,7 +65,10 @@ impl Ingest for MemoryIngest {
     async fn commit(&self, event: Event) -> Result<Committed, IngestError> {
         self.check()?;
         let mut state = self.state.lock().unwrap();
-        if state.seen.insert((event.source.clone(), event.id.clone())) {
+        if state
+            .seen
+            .insert((event.source.to_string(), event.id.clone()))
+        {
             state.events.push(event);
             Ok(Committed::New)
         } else {
