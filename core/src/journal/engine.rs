@@ -146,6 +146,7 @@ impl Queue for Journal {
         self.room()?;
         let (reply, answer) = oneshot::channel();
         let json = super::event_json(&event)?;
+        let event = Arc::new(event);
         self.send(writer::Command::Append {
             event,
             json,

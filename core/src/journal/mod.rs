@@ -555,6 +555,7 @@ impl Ingest for Journal {
     async fn commit(&self, event: Event) -> Result<Committed, IngestError> {
         self.room()?;
         let json = event_json(&event)?;
+        let event = Arc::new(event);
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(writer::Command::Append {

@@ -31,7 +31,10 @@ pub(super) enum Command {
     /// `json` is the event's JSON, encoded by the sender (off the writer thread). An
     /// `unrouted` event waits for [`Command::RouteLater`] instead of being routed now.
     Append {
-        event: Event,
+        /// Shared from the start: an `Event` is some 300 bytes, and moved by value through
+        /// the commit, the channel and into the window of recent events it was copied about
+        /// ten times (README, "The eighth pass").
+        event: Arc<Event>,
         json: Arc<str>,
         unrouted: bool,
         reply: oneshot::Sender<Result<Committed, JournalError>>,
@@ -414,7 +417,6 @@ impl Core {
                     unrouted,
                     reply,
                 } => {
-                    let event = Arc::new(event);
                     let r = self.append(
                         &event,
                         &json,
