@@ -269,7 +269,7 @@ impl Queue for Journal {
         let (reply, answer) = oneshot::channel();
         self.send(writer::Command::RouteLater {
             seq,
-            event: routed.event,
+            event: routed.event.map(Box::new),
             deliveries: routed.deliveries,
             reply,
         })

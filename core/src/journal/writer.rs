@@ -41,7 +41,7 @@ pub(super) enum Command {
     },
     RouteLater {
         seq: u64,
-        event: Option<Event>,
+        event: Option<Box<Event>>,
         deliveries: Vec<(String, String)>,
         reply: oneshot::Sender<Result<Option<usize>, JournalError>>,
     },
@@ -637,7 +637,7 @@ impl Core {
     fn route_later(
         &self,
         seq: u64,
-        event: Option<Event>,
+        event: Option<Box<Event>>,
         deliveries: &[(String, String)],
         first: u64,
         records: &mut Records,
@@ -655,7 +655,7 @@ impl Core {
         let (event, json) = match event {
             Some(event) => {
                 let json = event.to_json();
-                (Arc::new(event), Arc::<str>::from(json))
+                (Arc::new(*event), Arc::<str>::from(json))
             }
             None => (original.event.clone(), original.json.clone()),
         };
