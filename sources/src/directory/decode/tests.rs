@@ -207,6 +207,33 @@ fn each_message_gets_its_own_uri_and_expiration_when_they_change() {
 }
 
 #[test]
+fn a_repeated_uri_parameter_counts_once_the_last() {
+    let uri = "https://admin.googleapis.com/admin/directory/v1/users?event=add&domain=a.edu\
+               &alt=json&domain=b.edu&customer=c1";
+    let message = decode("d", &with(RESOURCE_URI, uri), b"{}", received()).unwrap();
+    let meta = &message.event.meta;
+    assert_eq!(meta["domain"], "b.edu");
+    assert_eq!(meta["customer"], "c1");
+    assert_eq!(meta["event"], "add");
+    assert!(!meta.contains_key("alt"));
+    let names: Vec<&str> = meta.keys().map(|k| k.as_ref()).collect();
+    assert_eq!(
+        names,
+        [
+            "channelExpiration",
+            "channelId",
+            "customer",
+            "domain",
+            "event",
+            "messageNumber",
+            "resourceId",
+            "resourceState",
+            "resourceUri"
+        ]
+    );
+}
+
+#[test]
 fn channels_taking_turns_each_get_their_own_id_and_resource() {
     // The thread remembers the last channel id and resource id as shared text.
     for (channel, resource) in [("c1", "r1"), ("c1", "r1"), ("c2", "r2"), ("c1", "r2")] {
