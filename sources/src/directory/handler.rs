@@ -271,7 +271,8 @@ fn watch_expiration(state: &DirectoryState, message: &DirectoryMessage) {
             telemetry::channel_expiration(source, &message.channel_id, expiration.timestamp());
         }
     }
-    if expiration - Utc::now() > EXPIRY_WARNING {
+    // `time` is when the request was received, a moment ago: no second clock read.
+    if expiration - message.event.time > EXPIRY_WARNING {
         return;
     }
     let mut warned = state.warned.lock().unwrap_or_else(|e| e.into_inner());
