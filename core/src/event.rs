@@ -18,9 +18,10 @@ use serde_json::Value;
 mod data;
 
 pub use data::Data;
-/// `meta`'s values: inline up to 23 bytes, shared by reference count when longer, so that
-/// the values a channel sends with every message (its id, resource URI and expiration) are
-/// one allocation for all its events rather than one per event.
+/// `source`, `type` and `meta`'s values: inline up to 23 bytes, shared by reference count
+/// when longer, so that a source's name and a type cost no allocation, and the values a
+/// channel sends with every message (its id, resource URI and expiration) are one
+/// allocation for all its events rather than one per event (docs/architecture.md §3).
 pub use smol_str::SmolStr;
 
 /// The CloudEvents version Herald writes.

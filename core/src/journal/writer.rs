@@ -31,9 +31,8 @@ pub(super) enum Command {
     /// `json` is the event's JSON, encoded by the sender (off the writer thread). An
     /// `unrouted` event waits for [`Command::RouteLater`] instead of being routed now.
     Append {
-        /// Shared from the start: an `Event` is some 300 bytes, and moved by value through
-        /// the commit, the channel and into the window of recent events it was copied about
-        /// ten times (README, "The eighth pass").
+        /// Shared from the commit on: an `Event` is some 300 bytes, copied at each move by
+        /// value through the commit and the channel (README, "The eighth pass").
         event: Arc<Event>,
         json: Arc<str>,
         unrouted: bool,
