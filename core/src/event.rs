@@ -111,6 +111,12 @@ impl Event {
     /// that was kept (the same JSON as `serde_json::to_writer(out, event)`, whose `data` is
     /// the parsed tree, without parsing it). This is how the journal stores an event.
     pub fn write_json(&self, out: &mut String) -> serde_json::Result<()> {
+        self.write_json_data_at(out).map(|_| ())
+    }
+
+    /// [`Event::write_json`], telling where in `out` the kept text of `data` was written
+    /// (`None` when `data` has no text), for [`Data::share`].
+    pub fn write_json_data_at(&self, out: &mut String) -> serde_json::Result<Option<usize>> {
         // The fields in the order of `Event`'s, as its derived `Serialize` writes them: kept
         // in step by the test `write_json_is_serdes_json`. Into a `String`, piece by piece,
         // so that nothing has to be checked to be UTF-8 afterwards (1.7% of the gateway's
@@ -135,10 +141,17 @@ impl Event {
         out.push_str(r#","datacontenttype":"#);
         write_str(out, &self.datacontenttype)?;
         out.push_str(r#","data":"#);
-        match self.data.text() {
-            Some(text) => out.push_str(text),
-            None => out.push_str(&serde_json::to_string(&self.data)?),
-        }
+        let data_at = match self.data.text() {
+            Some(text) => {
+                let at = out.len();
+                out.push_str(text);
+                Some(at)
+            }
+            None => {
+                out.push_str(&serde_json::to_string(&self.data)?);
+                None
+            }
+        };
         if !self.meta.is_empty() {
             out.push_str(r#","meta":"#);
             let mut separator = "{";
@@ -156,7 +169,7 @@ impl Event {
             out.push_str(&serde_json::to_string(&self.enriched)?);
         }
         out.push('}');
-        Ok(())
+        Ok(data_at)
     }
 }
 

@@ -53,7 +53,7 @@ const TAP_BUFFER: usize = 4096;
 
 enum Command {
     Append {
-        event: Event,
+        event: Box<Event>,
         routed: bool,
         reply: oneshot::Sender<Result<Committed, QueueError>>,
     },
@@ -405,7 +405,7 @@ impl PgQueue {
         self.inner.room()?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::Append {
-            event,
+            event: Box::new(event),
             routed,
             reply,
         })
@@ -1132,7 +1132,7 @@ async fn apply_commands(
                     routed,
                     routes: pairs.iter().map(|p| p.0.clone()).collect(),
                     sinks: pairs.into_iter().map(|p| p.1).collect(),
-                    event: (tapping && routed).then_some(event),
+                    event: (tapping && routed).then_some(*event),
                 });
                 replies.push(Reply::Append(reply));
             }

@@ -13,7 +13,7 @@
 
 use std::fmt;
 use std::ops::Deref;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -22,7 +22,7 @@ use serde_json::Value;
 #[derive(Clone, Default)]
 pub struct Data {
     /// The JSON text as received, checked and on one line; `None` for data built as a tree.
-    text: Option<Box<str>>,
+    text: Option<Text>,
     /// The tree: given at construction, or parsed from `text` on first read.
     tree: OnceLock<Value>,
 }
@@ -48,7 +48,7 @@ impl Data {
         let members = Members { names: &names }.deserialize(&mut read)?;
         read.end()?;
         let data = Data {
-            text: Some(compact(text).into_boxed_str()),
+            text: Some(Text::Own(compact(text).into_boxed_str())),
             tree: OnceLock::new(),
         };
         Ok((data, members))
@@ -56,13 +56,52 @@ impl Data {
 
     /// The JSON text as received (on one line), when it was kept.
     pub fn text(&self) -> Option<&str> {
-        self.text.as_deref()
+        self.text.as_ref().map(Text::as_str)
     }
 
     /// The tree, parsed if it was not yet.
     pub fn into_value(self) -> Value {
         let Data { text, tree } = self;
-        tree.into_inner().unwrap_or_else(|| parse(text.as_deref()))
+        tree.into_inner()
+            .unwrap_or_else(|| parse(text.as_ref().map(Text::as_str)))
+    }
+
+    /// Keeps the text as the part of `json` that starts at byte `at`, when it is there,
+    /// instead of in a buffer of its own: the journal shares an event's `data` with the
+    /// event's JSON, which holds it verbatim, so that the event carries one allocation fewer
+    /// to the thread that frees it (README, "The eighth pass"). Nothing changes otherwise.
+    pub fn share(&mut self, json: &Arc<str>, at: usize) {
+        if let Some(Text::Own(text)) = &self.text
+            && json.get(at..at.saturating_add(text.len())) == Some(&**text)
+            && let (Ok(start), Ok(end)) = (u32::try_from(at), u32::try_from(at + text.len()))
+        {
+            self.text = Some(Text::In(Arc::clone(json), start, end));
+        }
+    }
+
+    /// Whether the text is kept as part of another string ([`Data::share`]).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.text, Some(Text::In(..)))
+    }
+}
+
+/// Where [`Data`] keeps its text: a buffer of its own, or the bytes `start..end` of a
+/// shared string.
+#[derive(Clone)]
+enum Text {
+    Own(Box<str>),
+    In(Arc<str>, u32, u32),
+}
+
+impl Text {
+    fn as_str(&self) -> &str {
+        match self {
+            Text::Own(text) => text,
+            // `share` keeps a range only after reading the text at it.
+            Text::In(json, start, end) => {
+                json.get(*start as usize..*end as usize).unwrap_or_default()
+            }
+        }
     }
 }
 
@@ -118,7 +157,8 @@ impl Deref for Data {
     type Target = Value;
 
     fn deref(&self) -> &Value {
-        self.tree.get_or_init(|| parse(self.text.as_deref()))
+        self.tree
+            .get_or_init(|| parse(self.text.as_ref().map(Text::as_str)))
     }
 }
 
@@ -305,6 +345,28 @@ impl<'de> Visitor<'de> for Shape {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn data_shares_its_text_only_where_the_string_holds_it() {
+        let text = r#"{"id":"1","name":"\u00e9"}"#;
+        let json: Arc<str> = Arc::from(format!(r#"{{"data":{text},"x":1}}"#).as_str());
+        let mut data = Data::from_json(text.to_owned()).unwrap();
+        let mut elsewhere = data.clone();
+        data.share(&json, 8);
+        assert!(data.is_shared());
+        assert_eq!(data.text(), Some(text));
+        assert_eq!(data["name"], "é");
+        assert_eq!(data.clone().into_value(), elsewhere.clone().into_value());
+        // Not the same text there, or past the end: kept as it was.
+        elsewhere.share(&json, 9);
+        elsewhere.share(&json, json.len());
+        assert!(!elsewhere.is_shared());
+        assert_eq!(elsewhere.text(), Some(text));
+        let mut tree = Data::from(serde_json::json!({"a": 1}));
+        tree.share(&json, 8);
+        assert!(!tree.is_shared());
+    }
+
     use super::*;
     use serde_json::json;
 

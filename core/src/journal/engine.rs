@@ -142,10 +142,10 @@ impl Queue for Journal {
         &self.holder
     }
 
-    async fn commit_unrouted(&self, event: Event) -> Result<Committed, JournalError> {
+    async fn commit_unrouted(&self, mut event: Event) -> Result<Committed, JournalError> {
         self.room()?;
         let (reply, answer) = oneshot::channel();
-        let json = super::event_json(&event)?;
+        let json = super::event_json(&mut event)?;
         let event = Arc::new(event);
         self.send(writer::Command::Append {
             event,

@@ -552,9 +552,9 @@ impl Journal {
 
 #[async_trait]
 impl Ingest for Journal {
-    async fn commit(&self, event: Event) -> Result<Committed, IngestError> {
+    async fn commit(&self, mut event: Event) -> Result<Committed, IngestError> {
         self.room()?;
-        let json = event_json(&event)?;
+        let json = event_json(&mut event)?;
         let event = Arc::new(event);
         let (reply, answer) = oneshot::channel();
         self.commands
@@ -626,29 +626,37 @@ const READING_DEAD: &str = "reading the dead letters";
 pub(super) const REPLAYING: &str = "replaying dead letters";
 pub(super) const PURGING: &str = "purging dead letters";
 
-/// An event's JSON as stored, encoded by the sender so the writer thread does not. Encoding
-/// cannot fail for an [`Event`]; if it did, it would be an I/O error of the commit (503).
+/// An event's JSON as stored, encoded by the sender so the writer thread does not; the
+/// event's `data` then shares its text with it ([`Data::share`](crate::event::Data::share)).
+/// Encoding cannot fail for an [`Event`]; if it did, it would be an I/O error of the commit
+/// (503).
 ///
 /// Encoded into a buffer each thread keeps, so the one allocation per event is the shared
 /// string itself (a `String` grown while encoding reallocates two or three times, then is
 /// copied into the `Arc` all the same).
-fn event_json(event: &Event) -> Result<Arc<str>, JournalError> {
+fn event_json(event: &mut Event) -> Result<Arc<str>, JournalError> {
     thread_local! {
         static BUFFER: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
     }
     /// A buffer grown past this by an unusually large event is not kept.
     const KEEP: usize = 64 * 1024;
-    BUFFER.with_borrow_mut(|buffer| {
+    let (json, data_at) = BUFFER.with_borrow_mut(|buffer| {
         buffer.clear();
         let encoded = event
-            .write_json(buffer)
-            .map(|()| Arc::from(buffer.as_str()))
+            .write_json_data_at(buffer)
+            .map(|at| (Arc::<str>::from(buffer.as_str()), at))
             .map_err(|e| JournalError::io("encoding an event", e));
         if buffer.capacity() > KEEP {
             *buffer = String::new();
         }
         encoded
-    })
+    })?;
+    // `data` kept as the part of the JSON that holds it: its own buffer is freed here, on
+    // the thread that made it, rather than later on the one that frees the event.
+    if let Some(at) = data_at {
+        event.data.share(&json, at);
+    }
+    Ok(json)
 }
 
 /// The retention in the journal's clock.

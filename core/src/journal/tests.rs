@@ -100,6 +100,34 @@ async fn events_are_committed_once_and_routed_durably() {
 }
 
 #[tokio::test]
+async fn a_held_events_data_is_the_text_in_its_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+    let body = r#"{"kind": "admin#directory#user", "id": "7", "name": {"fullName": "A \"B\""}}"#;
+    let mut kept = event("7", "add");
+    kept.data = crate::event::Data::from_json(body.to_owned()).unwrap();
+    let as_tree = event("8", "add");
+    assert_eq!(journal.commit(kept.clone()).await, Ok(Committed::New));
+    assert_eq!(journal.commit(as_tree.clone()).await, Ok(Committed::New));
+    let items = journal.scan_pending("audit", None, 10).await.unwrap();
+    let [text, tree] = &items[..] else {
+        panic!("two deliveries, got {}", items.len())
+    };
+    // Kept as text: shared with the JSON the sinks are given, and read the same.
+    assert!(text.event.data.is_shared());
+    assert_eq!(text.event.data.text(), kept.data.text());
+    assert_eq!(*text.event, kept);
+    let json = text.json.to_string();
+    let at = json.find(r#""data":"#).unwrap() + r#""data":"#.len();
+    assert!(json[at..].starts_with(kept.data.text().unwrap()));
+    assert_eq!(text.event.data["name"]["fullName"], "A \"B\"");
+    // Built as a tree: nothing to share.
+    assert!(!tree.event.data.is_shared());
+    assert_eq!(*tree.event, as_tree);
+    journal.close().await;
+}
+
+#[tokio::test]
 async fn paging_resumes_after_the_cursor() {
     let dir = tempfile::tempdir().unwrap();
     let journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
