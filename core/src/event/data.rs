@@ -70,7 +70,7 @@ impl Data {
     /// instead of in a buffer of its own: the journal shares an event's `data` with the
     /// event's JSON, which holds it verbatim, so that the event carries one allocation fewer
     /// to the thread that frees it (README, "The eighth pass"). Nothing changes otherwise.
-    pub fn share(&mut self, json: &Arc<str>, at: usize) {
+    pub(crate) fn share(&mut self, json: &Arc<str>, at: usize) {
         if let Some(Text::Own(text)) = &self.text
             && json.get(at..at.saturating_add(text.len())) == Some(&**text)
             && let (Ok(start), Ok(end)) = (u32::try_from(at), u32::try_from(at + text.len()))
@@ -80,7 +80,8 @@ impl Data {
     }
 
     /// Whether the text is kept as part of another string ([`Data::share`]).
-    pub fn is_shared(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_shared(&self) -> bool {
         matches!(self.text, Some(Text::In(..)))
     }
 }
@@ -345,28 +346,6 @@ impl<'de> Visitor<'de> for Shape {
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn data_shares_its_text_only_where_the_string_holds_it() {
-        let text = r#"{"id":"1","name":"\u00e9"}"#;
-        let json: Arc<str> = Arc::from(format!(r#"{{"data":{text},"x":1}}"#).as_str());
-        let mut data = Data::from_json(text.to_owned()).unwrap();
-        let mut elsewhere = data.clone();
-        data.share(&json, 8);
-        assert!(data.is_shared());
-        assert_eq!(data.text(), Some(text));
-        assert_eq!(data["name"], "é");
-        assert_eq!(data.clone().into_value(), elsewhere.clone().into_value());
-        // Not the same text there, or past the end: kept as it was.
-        elsewhere.share(&json, 9);
-        elsewhere.share(&json, json.len());
-        assert!(!elsewhere.is_shared());
-        assert_eq!(elsewhere.text(), Some(text));
-        let mut tree = Data::from(serde_json::json!({"a": 1}));
-        tree.share(&json, 8);
-        assert!(!tree.is_shared());
-    }
-
     use super::*;
     use serde_json::json;
 
@@ -497,5 +476,26 @@ mod tests {
                 proptest::prop_assert_eq!(&*data, &value);
             }
         }
+    }
+
+    #[test]
+    fn data_shares_its_text_only_where_the_string_holds_it() {
+        let text = r#"{"id":"1","name":"\u00e9"}"#;
+        let json: Arc<str> = Arc::from(format!(r#"{{"data":{text},"x":1}}"#).as_str());
+        let mut data = Data::from_json(text.to_owned()).unwrap();
+        let mut elsewhere = data.clone();
+        data.share(&json, 8);
+        assert!(data.is_shared());
+        assert_eq!(data.text(), Some(text));
+        assert_eq!(data["name"], "é");
+        assert_eq!(data.clone().into_value(), elsewhere.clone().into_value());
+        // Not the same text there, or past the end: kept as it was.
+        elsewhere.share(&json, 9);
+        elsewhere.share(&json, json.len());
+        assert!(!elsewhere.is_shared());
+        assert_eq!(elsewhere.text(), Some(text));
+        let mut tree = Data::from(serde_json::json!({"a": 1}));
+        tree.share(&json, 8);
+        assert!(!tree.is_shared());
     }
 }
