@@ -116,7 +116,7 @@ impl Event {
 
     /// [`Event::write_json`], telling where in `out` the kept text of `data` was written
     /// (`None` when `data` has no text), for [`Data::share`].
-    pub fn write_json_data_at(&self, out: &mut String) -> serde_json::Result<Option<usize>> {
+    pub(crate) fn write_json_data_at(&self, out: &mut String) -> serde_json::Result<Option<usize>> {
         // The fields in the order of `Event`'s, as its derived `Serialize` writes them: kept
         // in step by the test `write_json_is_serdes_json`. Into a `String`, piece by piece,
         // so that nothing has to be checked to be UTF-8 afterwards (1.7% of the gateway's
