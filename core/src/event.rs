@@ -188,16 +188,27 @@ fn write_str(out: &mut String, text: &str) -> serde_json::Result<()> {
 }
 
 /// Whether a JSON string of `bytes` escapes any of them: a quote, a backslash or a control
-/// character. Sixteen at a time, without a branch per byte.
+/// character. Sixteen at a time, without a branch per byte: the bytes left over past the
+/// last sixteen are checked as the last sixteen (overlapping), a string shorter than sixteen
+/// padded to sixteen (a byte-by-byte tail was most of the cost for names and short values).
 fn needs_escape(bytes: &[u8]) -> bool {
     let escaped = |b: u8| (b < 0x20) | (b == b'"') | (b == b'\\');
-    let mut chunks = bytes.chunks_exact(16);
-    for chunk in &mut chunks {
-        if chunk.iter().fold(false, |any, &b| any | escaped(b)) {
-            return true;
+    let any = |chunk: &[u8; 16]| chunk.iter().fold(false, |any, &b| any | escaped(b));
+    let (chunks, rest) = bytes.as_chunks::<16>();
+    if chunks.iter().any(any) {
+        return true;
+    }
+    if rest.is_empty() {
+        return false;
+    }
+    match bytes.last_chunk::<16>() {
+        Some(last) => any(last),
+        None => {
+            let mut padded = [b'a'; 16];
+            padded[..rest.len()].copy_from_slice(rest);
+            any(&padded)
         }
     }
-    chunks.remainder().iter().any(|&b| escaped(b))
 }
 
 impl Event {
@@ -384,6 +395,21 @@ mod tests {
         let back: Event = serde_json::from_str(&event.to_json()).unwrap();
         assert_eq!(back, event);
         assert_eq!(back.to_json(), serde_json::to_string(&event).unwrap());
+    }
+
+    #[test]
+    fn a_byte_to_escape_is_found_at_any_length_and_place() {
+        for len in 0..50 {
+            let plain = "é".repeat(len / 2) + &"x".repeat(len % 2);
+            assert!(!needs_escape(plain.as_bytes()), "{plain:?}");
+            for at in 0..len {
+                for escaped in [b'"', b'\\', b'\n', 0x1f, 0] {
+                    let mut bytes = vec![b'x'; len];
+                    bytes[at] = escaped;
+                    assert!(needs_escape(&bytes), "{escaped} at {at} of {len}");
+                }
+            }
+        }
     }
 
     use proptest::strategy::Strategy;

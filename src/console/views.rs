@@ -13,6 +13,7 @@ use herald_core::config::QueueEngine;
 use herald_core::queue::Tapped;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::AdminState;
@@ -120,6 +121,35 @@ fn last_json(tapped: &Tapped) -> Value {
 /// The chart's buckets: one a minute, the last hour.
 pub const CHART_BUCKET_S: i64 = 60;
 pub const CHART_BUCKETS: usize = 60;
+impl ActivityInner {
+    /// One tapped event, at `now`.
+    fn record(&mut self, tapped: Tapped, now: i64) {
+        match self.sources.get_mut(tapped.event.source.as_str()) {
+            Some(entry) => {
+                entry.events += 1;
+                entry.per_second.add(now, 1);
+                entry.last = tapped.clone();
+            }
+            None => {
+                let mut per_second = Buckets::new(1, 60);
+                per_second.add(now, 1);
+                self.sources.insert(
+                    tapped.event.source.to_string(),
+                    SourceActivity {
+                        events: 1,
+                        last: tapped.clone(),
+                        per_second,
+                    },
+                );
+            }
+        }
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(tapped);
+    }
+}
+
 /// How often the deliveries counters are sampled into the charts (also at each overview).
 const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -151,43 +181,34 @@ impl Activity {
                     _ = stop.cancelled() => return,
                     t = rx.recv() => t,
                 };
-                match tapped {
-                    Ok(t) => self.record(t),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                let first = match tapped {
+                    Ok(t) => t,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                // A commit taps its events together: take those waiting already with it,
+                // under one lock and one reading of the clock.
+                let mut batch = vec![first];
+                while batch.len() < RECENT {
+                    match rx.try_recv() {
+                        Ok(t) => batch.push(t),
+                        Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                        Err(_) => break,
+                    }
                 }
+                self.record(batch);
             }
         });
     }
 
-    /// Runs once per routed event, so it allocates only for a source's first event: the
-    /// source is looked up by `&str`, and the last event is kept as the shared `Tapped`.
-    fn record(&self, tapped: Tapped) {
+    /// Runs for the events a commit tapped, so it allocates only for a source's first event:
+    /// the source is looked up by `&str`, and the last event is kept as the shared `Tapped`.
+    fn record(&self, batch: Vec<Tapped>) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let now = unix_now();
-        match inner.sources.get_mut(tapped.event.source.as_str()) {
-            Some(entry) => {
-                entry.events += 1;
-                entry.per_second.add(now, 1);
-                entry.last = tapped.clone();
-            }
-            None => {
-                let mut per_second = Buckets::new(1, 60);
-                per_second.add(now, 1);
-                inner.sources.insert(
-                    tapped.event.source.to_string(),
-                    SourceActivity {
-                        events: 1,
-                        last: tapped.clone(),
-                        per_second,
-                    },
-                );
-            }
+        for tapped in batch {
+            inner.record(tapped, now);
         }
-        if inner.recent.len() == RECENT {
-            inner.recent.pop_front();
-        }
-        inner.recent.push_back(tapped);
     }
 
     /// Adds what each sink's `herald_deliveries_total` grew by since the last sample to the
@@ -586,10 +607,13 @@ mod activity_tests {
     #[test]
     fn each_source_counts_its_events_and_keeps_its_last() {
         let activity = Activity::default();
-        for i in 0..RECENT + 5 {
-            activity.record(tapped(&format!("d{i}"), "directory"));
-        }
-        activity.record(tapped("c1", "classroom"));
+        // As a commit taps them: many at once, then one.
+        activity.record(
+            (0..RECENT + 5)
+                .map(|i| tapped(&format!("d{i}"), "directory"))
+                .collect(),
+        );
+        activity.record(vec![tapped("c1", "classroom")]);
         let inner = activity.inner.lock().unwrap();
         let d = &inner.sources["directory"];
         assert_eq!(d.events, RECENT as u64 + 5);

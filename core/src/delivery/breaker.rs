@@ -58,6 +58,13 @@ impl Breaker {
         self.state
     }
 
+    /// Closed and not paused: every attempt may start, whatever the time. The workers ask
+    /// this first and read the clock only when it is not so (one reading per delivery
+    /// otherwise, on the path of every event).
+    pub fn at_rest(&self) -> bool {
+        self.paused_until.is_none() && matches!(self.state, State::Closed)
+    }
+
     /// How long no attempt may start, without taking the half-open probe (`None`: one may).
     pub fn blocked_for(&self, now: Instant) -> Option<Duration> {
         if let Some(until) = self.paused_until.filter(|u| now < *u) {
@@ -145,11 +152,14 @@ mod tests {
     async fn opens_after_a_run_of_failures_and_probes_after_the_cooldown() {
         let mut b = Breaker::default();
         let now = Instant::now();
+        assert!(b.at_rest());
         for _ in 0..FAILURE_THRESHOLD - 1 {
             b.on_failure(now);
+            assert!(b.at_rest(), "closed still");
             assert_eq!(b.gate(now), Gate::Go);
         }
         b.on_failure(now);
+        assert!(!b.at_rest(), "open");
         assert_eq!(b.gate(now), Gate::Wait(FIRST_COOLDOWN));
 
         tokio::time::advance(FIRST_COOLDOWN).await;
@@ -177,6 +187,7 @@ mod tests {
         tokio::time::advance(FIRST_COOLDOWN * 2).await;
         assert_eq!(b.gate(Instant::now()), Gate::Probe);
         b.on_success();
+        assert!(b.at_rest(), "closed again");
         assert_eq!(b.gate(Instant::now()), Gate::Go);
         assert_eq!(b.state(), State::Closed);
     }
@@ -217,9 +228,11 @@ mod tests {
         let mut b = Breaker::default();
         let now = Instant::now();
         b.pause(now, Duration::from_secs(2));
+        assert!(!b.at_rest(), "paused, though closed");
         assert_eq!(b.gate(now), Gate::Wait(Duration::from_secs(2)));
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(b.gate(Instant::now()), Gate::Go);
+        assert!(b.at_rest(), "the pause is over once an attempt went");
         assert_eq!(b.state(), State::Closed);
     }
 }

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 
 use crate::FastMap;
 use std::hash::BuildHasher;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex, MutexGuard};
 
 /// How many deliveries are remembered; the oldest are forgotten first.
 pub const CAPACITY: usize = 8192;
@@ -37,14 +37,29 @@ fn key(source: &str, id: &str, route: &str, sink: &str) -> u64 {
 
 /// Records the outcome of an attempt (the sink workers).
 pub fn note(source: &str, id: &str, route: &str, sink: &str, seen: Seen) {
-    let k = key(source, id, route, sink);
-    let mut recent = RECENT.lock().unwrap_or_else(|p| p.into_inner());
-    if recent.last.insert(k, seen).is_none() {
-        recent.order.push_back(k);
-        if recent.order.len() > CAPACITY
-            && let Some(old) = recent.order.pop_front()
-        {
-            recent.last.remove(&old);
+    noting().note(source, id, route, sink, seen);
+}
+
+/// The record locked, to note the outcomes of a batch of attempts under one lock.
+pub fn noting() -> Noting {
+    Noting(RECENT.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// The record of outcomes, locked ([`noting`]).
+pub struct Noting(MutexGuard<'static, Recent>);
+
+impl Noting {
+    /// As [`note`].
+    pub fn note(&mut self, source: &str, id: &str, route: &str, sink: &str, seen: Seen) {
+        let k = key(source, id, route, sink);
+        let recent = &mut *self.0;
+        if recent.last.insert(k, seen).is_none() {
+            recent.order.push_back(k);
+            if recent.order.len() > CAPACITY
+                && let Some(old) = recent.order.pop_front()
+            {
+                recent.last.remove(&old);
+            }
         }
     }
 }

@@ -300,6 +300,7 @@ impl Journal {
                 tapped_alike: None,
                 retention_ms: retention_ms(queue),
                 metrics: writer::Metrics::default(),
+                records: writer::Records::default(),
             },
             commands: rx,
             routes,
@@ -807,6 +808,7 @@ pub fn open_for_admin(dir: &Path) -> Result<AdminJournal, JournalError> {
             tapped_alike: None,
             retention_ms: i64::MAX,
             metrics: writer::Metrics::default(),
+            records: writer::Records::default(),
         }),
         shared,
     })

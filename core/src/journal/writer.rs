@@ -101,6 +101,9 @@ pub(super) struct Core {
     pub tapped_alike: Option<Arc<[(String, String)]>>,
     pub retention_ms: i64,
     pub metrics: Metrics,
+    /// The buffer the batches are encoded into, kept from one commit to the next: made anew
+    /// for every batch, it grew a dozen times per commit, copying what it held each time.
+    pub records: Records,
 }
 
 /// `(sink, route)` pairs as a tapped event's `(route, sink)` deliveries: `last` when it lists
@@ -291,12 +294,25 @@ impl Writer {
 
 /// The records of one group commit, encoded into one buffer.
 #[derive(Default)]
-struct Records {
+pub(super) struct Records {
     buf: Vec<u8>,
     spans: Vec<(u8, usize, usize)>,
 }
 
 impl Records {
+    /// The largest buffer kept for the next commit (a batch of large events may need more
+    /// once, and gives it back).
+    const KEEP: usize = 4 << 20;
+
+    /// Empties it for the next commit.
+    fn clear(&mut self) {
+        if self.buf.capacity() > Self::KEEP {
+            *self = Records::default();
+        }
+        self.buf.clear();
+        self.spans.clear();
+    }
+
     /// Encodes a record; returns its seq once appended at `first`.
     fn push(&mut self, first: u64, kind: u8, encode: impl FnOnce(&mut Vec<u8>)) -> u64 {
         let start = self.buf.len();
@@ -391,11 +407,12 @@ impl Core {
         let now = now_millis();
         let first = self.ledger.next_seq();
         let tapping = self.tap.receiver_count() > 0;
-        let mut records = Records::default();
+        let mut records = std::mem::take(&mut self.records);
+        records.clear();
         let mut replies = Vec::with_capacity(commands.len());
         let mut stop = None;
-        let mut tapped = Vec::new();
-        let mut appended: Vec<Held> = Vec::new();
+        let mut tapped = Vec::with_capacity(if tapping { size } else { 0 });
+        let mut appended: Vec<Held> = Vec::with_capacity(size);
         let mut touched: BTreeSet<String> = BTreeSet::new();
         let mut dead: Vec<NewDead> = Vec::new();
         let mut replayed: Vec<u64> = Vec::new();
@@ -543,6 +560,7 @@ impl Core {
                     .append_then(&records.entries(), || recent.extend(appended))
             })
             .during("committing a batch");
+        self.records = records;
         self.metrics
             .commit_seconds
             .record(started.elapsed().as_secs_f64());

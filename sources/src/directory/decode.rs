@@ -146,23 +146,23 @@ pub fn decode_found(
     );
     event.subject = subject;
     let expires = expiration.as_ref().map(|(time, _)| *time);
-    // In the order of the names, so that the map is built in one pass rather than searched
-    // for every insert (those searches were 3% of the gateway's instructions under load).
-    let mut meta = Vec::with_capacity(8 + uri_params.len());
-    if let Some((_, text)) = expiration {
-        meta.push(("channelExpiration".into(), text));
+    // Inserted from the last name to the first: each insert then finds its place at the
+    // front of the map's one node with a single comparison. Built in ascending order, every
+    // insert searched the whole node (3% of the gateway's instructions under load); collected
+    // from a sorted `Vec`, the map sorted and deduplicated it again, moving every entry
+    // several times (2% of the gateway's CPU time under load).
+    let meta = &mut event.meta;
+    meta.insert("resourceUri".into(), resource_uri);
+    meta.insert("resourceState".into(), state.into());
+    meta.insert("resourceId".into(), resource_id);
+    meta.insert("messageNumber".into(), number.into());
+    for (name, value) in uri_params.iter().rev() {
+        meta.insert((*name).into(), value.clone());
     }
-    meta.push(("channelId".into(), channel_id.clone()));
-    meta.extend(
-        uri_params
-            .iter()
-            .map(|(name, value)| ((*name).into(), value.clone())),
-    );
-    meta.push(("messageNumber".into(), number.into()));
-    meta.push(("resourceId".into(), resource_id));
-    meta.push(("resourceState".into(), state.into()));
-    meta.push(("resourceUri".into(), resource_uri));
-    event.meta = meta.into_iter().collect();
+    meta.insert("channelId".into(), channel_id.clone());
+    if let Some((_, text)) = expiration {
+        meta.insert("channelExpiration".into(), text);
+    }
     Ok(DirectoryMessage {
         sync: state == "sync",
         channel_id,

@@ -174,9 +174,17 @@ impl Index {
                 size,
             },
         )?;
-        let mut by_sink: Vec<(&str, &str)> = head.deliveries.clone();
-        by_sink.sort_unstable();
-        for (sink, route) in by_sink {
+        // In the order of their sinks; the usual one delivery needs no sorted copy.
+        let sorted;
+        let by_sink = if head.deliveries.is_sorted() {
+            &head.deliveries
+        } else {
+            let mut copy = head.deliveries.clone();
+            copy.sort_unstable();
+            sorted = copy;
+            &sorted
+        };
+        for &(sink, route) in by_sink {
             let id = self.route_id(route)?;
             if let Some(queue) = self.sinks.get_mut(sink) {
                 queue.entries.push_back(pack(seq, id));
