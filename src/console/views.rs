@@ -121,6 +121,7 @@ fn last_json(tapped: &Tapped) -> Value {
 /// The chart's buckets: one a minute, the last hour.
 pub const CHART_BUCKET_S: i64 = 60;
 pub const CHART_BUCKETS: usize = 60;
+
 impl ActivityInner {
     /// One tapped event, at `now`.
     fn record(&mut self, tapped: Tapped, now: i64) {
@@ -176,6 +177,7 @@ impl Activity {
         }
         let mut rx = journal.tap();
         tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(RECENT);
             loop {
                 let tapped = tokio::select! {
                     _ = stop.cancelled() => return,
@@ -188,7 +190,7 @@ impl Activity {
                 };
                 // A commit taps its events together: take those waiting already with it,
                 // under one lock and one reading of the clock.
-                let mut batch = vec![first];
+                batch.push(first);
                 while batch.len() < RECENT {
                     match rx.try_recv() {
                         Ok(t) => batch.push(t),
@@ -196,14 +198,14 @@ impl Activity {
                         Err(_) => break,
                     }
                 }
-                self.record(batch);
+                self.record(batch.drain(..));
             }
         });
     }
 
     /// Runs for the events a commit tapped, so it allocates only for a source's first event:
     /// the source is looked up by `&str`, and the last event is kept as the shared `Tapped`.
-    fn record(&self, batch: Vec<Tapped>) {
+    fn record(&self, batch: impl IntoIterator<Item = Tapped>) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let now = unix_now();
         for tapped in batch {
@@ -608,11 +610,7 @@ mod activity_tests {
     fn each_source_counts_its_events_and_keeps_its_last() {
         let activity = Activity::default();
         // As a commit taps them: many at once, then one.
-        activity.record(
-            (0..RECENT + 5)
-                .map(|i| tapped(&format!("d{i}"), "directory"))
-                .collect(),
-        );
+        activity.record((0..RECENT + 5).map(|i| tapped(&format!("d{i}"), "directory")));
         activity.record(vec![tapped("c1", "classroom")]);
         let inner = activity.inner.lock().unwrap();
         let d = &inner.sources["directory"];
