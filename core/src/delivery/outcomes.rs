@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 
 use std::hash::BuildHasher;
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::{LazyLock, Mutex};
 
 /// How many outcomes are remembered; the oldest are forgotten first.
 pub const CAPACITY: usize = 8192;
@@ -32,31 +32,23 @@ static RECENT: LazyLock<Mutex<Recent>> =
 
 /// The delivery of event `(source, id)` by `route` to `sink`, as one number (a collision
 /// among 8,192 keys of 64 bits is negligible, and would only mislabel a console line).
-fn key(source: &str, id: &str, route: &str, sink: &str) -> u64 {
+pub fn key(source: &str, id: &str, route: &str, sink: &str) -> u64 {
     foldhash::fast::FixedState::with_seed(0).hash_one((source, id, route, sink))
 }
 
 /// Records the outcome of an attempt (the sink workers).
 pub fn note(source: &str, id: &str, route: &str, sink: &str, seen: Seen) {
-    noting().note(source, id, route, sink, seen);
+    note_all([(key(source, id, route, sink), seen)]);
 }
 
-/// The record locked, to note the outcomes of a batch of attempts under one lock.
-pub fn noting() -> Noting {
-    Noting(RECENT.lock().unwrap_or_else(|p| p.into_inner()))
-}
-
-/// The record of outcomes, locked ([`noting`]).
-pub struct Noting(MutexGuard<'static, Recent>);
-
-impl Noting {
-    /// As [`note`].
-    pub fn note(&mut self, source: &str, id: &str, route: &str, sink: &str, seen: Seen) {
-        let ring = &mut self.0.0;
-        if ring.len() == CAPACITY {
-            ring.pop_front();
+/// Records the outcomes of a batch of attempts, each under its [`key`], with one lock.
+pub fn note_all(noted: impl IntoIterator<Item = (u64, Seen)>) {
+    let mut recent = RECENT.lock().unwrap_or_else(|p| p.into_inner());
+    for (key, seen) in noted {
+        if recent.0.len() == CAPACITY {
+            recent.0.pop_front();
         }
-        ring.push_back((key(source, id, route, sink), seen));
+        recent.0.push_back((key, seen));
     }
 }
 

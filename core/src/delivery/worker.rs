@@ -678,38 +678,42 @@ fn judge(
     item: PendingItem,
     result: Result<(), SinkError>,
 ) -> (DeliveryKey, Outcome) {
-    let mut breaker = lock(&shared.breaker);
-    let judged = judge_one(
-        shared,
-        &mut breaker,
-        &mut super::outcomes::noting(),
-        item,
-        result,
-    );
-    shared.metrics.circuit.set(breaker.metric());
+    let mut noted = Vec::with_capacity(1);
+    let judged = {
+        let mut breaker = lock(&shared.breaker);
+        let judged = judge_one(shared, &mut breaker, &mut noted, item, result);
+        shared.metrics.circuit.set(breaker.metric());
+        judged
+    };
+    super::outcomes::note_all(noted);
     judged
 }
 
 /// [`judge`] for the answers of a batch, with the breaker and this gateway's record of
-/// outcomes locked once for all of them rather than once per delivery.
+/// outcomes locked once for all of them rather than once per delivery (the record after the
+/// judging, so that no log line is written while it is locked).
 fn judge_all(
     shared: &Shared,
     answers: impl Iterator<Item = (PendingItem, Result<(), SinkError>)>,
 ) -> Vec<(DeliveryKey, Outcome)> {
-    let mut breaker = lock(&shared.breaker);
-    let mut noting = super::outcomes::noting();
-    let judged = answers
-        .map(|(item, result)| judge_one(shared, &mut breaker, &mut noting, item, result))
-        .collect();
-    shared.metrics.circuit.set(breaker.metric());
+    let mut noted = Vec::new();
+    let judged = {
+        let mut breaker = lock(&shared.breaker);
+        let judged = answers
+            .map(|(item, result)| judge_one(shared, &mut breaker, &mut noted, item, result))
+            .collect();
+        shared.metrics.circuit.set(breaker.metric());
+        judged
+    };
+    super::outcomes::note_all(noted);
     judged
 }
 
-/// [`judge`] under the locks taken.
+/// [`judge`] under the breaker's lock, the outcome to note for the console pushed on `noted`.
 fn judge_one(
     shared: &Shared,
     breaker: &mut Breaker,
-    noting: &mut super::outcomes::Noting,
+    noted: &mut Vec<(u64, super::outcomes::Seen)>,
     item: PendingItem,
     result: Result<(), SinkError>,
 ) -> (DeliveryKey, Outcome) {
@@ -755,7 +759,10 @@ fn judge_one(
         Outcome::Retry { .. } => super::outcomes::Seen::Retrying,
         Outcome::Dead { .. } => super::outcomes::Seen::Dead,
     };
-    noting.note(&event.source, &event.id, &key.route, &key.sink, seen);
+    noted.push((
+        super::outcomes::key(&event.source, &event.id, &key.route, &key.sink),
+        seen,
+    ));
     match &outcome {
         Outcome::Retry { attempt, .. } => {
             shared.metrics.retries.increment(1);
