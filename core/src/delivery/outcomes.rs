@@ -1,7 +1,8 @@
 //! The last outcome of this gateway's recent deliveries, for the console's live events
 //! (docs/architecture.md §12, "Live events"). In memory, per process (one gateway), bounded
-//! by [`CAPACITY`]; fed by the sink workers after each attempt with one hash and one short
-//! lock, no allocation. A delivery made by another gateway on a shared queue is not here.
+//! by [`CAPACITY`]; fed by the sink workers after each batch of attempts with one hash per
+//! attempt and one short lock per batch, allocating nothing here. A delivery made by another
+//! gateway on a shared queue is not here.
 //!
 //! The outcomes are kept as a ring in the order they came, which a console's question reads
 //! from the newest back: noting one writes next to the last instead of into a map (whose
@@ -36,8 +37,9 @@ pub fn key(source: &str, id: &str, route: &str, sink: &str) -> u64 {
     foldhash::fast::FixedState::with_seed(0).hash_one((source, id, route, sink))
 }
 
-/// Records the outcome of an attempt (the sink workers).
-pub fn note(source: &str, id: &str, route: &str, sink: &str, seen: Seen) {
+/// Records the outcome of one attempt.
+#[cfg(test)]
+fn note(source: &str, id: &str, route: &str, sink: &str, seen: Seen) {
     note_all([(key(source, id, route, sink), seen)]);
 }
 
