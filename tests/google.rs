@@ -244,6 +244,20 @@ async fn one_gateway_leads_the_lifecycle_and_another_takes_over() {
     );
     assert_eq!(google.calls("/users/watch").len(), 1, "one channel opened");
 
+    // Killed between a renewal's call to Google and its record, the leader would leave the
+    // next one to renew again at once (it cannot know of a renewal not recorded): the kill
+    // waits for the leader to have recorded (and logged) every renewal Google has seen.
+    let recorded = |g: &Gateway| {
+        g.log()
+            .matches("Classroom registration created or renewed")
+            .count()
+    };
+    until(
+        "the leader recorded its renewals",
+        Duration::from_secs(10),
+        || recorded(&gateways[leader]) >= creates().len(),
+    )
+    .await;
     let before = creates().len();
     gateways[leader].kill9();
     until("the other gateway leads", Duration::from_secs(20), || {
