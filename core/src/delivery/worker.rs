@@ -678,30 +678,35 @@ fn judge(
     item: PendingItem,
     result: Result<(), SinkError>,
 ) -> (DeliveryKey, Outcome) {
-    let mut noted = Vec::with_capacity(1);
-    let judged = {
-        let mut breaker = lock(&shared.breaker);
-        let judged = judge_one(shared, &mut breaker, &mut noted, item, result);
-        shared.metrics.circuit.set(breaker.metric());
-        judged
-    };
-    super::outcomes::note_all(noted);
-    judged
+    judging(shared, |breaker, noted| {
+        judge_one(shared, breaker, noted, item, result)
+    })
 }
 
 /// [`judge`] for the answers of a batch, with the breaker and this gateway's record of
-/// outcomes locked once for all of them rather than once per delivery (the record after the
-/// judging, so that no log line is written while it is locked).
+/// outcomes locked once for all of them rather than once per delivery.
 fn judge_all(
     shared: &Shared,
     answers: impl Iterator<Item = (PendingItem, Result<(), SinkError>)>,
 ) -> Vec<(DeliveryKey, Outcome)> {
+    judging(shared, |breaker, noted| {
+        answers
+            .map(|(item, result)| judge_one(shared, breaker, noted, item, result))
+            .collect()
+    })
+}
+
+/// Runs `judge` with the breaker locked, then notes the outcomes it pushed for the console
+/// under one lock of that record, after the judging, so that no log line is written while
+/// it is locked.
+fn judging<T>(
+    shared: &Shared,
+    judge: impl FnOnce(&mut Breaker, &mut Vec<(u64, super::outcomes::Seen)>) -> T,
+) -> T {
     let mut noted = Vec::new();
     let judged = {
         let mut breaker = lock(&shared.breaker);
-        let judged = answers
-            .map(|(item, result)| judge_one(shared, &mut breaker, &mut noted, item, result))
-            .collect();
+        let judged = judge(&mut breaker, &mut noted);
         shared.metrics.circuit.set(breaker.metric());
         judged
     };
