@@ -176,7 +176,7 @@ impl Queue for Journal {
             let index = self.shared.index();
             index
                 .unrouted
-                .iter()
+                .keys()
                 .copied()
                 .filter(|seq| {
                     self.unrouted

@@ -21,9 +21,13 @@ pub(super) fn forget(
     let mut report = store::forget(&core.db, user_id)?;
     // Which events name the user, and how many of their deliveries were still pending.
     let mut doomed = std::collections::BTreeSet::new();
-    ledger::each_event(core.ledger.log(), |seq, _, json| {
+    let mut deliveries: Vec<(u64, String, String)> = Vec::new();
+    ledger::each_event(core.ledger.log(), |seq, head, json| {
         if rules::event_json_names_user(json, user_id) {
             doomed.insert(seq);
+            for (sink, route) in &head.deliveries {
+                deliveries.push((seq, (*sink).to_owned(), (*route).to_owned()));
+            }
         }
         Ok(())
     })?;
@@ -31,14 +35,12 @@ pub(super) fn forget(
         return Ok(report);
     }
     {
+        // Asked of the index, which knows those in memory and those in the log only alike.
         let index = core.ledger.shared().index();
-        for queue in index.sinks.keys() {
-            report.deliveries_dropped += index
-                .scan(queue, None, usize::MAX)
-                .iter()
-                .filter(|f| doomed.contains(&f.seq))
-                .count() as u64;
-        }
+        report.deliveries_dropped += deliveries
+            .iter()
+            .filter(|(seq, sink, route)| index.is_pending(sink, *seq, route))
+            .count() as u64;
         // An unrouted event routed later has its copy too; both go.
     }
     report.events = doomed.len() as u64;

@@ -440,11 +440,16 @@ impl Journal {
         // Under load every delivery found is of an event still held in memory: then the
         // page is served here. A blocking thread is taken only to read events back from
         // disk, or when the writer holds the index (a checkpoint), never to wait for it here.
-        let quick = self.shared.try_index().map(|index| {
+        // A sink whose backlog is in the log only past what it holds takes the next part
+        // of it back on a blocking thread too.
+        let quick = self.shared.try_index().and_then(|index| {
             let found = index.scan(sink, after.as_ref().map(|a| (a.seq, &*a.route)), limit);
+            if found.len() < limit && index.spilled_from(sink).is_some() {
+                return None;
+            }
             drop(index);
             let held = self.recent.get_all(found.iter().map(|f| f.seq));
-            (found, held)
+            Some((found, held))
         });
         let scanned = match quick {
             Some((found, held)) if held.iter().all(Option::is_some) => {
@@ -704,9 +709,24 @@ fn scan_pending(
     after: Option<&DeliveryKey>,
     limit: usize,
 ) -> Scanned {
-    let found = shared
-        .index()
-        .scan(sink, after.map(|a| (a.seq, &*a.route)), limit);
+    let scan = || {
+        shared
+            .index()
+            .scan(sink, after.map(|a| (a.seq, &*a.route)), limit)
+    };
+    let mut found = scan();
+    while found.len() < limit {
+        match shared.refill(sink) {
+            Ok(still) => {
+                found = scan();
+                if !still {
+                    break;
+                }
+            }
+            // Logged by `refill`, once for where it failed.
+            Err(_) => break,
+        }
+    }
     let held = recent.get_all(found.iter().map(|f| f.seq));
     fill(shared, sink, found, held)
 }

@@ -999,3 +999,74 @@ fn a_failed_commit_is_unready_until_one_succeeds() {
     live.commit_succeeded();
     assert_eq!(live.failing(), None, "ready again after a commit");
 }
+
+#[tokio::test]
+async fn a_backlog_past_what_a_sink_keeps_in_memory_is_read_back_from_the_log() {
+    // Each sink keeps 8 pending deliveries in memory; the rest of its backlog is in the log
+    // only and read back as its pages reach it, across a restart too.
+    ledger::index::set_spill_at(8);
+    let dir = tempfile::tempdir().unwrap();
+    let mut journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+    for i in 0..60 {
+        let ty = if i % 3 == 0 { "add" } else { "x" };
+        journal.commit(event(&format!("{i:02}"), ty)).await.unwrap();
+    }
+    let stats = journal.stats().unwrap();
+    assert_eq!(
+        stats.pending["audit"], 60,
+        "those in the log only are counted"
+    );
+    assert_eq!(stats.pending["chat"], 20);
+    assert_eq!(stats.undelivered_events, 60);
+
+    // A retry of one of them, kept through the restart and read back with the rest.
+    let first = journal.scan_pending("audit", None, 1).await.unwrap();
+    let retry = Outcome::Retry {
+        attempt: Attempt {
+            at: 1,
+            error: "HTTP 503".into(),
+        },
+        next_at: 2,
+    };
+    journal.record(first[0].key.clone(), retry).await.unwrap();
+
+    let mut seen = Vec::new();
+    let mut after = None;
+    let mut restarted = false;
+    loop {
+        let page = journal
+            .scan_pending("audit", after.clone(), 7)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.key.clone());
+        for item in page {
+            assert_eq!(&*item.json, item.event.to_json());
+            let attempts = if item.event.id == "00" { 1 } else { 0 };
+            assert_eq!(item.state.attempts, attempts, "{}", item.event.id);
+            seen.push(item.event.id.to_string());
+            journal.record(item.key, Outcome::Delivered).await.unwrap();
+        }
+        if seen.len() >= 30 && !restarted {
+            journal.close().await;
+            drop(journal);
+            journal = Journal::open(&queue(dir.path()), routes(), &sinks()).unwrap();
+            restarted = true;
+        }
+    }
+    let expected: Vec<String> = (0..60).map(|i| format!("{i:02}")).collect();
+    assert_eq!(seen, expected, "every delivery once, in order");
+    let chat: Vec<String> = journal
+        .scan_pending("chat", None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|item| item.event.id.to_string())
+        .collect();
+    let every_third: Vec<String> = (0..60).step_by(3).map(|i| format!("{i:02}")).collect();
+    assert_eq!(chat, every_third, "the other sink reads its own back");
+    let stats = journal.stats().unwrap();
+    assert_eq!(stats.pending["audit"], 0);
+    assert_eq!(stats.undelivered_events, 20, "the chat deliveries left");
+    journal.close().await;
+}

@@ -660,7 +660,7 @@ impl Core {
         records: &mut Records,
         routed: &mut FastSet<u64>,
     ) -> Result<Option<(Held, usize)>, JournalError> {
-        if routed.contains(&seq) || !self.ledger.shared().index().unrouted.contains(&seq) {
+        if routed.contains(&seq) || !self.ledger.shared().index().unrouted.contains_key(&seq) {
             return Ok(None);
         }
         let Some(original) = self.held(seq)? else {
@@ -780,6 +780,8 @@ impl Core {
         settled: &mut FastSet<DeliveryKey>,
         dead: &mut Vec<NewDead>,
     ) -> Result<usize, JournalError> {
+        // All of them, those only in the log too.
+        while self.ledger.shared().refill(sink)? {}
         let found = self.ledger.shared().index().scan(sink, None, usize::MAX);
         // The events in one pass over the log, not one read each: a removed sink's backlog
         // can be millions of deliveries.

@@ -4,8 +4,20 @@
 //! completions as exceptions, the unrouted events, the duplicate window (a hash and a seq
 //! per event), and a sparse map of batch positions to read events back from. The events
 //! themselves stay on disk.
+//!
+//! **A backlog stays on disk.** A sink holds at most [`SPILL_AT`] pending deliveries in
+//! memory: past that, its queue *spills*: from `spilled_from` on, its deliveries are only in
+//! the log (counted, not listed), and its worker takes them back a part at a time
+//! ([`Index::refill`], read by `Shared::refill`) as it works through the ones in memory.
+//! When every sink has spilled, the records after that point get no slot either (`slots_end`
+//! stops): none of their deliveries is in memory, so none can be settled but through a
+//! refill, which makes their slots as it passes them. So a long outage of the sinks costs
+//! disk, and memory only for the duplicate window. The one way a delivery past `spilled_from`
+//! is settled without a refill is a start that reads outcome records again (the refills of
+//! the run before are not in the log): such a delivery is kept as an exception
+//! (`SinkQueue::done_spilled`, and `early` for an event without a slot) until its refill.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::super::JournalError;
@@ -20,6 +32,11 @@ const ROUTE_BITS: u32 = 20;
 const ROUTE_MASK: u64 = (1 << ROUTE_BITS) - 1;
 /// The largest seq a packed delivery holds (2^44: 5 years at 100,000 records a second).
 pub const MAX_SEQ: u64 = (1 << (64 - ROUTE_BITS)) - 1;
+/// Pending deliveries a sink keeps in memory before the rest of its backlog stays on disk
+/// (1 MiB of them; a sink that keeps up has a few hundred).
+pub const SPILL_AT: usize = 128 * 1024;
+/// A refill reads at most this many records of the log.
+pub const REFILL_RECORDS: usize = 256 * 1024;
 
 fn pack(seq: u64, route: u32) -> u64 {
     (seq << ROUTE_BITS) | u64::from(route)
@@ -48,7 +65,8 @@ impl Slot {
     }
 }
 
-/// A sink's pending deliveries, in `(seq, route)` order.
+/// A sink's pending deliveries, in `(seq, route)` order: those in memory, then from
+/// `spilled_from` on those only in the log.
 #[derive(Clone, Debug, Default)]
 pub struct SinkQueue {
     entries: Chunked<u64>,
@@ -56,35 +74,73 @@ pub struct SinkQueue {
     done: FastSet<u64>,
     /// Deliveries attempted at least once.
     states: FastMap<u64, PendingState>,
+    /// From this seq on, the sink's deliveries are not in `entries` but in the log.
+    spilled_from: Option<u64>,
+    /// How many of those are pending.
+    spilled: u64,
+    /// Those settled without being read back (a start reading outcomes again).
+    done_spilled: FastSet<u64>,
 }
 
 impl SinkQueue {
     pub fn len(&self) -> usize {
-        self.entries.len() - self.done.len()
+        self.entries.len() - self.done.len() + self.spilled as usize
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn find(&self, seq: u64, route: u32) -> Option<usize> {
-        let at = self.entries.partition_point(|e| seq_of(*e) < seq);
+    /// Where a pending `(seq, route)` is: `Some(Some(i))` at `entries[i]`, `Some(None)` in
+    /// the log past `spilled_from` (a delivery an outcome record names there is one).
+    fn find(&self, seq: u64, route: u32) -> Option<Option<usize>> {
         let key = pack(seq, route);
+        if self.spilled_from.is_some_and(|from| seq >= from) {
+            return (!self.done_spilled.contains(&key)).then_some(None);
+        }
+        let at = self.entries.partition_point(|e| seq_of(*e) < seq);
         (at..self.entries.len())
             .take_while(|i| self.entries.get(*i).is_some_and(|e| seq_of(*e) == seq))
             .find(|i| self.entries.get(*i) == Some(&key) && !self.done.contains(&key))
+            .map(Some)
     }
+}
+
+/// What `Shared::refill` read of the log for a sink, from its `spilled_from`: the records
+/// `[from, to)`, the sink's deliveries among them, and for the records from `slots_from` on
+/// what their slots need.
+#[derive(Debug, Default)]
+pub struct Refill {
+    pub from: u64,
+    pub to: u64,
+    pub deliveries: Vec<(u64, String)>,
+    pub slots_from: u64,
+    /// `(seq, deliveries, flags, size)` of each record from `slots_from` on (0s for a
+    /// record that is not an event).
+    pub records: Vec<(u64, u16, u8, u32)>,
 }
 
 #[derive(Debug, Default)]
 pub struct Index {
     pub base: u64,
+    /// The slots of the records `[base, slots_end)`.
     pub slots: Chunked<Slot>,
+    /// Where the slots end: `next_seq`, unless every sink has spilled (see the module doc).
+    pub slots_end: u64,
     pub next_seq: u64,
     pub sinks: BTreeMap<String, SinkQueue>,
+    /// How many of `sinks` have spilled.
+    spilled_sinks: usize,
+    /// Per event past `slots_end`, deliveries settled before its slot was made.
+    early: FastMap<u64, u16>,
+    /// How many deliveries a sink keeps in memory ([`SPILL_AT`]; tests use a few).
+    pub spill_at: usize,
+    /// Refills taken so far (they change the index without a record).
+    pub refills: u64,
     routes: Vec<Arc<str>>,
     route_ids: FastMap<Arc<str>, u32>,
-    pub unrouted: BTreeSet<u64>,
+    /// The events waiting to be routed, with their JSON's length.
+    pub unrouted: BTreeMap<u64, u32>,
     pub dedup: super::dedup::Window,
     /// Batch starts, sparse: reading an event starts at the last one at or before it.
     pub marks: BTreeMap<u64, Position>,
@@ -106,7 +162,9 @@ impl Index {
     pub fn new(first_seq: u64) -> Index {
         Index {
             base: first_seq,
+            slots_end: first_seq,
             next_seq: first_seq,
+            spill_at: spill_at(),
             ..Index::default()
         }
     }
@@ -130,7 +188,14 @@ impl Index {
         self.slots.get_mut(i)
     }
 
-    /// Takes the record `seq` (the next one) into the index.
+    /// Whether the record `seq` (the next one) gets a slot: the slots reach it, and some
+    /// sink has not spilled (or there is none).
+    fn slots_live(&self, seq: u64) -> bool {
+        self.slots_end == seq && (self.sinks.is_empty() || self.spilled_sinks < self.sinks.len())
+    }
+
+    /// Takes the record `seq` (the next one) into the index, with a slot if
+    /// [`Index::slots_live`].
     fn push(&mut self, seq: u64, slot: Slot) -> Result<(), JournalError> {
         if seq != self.next_seq {
             return Err(JournalError::corrupt(
@@ -148,24 +213,35 @@ impl Index {
             self.undelivered_events += 1;
             self.undelivered_bytes += u64::from(slot.size);
         }
-        if self.slots.is_empty() && !slot.undelivered() {
-            self.base = seq + 1;
-        } else {
-            self.slots.push_back(slot);
+        if self.slots_live(seq) {
+            self.put_slot(seq, slot);
         }
         self.next_seq = seq + 1;
         Ok(())
     }
 
+    /// Makes the slot of `seq`, the one at `slots_end`.
+    fn put_slot(&mut self, seq: u64, slot: Slot) {
+        if self.slots.is_empty() && !slot.undelivered() {
+            self.base = seq + 1;
+        } else {
+            self.slots.push_back(slot);
+        }
+        self.slots_end = seq + 1;
+    }
+
     /// Any other record (an outcome, a tombstone): it only takes a seq.
     pub fn add_other(&mut self, seq: u64) -> Result<(), JournalError> {
-        self.push(seq, Slot::default())
+        self.push(seq, Slot::default())?;
+        self.trim();
+        Ok(())
     }
 
     /// The `EVENT` record `seq` with `head`; `size` is its JSON's length.
     pub fn add_event(&mut self, seq: u64, head: &EventHead, size: u32) -> Result<(), JournalError> {
         let unrouted = head.flags & codec::UNROUTED != 0;
         let left = u16::try_from(head.deliveries.len()).unwrap_or(u16::MAX);
+        let live = self.slots_live(seq);
         self.push(
             seq,
             Slot {
@@ -186,16 +262,32 @@ impl Index {
         };
         for &(sink, route) in by_sink {
             let id = self.route_id(route)?;
-            if let Some(queue) = self.sinks.get_mut(sink) {
-                queue.entries.push_back(pack(seq, id));
+            let queue = match self.sinks.get_mut(sink) {
+                Some(queue) => queue,
+                None => {
+                    // A sink new while the slots stand still starts spilled where they end:
+                    // its deliveries must not be settled where there are no slots, and a
+                    // refill reads from its spill on what the slots after it need.
+                    let queue = SinkQueue {
+                        spilled_from: (!live).then_some(self.slots_end),
+                        ..SinkQueue::default()
+                    };
+                    self.spilled_sinks += usize::from(!live);
+                    self.sinks.entry(sink.to_owned()).or_insert(queue)
+                }
+            };
+            if queue.spilled_from.is_none() && queue.entries.len() >= self.spill_at {
+                queue.spilled_from = Some(seq);
+                self.spilled_sinks += 1;
+            }
+            if queue.spilled_from.is_some() {
+                queue.spilled += 1;
             } else {
-                let mut queue = SinkQueue::default();
                 queue.entries.push_back(pack(seq, id));
-                self.sinks.insert(sink.to_owned(), queue);
             }
         }
         if unrouted {
-            self.unrouted.insert(seq);
+            self.unrouted.insert(seq, size);
         }
         if let Some(from) = head.from {
             self.routed(from);
@@ -209,8 +301,15 @@ impl Index {
 
     /// The unrouted event `from` was routed (its routed copy carries the deliveries).
     fn routed(&mut self, from: u64) {
-        self.unrouted.remove(&from);
+        let Some(size) = self.unrouted.remove(&from) else {
+            return;
+        };
         let Some(slot) = self.slot_mut(from) else {
+            // No slot (yet): it is undelivered no more.
+            if from >= self.slots_end {
+                self.undelivered_events = self.undelivered_events.saturating_sub(1);
+                self.undelivered_bytes = self.undelivered_bytes.saturating_sub(u64::from(size));
+            }
             return;
         };
         if !slot.unrouted {
@@ -254,16 +353,23 @@ impl Index {
         };
         let key = pack(seq, *id);
         queue.states.remove(&key);
-        if at == 0 {
-            queue.entries.pop_front();
-            while let Some(front) = queue.entries.front() {
-                if !queue.done.remove(front) {
-                    break;
-                }
-                queue.entries.pop_front();
+        match at {
+            None => {
+                queue.done_spilled.insert(key);
+                queue.spilled = queue.spilled.saturating_sub(1);
             }
-        } else {
-            queue.done.insert(key);
+            Some(0) => {
+                queue.entries.pop_front();
+                while let Some(front) = queue.entries.front() {
+                    if !queue.done.remove(front) {
+                        break;
+                    }
+                    queue.entries.pop_front();
+                }
+            }
+            Some(_) => {
+                queue.done.insert(key);
+            }
         }
         if let Some(slot) = self.slot_mut(seq) {
             slot.left = slot.left.saturating_sub(1);
@@ -273,6 +379,9 @@ impl Index {
                 self.undelivered_bytes =
                     self.undelivered_bytes.saturating_sub(u64::from(slot.size));
             }
+        } else if seq >= self.slots_end {
+            // Counted off when its slot is made.
+            *self.early.entry(seq).or_default() += 1;
         }
         self.trim();
         true
@@ -302,11 +411,116 @@ impl Index {
             self.base += 1;
         }
         if self.slots.is_empty() {
-            self.base = self.next_seq;
+            self.base = self.slots_end;
+        }
+        if self.spilled_sinks > 0 {
+            self.pass_settled();
         }
     }
 
-    /// Up to `limit` pending deliveries of `sink` after `after` (exclusive).
+    /// Below `base` every delivery is settled, those of a spill too: a sink's spill starts
+    /// at `base` at the earliest (its records may be deleted), and ends there if that is
+    /// where the log does.
+    fn pass_settled(&mut self) {
+        let (base, next_seq) = (self.base, self.next_seq);
+        for queue in self.sinks.values_mut() {
+            let Some(from) = queue.spilled_from.filter(|from| *from < base) else {
+                continue;
+            };
+            queue.done_spilled.retain(|key| seq_of(*key) >= base);
+            if base >= next_seq {
+                debug_assert_eq!(queue.spilled, 0, "spilled from {from}");
+                queue.spilled_from = None;
+                queue.spilled = 0;
+                self.spilled_sinks -= 1;
+            } else {
+                queue.spilled_from = Some(base);
+            }
+        }
+    }
+
+    /// Where `sink`'s deliveries are in the log only, if they are.
+    pub fn spilled_from(&self, sink: &str) -> Option<u64> {
+        self.sinks.get(sink)?.spilled_from
+    }
+
+    /// Takes back what `Shared::refill` read of the log for `sink` (nothing if another
+    /// refill took it first). The records at `next_seq` and after (written, not yet
+    /// applied here) are left to the writer.
+    pub fn refill(&mut self, sink: &str, read: Refill) -> Result<(), JournalError> {
+        let next_seq = self.next_seq;
+        let Some(queue) = self.sinks.get(sink) else {
+            return Ok(());
+        };
+        if queue.spilled_from != Some(read.from) || read.to <= read.from {
+            return Ok(());
+        }
+        let to = read.to.min(next_seq);
+        self.refills += 1;
+        let mut keys = Vec::with_capacity(read.deliveries.len());
+        for (seq, route) in read.deliveries.iter().filter(|(seq, _)| *seq < to) {
+            keys.push(pack(*seq, self.route_id(route)?));
+        }
+        let Some(queue) = self.sinks.get_mut(sink) else {
+            return Ok(());
+        };
+        for key in keys {
+            if !queue.done_spilled.remove(&key) {
+                queue.entries.push_back(key);
+                queue.spilled = queue.spilled.saturating_sub(1);
+            }
+        }
+        queue.done_spilled.retain(|key| seq_of(*key) >= to);
+        if to == next_seq {
+            queue.spilled_from = None;
+            queue.spilled = 0;
+            self.spilled_sinks -= 1;
+        } else {
+            queue.spilled_from = Some(to);
+        }
+        // The slots of the records read that have none yet.
+        if self.slots_end < to {
+            if read.slots_from > self.slots_end {
+                return Err(JournalError::io(
+                    "taking back a sink's deliveries",
+                    "the records read start after the slots",
+                ));
+            }
+            for &(seq, deliveries, flags, size) in &read.records {
+                if seq < self.slots_end {
+                    continue;
+                }
+                if seq >= to {
+                    break;
+                }
+                let unrouted = self.unrouted.contains_key(&seq);
+                let early = self.early.remove(&seq).unwrap_or(0);
+                let slot = Slot {
+                    left: deliveries.saturating_sub(early),
+                    unrouted,
+                    size,
+                };
+                // Counted as undelivered when added, if it had deliveries; an unrouted
+                // event's count is kept by `routed`.
+                if flags & codec::UNROUTED == 0 && deliveries > 0 && !slot.undelivered() {
+                    self.undelivered_events = self.undelivered_events.saturating_sub(1);
+                    self.undelivered_bytes = self.undelivered_bytes.saturating_sub(u64::from(size));
+                }
+                self.put_slot(seq, slot);
+            }
+            if self.slots_end != to {
+                return Err(JournalError::io(
+                    "taking back a sink's deliveries",
+                    format_args!("the records read end at {}, not {to}", self.slots_end),
+                ));
+            }
+        }
+        self.trim();
+        Ok(())
+    }
+
+    /// Up to `limit` pending deliveries of `sink` in memory after `after` (exclusive); past
+    /// `spilled_from` they are read back with `Shared::refill` first.
     pub fn scan(&self, sink: &str, after: Option<(u64, &str)>, limit: usize) -> Vec<Found> {
         let Some(queue) = self.sinks.get(sink) else {
             return Vec::new();
@@ -365,6 +579,14 @@ impl Index {
             if queue.states.capacity() > 4096 && queue.states.len() < queue.states.capacity() / 4 {
                 queue.states.shrink_to(queue.states.len() * 2);
             }
+            if queue.done_spilled.capacity() > 4096
+                && queue.done_spilled.len() < queue.done_spilled.capacity() / 4
+            {
+                queue.done_spilled.shrink_to(queue.done_spilled.len() * 2);
+            }
+        }
+        if self.early.capacity() > 4096 && self.early.len() < self.early.capacity() / 4 {
+            self.early.shrink_to(self.early.len() * 2);
         }
     }
 
@@ -419,10 +641,22 @@ impl Index {
                 out.put(&(json.len() as u32).to_le_bytes());
                 out.put(&json);
             }
+            u64s(&mut *out, queue.spilled_from.unwrap_or(u64::MAX));
+            u64s(&mut *out, queue.spilled);
+            u64s(&mut *out, queue.done_spilled.len() as u64);
+            for e in &queue.done_spilled {
+                u64s(&mut *out, *e);
+            }
         }
         u64s(&mut *out, self.unrouted.len() as u64);
-        for seq in &self.unrouted {
+        for (seq, size) in &self.unrouted {
             u64s(&mut *out, *seq);
+            out.put(&size.to_le_bytes());
+        }
+        u64s(&mut *out, self.early.len() as u64);
+        for (seq, settled) in &self.early {
+            u64s(&mut *out, *seq);
+            out.put(&settled.to_le_bytes());
         }
         self.dedup.encode(out);
         u64s(&mut *out, self.marks.len() as u64);
@@ -445,6 +679,7 @@ impl Index {
             next_seq: r.u64()?,
             undelivered_events: r.u64()?,
             undelivered_bytes: r.u64()?,
+            spill_at: spill_at(),
             ..Index::default()
         };
         let count = |r: &mut Reader<'_>| -> Result<usize, JournalError> {
@@ -485,6 +720,13 @@ impl Index {
                 let len = r.u32()? as usize;
                 queue.states.insert(key, PendingState::decode(r.take(len)?));
             }
+            let spilled_from = r.u64()?;
+            queue.spilled_from = (spilled_from != u64::MAX).then_some(spilled_from);
+            queue.spilled = r.u64()?;
+            for _ in 0..count(&mut r)? {
+                queue.done_spilled.insert(r.u64()?);
+            }
+            index.spilled_sinks += usize::from(queue.spilled_from.is_some());
             if queue
                 .entries
                 .iter()
@@ -495,7 +737,12 @@ impl Index {
             index.sinks.insert(sink, queue);
         }
         for _ in 0..count(&mut r)? {
-            index.unrouted.insert(r.u64()?);
+            let seq = r.u64()?;
+            index.unrouted.insert(seq, r.u32()?);
+        }
+        for _ in 0..count(&mut r)? {
+            let seq = r.u64()?;
+            index.early.insert(seq, r.u16()?);
         }
         index.dedup = super::dedup::Window::decode(&mut r, bytes.len())?;
         for _ in 0..count(&mut r)? {
@@ -513,16 +760,40 @@ impl Index {
         if r.at != bytes.len() {
             return Err(r.bad("bytes follow the index"));
         }
-        if index.base.checked_add(index.slots.len() as u64) != Some(index.next_seq) {
-            return Err(r.bad(format_args!(
-                "its {} slots from seq {} do not end at its next seq {}",
-                index.slots.len(),
-                index.base,
-                index.next_seq
-            )));
-        }
+        index.slots_end = index
+            .base
+            .checked_add(index.slots.len() as u64)
+            .filter(|end| *end <= index.next_seq)
+            .ok_or_else(|| {
+                r.bad(format_args!(
+                    "its {} slots from seq {} go past its next seq {}",
+                    index.slots.len(),
+                    index.base,
+                    index.next_seq
+                ))
+            })?;
         Ok(index)
     }
+}
+
+/// How many deliveries a sink keeps in memory: [`SPILL_AT`], or in tests what
+/// [`set_spill_at`] says (nextest runs each test in a process of its own).
+fn spill_at() -> usize {
+    #[cfg(test)]
+    match TEST_SPILL_AT.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => {}
+        n => return n,
+    }
+    SPILL_AT
+}
+
+#[cfg(test)]
+static TEST_SPILL_AT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Makes the indexes this process opens from now on spill past `n` deliveries a sink.
+#[cfg(test)]
+pub fn set_spill_at(n: usize) {
+    TEST_SPILL_AT.store(n, std::sync::atomic::Ordering::Relaxed);
 }
 
 fn put_long_str(out: &mut (impl Out + ?Sized), s: &str) {
@@ -621,7 +892,7 @@ mod tests {
         index.add_event(1, &unrouted, 5).unwrap();
         index.add_other(2).unwrap();
         assert_eq!(index.undelivered_events, 1);
-        assert!(index.unrouted.contains(&1));
+        assert!(index.unrouted.contains_key(&1));
         let mut routed = head(&[("a", "r")]);
         routed.from = Some(1);
         routed.flags = codec::ROUTED;

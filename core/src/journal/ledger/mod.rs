@@ -39,7 +39,10 @@ use index::Index;
 /// The log's directory inside `queue.path`.
 pub const LOG_DIR: &str = "log";
 const CHECKPOINT: &str = "checkpoint";
-const CHECKPOINT_MAGIC: &[u8; 8] = b"HRLDCKP1";
+const CHECKPOINT_MAGIC: &[u8; 8] = b"HRLDCKP2";
+/// The checkpoints before sink queues spilled to the log: read as none (the index is then
+/// rebuilt from the whole log).
+const OLD_CHECKPOINT_MAGIC: &[u8; 8] = b"HRLDCKP1";
 /// How often the index is written to its checkpoint while records come in.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
 /// A batch position is kept at most every this many bytes of a segment.
@@ -52,6 +55,8 @@ pub struct Shared {
     view: Mutex<Arc<View>>,
     /// Why the log takes no more writes until the gateway restarts, once it says so.
     refusing: Mutex<Option<String>>,
+    /// Where reading a sink's deliveries back failed, each logged once.
+    failed_refills: Mutex<std::collections::BTreeSet<(String, u64)>>,
 }
 
 impl Shared {
@@ -146,6 +151,92 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Reads back from the log the next part of `sink`'s deliveries that are there only
+    /// (`index::Index::refill`): at most [`index::REFILL_RECORDS`] records and half the
+    /// sink's [`index::SPILL_AT`] deliveries, read without holding the index. Returns whether
+    /// the sink still has deliveries in the log only.
+    pub(crate) fn refill(&self, sink: &str) -> Result<bool, JournalError> {
+        let from = self.index().spilled_from(sink);
+        let result = self.read_back(sink);
+        if let (Err(e), Some(from)) = (&result, from) {
+            let mut failed = self
+                .failed_refills
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if failed.insert((sink.to_owned(), from)) {
+                tracing::error!(sink, seq = from, error = %e, "the sink's deliveries kept in the log cannot be read back from there; it delivers none past them until that is repaired");
+            }
+        }
+        result
+    }
+
+    fn read_back(&self, sink: &str) -> Result<bool, JournalError> {
+        let (from, start, slots_from, room) = {
+            let index = self.index();
+            let Some(from) = index.spilled_from(sink) else {
+                return Ok(false);
+            };
+            let start = index.marks.range(..=from).next_back().map(|(_, p)| *p);
+            (
+                from,
+                start,
+                index.slots_end,
+                index.spill_at.div_ceil(2).max(1),
+            )
+        };
+        let view = self.view();
+        let records = match start {
+            Some(start) => view.records_from(start, from.saturating_sub(1))?,
+            None => {
+                return Err(JournalError::corrupt(
+                    format!("the log's record {from}"),
+                    "no batch position before it is kept to read it from",
+                ));
+            }
+        };
+        let mut read = index::Refill {
+            from,
+            to: from,
+            slots_from,
+            ..index::Refill::default()
+        };
+        let mut taken = 0usize;
+        for record in records {
+            let record = record?;
+            if record.seq < from {
+                continue;
+            }
+            let (deliveries, flags, size) = if record.kind == EVENT {
+                let (head, at) = codec::decode_event_head(record.seq, &record.payload)?;
+                for (s, route) in &head.deliveries {
+                    if *s == sink {
+                        read.deliveries.push((record.seq, (*route).to_owned()));
+                    }
+                }
+                let size = u32::try_from(record.payload.len() - at).unwrap_or(u32::MAX);
+                let count = u16::try_from(head.deliveries.len()).unwrap_or(u16::MAX);
+                (count, head.flags, size)
+            } else {
+                (0, 0, 0)
+            };
+            if record.seq >= slots_from {
+                read.records.push((record.seq, deliveries, flags, size));
+            }
+            read.to = record.seq + 1;
+            taken += 1;
+            if read.deliveries.len() >= room || taken >= index::REFILL_RECORDS {
+                break;
+            }
+        }
+        // Within a seq, in the order of the route names, as the writer adds them.
+        read.deliveries.sort_unstable();
+        let mut index = self.index();
+        index.refill(sink, read)?;
+        Ok(index.spilled_from(sink).is_some())
+    }
+}
+
 /// An `EVENT` record as the sinks need it, with its head.
 pub(crate) fn decode_held(seq: u64, payload: &[u8]) -> Result<(Held, EventHead<'_>), JournalError> {
     let (head, at) = codec::decode_event_head(seq, payload)?;
@@ -173,6 +264,8 @@ pub struct Ledger {
     dir: PathBuf,
     checkpointed_at: Instant,
     checkpointed_seq: u64,
+    /// The index's `refills` when it was last written.
+    checkpointed_refills: u64,
     /// Where the last kept batch position is, per segment.
     last_mark: Option<Position>,
 }
@@ -228,6 +321,7 @@ impl Ledger {
             index: Mutex::new(index),
             view: Mutex::new(Arc::new(log.view())),
             refusing: Mutex::new(None),
+            failed_refills: Mutex::default(),
         });
         let ledger = Ledger {
             log,
@@ -235,6 +329,7 @@ impl Ledger {
             dir,
             checkpointed_at: Instant::now(),
             checkpointed_seq,
+            checkpointed_refills: 0,
             last_mark,
         };
         Ok((
@@ -261,6 +356,7 @@ impl Ledger {
         *self.shared.view.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(self.log.view());
         self.last_mark = last_mark;
         self.checkpointed_seq = 0;
+        self.checkpointed_refills = 0;
         Ok(replaced)
     }
 
@@ -325,33 +421,38 @@ impl Ledger {
         if !due {
             return Ok(0);
         }
-        if self.checkpointed_seq != self.log.next_seq() {
+        // A refill changes the index without a record: it is written again then too. What
+        // may be deleted is decided by the index as written (a refill can move it on
+        // meanwhile); the file is synced with the index free again.
+        let cutoff = super::records::now_millis().saturating_sub(retention_ms);
+        let mut index = self.shared.index();
+        let keep_from = index
+            .segment_times
+            .iter()
+            .find(|(_, newest)| **newest > cutoff)
+            .map_or(u64::MAX, |(first, _)| *first);
+        let base = index.base;
+        if self.checkpointed_seq != self.log.next_seq()
+            || self.checkpointed_refills != index.refills
+        {
             let started = Instant::now();
             let mut out = Checkpoint::create(&self.dir)?;
-            {
-                let mut index = self.shared.index();
-                index.shrink();
-                index.encode(&mut out);
-            }
+            index.shrink();
+            index.encode(&mut out);
+            let refills = index.refills;
+            drop(index);
             out.finish()?;
             self.checkpointed_seq = self.log.next_seq();
+            self.checkpointed_refills = refills;
             metrics::histogram!("herald_journal_checkpoint_seconds")
                 .record(started.elapsed().as_secs_f64());
+        } else {
+            drop(index);
         }
         self.checkpointed_at = Instant::now();
         // The checkpoint on disk covers every record now (an idle gateway's too, so its old
         // segments still go once they are past the retention): what is below the oldest
         // record still needed, and past the retention, can go.
-        let (base, keep_from) = {
-            let index = self.shared.index();
-            let cutoff = super::records::now_millis().saturating_sub(retention_ms);
-            let keep_from = index
-                .segment_times
-                .iter()
-                .find(|(_, newest)| **newest > cutoff)
-                .map_or(u64::MAX, |(first, _)| *first);
-            (index.base, keep_from)
-        };
         let deleted = self.log.delete_before(base.min(keep_from))?;
         if deleted > 0 {
             *self.shared.view.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(self.log.view());
@@ -484,6 +585,11 @@ fn read_checkpoint(dir: &Path, log: &Log) -> Result<Option<Index>, JournalError>
         Err(e) => return Err(JournalError::io(format!("reading {}", path.display()), e)),
     };
     let corrupt = |why: &str| JournalError::corrupt(path.display().to_string(), why.to_owned());
+    if bytes.len() >= 8 && &bytes[..8] == OLD_CHECKPOINT_MAGIC {
+        return Err(corrupt(
+            "it is in an earlier version's layout (the index is rebuilt once)",
+        ));
+    }
     if bytes.len() < 12 || &bytes[..8] != CHECKPOINT_MAGIC {
         return Err(corrupt("it does not start as a checkpoint does"));
     }
