@@ -1,7 +1,7 @@
 //! What the local engine keeps in memory about its log (docs/architecture.md §10.3): per
 //! record a slot of 8 bytes from the oldest unsettled one on, per sink the pending
-//! deliveries as one `u64` each (seq and route packed), the retry states and out-of-order
-//! completions as exceptions, the unrouted events, the duplicate window (a hash and a seq
+//! deliveries as one `u64` each (seq and route packed; one settled out of order is marked
+//! in place), the retry states as exceptions, the unrouted events, the duplicate window (a hash and a seq
 //! per event), and a sparse map of batch positions to read events back from. The events
 //! themselves stay on disk.
 //!
@@ -47,6 +47,12 @@ fn seq_of(packed: u64) -> u64 {
 fn route_of(packed: u64) -> u32 {
     (packed & ROUTE_MASK) as u32
 }
+/// The route id of a delivery settled in the middle of its sink's queue: it stays there, so
+/// the queue stays in seq order, until the front reaches it or the queue is compacted.
+const SETTLED: u32 = ROUTE_MASK as u32;
+fn settled(packed: u64) -> bool {
+    route_of(packed) == SETTLED
+}
 
 /// One record of the log, from the oldest unsettled one on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -70,8 +76,8 @@ impl Slot {
 #[derive(Clone, Debug, Default)]
 pub struct SinkQueue {
     entries: Chunked<u64>,
-    /// Settled, but not yet at the front of `entries`.
-    done: FastSet<u64>,
+    /// How many of `entries` are settled (route [`SETTLED`]).
+    settled: usize,
     /// Deliveries attempted at least once.
     states: FastMap<u64, PendingState>,
     /// From this seq on, the sink's deliveries are not in `entries` but in the log.
@@ -84,7 +90,7 @@ pub struct SinkQueue {
 
 impl SinkQueue {
     pub fn len(&self) -> usize {
-        self.entries.len() - self.done.len() + self.spilled as usize
+        self.entries.len() - self.settled + self.spilled as usize
     }
 
     pub fn is_empty(&self) -> bool {
@@ -101,7 +107,7 @@ impl SinkQueue {
         let at = self.entries.partition_point(|e| seq_of(*e) < seq);
         (at..self.entries.len())
             .take_while(|i| self.entries.get(*i).is_some_and(|e| seq_of(*e) == seq))
-            .find(|i| self.entries.get(*i) == Some(&key) && !self.done.contains(&key))
+            .find(|i| self.entries.get(*i) == Some(&key))
             .map(Some)
     }
 }
@@ -175,8 +181,10 @@ impl Index {
         }
         let id = u32::try_from(self.routes.len())
             .ok()
-            .filter(|id| u64::from(*id) <= ROUTE_MASK)
-            .ok_or_else(|| JournalError::io("indexing a delivery", "more than 2^20 route names"))?;
+            .filter(|id| *id < SETTLED)
+            .ok_or_else(|| {
+                JournalError::io("indexing a delivery", "more than 2^20 - 1 route names")
+            })?;
         let name: Arc<str> = Arc::from(route);
         self.routes.push(name.clone());
         self.route_ids.insert(name, id);
@@ -360,15 +368,26 @@ impl Index {
             }
             Some(0) => {
                 queue.entries.pop_front();
-                while let Some(front) = queue.entries.front() {
-                    if !queue.done.remove(front) {
-                        break;
-                    }
+                while queue.entries.front().is_some_and(|front| settled(*front)) {
                     queue.entries.pop_front();
+                    queue.settled -= 1;
                 }
             }
-            Some(_) => {
-                queue.done.insert(key);
+            Some(i) => {
+                if let Some(entry) = queue.entries.get_mut(i) {
+                    *entry = pack(seq, SETTLED);
+                    queue.settled += 1;
+                }
+                // A front that waits (a retry) while those behind it are delivered: the
+                // settled ones go once they are half the queue.
+                if queue.settled >= 4096 && queue.settled * 2 > queue.entries.len() {
+                    let mut kept = Chunked::default();
+                    for entry in queue.entries.iter().filter(|e| !settled(**e)) {
+                        kept.push_back(*entry);
+                    }
+                    queue.entries = kept;
+                    queue.settled = 0;
+                }
             }
         }
         if let Some(slot) = self.slot_mut(seq) {
@@ -536,7 +555,7 @@ impl Index {
             if found.len() >= limit {
                 break;
             }
-            if queue.done.contains(key) {
+            if settled(*key) {
                 continue;
             }
             let (seq, route) = (seq_of(*key), &self.routes[route_of(*key) as usize]);
@@ -576,9 +595,6 @@ impl Index {
     /// it). Called with every checkpoint.
     pub fn shrink(&mut self) {
         for queue in self.sinks.values_mut() {
-            if queue.done.capacity() > 4096 && queue.done.len() < queue.done.capacity() / 4 {
-                queue.done.shrink_to(queue.done.len() * 2);
-            }
             if queue.states.capacity() > 4096 && queue.states.len() < queue.states.capacity() / 4 {
                 queue.states.shrink_to(queue.states.len() * 2);
             }
@@ -629,12 +645,8 @@ impl Index {
         u64s(&mut *out, self.sinks.len() as u64);
         for (sink, queue) in &self.sinks {
             put_long_str(out, sink);
-            u64s(&mut *out, queue.entries.len() as u64);
-            for e in queue.entries.iter() {
-                u64s(&mut *out, *e);
-            }
-            u64s(&mut *out, queue.done.len() as u64);
-            for e in &queue.done {
+            u64s(&mut *out, (queue.entries.len() - queue.settled) as u64);
+            for e in queue.entries.iter().filter(|e| !settled(**e)) {
                 u64s(&mut *out, *e);
             }
             u64s(&mut *out, queue.states.len() as u64);
@@ -714,9 +726,6 @@ impl Index {
             let mut queue = SinkQueue::default();
             for _ in 0..count(&mut r)? {
                 queue.entries.push_back(r.u64()?);
-            }
-            for _ in 0..count(&mut r)? {
-                queue.done.insert(r.u64()?);
             }
             for _ in 0..count(&mut r)? {
                 let key = r.u64()?;
@@ -885,6 +894,46 @@ mod tests {
         for cut in [0, 8, bytes.len() / 2, bytes.len() - 1] {
             assert!(Index::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_front_that_waits_does_not_keep_what_is_delivered_behind_it() {
+        let mut index = Index::new(1);
+        let n = 20_000u64;
+        for seq in 1..=n {
+            index.add_event(seq, &head(&[("a", "r")]), 10).unwrap();
+        }
+        // The first is retried later; every other one is delivered meanwhile.
+        for seq in 2..=n {
+            assert!(index.settle("a", seq, "r"));
+            assert!(!index.is_pending("a", seq, "r"));
+        }
+        assert_eq!(index.pending()["a"], 1);
+        let queue = &index.sinks["a"];
+        assert!(
+            queue.entries.len() < 8192,
+            "the settled ones were dropped: {} entries kept",
+            queue.entries.len()
+        );
+        let scanned = index.scan("a", None, 10);
+        assert_eq!(scanned.len(), 1);
+        assert_eq!(scanned[0].seq, 1);
+        assert_eq!(index.undelivered_events, 1);
+        assert_eq!(index.base, 1);
+
+        // Written with some settled in the middle and read back.
+        for seq in n + 1..=n + 10 {
+            index.add_event(seq, &head(&[("a", "r")]), 10).unwrap();
+        }
+        assert!(index.settle("a", n + 5, "r"));
+        let mut out = Vec::new();
+        index.encode(&mut out);
+        let mut back = Index::decode(&out).unwrap();
+        assert_eq!(back.pending()["a"], 10);
+        assert!(!back.is_pending("a", n + 5, "r"));
+        assert!(back.is_pending("a", n + 6, "r"));
+        assert!(back.settle("a", 1, "r"));
+        assert_eq!(back.base, n + 1, "the front went and the rest followed");
     }
 
     #[test]
