@@ -13,6 +13,8 @@
 #   3b. the floor under that: the durable floor keeping the least duplicate window there is
 #      (`durable-floor append=1 window=1`, 4 bytes per event) under the same load for as
 #      long: its RSS growth per event, beside the gateway's, and for the gateway's backlog;
+#   3c. the same load for as long with no outage (the file sink, which keeps up): what the
+#      load grows by itself, so that part 3 less this is what the outage costs;
 #   4. restart with EVENTS pending deliveries: load with the sink down until EVENTS are
 #      pending, SIGTERM, bring the sink back (a one-file Python receiver that notes its first
 #      request), start the gateway again and time gateway.json, /readyz 200 (the admin address
@@ -228,15 +230,21 @@ until [ "$(delivered hook)" -gt "$before" ]; do
 done
 t_first=$(now)
 last=$(now)
+drain_samples=()
 until [ "$(depth hook)" -eq 0 ]; do
   [ "$(since "$t_up" "$(now)" | cut -d. -f1)" -lt 7200 ] || die "the backlog did not drain within 2 h ($(depth hook) pending)"
   sleep 0.5
-  if [ "$(since "$last" "$(now)" | cut -d. -f1)" -ge 30 ]; then last=$(now); log "draining: $(depth hook) pending"; fi
+  if [ "$(since "$last" "$(now)" | cut -d. -f1)" -ge 10 ]; then
+    last=$(now)
+    drain_samples+=("$(mib "$(vm VmRSS "$gw")")")
+    log "draining: $(depth hook) pending"
+  fi
 done
 t_drained=$(now)
 dead=$(metrics | awk '/^herald_deliveries_total\{/ && /sink="hook"/ && /outcome="dead"/ { v += $NF } END { printf "%.0f", v + 0 }')
 row "3. sink back: first delivery / backlog drained after (deliveries made, dead letters)" \
   "$(since "$t_up" "$t_first") s / $(since "$t_up" "$t_drained") s ($(awk -v n="$backlog" -v s="$(since "$t_up" "$t_drained")" 'BEGIN { printf "%.0f", n / s }') deliveries/s; $(thousands "$(delivered hook)") made, $(thousands "$dead") dead)"
+row "3. drain: RSS every 10 s (MiB)" "$(IFS=/; echo "${drain_samples[*]:-none}" | sed 's|/| / |g')"
 sleep 2
 row "3. after the drain (2 s later): RSS / peak" "$(mib "$(vm VmRSS "$gw")") / $(mib "$(vm VmHWM "$gw")") MiB"
 stop_gateway
@@ -273,6 +281,28 @@ row "3b. floor (a 4-byte duplicate window, nothing else): RSS at the start / aft
 row "3b. RSS growth per event: floor / gateway (its outage above)" "$floor_per_event / $herald_per_event bytes"
 row "3b. floor's growth for the gateway's backlog of $(thousands "$backlog") events" \
   "$(awk -v p="$floor_per_event" -v n="$backlog" 'BEGIN { printf "%.1f", p * n / 1048576 }') MiB (the gateway's: $(awk -v a="${samples[0]}" -v b="${samples[-1]}" 'BEGIN { printf "%.1f", b - a }') MiB)"
+
+# --- 3c. the same load with no outage ---------------------------------------------------------
+# The gateway again, its only sink the file sink (which keeps up), under the same load for as
+# long: what the load grows by itself (the duplicate window of every event, which the
+# retention keeps whether or not the sink is up, and the buffers of a loaded gateway). The
+# outage's own cost is part 3's growth less this.
+log "part 3c: the same load for ${outage} s with a sink that keeps up"
+dir=$work/no-outage
+config "$dir" "audit: { type: file, path: ./events.jsonl }"
+start_gateway "$dir"
+sleep 2
+up_start=$(vm VmRSS "$gw")
+start_load "$outage" 2750000000
+wait "$wrk" || true
+up_end=$(vm VmRSS "$gw")
+up_events=$(sed -nE 's/^RESULT requests=([0-9]+).*/\1/p' "$work/wrk.out")
+row "3c. no outage (file sink): RSS at the start / after ${outage} s / peak, events, pending at the end" \
+  "$(mib "$up_start") / $(mib "$up_end") / $(mib "$(vm VmHWM "$gw")") MiB, $(thousands "$up_events"), $(thousands "$(depth audit)")"
+row "3c. RSS growth per event: no outage / outage (part 3)" \
+  "$(awk -v a="$up_start" -v b="$up_end" -v n="$up_events" 'BEGIN { printf "%.1f", (b - a) * 1024 / n }') / $herald_per_event bytes"
+stop_gateway
+rm -rf "$dir"
 
 # --- 4. restart with EVENTS pending ---------------------------------------------------------
 log "part 4: restart with $events pending deliveries"
