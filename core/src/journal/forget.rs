@@ -1,6 +1,6 @@
 //! `herald forget` on the local engine: the redb side (the enrichment cache, dead letters,
-//! rejected inputs) in one transaction, then the log's events naming the user, replaced in
-//! their segments by `FORGOTTEN` tombstones (the segments are rewritten, not appended to:
+//! rejected inputs) in one transaction, then the log's events naming the user and the
+//! outcomes of their deliveries, replaced in their segments by `FORGOTTEN` tombstones (the segments are rewritten, not appended to:
 //! the data must leave the disk). The checkpoint is removed, so the next start rebuilds the
 //! index from the rewritten log.
 
@@ -45,11 +45,22 @@ pub(super) fn forget(
     }
     report.events = doomed.len() as u64;
     core.ledger.rewrite(|record| {
-        if record.kind != codec::EVENT || !doomed.contains(&record.seq) {
-            return None;
-        }
-        let committed_at = codec::decode_event_head(record.seq, &record.payload)
-            .map_or(0, |(head, _)| head.committed_at);
+        // The events, and the outcomes of their deliveries: an outcome left naming a seq
+        // that is no event any more would settle a delivery that is not there (one kept in
+        // the log only is taken as there, docs/architecture.md §10.3).
+        let committed_at = match record.kind {
+            codec::EVENT if doomed.contains(&record.seq) => {
+                codec::decode_event_head(record.seq, &record.payload)
+                    .map_or(0, |(head, _)| head.committed_at)
+            }
+            codec::OUTCOME
+                if codec::decode_outcome(record.seq, &record.payload)
+                    .is_ok_and(|outcome| doomed.contains(&outcome.seq)) =>
+            {
+                0
+            }
+            _ => return None,
+        };
         let mut payload = Vec::new();
         codec::encode_forgotten(&mut payload, committed_at);
         Some((codec::FORGOTTEN, payload))

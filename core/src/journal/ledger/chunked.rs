@@ -63,6 +63,10 @@ impl<T: Copy + Default> Chunked<T> {
         self.get(0)
     }
 
+    pub fn back(&self) -> Option<&T> {
+        self.get(self.len.checked_sub(1)?)
+    }
+
     pub fn push_back(&mut self, value: T) {
         let at = self.head + self.len;
         if at / CHUNK == self.chunks.len() {

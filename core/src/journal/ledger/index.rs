@@ -284,7 +284,11 @@ impl Index {
                     self.sinks.entry(sink.to_owned()).or_insert(queue)
                 }
             };
-            if queue.spilled_from.is_none() && queue.entries.len() >= self.spill_at {
+            // Only between events: every delivery in `entries` is below `spilled_from`.
+            if queue.spilled_from.is_none()
+                && queue.entries.len() >= self.spill_at
+                && queue.entries.back().is_none_or(|e| seq_of(*e) < seq)
+            {
                 queue.spilled_from = Some(seq);
                 self.spilled_sinks += 1;
             }

@@ -159,6 +159,11 @@ impl Shared {
     pub(crate) fn refill(&self, sink: &str) -> Result<bool, JournalError> {
         let from = self.index().spilled_from(sink);
         let result = self.read_back(sink);
+        // A spill that moved on meanwhile (its old records settled, their segment deleted
+        // under the reading) is no failure: the next refill reads from where it is now.
+        if result.is_err() && self.index().spilled_from(sink) != from {
+            return Ok(true);
+        }
         if let (Err(e), Some(from)) = (&result, from) {
             let mut failed = self
                 .failed_refills

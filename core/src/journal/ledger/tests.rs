@@ -17,7 +17,8 @@ use crate::journal::records::Attempt;
 
 #[derive(Clone, Debug)]
 enum Op {
-    /// An event to these of the sinks `a` and `b` (bit 0: a, bit 1: b; 0: no delivery).
+    /// An event to these of the sinks `a` and `b` (bit 0: a, bit 1: b, bit 2: a by a second
+    /// route; 0: no delivery).
     Event(u8),
     Unrouted,
     /// Route the n-th unrouted event (mod their number) to these sinks.
@@ -36,9 +37,9 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0u8..4).prop_map(Op::Event),
+        6 => (0u8..8).prop_map(Op::Event),
         1 => Just(Op::Unrouted),
-        1 => (any::<usize>(), 0u8..4).prop_map(|(n, s)| Op::Route(n, s)),
+        1 => (any::<usize>(), 0u8..8).prop_map(|(n, s)| Op::Route(n, s)),
         4 => any::<usize>().prop_map(Op::Delivered),
         2 => any::<usize>().prop_map(Op::Retry),
         1 => any::<usize>().prop_map(Op::Dead),
@@ -55,6 +56,9 @@ fn pairs(sinks: u8) -> Vec<(&'static str, &'static str)> {
     let mut out = Vec::new();
     if sinks & 1 != 0 {
         out.push(("a", "r"));
+    }
+    if sinks & 4 != 0 {
+        out.push(("a", "r2"));
     }
     if sinks & 2 != 0 {
         out.push(("b", "r"));
