@@ -1,9 +1,9 @@
 //! What the local engine keeps in memory about its log (docs/architecture.md §10.3): per
 //! record a slot of 8 bytes from the oldest unsettled one on, per sink the pending
 //! deliveries as one `u64` each (seq and route packed; one settled out of order is marked
-//! in place), the retry states as exceptions, the unrouted events, the duplicate window (a hash and a seq
-//! per event), and a sparse map of batch positions to read events back from. The events
-//! themselves stay on disk.
+//! in place), the retry states as exceptions, the unrouted events, the duplicate window (a
+//! hash and a seq per event), and a sparse map of batch positions to read events back from.
+//! The events themselves stay on disk.
 //!
 //! **A backlog stays on disk.** A sink holds at most [`SPILL_AT`] pending deliveries in
 //! memory: past that, its queue *spills*: from `spilled_from` on, its deliveries are only in
