@@ -63,6 +63,8 @@ now() { echo "$EPOCHREALTIME"; }
 # Seconds from $1 to $2, two decimals.
 since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+# KIB_BEFORE KIB_AFTER EVENTS → bytes of RSS growth per event
+per_event() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.1f", (b - a) * 1024 / n }'; }
 # VmRSS or VmHWM (kB) of process $2.
 vm() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$2/status"; }
 disk() { du -sk "$1" | awk '{ printf "%.0f", $1 / 1024 }'; }
@@ -117,6 +119,8 @@ start_load() {
   wrk -t2 -c64 -d"${1}s" -s bench/directory.lua "http://$listen" -- "$2" >"$work/wrk.out" 2>&1 &
   wrk=$!
 }
+# The requests the last load made (its RESULT line).
+wrk_requests() { sed -nE 's/^RESULT requests=([0-9]+).*/\1/p' "$work/wrk.out"; }
 stop_load() { kill "$wrk" 2>/dev/null || true; wait "$wrk" 2>/dev/null || true; }
 # Waits until sink $1 has $2 events accepted (pending + delivered), polling /metrics.
 until_accepted() {
@@ -270,11 +274,11 @@ floor_start=$(vm VmRSS "$floor_pid")
 start_load "$outage" 2500000000
 wait "$wrk" || true
 floor_end=$(vm VmRSS "$floor_pid")
-floor_events=$(sed -nE 's/^RESULT requests=([0-9]+).*/\1/p' "$work/wrk.out")
+floor_events=$(wrk_requests)
 kill "$floor_pid"
 wait "$floor_pid" 2>/dev/null || true
 rm -rf "$work/floor"
-floor_per_event=$(awk -v a="$floor_start" -v b="$floor_end" -v n="$floor_events" 'BEGIN { printf "%.1f", (b - a) * 1024 / n }')
+floor_per_event=$(per_event "$floor_start" "$floor_end" "$floor_events")
 herald_per_event=$(awk -v a="${samples[0]}" -v b="${samples[-1]}" -v n="$backlog" 'BEGIN { printf "%.1f", (b - a) * 1048576 / n }')
 row "3b. floor (a 4-byte duplicate window, nothing else): RSS at the start / after ${outage} s, events" \
   "$(mib "$floor_start") / $(mib "$floor_end") MiB, $(thousands "$floor_events")"
@@ -296,11 +300,11 @@ up_start=$(vm VmRSS "$gw")
 start_load "$outage" 2750000000
 wait "$wrk" || true
 up_end=$(vm VmRSS "$gw")
-up_events=$(sed -nE 's/^RESULT requests=([0-9]+).*/\1/p' "$work/wrk.out")
+up_events=$(wrk_requests)
 row "3c. no outage (file sink): RSS at the start / after ${outage} s / peak, events, pending at the end" \
   "$(mib "$up_start") / $(mib "$up_end") / $(mib "$(vm VmHWM "$gw")") MiB, $(thousands "$up_events"), $(thousands "$(depth audit)")"
 row "3c. RSS growth per event: no outage / outage (part 3)" \
-  "$(awk -v a="$up_start" -v b="$up_end" -v n="$up_events" 'BEGIN { printf "%.1f", (b - a) * 1024 / n }') / $herald_per_event bytes"
+  "$(per_event "$up_start" "$up_end" "$up_events") / $herald_per_event bytes"
 stop_gateway
 rm -rf "$dir"
 

@@ -149,9 +149,7 @@ impl Shared {
         }
         out
     }
-}
 
-impl Shared {
     /// Reads back from the log the next part of `sink`'s deliveries that are there only
     /// (`index::Index::refill`): at most [`index::REFILL_RECORDS`] records and half the
     /// sink's [`index::SPILL_AT`] deliveries, read without holding the index. Returns whether
